@@ -1,0 +1,1 @@
+"""Platform adapters (cli, telegram, web) and the platform-agnostic jobs client."""

@@ -1,0 +1,1 @@
+"""ComfyUI client and the local protocol-compatible ComfyUI stand-in."""

@@ -1,0 +1,1 @@
+"""Pure rules and models of StationThis: no I/O, deterministic, safe in the workflow sandbox."""

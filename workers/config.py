@@ -1,0 +1,147 @@
+"""The one configuration class of StationThis.
+
+Values come, highest priority first, from the environment, then temporal-dev.yaml, then the
+defaults below. Entry points (CLI, workers, bot) build one `Config` and hand the pieces to the
+objects they construct; nothing below workers/ and adapters/ reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_YAML = REPO_ROOT / "temporal-dev.yaml"
+
+DEFAULT_SEARCH_ATTRIBUTES = {
+    "UserId": "Keyword",
+    "Platform": "Keyword",
+    "JobKind": "Keyword",
+    "JobState": "Keyword",
+}
+
+
+class TemporalDev(BaseModel):
+    namespace: str = "default"
+    port: int = 7233
+    ui_port: int = 8233
+    db_filename: str = "temporal.sqlite"
+    search_attributes: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_SEARCH_ATTRIBUTES)
+    )
+
+
+class MongoDev(BaseModel):
+    port: int = 0
+    database: str = "stationthis"
+    data_dir: str = "mongo"
+
+
+class ComfyDev(BaseModel):
+    port: int = 0
+    slots: int = 1
+    step_delay: float = 0.02
+
+
+class TaskQueues(BaseModel):
+    workflows: str = "stationthis"
+    comfy: str = "comfy"
+    media: str = "media"
+
+    def deliver(self, platform: str) -> str:
+        """Delivery queue of one platform: served only by that adapter's own process."""
+        return f"deliver-{platform}"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads temporal-dev.yaml (or STATIONTHIS_CONFIG) below the environment in priority."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path.is_file():
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path}: expected a mapping at the top level")
+            self._data = loaded
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Config(BaseSettings):
+    """Everything a StationThis process needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
+
+    # External services; empty means "use the embedded dev stack".
+    temporal_address: str = ""
+    temporal_namespace: str = "default"
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool = False
+    mongodb_uri: str = ""
+    mongodb_database: str = "stationthis"
+    comfyui_urls: str = ""
+
+    # Dev stack (temporal-dev.yaml)
+    devstack_dir: Path = REPO_ROOT / ".devstack"
+    temporal: TemporalDev = Field(default_factory=TemporalDev)
+    mongodb: MongoDev = Field(default_factory=MongoDev)
+    comfyui: ComfyDev = Field(default_factory=ComfyDev)
+    task_queues: TaskQueues = Field(default_factory=TaskQueues)
+
+    # Business rules that belong in configuration (DOMAIN.md)
+    starter_grant: int = 500
+    max_running_jobs: int = 3
+    admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    temporal_ui_url: str = ""
+
+    # Telegram
+    telegram_bot_token: SecretStr | None = None
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_admins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("devstack_dir", mode="after")
+    @classmethod
+    def _anchor_devstack(cls, v: Path) -> Path:
+        return v if v.is_absolute() else REPO_ROOT / v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        import os
+
+        path = Path(os.environ.get("STATIONTHIS_CONFIG", str(DEFAULT_YAML)))
+        return (init_settings, env_settings, _YamlSource(settings_cls, path), file_secret_settings)
+
+    @property
+    def comfyui_url_list(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.comfyui_urls.split(",") if u.strip()]
+
+    @property
+    def runtime_file(self) -> Path:
+        """Where `stationthis up` writes the addresses of the services it started."""
+        return self.devstack_dir / "runtime.json"
