@@ -1,0 +1,271 @@
+"""Jobs: the typed requests, plans, progress and results every job kind shares.
+
+These models cross the Temporal boundary (workflow inputs, activity inputs and results, queries,
+updates), so every new field gets a default: running histories must keep decoding.
+Images never travel here: only GridFS ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from domain.identity import id_fragment
+
+
+class JobState(StrEnum):
+    STARTING = "starting"
+    CHARGING = "charging"
+    QUEUED = "queued"
+    RUNNING = "running"
+    STORING = "storing"
+    DELIVERING = "delivering"
+    DONE = "done"
+    REFUSED = "refused"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+    @property
+    def cancellable(self) -> bool:
+        return self in CANCELLABLE_STATES
+
+
+FINAL_STATES = frozenset({JobState.DONE, JobState.REFUSED, JobState.FAILED, JobState.CANCELLED})
+CANCELLABLE_STATES = frozenset(
+    {JobState.STARTING, JobState.CHARGING, JobState.QUEUED, JobState.RUNNING}
+)
+
+# Platforms whose adapter receives results pushed by a delivery worker. The others (cli, web)
+# pull the result from the workflow themselves, so their jobs need no delivery step.
+PUSH_PLATFORMS = frozenset({"telegram"})
+
+
+class ActivityNames:
+    """Activity names: a contract with running histories. Rename only with a migration."""
+
+    PREPARE_MAKE_IMAGE = "prepare_make_image"
+    CHARGE_POINTS = "charge_points"
+    REFUND_POINTS = "refund_points"
+    RECORD_JOB = "record_job"
+    RELEASE_JOB_SLOT = "release_job_slot"
+    RUN_COMFY_PROMPT = "run_comfy_prompt"
+    STORE_COMFY_OUTPUTS = "store_comfy_outputs"
+    DELIVER_RESULT = "deliver_result"
+
+
+class ReplyTarget(BaseModel):
+    """Where a push platform sends the result and edits the status message."""
+
+    chat_id: str
+    message_id: int | None = None
+    status_message_id: int | None = None
+    group_chat: bool = False
+
+
+class MakeImageRequest(BaseModel):
+    """One /make: the prompt plus what the user changed for this run only."""
+
+    user: str
+    platform: str = "cli"
+    prompt: str
+    template: str | None = None  # None = the user's saved template
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    source_image_id: str | None = None  # GridFS id of the img2img source
+    reply: ReplyTarget | None = None
+    request_id: str | None = None  # the platform's own id (update id, button press)
+    regen_of: str | None = None  # workflow id of the run this repeats
+
+
+class ComfyWork(BaseModel):
+    """One ComfyUI prompt to run: a fully injected graph plus files to upload first."""
+
+    graph: dict[str, Any]
+    # node id -> GridFS id of an image to upload and set as that LoadImage node's `image`
+    uploads: dict[str, str] = Field(default_factory=dict)
+    seed: int | None = None
+    expected_outputs: int = 1
+
+
+class JobPlan(BaseModel):
+    """What prepare decided: the price, the work, and what to tell the user about it."""
+
+    user_id: str
+    kind: str
+    price: int
+    units: int = 1  # images in the batch; refunds are pro rata per unit
+    balance: int = 0
+    summary: str = ""
+    clamps: list[str] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    template: str | None = None
+    prompt: str | None = None
+    seeds: list[int] = Field(default_factory=list)
+    comfy: list[ComfyWork] = Field(default_factory=list)
+    refused: str | None = None  # set instead of raising when the request is unacceptable
+    refused_code: str | None = None
+
+
+class PrepareInput(BaseModel):
+    workflow_id: str
+    request: MakeImageRequest
+
+
+class ChargeInput(BaseModel):
+    user_id: str
+    amount: int
+    key: str
+    job_id: str
+    reason: str = ""
+
+
+class ChargeResult(BaseModel):
+    ok: bool
+    balance: int
+    charged: int = 0
+    reason: str | None = None  # why not ok (insufficient points)
+
+
+class RefundInput(BaseModel):
+    user_id: str
+    amount: int
+    key: str
+    job_id: str
+    reason: str = ""
+
+
+class RefundResult(BaseModel):
+    refunded: int
+    balance: int
+
+
+class ComfyRunInput(BaseModel):
+    workflow_id: str
+    index: int = 0
+    work: ComfyWork
+    timeout_seconds: float = 900.0
+
+
+class OutputRef(BaseModel):
+    """A file ComfyUI wrote, still on the server that ran the prompt."""
+
+    server_url: str
+    node_id: str
+    filename: str
+    subfolder: str = ""
+    type: str = "output"
+
+
+class ComfyRunResult(BaseModel):
+    prompt_id: str
+    server_url: str
+    files: list[OutputRef] = Field(default_factory=list)
+    texts: dict[str, list[str]] = Field(default_factory=dict)
+    gpu_seconds: float = 0.0
+
+
+class StoreOutputsInput(BaseModel):
+    workflow_id: str
+    index: int = 0
+    user_id: str
+    files: list[OutputRef]
+    seed: int | None = None
+
+
+class StoredOutput(BaseModel):
+    blob_id: str
+    seed: int | None = None
+    width: int = 0
+    height: int = 0
+    content_type: str = "image/png"
+
+
+class Progress(BaseModel):
+    """What a running activity reports back to its workflow (signal `report_progress`)."""
+
+    index: int = 0
+    state: JobState = JobState.QUEUED
+    queue_position: int | None = None
+    percent: float = 0.0
+    detail: str = ""
+
+
+class JobStatus(BaseModel):
+    """The live view of one job: the query result and, once final, the workflow result."""
+
+    workflow_id: str = ""
+    kind: str = "make"
+    user: str = ""
+    state: JobState = JobState.STARTING
+    queue_position: int | None = None
+    percent: float = 0.0
+    detail: str = ""
+    outputs: list[StoredOutput] = Field(default_factory=list)
+    price: int = 0
+    refund: int = 0
+    balance: int | None = None
+    reason: str | None = None
+    clamps: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list)
+    prompt: str | None = None
+    template: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    gpu_seconds: float = 0.0
+
+    @property
+    def final(self) -> bool:
+        return self.state.final
+
+    def headline(self) -> str:
+        """One line a user reads: `done`, `failed: <reason>, refunded N`, ..."""
+        s = self.state
+        if s is JobState.QUEUED and self.queue_position is not None:
+            return f"queued (position {self.queue_position})"
+        if s is JobState.RUNNING:
+            return f"rendering {self.percent:.0f}%"
+        if s is JobState.FAILED:
+            return f"failed: {self.reason or 'unknown error'}, refunded {self.refund}"
+        if s is JobState.CANCELLED:
+            return f"cancelled, refunded {self.refund}"
+        if s is JobState.REFUSED:
+            return f"refused: {self.reason}"
+        return s.value
+
+
+class CancelRequest(BaseModel):
+    reason: str = "cancelled by the user"
+    by: str = ""
+
+
+class CancelResult(BaseModel):
+    state: JobState
+    refund: int
+
+
+class JobRecordInput(BaseModel):
+    status: JobStatus
+    platform: str = "cli"
+    request: dict[str, Any] = Field(default_factory=dict)
+
+
+class SlotInput(BaseModel):
+    user_id: str
+    workflow_id: str
+
+
+class DeliverInput(BaseModel):
+    platform: str
+    reply: ReplyTarget | None = None
+    status: JobStatus
+
+
+def new_job_id(kind: str, user: str, request_id: str | None = None) -> str:
+    """`<kind>-<user>-<request id or short uuid>`: a retried platform request maps to one id."""
+    suffix = request_id if request_id else uuid.uuid4().hex[:10]
+    return f"{kind}-{id_fragment(user)}-{suffix}"

@@ -1,0 +1,352 @@
+"""The one skeleton every paid job kind runs on: prepare, charge, produce, record, deliver,
+and refund on any failure or cancel after the charge.
+
+A job kind is a subclass that names its prepare activity and defines `@workflow.run`; the
+handlers (status query, progress signal, cancel update) and the saga live here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from domain.jobs import (
+        PUSH_PLATFORMS,
+        ActivityNames,
+        CancelRequest,
+        CancelResult,
+        ChargeInput,
+        ChargeResult,
+        ComfyRunInput,
+        ComfyRunResult,
+        ComfyWork,
+        DeliverInput,
+        JobPlan,
+        JobRecordInput,
+        JobState,
+        JobStatus,
+        Progress,
+        RefundInput,
+        RefundResult,
+        ReplyTarget,
+        SlotInput,
+        StoredOutput,
+        StoreOutputsInput,
+    )
+    from domain.pricing import partial_refund
+    from workflows import policies
+
+JOB_STATE = SearchAttributeKey.for_keyword("JobState")
+
+
+class JobFailed(Exception):
+    """A unit of work failed for a reason the user is told."""
+
+
+class PaidJobWorkflow:
+    """Base class of every job workflow. Not a workflow itself: subclasses add `@workflow.run`."""
+
+    kind: ClassVar[str] = "job"
+    prepare_activity: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self._status = JobStatus()
+        self._cancel: CancelRequest | None = None
+        self._progress: dict[int, Progress] = {}
+        self._comfy_queue = "comfy"
+        self._comfy_io_queue = "comfy-io"
+
+    # ---- handlers -------------------------------------------------------------------------
+
+    @workflow.query(name="status")
+    def status(self) -> JobStatus:
+        return self._status
+
+    @workflow.signal(name="report_progress")
+    def report_progress(self, progress: Progress) -> None:
+        """Activities report queue position and percent here (throttled on their side)."""
+        if self._status.state not in (JobState.QUEUED, JobState.RUNNING):
+            return
+        self._progress[progress.index] = progress
+        parts = list(self._progress.values())
+        running = [p for p in parts if p.state is JobState.RUNNING]
+        state = JobState.RUNNING if running else JobState.QUEUED
+        positions = [p.queue_position for p in parts if p.queue_position is not None]
+        self._status.queue_position = min(positions) if positions and not running else None
+        units = max(1, len(self._plan_units()))
+        self._status.percent = round(sum(p.percent for p in parts) / units, 1)
+        self._status.detail = progress.detail
+        if state is not self._status.state:
+            self._set_state(state)
+
+    @workflow.update(name="cancel")
+    async def cancel(self, request: CancelRequest) -> CancelResult:
+        """Ask the main loop to stop; returns once the refund is booked."""
+        if self._cancel is None:
+            self._cancel = request
+        await workflow.wait_condition(lambda: self._status.final)
+        return CancelResult(state=self._status.state, refund=self._status.refund)
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        state = self._status.state
+        if not state.cancellable:
+            why = (
+                "it is already being delivered"
+                if state is JobState.DELIVERING
+                else f"it is {state}"
+            )
+            raise ApplicationError(
+                f"this job can no longer be cancelled: {why}", type="not_cancellable"
+            )
+
+    # ---- the saga -------------------------------------------------------------------------
+
+    def _plan_units(self) -> list[int]:
+        return list(range(self._units))
+
+    async def run_job(
+        self, *, user: str, platform: str, reply: ReplyTarget | None, prepare_input: Any
+    ) -> JobStatus:
+        info = workflow.info()
+        wid = info.workflow_id
+        self._units = 1
+        self._status = JobStatus(workflow_id=wid, kind=self.kind, user=user)
+        self._set_state(JobState.STARTING)
+        plan: JobPlan | None = None
+        try:
+            plan = await workflow.execute_activity(
+                self.prepare_activity,
+                prepare_input,
+                result_type=JobPlan,
+                start_to_close_timeout=policies.PREPARE_TIMEOUT,
+                retry_policy=policies.PREPARE_RETRY,
+            )
+            self._apply_plan(plan)
+            if plan.refused:
+                self._finish(JobState.REFUSED, reason=plan.refused)
+            elif self._cancel is not None:
+                self._finish(JobState.CANCELLED, reason=self._cancel.reason)
+            else:
+                await self._charge_and_produce(plan, wid)
+        except asyncio.CancelledError:
+            # `temporal workflow cancel` before the charge: nothing to give back.
+            if not self._status.final:
+                self._finish(JobState.CANCELLED, reason="cancelled by an operator")
+            raise
+        finally:
+            await self._after(plan, platform, reply)
+        return self._status
+
+    async def _charge_and_produce(self, plan: JobPlan, wid: str) -> None:
+        self._set_state(JobState.CHARGING)
+        charge = await workflow.execute_activity(
+            ActivityNames.CHARGE_POINTS,
+            ChargeInput(
+                user_id=plan.user_id,
+                amount=plan.price,
+                key=f"{wid}:charge",
+                job_id=wid,
+                reason=f"{self.kind}: {plan.summary}"[:200],
+            ),
+            result_type=ChargeResult,
+            start_to_close_timeout=policies.LEDGER_TIMEOUT,
+            retry_policy=policies.LEDGER_RETRY,
+        )
+        self._status.balance = charge.balance
+        if not charge.ok:
+            self._finish(JobState.REFUSED, reason=charge.reason)
+            return
+        produced: list[StoredOutput] = []
+        failure: str | None = None
+        operator_cancel: BaseException | None = None
+        try:
+            if self._cancel is None:
+                self._set_state(JobState.QUEUED)
+                produced, failure = await self._produce(plan)
+        except asyncio.CancelledError as err:
+            operator_cancel = err
+        cancelled = self._cancel is not None or operator_cancel is not None
+        produced_units = len({o.seed for o in produced}) if produced else 0
+        refund = partial_refund(plan.price, plan.units, produced_units)
+        if refund:
+            result = await workflow.execute_activity(
+                ActivityNames.REFUND_POINTS,
+                RefundInput(
+                    user_id=plan.user_id,
+                    amount=refund,
+                    key=f"{wid}:refund",
+                    job_id=wid,
+                    reason=failure or "cancelled",
+                ),
+                result_type=RefundResult,
+                start_to_close_timeout=policies.LEDGER_TIMEOUT,
+                retry_policy=policies.LEDGER_RETRY,
+            )
+            self._status.refund = result.refunded
+            self._status.balance = result.balance
+        if cancelled:
+            reason = self._cancel.reason if self._cancel else "cancelled by an operator"
+            self._finish(JobState.CANCELLED, reason=reason)
+        elif not produced:
+            self._finish(JobState.FAILED, reason=failure or "no output")
+        else:
+            self._status.reason = failure  # a partly failed batch says what failed
+            self._set_state(JobState.DELIVERING)
+        if operator_cancel is not None:
+            raise operator_cancel
+
+    async def _produce(self, plan: JobPlan) -> tuple[list[StoredOutput], str | None]:
+        """Run every unit in parallel; return what was made and the first failure, if any."""
+        tasks = [
+            asyncio.create_task(self._produce_comfy(i, work)) for i, work in enumerate(plan.comfy)
+        ]
+        try:
+            await workflow.wait_condition(
+                lambda: all(t.done() for t in tasks) or self._cancel is not None
+            )
+        finally:
+            if not all(t.done() for t in tasks):
+                for t in tasks:
+                    t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        produced: list[StoredOutput] = []
+        failure: str | None = None
+        for t in tasks:
+            if t.cancelled():
+                failure = failure or "cancelled"
+                continue
+            exc = t.exception()
+            if exc is None:
+                produced.extend(t.result())
+            else:
+                failure = failure or describe_failure(exc)
+        self._status.outputs = produced
+        return produced, failure
+
+    async def _produce_comfy(self, index: int, work: ComfyWork) -> list[StoredOutput]:
+        wid = workflow.info().workflow_id
+        run = await workflow.execute_activity(
+            ActivityNames.RUN_COMFY_PROMPT,
+            ComfyRunInput(
+                workflow_id=wid,
+                index=index,
+                work=work,
+                timeout_seconds=self._render_timeout.total_seconds(),
+            ),
+            result_type=ComfyRunResult,
+            task_queue=self._comfy_queue,
+            start_to_close_timeout=self._render_timeout,
+            heartbeat_timeout=policies.COMFY_HEARTBEAT,
+            retry_policy=policies.COMFY_RETRY,
+        )
+        self._status.gpu_seconds += run.gpu_seconds
+        if not run.files:
+            raise JobFailed("ComfyUI finished without producing an image")
+        self._progress[index] = Progress(index=index, state=JobState.RUNNING, percent=100.0)
+        stored: list[StoredOutput] = await workflow.execute_activity(
+            ActivityNames.STORE_COMFY_OUTPUTS,
+            StoreOutputsInput(
+                workflow_id=wid, index=index, user_id=self._user_id, files=run.files, seed=work.seed
+            ),
+            result_type=list[StoredOutput],
+            task_queue=self._comfy_io_queue,
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
+        return stored
+
+    async def _after(self, plan: JobPlan | None, platform: str, reply: ReplyTarget | None) -> None:
+        """Record, deliver, free the user's job slot: runs whatever happened before."""
+        wid = workflow.info().workflow_id
+        if self._status.state is JobState.DELIVERING and platform not in PUSH_PLATFORMS:
+            self._status.state = JobState.DONE  # pull platforms fetch the result themselves
+        await workflow.execute_activity(
+            ActivityNames.RECORD_JOB,
+            JobRecordInput(status=self._status, platform=platform),
+            start_to_close_timeout=policies.LEDGER_TIMEOUT,
+            retry_policy=policies.LEDGER_RETRY,
+        )
+        if platform in PUSH_PLATFORMS:
+            try:
+                await workflow.execute_activity(
+                    ActivityNames.DELIVER_RESULT,
+                    DeliverInput(platform=platform, reply=reply, status=self._status),
+                    task_queue=f"deliver-{platform}",
+                    start_to_close_timeout=policies.DELIVER_TIMEOUT,
+                    schedule_to_close_timeout=policies.DELIVER_DEADLINE,
+                    retry_policy=policies.DELIVER_RETRY,
+                )
+            except ActivityError as err:
+                workflow.logger.warning("delivery ended without success: %s", err.cause or err)
+        if self._status.state is JobState.DELIVERING:
+            self._status.state = JobState.DONE
+        self._set_state(self._status.state)
+        if plan is not None and plan.user_id:
+            await workflow.execute_activity(
+                ActivityNames.RELEASE_JOB_SLOT,
+                SlotInput(user_id=plan.user_id, workflow_id=wid),
+                start_to_close_timeout=policies.LEDGER_TIMEOUT,
+                retry_policy=policies.LEDGER_RETRY,
+            )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    # ---- state ----------------------------------------------------------------------------
+
+    @property
+    def _user_id(self) -> str:
+        return self._plan_user_id
+
+    def _apply_plan(self, plan: JobPlan) -> None:
+        self._plan_user_id = plan.user_id
+        self._units = max(1, plan.units)
+        s = self._status
+        s.price, s.clamps, s.seeds = plan.price, plan.clamps, plan.seeds
+        s.prompt, s.template, s.settings = plan.prompt, plan.template, plan.settings
+        s.balance = plan.balance
+        self._render_timeout = timedelta(seconds=float(plan.settings.get("render_timeout", 900)))
+        self._comfy_queue = str(plan.settings.get("comfy_queue", "comfy"))
+        self._comfy_io_queue = str(plan.settings.get("comfy_io_queue", "comfy-io"))
+
+    def _finish(self, state: JobState, *, reason: str | None = None) -> None:
+        self._status.reason = reason
+        self._status.queue_position = None
+        self._set_state(state)
+
+    def _set_state(self, state: JobState) -> None:
+        self._status.state = state
+        workflow.upsert_search_attributes([JOB_STATE.value_set(state.value)])
+        workflow.set_current_details(self._details())
+
+    def _details(self) -> str:
+        s = self._status
+        lines = [f"**{s.headline()}**", f"price: {s.price} points"]
+        if s.refund:
+            lines.append(f"refunded: {s.refund}")
+        if s.clamps:
+            lines.append("clamped: " + ", ".join(s.clamps))
+        if s.seeds:
+            lines.append("seeds: " + ", ".join(str(x) for x in s.seeds))
+        if s.outputs:
+            lines.append("outputs: " + ", ".join(o.blob_id for o in s.outputs))
+        return "\n\n".join(lines)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The reason a user reads, from the error chain of a failed activity."""
+    cause: BaseException | None = exc
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, TimeoutError):
+        return "ComfyUI did not finish in time"
+    if isinstance(cause, CancelledError):
+        return "cancelled"
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause) if cause else "unknown error"

@@ -1,0 +1,77 @@
+"""Timeouts and retry policies, one per activity, chosen for what each activity does.
+
+- prepare_* (stationthis): start-to-close 30 s; 5 attempts; bad input never retried.
+- charge_points (stationthis): start-to-close 15 s; retried forever (idempotent by key);
+  too few points is an answer, not an error.
+- refund_points (stationthis): start-to-close 15 s; retried forever: a refund is never forgotten.
+- run_comfy_prompt (comfy): start-to-close = the job's render budget, heartbeat 30 s;
+  4 attempts; validation, execution and interrupt errors never retried.
+- store_comfy_outputs (comfy-io): start-to-close 2 min; 10 attempts.
+- record_job, release_job_slot (stationthis): start-to-close 15 s; retried forever (upserts).
+- deliver_result (deliver-<platform>): start-to-close 2 min, schedule-to-close 7 days, retried
+  within that: a bot that is down receives the result when it is back.
+
+"Forever" means no maximum attempts with the interval capped, because each of those activities is
+idempotent by key and a stuck one shows up in the Web UI as a pending activity with its last
+error, which is where an operator looks.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+# Error types (ApplicationError.type) that retrying cannot fix.
+USER_INPUT_ERRORS = [
+    "bad_input",
+    "invalid_settings",
+    "invalid_prompt",
+    "unknown_user",
+    "unknown_template",
+    "invalid_template",
+    "invalid_identity",
+    "insufficient_points",
+]
+COMFY_PERMANENT_ERRORS = [
+    "ComfyValidationError",
+    "ComfyMissingNode",
+    "ComfyExecutionError",
+    "ComfyInterrupted",
+]
+
+PREPARE_TIMEOUT = timedelta(seconds=30)
+PREPARE_RETRY = RetryPolicy(
+    maximum_attempts=5,
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=USER_INPUT_ERRORS,
+)
+
+LEDGER_TIMEOUT = timedelta(seconds=15)
+LEDGER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+    non_retryable_error_types=["insufficient_points"],
+)
+
+COMFY_HEARTBEAT = timedelta(seconds=30)
+COMFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=4,
+    non_retryable_error_types=COMFY_PERMANENT_ERRORS,
+)
+
+STORE_TIMEOUT = timedelta(minutes=2)
+STORE_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=20))
+
+DELIVER_TIMEOUT = timedelta(minutes=2)
+DELIVER_DEADLINE = timedelta(days=7)
+DELIVER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=0,
+    non_retryable_error_types=["undeliverable"],
+)
