@@ -96,3 +96,11 @@ class TooManyJobs(StationError):
 
 class InvalidIdentity(UserInputError):
     code = "invalid_identity"
+
+
+class LedgerRefused(StationError):
+    """A ledger operation that would break the books: a refund with no charge to refund, a refund
+    larger than what is left of the charge, or an idempotency key reused for another user or kind.
+    It is a bug in the caller, not a user's mistake, so it is never retried."""
+
+    code = "ledger_refused"

@@ -61,6 +61,9 @@ class PaidJobWorkflow:
         self._progress: dict[int, Progress] = {}
         self._comfy_queue = "comfy"
         self._comfy_io_queue = "comfy-io"
+        self._charge_started = False
+        self._units = 1
+        self._plan_user_id = ""
 
     # ---- handlers -------------------------------------------------------------------------
 
@@ -136,8 +139,11 @@ class PaidJobWorkflow:
             else:
                 await self._charge_and_produce(plan, wid)
         except asyncio.CancelledError:
-            # `temporal workflow cancel` before the charge: nothing to give back.
+            # `temporal workflow cancel`: the same compensation as the user's cancel. A charge
+            # that was in flight may have been booked, so refund by key (a no-op if it was not).
             if not self._status.final:
+                if plan is not None and self._charge_started:
+                    await self._refund(plan, produced_units=0, reason="cancelled by an operator")
                 self._finish(JobState.CANCELLED, reason="cancelled by an operator")
             raise
         finally:
@@ -146,6 +152,7 @@ class PaidJobWorkflow:
 
     async def _charge_and_produce(self, plan: JobPlan, wid: str) -> None:
         self._set_state(JobState.CHARGING)
+        self._charge_started = True
         charge = await workflow.execute_activity(
             ActivityNames.CHARGE_POINTS,
             ChargeInput(
@@ -164,35 +171,21 @@ class PaidJobWorkflow:
             self._finish(JobState.REFUSED, reason=charge.reason)
             return
         produced: list[StoredOutput] = []
+        produced_units = 0
         failure: str | None = None
         operator_cancel: BaseException | None = None
         try:
             if self._cancel is None:
                 self._set_state(JobState.QUEUED)
-                produced, failure = await self._produce(plan)
+                produced, produced_units, failure = await self._produce(plan)
         except asyncio.CancelledError as err:
             operator_cancel = err
         cancelled = self._cancel is not None or operator_cancel is not None
-        produced_units = len({o.seed for o in produced}) if produced else 0
-        refund = partial_refund(plan.price, plan.units, produced_units)
-        if refund:
-            result = await workflow.execute_activity(
-                ActivityNames.REFUND_POINTS,
-                RefundInput(
-                    user_id=plan.user_id,
-                    amount=refund,
-                    key=f"{wid}:refund",
-                    job_id=wid,
-                    reason=failure or "cancelled",
-                ),
-                result_type=RefundResult,
-                start_to_close_timeout=policies.LEDGER_TIMEOUT,
-                retry_policy=policies.LEDGER_RETRY,
-            )
-            self._status.refund = result.refunded
-            self._status.balance = result.balance
+        reason = failure or "cancelled"
         if cancelled:
             reason = self._cancel.reason if self._cancel else "cancelled by an operator"
+        await self._refund(plan, produced_units=produced_units, reason=reason)
+        if cancelled:
             self._finish(JobState.CANCELLED, reason=reason)
         elif not produced:
             self._finish(JobState.FAILED, reason=failure or "no output")
@@ -202,7 +195,29 @@ class PaidJobWorkflow:
         if operator_cancel is not None:
             raise operator_cancel
 
-    async def _produce(self, plan: JobPlan) -> tuple[list[StoredOutput], str | None]:
+    async def _refund(self, plan: JobPlan, *, produced_units: int, reason: str) -> None:
+        """Give back the share of the price that produced nothing, once, by key."""
+        amount = partial_refund(plan.price, plan.units, produced_units)
+        if amount <= 0:
+            return
+        wid = workflow.info().workflow_id
+        result = await workflow.execute_activity(
+            ActivityNames.REFUND_POINTS,
+            RefundInput(
+                user_id=plan.user_id,
+                amount=amount,
+                key=f"{wid}:refund",
+                job_id=wid,
+                reason=reason[:200],
+            ),
+            result_type=RefundResult,
+            start_to_close_timeout=policies.LEDGER_TIMEOUT,
+            retry_policy=policies.LEDGER_RETRY,
+        )
+        self._status.refund = result.refunded
+        self._status.balance = result.balance
+
+    async def _produce(self, plan: JobPlan) -> tuple[list[StoredOutput], int, str | None]:
         """Run every unit in parallel; return what was made and the first failure, if any."""
         tasks = [
             asyncio.create_task(self._produce_comfy(i, work)) for i, work in enumerate(plan.comfy)
@@ -217,6 +232,7 @@ class PaidJobWorkflow:
                     t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         produced: list[StoredOutput] = []
+        units = 0
         failure: str | None = None
         for t in tasks:
             if t.cancelled():
@@ -225,10 +241,11 @@ class PaidJobWorkflow:
             exc = t.exception()
             if exc is None:
                 produced.extend(t.result())
+                units += 1
             else:
                 failure = failure or describe_failure(exc)
         self._status.outputs = produced
-        return produced, failure
+        return produced, units, failure
 
     async def _produce_comfy(self, index: int, work: ComfyWork) -> list[StoredOutput]:
         wid = workflow.info().workflow_id
