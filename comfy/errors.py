@@ -78,7 +78,9 @@ class ComfyValidationError(ComfyError):
         if summary is None:
             summary = "; ".join(e.describe() for e in self.errors) or details or error_message
         self.summary = summary
-        super().__init__(f"ComfyUI refused the prompt ({error_type}): {summary}", status_code=status_code)
+        super().__init__(
+            f"ComfyUI refused the prompt ({error_type}): {summary}", status_code=status_code
+        )
 
 
 class ComfyMissingNode(ComfyValidationError):

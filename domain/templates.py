@@ -111,9 +111,7 @@ def find_inputs(
     return found
 
 
-def validate_graph(
-    graph: Any, explicit: Mapping[str, Any] | None = None
-) -> dict[str, InputRef]:
+def validate_graph(graph: Any, explicit: Mapping[str, Any] | None = None) -> dict[str, InputRef]:
     """Check a graph can be a template and return its input map; TemplateGraphError otherwise.
 
     Checks: every node has a `class_type` string and an `inputs` dict; every link points at an

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 # Each module exposes `register(subparsers)`; the handlers it registers take the parsed
 # namespace and return an exit code.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["adapters.cli.up"]
 
 
 def build_parser() -> argparse.ArgumentParser:

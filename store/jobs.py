@@ -1,0 +1,71 @@
+"""Job history: one document per workflow, for `status`, /regen, /again and galleries.
+
+`record` is an upsert keyed by the workflow id, so a retried activity (or the same job recorded
+at start and again at the end) leaves exactly one document; `created_at` keeps its first value.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from domain.users import JobRecord
+
+log = logging.getLogger(__name__)
+
+
+class JobRepo:
+    def __init__(self, db: Database[Any]) -> None:
+        self.coll = db["jobs"]
+
+    def ensure_indexes(self) -> None:
+        # workflow_id is `_id`, which is unique by construction.
+        self.coll.create_index(
+            [("user_id", ASCENDING), ("created_at", DESCENDING)], name="user_recent"
+        )
+
+    def record(self, job: JobRecord) -> JobRecord:
+        """Insert or update the job by workflow id; returns what is stored now."""
+        doc = job.model_dump()
+        created_at = doc.pop("created_at")
+        update = {"$set": doc, "$setOnInsert": {"created_at": created_at}}
+        for attempt in range(3):
+            try:
+                self.coll.update_one({"_id": job.workflow_id}, update, upsert=True)
+                break
+            except DuplicateKeyError:
+                # Two upserts of a new id raced; the loser's retry is a plain update.
+                if attempt == 2:
+                    raise
+        stored = self.get(job.workflow_id)
+        assert stored is not None
+        return stored
+
+    def get(self, workflow_id: str) -> JobRecord | None:
+        doc = self.coll.find_one({"_id": workflow_id})
+        return _job(doc) if doc else None
+
+    def last_runs(
+        self,
+        user_id: str,
+        n: int = 5,
+        *,
+        kinds: list[str] | None = None,
+        states: list[str] | None = None,
+    ) -> list[JobRecord]:
+        """The user's `n` most recent jobs, newest first (optionally only some kinds/states)."""
+        query: dict[str, Any] = {"user_id": user_id}
+        if kinds:
+            query["kind"] = {"$in": kinds}
+        if states:
+            query["state"] = {"$in": states}
+        cursor = self.coll.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        return [_job(d) for d in cursor.limit(max(0, n))]
+
+
+def _job(doc: dict[str, Any]) -> JobRecord:
+    return JobRecord.model_validate({k: v for k, v in doc.items() if k != "_id"})

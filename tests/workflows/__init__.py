@@ -1,0 +1,1 @@
+"""Workflow tests: real Temporal servers, activities mocked at the activity boundary."""

@@ -1,0 +1,202 @@
+"""Activities mocked at the activity boundary: same names and types as the real ones."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from domain.jobs import (
+    ActivityNames,
+    ChargeInput,
+    ChargeResult,
+    ComfyRunInput,
+    ComfyRunResult,
+    ComfyWork,
+    DeliverInput,
+    JobPlan,
+    JobRecordInput,
+    JobState,
+    OutputRef,
+    PrepareInput,
+    Progress,
+    RefundInput,
+    RefundResult,
+    SlotInput,
+    StoredOutput,
+    StoreOutputsInput,
+)
+
+
+@dataclass
+class FakeBook:
+    """A ledger with the real one's rules: idempotent by key, never below zero."""
+
+    balance: int = 1000
+    entries: dict[str, tuple[str, int]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+    def charges(self) -> list[int]:
+        return [a for k, (kind, a) in self.entries.items() if kind == "charge"]
+
+    def refunds(self) -> list[int]:
+        return [a for k, (kind, a) in self.entries.items() if kind == "refund"]
+
+
+class FakeActivities:
+    """`behaviour[i]` drives unit i of the batch: ok, invalid, transient:N, hang, queued-hang."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        balance: int = 1000,
+        units: int = 1,
+        price: int = 35,
+        behaviour: list[str] | None = None,
+        render_timeout: float = 60,
+        queue: str = "",
+        refuse: str | None = None,
+        deliver_gate: asyncio.Event | None = None,
+    ) -> None:
+        self.client = client
+        self.book = FakeBook(balance=balance)
+        self.units = units
+        self.price = price
+        self.behaviour = behaviour or ["ok"] * units
+        self.render_timeout = render_timeout
+        self.queue = queue
+        self.refuse = refuse
+        self.deliver_gate = deliver_gate
+        self.attempts: dict[int, int] = {}
+        self.interrupted: list[int] = []
+        self.records: list[JobRecordInput] = []
+        self.delivered: list[DeliverInput] = []
+        self.released: list[str] = []
+
+    def all(self) -> list[object]:
+        return [
+            self.prepare_make_image,
+            self.charge_points,
+            self.refund_points,
+            self.run_comfy_prompt,
+            self.store_comfy_outputs,
+            self.record_job,
+            self.release_job_slot,
+            self.deliver_result,
+        ]
+
+    @activity.defn(name=ActivityNames.PREPARE_MAKE_IMAGE)
+    async def prepare_make_image(self, inp: PrepareInput) -> JobPlan:
+        seeds = [42 + i for i in range(self.units)]
+        return JobPlan(
+            user_id="u1",
+            kind="make",
+            price=self.price,
+            units=self.units,
+            balance=self.book.balance,
+            summary=inp.request.prompt,
+            prompt=inp.request.prompt,
+            template="make",
+            seeds=seeds,
+            settings={
+                "render_timeout": self.render_timeout,
+                "comfy_queue": self.queue,
+                "comfy_io_queue": self.queue,
+            },
+            comfy=[
+                ComfyWork(graph={"1": {"class_type": "X", "inputs": {}}}, seed=s) for s in seeds
+            ],
+            refused=self.refuse,
+            refused_code="bad_input" if self.refuse else None,
+        )
+
+    @activity.defn(name=ActivityNames.CHARGE_POINTS)
+    async def charge_points(self, inp: ChargeInput) -> ChargeResult:
+        self.book.calls.append(inp.key)
+        if inp.key in self.book.entries:
+            return ChargeResult(ok=True, balance=self.book.balance, charged=inp.amount)
+        if inp.amount > self.book.balance:
+            return ChargeResult(
+                ok=False,
+                balance=self.book.balance,
+                reason=f"this job costs {inp.amount} points and the balance is {self.book.balance}",
+            )
+        self.book.balance -= inp.amount
+        self.book.entries[inp.key] = ("charge", inp.amount)
+        return ChargeResult(ok=True, balance=self.book.balance, charged=inp.amount)
+
+    @activity.defn(name=ActivityNames.REFUND_POINTS)
+    async def refund_points(self, inp: RefundInput) -> RefundResult:
+        self.book.calls.append(inp.key)
+        if inp.key not in self.book.entries:
+            self.book.balance += inp.amount
+            self.book.entries[inp.key] = ("refund", inp.amount)
+        return RefundResult(refunded=self.book.entries[inp.key][1], balance=self.book.balance)
+
+    @activity.defn(name=ActivityNames.RUN_COMFY_PROMPT)
+    async def run_comfy_prompt(self, inp: ComfyRunInput) -> ComfyRunResult:
+        i = inp.index
+        self.attempts[i] = self.attempts.get(i, 0) + 1
+        how = self.behaviour[i]
+        handle = self.client.get_workflow_handle(inp.workflow_id)
+        if how == "invalid":
+            raise ApplicationError(
+                "node 3 (KSampler): steps: Value 0 smaller than min of 1",
+                type="ComfyValidationError",
+                non_retryable=True,
+            )
+        if how.startswith("transient:") and self.attempts[i] <= int(how.split(":")[1]):
+            raise RuntimeError("ComfyUI answered 500")
+        if how in ("hang", "queued-hang"):
+            state = JobState.RUNNING if how == "hang" else JobState.QUEUED
+            await handle.signal(
+                "report_progress",
+                Progress(
+                    index=i,
+                    state=state,
+                    queue_position=2 if how == "queued-hang" else None,
+                    percent=40.0 if how == "hang" else 0.0,
+                ),
+            )
+            try:
+                while True:
+                    activity.heartbeat()
+                    await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                self.interrupted.append(i)
+                raise
+        return ComfyRunResult(
+            prompt_id=f"p{i}",
+            server_url="http://comfy",
+            files=[OutputRef(server_url="http://comfy", node_id="9", filename=f"o{i}.png")],
+            gpu_seconds=1.5,
+        )
+
+    @activity.defn(name=ActivityNames.STORE_COMFY_OUTPUTS)
+    async def store_comfy_outputs(self, inp: StoreOutputsInput) -> list[StoredOutput]:
+        return [
+            StoredOutput(
+                blob_id=f"blob-{inp.index}-{f.filename}", seed=inp.seed, width=64, height=64
+            )
+            for f in inp.files
+        ]
+
+    @activity.defn(name=ActivityNames.RECORD_JOB)
+    async def record_job(self, inp: JobRecordInput) -> None:
+        self.records.append(inp)
+
+    @activity.defn(name=ActivityNames.RELEASE_JOB_SLOT)
+    async def release_job_slot(self, inp: SlotInput) -> None:
+        self.released.append(inp.workflow_id)
+
+    @activity.defn(name=ActivityNames.DELIVER_RESULT)
+    async def deliver_result(self, inp: DeliverInput) -> None:
+        if self.deliver_gate is not None:
+            while not self.deliver_gate.is_set():
+                activity.heartbeat()
+                await asyncio.sleep(0.1)
+        self.delivered.append(inp)

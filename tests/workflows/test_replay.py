@@ -1,0 +1,41 @@
+"""Replays saved histories of every path: a change that breaks running workflows fails here.
+
+The histories are written by the saga tests the first time they run (or with SAVE_HISTORIES=1
+after an intended, versioned change) and committed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.make_image import MakeImageWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+WORKFLOWS = {"make": [MakeImageWorkflow]}
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_saved_history_replays_on_the_current_code(path: Path) -> None:
+    kind = path.stem.split("_")[0]
+    replayer = Replayer(workflows=WORKFLOWS[kind], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
+
+
+def test_every_path_has_a_saved_history() -> None:
+    names = {p.stem for p in HISTORIES}
+    expected = {
+        "make_done",
+        "make_invalid",
+        "make_timeout",
+        "make_refused",
+        "make_partial",
+        "make_cancel_hang",
+        "make_cancel_queued-hang",
+        "make_operator_cancel",
+    }
+    assert expected <= names, f"missing histories: {sorted(expected - names)}"
