@@ -125,6 +125,19 @@ class _EventStream:
             raise _StreamClosed
         return msg
 
+    def get_nowait(self) -> dict[str, Any] | None:
+        """A message already buffered, or None; raises _StreamClosed."""
+        if self._closed:
+            raise _StreamClosed
+        try:
+            msg = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        if msg is None:
+            self._closed = True
+            raise _StreamClosed
+        return msg
+
     async def wait_status(self, timeout: float) -> None:
         """Wait for the server's greeting `status` frame: from then on the socket is routed."""
         async with asyncio.timeout(timeout):
@@ -573,8 +586,14 @@ class ComfyClient:
         loop = asyncio.get_running_loop()
         tracker = _Tracker(prompt_id, on_progress)
         try:
-            # Look once straight away: it reports the queue position, and catches a run that
-            # finished before the socket was (re)opened.
+            # Events that arrived before the POST answer come first, so their progress reports
+            # are not lost; then one look at /history + /queue reports the queue position and
+            # catches a run that finished before the socket was (re)opened.
+            if stream is not None:
+                with contextlib.suppress(_StreamClosed):
+                    while (early := stream.get_nowait()) is not None:
+                        if await tracker.on_message(early) == "final":
+                            break
             entry = await self._check(prompt_id, tracker)
             if entry is not None:
                 return await self._finish(prompt_id, entry, tracker)

@@ -251,6 +251,7 @@ class CancelResult(BaseModel):
 class JobRecordInput(BaseModel):
     status: JobStatus
     platform: str = "cli"
+    user_id: str = ""
     request: dict[str, Any] = Field(default_factory=dict)
 
 

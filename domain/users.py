@@ -7,12 +7,23 @@ into MongoDB documents and back.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from domain.settings import UserSettings
+
+
+
+def _utc(value: datetime) -> datetime:
+    """MongoDB keeps milliseconds and (with a naive client) drops the zone: normalise both, so a
+    model read back equals the one written."""
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 LedgerKind = Literal["grant", "charge", "refund"]
 LEDGER_KINDS: tuple[LedgerKind, ...] = ("grant", "charge", "refund")
@@ -27,7 +38,7 @@ class User(BaseModel):
     identities: list[str]
     points: int
     settings: UserSettings = UserSettings()
-    created_at: datetime
+    created_at: UtcDatetime
 
     @property
     def primary_identity(self) -> str:
@@ -49,7 +60,7 @@ class LedgerEntry(BaseModel):
     by: str | None = None
     gpu_seconds: float | None = None
     balance_after: int
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class LedgerResult(BaseModel):
@@ -116,5 +127,5 @@ class JobRecord(BaseModel):
     refund: int = 0
     state: JobState | str = "queued"
     error: str = ""
-    created_at: datetime
-    finished_at: datetime | None = None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None = None

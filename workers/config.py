@@ -55,6 +55,7 @@ class ComfyDev(BaseModel):
 class TaskQueues(BaseModel):
     workflows: str = "stationthis"
     comfy: str = "comfy"
+    comfy_io: str = "comfy-io"  # fetching outputs, off the GPU slot
     media: str = "media"
 
     def deliver(self, platform: str) -> str:
@@ -107,6 +108,8 @@ class Config(BaseSettings):
     max_running_jobs: int = 3
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     temporal_ui_url: str = ""
+    render_timeout: float = 900.0  # seconds one ComfyUI prompt may take, queue included
+    workflow_worker_threads: int = 16  # threads for the sync (pymongo) activities
 
     # Telegram
     telegram_bot_token: SecretStr | None = None

@@ -124,24 +124,35 @@ def stationthis_command(*args: str) -> list[str]:
 
 
 def worker_commands(config: Config) -> list[ExtraCommand]:
-    """The Temporal workers `stationthis up` supervises unless `--no-workers` is given.
+    """The Temporal workers `stationthis up` supervises unless `--no-workers` is given: the
+    workflow worker, and one comfy worker per ComfyUI server (COMFYUI_URLS lists them; the
+    embedded stand-in is one server with `comfyui.slots` slots)."""
+    return [
+        ExtraCommand("worker", stationthis_command("worker")),
+        ExtraCommand(
+            "comfy-worker",
+            stationthis_command("comfy-worker", "--slots", str(config.comfyui.slots)),
+        ),
+    ]
 
-    Extension point: add e.g. `ExtraCommand("worker", stationthis_command("worker"))` and one
-    `stationthis comfy-worker --url URL --slots N` per ComfyUI server once those commands exist.
-    (ComfyUI URLs are only known after start, so a per-URL worker list is built from
-    `Endpoints.comfyui_urls`; see `DevStack._extras_for`.)
-    """
-    del config
-    return []
+
+def _load_templates(endpoints: Endpoints, config: Config) -> None:
+    """Create the indexes and load the bundled templates (idempotent: same hash, no change)."""
+    from store.db import Stores
+
+    stores = Stores.from_uri(endpoints.mongodb_uri, config.mongodb_database)
+    try:
+        stores.ensure_indexes()
+        for result in stores.templates.load_bundled():
+            log.info("template %s", result)
+    finally:
+        stores.close()
 
 
 def default_hooks(config: Config) -> list[PostReadyHook]:
-    """Post-ready hooks every stack runs (extension point: "load bundled templates")."""
+    """Post-ready hooks every stack runs."""
     del config
-    return []
-
-
-# ---------------------------------------------------------------------------- runtime.json
+    return [_load_templates]
 
 
 def _pid_alive(pid: int, create_time: float | None) -> bool:
@@ -565,7 +576,9 @@ class DevStack:
                     break
                 else:
                     self.failed = name
-                    log.error("%s keeps failing; giving up after %d restarts", name, self.restarts[name])
+                    log.error(
+                        "%s keeps failing; giving up after %d restarts", name, self.restarts[name]
+                    )
                     return False
         return True
 

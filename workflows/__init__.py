@@ -1,1 +1,7 @@
 """Temporal workflows. They import only domain/ and activity names, never store/ or comfy/."""
+
+from __future__ import annotations
+
+from workflows.make_image import MakeImageWorkflow
+
+ALL_WORKFLOWS: list[type] = [MakeImageWorkflow]

@@ -286,7 +286,7 @@ class PaidJobWorkflow:
             self._status.state = JobState.DONE  # pull platforms fetch the result themselves
         await workflow.execute_activity(
             ActivityNames.RECORD_JOB,
-            JobRecordInput(status=self._status, platform=platform),
+            JobRecordInput(status=self._status, platform=platform, user_id=self._plan_user_id),
             start_to_close_timeout=policies.LEDGER_TIMEOUT,
             retry_policy=policies.LEDGER_RETRY,
         )

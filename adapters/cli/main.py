@@ -10,7 +10,14 @@ from collections.abc import Sequence
 
 # Each module exposes `register(subparsers)`; the handlers it registers take the parsed
 # namespace and return an exit code.
-COMMAND_MODULES: list[str] = ["adapters.cli.up"]
+COMMAND_MODULES: list[str] = [
+    "adapters.cli.up",
+    "adapters.cli.points",
+    "adapters.cli.templates_cmd",
+    "adapters.cli.workers_cmd",
+    "adapters.cli.jobs_cmd",
+    "adapters.cli.demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,9 +49,12 @@ def _types_match(received: Any, wanted: Any) -> bool:
 
 def _custom_validate(spec: NodeSpec, name: str, value: Any, folders: Folders) -> str | None:
     """A node's own VALIDATE_INPUTS; returns the reason text when the value is refused."""
-    if spec.class_type == "LoadImage" and name == "image":
-        if not isinstance(value, str) or not value or not folders.annotated(value).is_file():
-            return f"Invalid image file: {value}"
+    if (
+        spec.class_type == "LoadImage"
+        and name == "image"
+        and (not isinstance(value, str) or not value or not folders.annotated(value).is_file())
+    ):
+        return f"Invalid image file: {value}"
     return None
 
 
@@ -225,9 +228,7 @@ def _validate_inputs(
     return ret
 
 
-def validate_prompt(
-    prompt: Any, partial_targets: list[Any] | None, folders: Folders
-) -> Validation:
+def validate_prompt(prompt: Any, partial_targets: list[Any] | None, folders: Folders) -> Validation:
     """Validate an API-format graph as v0.3.64 does. Malformed shapes raise (→ HTTP 500)."""
     outputs: list[str] = []
     for x in prompt:
@@ -256,9 +257,7 @@ def validate_prompt(
         if spec.output_node and (partial_targets is None or x in partial_targets):
             outputs.append(x)
     if not outputs:
-        return Validation(
-            False, _error("prompt_no_outputs", "Prompt has no outputs", "", {})
-        )
+        return Validation(False, _error("prompt_no_outputs", "Prompt has no outputs", "", {}))
     good: list[str] = []
     failed: list[tuple[str, list[dict[str, Any]]]] = []
     node_errors: dict[str, Any] = {}
@@ -298,7 +297,9 @@ def validate_prompt(
         details = "\n".join(f"{e['message']}: {e['details']}" for _, errs in failed for e in errs)
         return Validation(
             False,
-            _error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details, {}),
+            _error(
+                "prompt_outputs_failed_validation", "Prompt outputs failed validation", details, {}
+            ),
             [],
             node_errors,
         )

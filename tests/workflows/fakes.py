@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
@@ -77,7 +79,7 @@ class FakeActivities:
         self.delivered: list[DeliverInput] = []
         self.released: list[str] = []
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [
             self.prepare_make_image,
             self.charge_points,

@@ -1,0 +1,286 @@
+"""Activities that talk to ComfyUI: run one prompt (queue `comfy`), fetch its outputs
+(queue `comfy-io`).
+
+One `comfy` worker serves one ComfyUI server with as many slots as the server runs prompts at
+once. Fetching outputs into GridFS is a separate activity on another queue so the GPU slot is
+free again the moment ComfyUI finishes executing.
+
+Crash safety: prompt ids are derived from (workflow id, unit, attempt), and the heartbeat
+records which server and prompt an attempt submitted. A retry first re-attaches to the earlier
+prompt (still queued, running or finished on the server) and only submits anew when the server
+has no trace of it, so a worker killed mid-render does not render twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+import uuid
+from typing import Any
+
+from PIL import Image
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from comfy.client import ComfyClient
+from comfy.errors import ComfyError, PromptLost
+from comfy.models import OutputFile, RunResult
+from comfy.models import Progress as ComfyProgress
+from domain.jobs import (
+    ActivityNames,
+    ComfyRunInput,
+    ComfyRunResult,
+    JobState,
+    OutputRef,
+    Progress,
+    StoredOutput,
+    StoreOutputsInput,
+)
+from store.blobs import BlobStore
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 2.0  # seconds, also while a prompt waits in ComfyUI's queue
+PROGRESS_EVERY = 0.5  # seconds between progress signals to the workflow (stage changes: at once)
+
+
+class Attempt(BaseModel):
+    """Heartbeat details: what this attempt submitted where, for the next attempt to find."""
+
+    server_url: str
+    prompt_id: str
+    percent: float = 0.0
+    queue_position: int | None = None
+    stage: str = "queued"
+
+
+def prompt_id_for(workflow_id: str, index: int, attempt: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stationthis:{workflow_id}:{index}:{attempt}"))
+
+
+def to_application_error(err: ComfyError) -> ApplicationError:
+    """Keep the client's verdict on retrying; the type names the failure for the workflow."""
+    return ApplicationError(err.message, type=type(err).__name__, non_retryable=not err.retryable)
+
+
+class ComfyActivities:
+    def __init__(self, server_url: str, client: Client, blobs: BlobStore) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.client = client
+        self.blobs = blobs
+
+    @activity.defn(name=ActivityNames.RUN_COMFY_PROMPT)
+    async def run_comfy_prompt(self, inp: ComfyRunInput) -> ComfyRunResult:
+        info = activity.info()
+        reporter = _Reporter(self.client, inp.workflow_id, inp.index)
+        beat: dict[str, Any] = {}
+        ticker = asyncio.create_task(_heartbeat_forever(beat))
+        comfy = ComfyClient(self.server_url)
+        prompt_id = prompt_id_for(inp.workflow_id, inp.index, info.attempt)
+        try:
+            result = await self._reattach(comfy, inp, info.attempt, beat, reporter)
+            if result is None:
+                graph = await self._with_uploads(comfy, inp)
+                beat["attempt"] = Attempt(server_url=self.server_url, prompt_id=prompt_id)
+                activity.heartbeat(beat["attempt"])
+
+                async def on_progress(p: ComfyProgress) -> None:
+                    await reporter.report(p, beat)
+
+                result = await comfy.run(
+                    graph,
+                    prompt_id=prompt_id,
+                    on_progress=on_progress,
+                    timeout=inp.timeout_seconds,
+                )
+        except asyncio.CancelledError:
+            # The workflow cancelled (user, operator, or timeout): stop the GPU work.
+            attempt = beat.get("attempt")
+            with contextlib.suppress(Exception):
+                await asyncio.shield(comfy.cancel(attempt.prompt_id if attempt else prompt_id))
+            raise
+        except ComfyError as err:
+            log.info("prompt for %s[%d] failed: %s", inp.workflow_id, inp.index, err.message)
+            raise to_application_error(err) from err
+        finally:
+            ticker.cancel()
+            await comfy.aclose()
+        return _run_result(self.server_url, result)
+
+    async def _reattach(
+        self,
+        comfy: ComfyClient,
+        inp: ComfyRunInput,
+        attempt: int,
+        beat: dict[str, Any],
+        reporter: _Reporter,
+    ) -> RunResult | None:
+        """Follow the prompt an earlier attempt submitted, if this server still knows it."""
+        details = activity.info().heartbeat_details
+        candidates: list[Attempt] = []
+        if details:
+            with contextlib.suppress(Exception):
+                candidates.append(Attempt.model_validate(details[0]))
+        if attempt > 1:
+            candidates.append(
+                Attempt(
+                    server_url=self.server_url,
+                    prompt_id=prompt_id_for(inp.workflow_id, inp.index, attempt - 1),
+                )
+            )
+        for earlier in candidates:
+            if earlier.server_url != self.server_url:
+                # Another GPU had it: ask that server to drop it, then render here.
+                with contextlib.suppress(Exception):
+                    async with ComfyClient(earlier.server_url, timeout=5) as other:
+                        await other.cancel(earlier.prompt_id)
+                continue
+            beat["attempt"] = earlier
+            try:
+
+                async def on_progress(p: ComfyProgress) -> None:
+                    await reporter.report(p, beat)
+
+                found = await comfy.wait(
+                    earlier.prompt_id, on_progress=on_progress, timeout=inp.timeout_seconds
+                )
+            except PromptLost:
+                continue
+            log.info("re-attached to prompt %s of %s", earlier.prompt_id, inp.workflow_id)
+            return found
+        return None
+
+    async def _with_uploads(self, comfy: ComfyClient, inp: ComfyRunInput) -> dict[str, Any]:
+        graph = {k: dict(v) for k, v in inp.work.graph.items()}
+        for node_id, blob_id in inp.work.uploads.items():
+            data = await asyncio.to_thread(self.blobs.get, blob_id)
+            name = await comfy.upload_image(data, f"{blob_id}.png", overwrite=True)
+            node = graph[node_id]
+            node["inputs"] = {**node.get("inputs", {}), "image": name}
+        return graph
+
+    @activity.defn(name=ActivityNames.STORE_COMFY_OUTPUTS)
+    async def store_comfy_outputs(self, inp: StoreOutputsInput) -> list[StoredOutput]:
+        """Copy each output into GridFS once (keyed by workflow, unit and file name)."""
+        stored: list[StoredOutput] = []
+        for ref in inp.files:
+            async with ComfyClient(ref.server_url) as comfy:
+                try:
+                    data = await comfy.view(
+                        OutputFile(
+                            node_id=ref.node_id,
+                            filename=ref.filename,
+                            subfolder=ref.subfolder,
+                            type=ref.type,
+                        )
+                    )
+                except ComfyError as err:
+                    raise to_application_error(err) from err
+            width, height, fmt = await asyncio.to_thread(_measure, data)
+            content_type = Image.MIME.get(fmt, "application/octet-stream")
+            key = f"{inp.workflow_id}:{inp.index}:{ref.node_id}:{ref.subfolder}/{ref.filename}"
+            blob_id = await asyncio.to_thread(
+                self.blobs.put,
+                data,
+                ref.filename,
+                content_type,
+                key=key,
+                metadata={
+                    "user_id": inp.user_id,
+                    "workflow_id": inp.workflow_id,
+                    "seed": inp.seed,
+                    "width": width,
+                    "height": height,
+                },
+            )
+            stored.append(
+                StoredOutput(
+                    blob_id=blob_id,
+                    seed=inp.seed,
+                    width=width,
+                    height=height,
+                    content_type=content_type,
+                )
+            )
+            activity.heartbeat()
+        return stored
+
+
+def _measure(data: bytes) -> tuple[int, int, str]:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.width, im.height, im.format or ""
+
+
+def _run_result(server_url: str, result: RunResult) -> ComfyRunResult:
+    files = [
+        OutputRef(
+            server_url=server_url,
+            node_id=f.node_id,
+            filename=f.filename,
+            subfolder=f.subfolder,
+            type=f.type,
+        )
+        for f in result.outputs
+    ]
+    return ComfyRunResult(
+        prompt_id=result.prompt_id,
+        server_url=server_url,
+        files=files,
+        texts=result.texts,
+        gpu_seconds=result.execution_seconds or 0.0,
+    )
+
+
+async def _heartbeat_forever(beat: dict[str, Any]) -> None:
+    """Heartbeat while nothing else does (a long queue sends no progress events)."""
+    while True:
+        attempt = beat.get("attempt")
+        activity.heartbeat(*([attempt] if attempt else []))
+        await asyncio.sleep(HEARTBEAT_EVERY)
+
+
+class _Reporter:
+    """Progress to the workflow as a signal: at once on a stage change, else twice a second."""
+
+    def __init__(self, client: Client, workflow_id: str, index: int) -> None:
+        self.handle = client.get_workflow_handle(workflow_id)
+        self.index = index
+        self.last_sent = 0.0
+        self.last_stage = ""
+
+    async def report(self, p: ComfyProgress, beat: dict[str, Any]) -> None:
+        attempt: Attempt | None = beat.get("attempt")
+        if attempt is not None:
+            attempt = attempt.model_copy(
+                update={
+                    "percent": p.percent or 0.0,
+                    "queue_position": p.queue_position,
+                    "stage": p.stage,
+                }
+            )
+            beat["attempt"] = attempt
+            activity.heartbeat(attempt)
+        now = time.monotonic()
+        if p.stage == self.last_stage and now - self.last_sent < PROGRESS_EVERY:
+            return
+        self.last_stage, self.last_sent = p.stage, now
+        state = JobState.QUEUED if p.stage == "queued" else JobState.RUNNING
+        percent = 100.0 if p.stage == "done" else float(p.percent or 0.0)
+        try:
+            await self.handle.signal(
+                "report_progress",
+                Progress(
+                    index=self.index,
+                    state=state,
+                    queue_position=p.queue_position,
+                    percent=percent,
+                    detail=f"node {p.node}" if p.node else "",
+                ),
+            )
+        except Exception as err:  # progress is best effort; the job goes on without it
+            log.debug("progress signal for %s failed: %s", self.handle.id, err)

@@ -1,0 +1,255 @@
+"""Activities of the `stationthis` queue: prepare a job, book points, record history, free slots.
+
+They are sync (pymongo blocks), so the worker runs them in a thread pool. Each is idempotent:
+ledger writes by key, history by workflow id, slots by (user, workflow id).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from temporalio import activity
+
+from domain.errors import (
+    InsufficientPoints,
+    StationError,
+    TemplateGraphError,
+    UnknownTemplate,
+    UserInputError,
+)
+from domain.jobs import (
+    ActivityNames,
+    ChargeInput,
+    ChargeResult,
+    ComfyWork,
+    JobPlan,
+    JobRecordInput,
+    PrepareInput,
+    RefundInput,
+    RefundResult,
+    SlotInput,
+)
+from domain.pricing import quote_image
+from domain.prompts import clean_prompt
+from domain.settings import apply_updates, clamp_to_limits, limits_for
+from domain.templates import Template
+from domain.users import JobRecord
+from store.blobs import BlobNotFound
+from store.db import Stores
+from store.slots import JobSlots
+
+log = logging.getLogger(__name__)
+
+SEED_SPACE = 2**32
+
+# Settings that map onto template inputs of the same name; the rest are not graph inputs.
+GRAPH_SETTINGS = ("negative", "steps", "cfg", "width", "height", "sampler", "scheduler")
+
+
+class JobActivities:
+    """Dependencies come in through the constructor; the bound methods are the activities."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        *,
+        comfy_queue: str = "comfy",
+        comfy_io_queue: str = "comfy-io",
+        render_timeout: float = 900.0,
+    ) -> None:
+        self.stores = stores
+        self.slots = JobSlots(stores.db)
+        self.comfy_queue = comfy_queue
+        self.comfy_io_queue = comfy_io_queue
+        self.render_timeout = render_timeout
+
+    def all(self) -> list[Any]:
+        return [
+            self.prepare_make_image,
+            self.charge_points,
+            self.refund_points,
+            self.record_job,
+            self.release_job_slot,
+        ]
+
+    # ---- prepare ---------------------------------------------------------------------------
+
+    @activity.defn(name=ActivityNames.PREPARE_MAKE_IMAGE)
+    def prepare_make_image(self, inp: PrepareInput) -> JobPlan:
+        """Turn a request into a priced plan, or a refusal that says what to fix."""
+        try:
+            return self.plan_make_image(inp)
+        except UserInputError as err:
+            log.info("refused %s: %s", inp.workflow_id, err.message)
+            return JobPlan(
+                user_id=self._user_id_or_blank(inp.request.user),
+                kind="make",
+                price=0,
+                refused=err.message,
+                refused_code=err.code,
+            )
+
+    def plan_make_image(self, inp: PrepareInput) -> JobPlan:
+        """The checks and decisions of prepare, raising UserInputError on bad input.
+
+        The jobs client calls this too, before starting a workflow, so bad input is refused
+        at once and nothing is written.
+        """
+        req = inp.request
+        user = self.stores.users.get(req.user)
+        prompt = clean_prompt(req.prompt)
+        limits = limits_for(user.points, self.stores.rules.limits)
+        saved, clamps = clamp_to_limits(user.settings, limits)
+        group = bool(req.reply and req.reply.group_chat)
+        settings = apply_updates(
+            saved, req.overrides, limits, rules=self.stores.rules, group_chat=group
+        )
+        if group and settings.batch > 1:
+            settings = settings.model_copy(update={"batch": 1})
+        name = req.template or settings.template
+        if req.source_image_id and name == "make":
+            name = "img2img"
+        template = self.stores.templates.get(name)
+        if template.kind not in ("txt2img", "img2img"):
+            raise UnknownTemplate(name, [n for n in self.stores.templates.names()])
+        uploads: dict[str, str] = {}
+        if template.kind == "img2img":
+            uploads = self._img2img_source(template, req.source_image_id)
+        base_seed = settings.seed if settings.seed >= 0 else secrets.randbelow(SEED_SPACE)
+        seeds = [(base_seed + i) % SEED_SPACE for i in range(settings.batch)]
+        values: dict[str, Any] = {k: getattr(settings, k) for k in GRAPH_SETTINGS}
+        values["prompt"] = prompt
+        values["batch"] = 1
+        values["strength"] = settings.strength
+        if settings.checkpoint:
+            values["checkpoint"] = settings.checkpoint
+        works = [
+            ComfyWork(
+                graph=template.inject(_only_known(template, {**values, "seed": seed})),
+                uploads=uploads,
+                seed=seed,
+            )
+            for seed in seeds
+        ]
+        price = quote_image(
+            settings.width,
+            settings.height,
+            settings.steps,
+            settings.batch,
+            base=template.base_price,
+            rules=self.stores.rules.prices,
+        )
+        summary = f"{template.name} {settings.width}x{settings.height} ×{settings.batch}: {prompt}"
+        used = settings.model_dump()
+        used.update(
+            template=template.name,
+            render_timeout=self.render_timeout,
+            comfy_queue=self.comfy_queue,
+            comfy_io_queue=self.comfy_io_queue,
+        )
+        return JobPlan(
+            user_id=user.id,
+            kind="make",
+            price=price,
+            units=settings.batch,
+            balance=user.points,
+            summary=summary[:300],
+            clamps=[str(c) for c in clamps],
+            settings=used,
+            template=template.name,
+            prompt=prompt,
+            seeds=seeds,
+            comfy=works,
+        )
+
+    def _img2img_source(self, template: Template, blob_id: str | None) -> dict[str, str]:
+        if not blob_id:
+            raise UserInputError(f"template {template.name!r} needs a source image")
+        ref = template.inputs.get("image")
+        if ref is None:
+            raise TemplateGraphError(f"template {template.name!r} has no input_image node")
+        try:
+            data = self.stores.blobs.get(blob_id)
+        except (BlobNotFound, ValueError):
+            raise UserInputError(f"source image {blob_id!r} not found") from None
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            raise UserInputError("the source is not an image Pillow can read") from None
+        return {ref.node: blob_id}
+
+    def _user_id_or_blank(self, identity: str) -> str:
+        try:
+            found = self.stores.users.find(identity)
+        except StationError:
+            return ""
+        return found.id if found else ""
+
+    # ---- points ----------------------------------------------------------------------------
+
+    @activity.defn(name=ActivityNames.CHARGE_POINTS)
+    def charge_points(self, inp: ChargeInput) -> ChargeResult:
+        """Charge once by key; too few points is an answer (ok=False), not an error."""
+        try:
+            res = self.stores.ledger.charge(
+                inp.user_id, inp.amount, inp.key, job_id=inp.job_id, reason=inp.reason
+            )
+        except InsufficientPoints as err:
+            return ChargeResult(ok=False, balance=err.balance, reason=err.message)
+        return ChargeResult(ok=True, balance=res.entry.balance_after, charged=res.entry.amount)
+
+    @activity.defn(name=ActivityNames.REFUND_POINTS)
+    def refund_points(self, inp: RefundInput) -> RefundResult:
+        """Refund once by key, never more than the job was charged (0 if it never was)."""
+        ledger = self.stores.ledger
+        done = ledger.entry(inp.key)
+        if done is not None:
+            return RefundResult(refunded=done.amount, balance=ledger.balance(inp.user_id))
+        amount = min(inp.amount, ledger.job_totals(inp.job_id).refundable)
+        if amount <= 0:
+            return RefundResult(refunded=0, balance=ledger.balance(inp.user_id))
+        res = ledger.refund(inp.user_id, amount, inp.key, job_id=inp.job_id, reason=inp.reason)
+        return RefundResult(refunded=res.entry.amount, balance=res.entry.balance_after)
+
+    # ---- history and slots -----------------------------------------------------------------
+
+    @activity.defn(name=ActivityNames.RECORD_JOB)
+    def record_job(self, inp: JobRecordInput) -> None:
+        s = inp.status
+        now = datetime.now(UTC)
+        self.stores.jobs.record(
+            JobRecord(
+                workflow_id=s.workflow_id,
+                user_id=inp.user_id,
+                identity=s.user,
+                kind=s.kind,
+                prompt=s.prompt or "",
+                template=s.template or "",
+                settings=s.settings,
+                seeds=s.seeds,
+                outputs=[o.blob_id for o in s.outputs],
+                price=s.price,
+                refund=s.refund,
+                state=s.state.value,
+                error=s.reason or "",
+                created_at=now,
+                finished_at=now if s.final else None,
+            )
+        )
+        if s.gpu_seconds > 0 and s.price > 0:
+            self.stores.ledger.record_gpu_seconds(s.workflow_id, s.gpu_seconds)
+
+    @activity.defn(name=ActivityNames.RELEASE_JOB_SLOT)
+    def release_job_slot(self, inp: SlotInput) -> None:
+        self.slots.release(inp.user_id, inp.workflow_id)
+
+
+def _only_known(template: Template, values: dict[str, Any]) -> dict[str, Any]:
+    """Inject only what this template declares (a Flux graph may have no negative prompt)."""
+    return {k: v for k, v in values.items() if k in template.inputs}

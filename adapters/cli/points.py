@@ -1,0 +1,175 @@
+"""`stationthis points grant|balance|audit`: the operator's view of the books.
+
+Only operators run the CLI (it talks to MongoDB directly), so a grant from here is an admin
+grant; it records the operating-system user as `by`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+import uuid
+from typing import Any
+
+from domain.errors import StationError
+from domain.rules import DomainRules
+from store.db import Stores
+
+log = logging.getLogger(__name__)
+
+
+def mongodb_target() -> tuple[str, str]:
+    """(uri, database) from MONGODB_URI / the config, else from the running dev stack."""
+    from workers.config import Config
+
+    config = Config()
+    uri = config.mongodb_uri
+    if not uri:
+        from workers.devstack import resolve_endpoints
+
+        uri = resolve_endpoints(config).mongodb_uri
+    if not uri:
+        raise RuntimeError("no MongoDB: set MONGODB_URI or start the dev stack (`stationthis up`)")
+    return uri, config.mongodb_database
+
+
+def open_stores() -> Stores:
+    """Stores over the configured database, indexes ensured (cheap and idempotent)."""
+    from workers.config import Config
+
+    uri, database = mongodb_target()
+    config = Config()
+    rules = DomainRules(
+        starter_grant=config.starter_grant, max_running_jobs=config.max_running_jobs
+    )
+    stores = Stores.from_uri(uri, database, rules=rules)
+    stores.ensure_indexes()
+    return stores
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of points") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"points must be positive, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add `points grant`, `points balance` and `points audit` to the CLI tree."""
+    parser = subparsers.add_parser("points", help="grant points, show balances, audit the ledger")
+    sub = parser.add_subparsers(dest="points_command", required=True, metavar="ACTION")
+
+    grant = sub.add_parser(
+        "grant",
+        help="grant N points to a user",
+        description="Grant points (a ledger entry). USER is an identity such as "
+        "telegram:5472638766 (created with the starter grant if new) or a user id. "
+        "Re-running with the same --key grants nothing more.",
+    )
+    grant.add_argument("user", metavar="USER")
+    grant.add_argument("amount", metavar="N", type=positive_int)
+    grant.add_argument("--reason", required=True, help="why (kept in the ledger)")
+    grant.add_argument("--key", help="idempotency key (default: a new random key)")
+    grant.set_defaults(handler=run_grant)
+
+    balance = sub.add_parser("balance", help="show a user's balance and recent ledger entries")
+    balance.add_argument("user", metavar="USER")
+    balance.add_argument("--entries", type=int, default=10, help="recent entries to show")
+    balance.set_defaults(handler=run_balance)
+
+    audit = sub.add_parser(
+        "audit",
+        help="prove balance = grants − charges + refunds for every user (exit 1 if not)",
+    )
+    audit.set_defaults(handler=run_audit)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def run_grant(args: argparse.Namespace) -> int:
+    key = args.key or f"grant:{uuid.uuid4().hex}"
+    try:
+        stores = open_stores()
+    except Exception as e:
+        return _fail(str(e))
+    try:
+        if ":" in args.user:
+            user, created = stores.users.get_or_create(args.user)
+            if created:
+                print(f"created user {user.id} ({args.user}) with {user.points} starter points")
+        else:
+            user = stores.users.get(args.user)
+        result = stores.ledger.grant(
+            user, args.amount, key, by=f"cli:{getpass.getuser()}", reason=args.reason
+        )
+        balance = stores.ledger.balance(user)
+    except (StationError, ValueError) as e:
+        return _fail(str(e))
+    finally:
+        stores.close()
+    if result.replayed:
+        note = ""
+        if result.amount_mismatch:
+            note = f" (this run asked for {args.amount}; the key keeps {result.entry.amount})"
+        print(f"key {key} was already granted {result.entry.amount} points; nothing changed{note}")
+    else:
+        print(f"granted {result.entry.amount} points to {args.user} (key {key})")
+    print(f"balance: {balance}")
+    return 0
+
+
+def run_balance(args: argparse.Namespace) -> int:
+    try:
+        stores = open_stores()
+    except Exception as e:
+        return _fail(str(e))
+    try:
+        user = stores.users.get(args.user)
+        entries = stores.ledger.entries(user, limit=max(0, args.entries))
+    except StationError as e:
+        return _fail(str(e))
+    finally:
+        stores.close()
+    print(f"{', '.join(user.identities)} (user {user.id}): {user.points} points")
+    for entry in entries:
+        sign = "-" if entry.kind == "charge" else "+"
+        what = entry.job_id or entry.by or ""
+        print(
+            f"  {entry.created_at:%Y-%m-%d %H:%M:%S}  {entry.kind:<6} {sign}{entry.amount:<6} "
+            f"→ {entry.balance_after:<7} {entry.key}  {what}  {entry.reason}"
+        )
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    try:
+        stores = open_stores()
+    except Exception as e:
+        return _fail(str(e))
+    try:
+        users = stores.users.all(limit=1_000_000)
+        problems = stores.ledger.audit()
+    finally:
+        stores.close()
+    if not problems:
+        print(f"ledger OK: {len(users)} users, balance = grants − charges + refunds for each")
+        return 0
+    header = f"{'user':<26} {'identities':<30} {'balance':>9} {'expected':>9} "
+    header += f"{'grants':>9} {'charges':>9} {'refunds':>9}"
+    print(header)
+    for p in problems:
+        balance = "missing" if p.balance is None else str(p.balance)
+        print(
+            f"{p.user_id:<26} {','.join(p.identities)[:30]:<30} {balance:>9} {p.expected:>9} "
+            f"{p.grants:>9} {p.charges:>9} {p.refunds:>9}"
+        )
+    print(f"{len(problems)} discrepancies", file=sys.stderr)
+    return 1

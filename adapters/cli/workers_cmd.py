@@ -1,0 +1,59 @@
+"""`stationthis worker` and `stationthis comfy-worker`: the Temporal worker processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from workers.config import Config
+from workers.devstack import resolve_endpoints
+from workers.runtime import connect_temporal, open_stores
+from workers.temporal_workers import comfy_workers, run_until_signalled, workflow_worker
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("worker", help="run the workflow worker (queue `stationthis`)")
+    p.set_defaults(handler=lambda args: asyncio.run(_workflow_worker()))
+    c = subparsers.add_parser(
+        "comfy-worker", help="run the worker of one ComfyUI server (queues `comfy`, `comfy-io`)"
+    )
+    c.add_argument("--url", help="the ComfyUI server (default: the first of COMFYUI_URLS)")
+    c.add_argument("--slots", type=int, default=1, help="prompts the server runs at once")
+    c.set_defaults(handler=_comfy_worker_cmd)
+
+
+async def _workflow_worker() -> int:
+    config = Config()
+    endpoints = resolve_endpoints(config)
+    client = await connect_temporal(config, endpoints)
+    stores = open_stores(config, endpoints)
+    with ThreadPoolExecutor(max_workers=config.workflow_worker_threads) as pool:
+        worker = workflow_worker(client, config, stores, pool)
+        log.info("workflow worker polling %s", config.task_queues.workflows)
+        await run_until_signalled([worker])
+    return 0
+
+
+def _comfy_worker_cmd(args: argparse.Namespace) -> int:
+    if args.slots < 1:
+        raise SystemExit("--slots must be at least 1")
+    return asyncio.run(_comfy_worker(args.url, args.slots))
+
+
+async def _comfy_worker(url: str | None, slots: int) -> int:
+    config = Config()
+    endpoints = resolve_endpoints(config)
+    url = url or (endpoints.comfyui_urls[0] if endpoints.comfyui_urls else None)
+    if not url:
+        raise SystemExit("no ComfyUI server: pass --url or set COMFYUI_URLS")
+    client = await connect_temporal(config, endpoints)
+    stores = open_stores(config, endpoints, indexes=False)
+    workers = comfy_workers(client, config, stores, url, slots)
+    log.info("comfy worker for %s with %d slot(s)", url, slots)
+    await run_until_signalled(workers)
+    return 0

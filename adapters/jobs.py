@@ -1,0 +1,368 @@
+"""The jobs client: the one way every adapter (CLI, Telegram, web) starts and inspects jobs.
+
+Adapters parse and render; this module checks input, takes a running-job slot, starts the
+workflow with its search attributes and summary, reads live status, cancels, and lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from activities.jobs import JobActivities
+from domain.errors import StationError, TooManyJobs, UserInputError
+from domain.identity import normalise_identity, parse_identity
+from domain.jobs import (
+    CancelRequest,
+    CancelResult,
+    JobState,
+    JobStatus,
+    MakeImageRequest,
+    PrepareInput,
+    StoredOutput,
+    new_job_id,
+)
+from domain.users import JobRecord
+from store.db import Stores
+from store.slots import JobSlots
+from workers.config import Config
+from workflows.make_image import MakeImageWorkflow
+
+log = logging.getLogger(__name__)
+
+USER_ID = SearchAttributeKey.for_keyword("UserId")
+PLATFORM = SearchAttributeKey.for_keyword("Platform")
+JOB_KIND = SearchAttributeKey.for_keyword("JobKind")
+JOB_STATE = SearchAttributeKey.for_keyword("JobState")
+
+WORKFLOW_TYPES = {"make": MakeImageWorkflow}
+
+
+class JobNotFound(StationError):
+    code = "job_not_found"
+
+
+class NotCancellable(StationError):
+    code = "not_cancellable"
+
+
+@dataclass(frozen=True)
+class StartedJob:
+    workflow_id: str
+    kind: str
+    user: str
+    existing: bool  # the same request had already started this job
+    ui_url: str
+
+
+@dataclass(frozen=True)
+class JobListing:
+    workflow_id: str
+    kind: str
+    user: str
+    state: str
+    status: str
+    started: str
+
+
+class JobsClient:
+    def __init__(
+        self, temporal: Client, stores: Stores, config: Config, *, ui_url: str = ""
+    ) -> None:
+        self.temporal = temporal
+        self.stores = stores
+        self.config = config
+        self.ui_url = ui_url.rstrip("/")
+        self.slots = JobSlots(stores.db)
+        self._planner = JobActivities(stores)
+
+    # ---- starting --------------------------------------------------------------------------
+
+    async def start_make(self, request: MakeImageRequest) -> StartedJob:
+        """Check the request, take a slot and start the workflow; bad input raises at once."""
+        request = request.model_copy(update={"user": normalise_identity(request.user)})
+        platform, _ = parse_identity(request.user)
+        if request.platform != platform:
+            raise UserInputError(f"user {request.user} is not a {request.platform} identity")
+        # The same checks prepare runs, so bad input is refused before anything is written.
+        await asyncio.to_thread(
+            self._planner.plan_make_image, PrepareInput(workflow_id="", request=request)
+        )
+        return await self._start("make", request, summary=request.prompt)
+
+    async def regen(self, user: str, n: int = 1, *, request_id: str | None = None) -> StartedJob:
+        """Repeat run `n` (1 = newest) of the user's last 5, with its settings and seed."""
+        runs = await self.recent_runs(user, 5)
+        if not 1 <= n <= len(runs):
+            raise UserInputError(f"pick a run 1 … {len(runs)}" if runs else "no runs to repeat yet")
+        return await self.start_make(
+            self._repeat(user, runs[n - 1], keep_seed=True, rid=request_id)
+        )
+
+    async def again(self, user: str, *, request_id: str | None = None) -> StartedJob:
+        """Repeat the last run with a new seed."""
+        runs = await self.recent_runs(user, 1)
+        if not runs:
+            raise UserInputError("no runs to repeat yet: make an image first")
+        return await self.start_make(self._repeat(user, runs[0], keep_seed=False, rid=request_id))
+
+    def _repeat(
+        self, user: str, run: JobRecord, *, keep_seed: bool, rid: str | None
+    ) -> MakeImageRequest:
+        saved = run.settings
+        keys = ("width", "height", "steps", "cfg", "batch", "sampler", "scheduler", "negative")
+        overrides: dict[str, Any] = {k: saved[k] for k in keys if k in saved}
+        overrides["seed"] = run.seeds[0] if keep_seed and run.seeds else -1
+        platform, _ = parse_identity(normalise_identity(user))
+        return MakeImageRequest(
+            user=user,
+            platform=platform,
+            prompt=run.prompt,
+            template=run.template or None,
+            overrides=overrides,
+            request_id=rid,
+            regen_of=run.workflow_id,
+        )
+
+    async def _start(self, kind: str, request: MakeImageRequest, *, summary: str) -> StartedJob:
+        user = await asyncio.to_thread(self.stores.users.get, request.user)
+        wid = new_job_id(kind, request.user, request.request_id)
+        await self._take_slot(user.id, wid)
+        attrs = TypedSearchAttributes(
+            [
+                SearchAttributePair(USER_ID, request.user),
+                SearchAttributePair(PLATFORM, request.platform),
+                SearchAttributePair(JOB_KIND, kind),
+                SearchAttributePair(JOB_STATE, JobState.STARTING.value),
+            ]
+        )
+        existing = False
+        try:
+            await self.temporal.start_workflow(
+                WORKFLOW_TYPES[kind].run,
+                request,
+                id=wid,
+                task_queue=self.config.task_queues.workflows,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=attrs,
+                static_summary=f"{kind} for {request.user}: {summary[:120]}",
+                static_details=_static_details(kind, request),
+            )
+        except WorkflowAlreadyStartedError:
+            existing = True  # this request already ran to the end; it is not started again
+            await asyncio.to_thread(self.slots.release, user.id, wid)
+        except BaseException:
+            await asyncio.to_thread(self.slots.release, user.id, wid)
+            raise
+        return StartedJob(wid, kind, request.user, existing, self.job_url(wid))
+
+    async def _take_slot(self, user_id: str, wid: str) -> None:
+        limit = self.config.max_running_jobs
+        try:
+            await asyncio.to_thread(self.slots.acquire, user_id, wid, limit)
+            return
+        except TooManyJobs:
+            held = await asyncio.to_thread(self.slots.running, user_id)
+        alive = {w for w in held if await self._is_running(w)}
+        await asyncio.to_thread(
+            self.slots.acquire, user_id, wid, limit, still_running=lambda _ids: alive
+        )
+
+    async def _is_running(self, wid: str) -> bool:
+        try:
+            desc = await self.temporal.get_workflow_handle(wid).describe()
+        except RPCError:
+            # Not started yet (a concurrent start is between its slot and its workflow) or
+            # gone: count it as running for a few seconds' grace, which keeps the cap exact.
+            return True
+        return desc.status == WorkflowExecutionStatus.RUNNING
+
+    # ---- watching --------------------------------------------------------------------------
+
+    def handle(self, wid: str) -> WorkflowHandle[Any, JobStatus]:
+        return self.temporal.get_workflow_handle(wid, result_type=JobStatus)
+
+    async def status(self, wid: str) -> JobStatus:
+        """Live status from the workflow; for jobs long gone, the history record."""
+        try:
+            return await self.handle(wid).query(MakeImageWorkflow.status)
+        except RPCError as err:
+            record = await asyncio.to_thread(self.stores.jobs.get, wid)
+            if record is None:
+                raise JobNotFound(f"no job {wid!r}") from err
+            return _status_from_record(record)
+
+    async def watch(self, wid: str, *, interval: float = 0.25) -> AsyncIterator[JobStatus]:
+        """Yield the status each time it changes, ending with the final one."""
+        last: JobStatus | None = None
+        while True:
+            status = await self.status(wid)
+            if status != last:
+                yield status
+                last = status
+            if status.final:
+                return
+            await asyncio.sleep(interval)
+
+    async def result(self, wid: str) -> JobStatus:
+        """Wait for the job to end. A job an operator cancelled ends as `cancelled` too."""
+        try:
+            return await self.handle(wid).result()
+        except Exception:
+            return await self.status(wid)
+
+    async def cancel(self, wid: str, *, reason: str = "cancelled by the user") -> CancelResult:
+        """Cancel with refund; a job that is delivering or finished says why it cannot be."""
+        try:
+            result: CancelResult = await self.handle(wid).execute_update(
+                "cancel", CancelRequest(reason=reason), result_type=CancelResult
+            )
+            return result
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            msg = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            raise NotCancellable(msg) from err
+        except RPCError as err:
+            status = await self.status(wid)
+            raise NotCancellable(
+                f"this job can no longer be cancelled: it is {status.state}"
+            ) from err
+
+    # ---- listing ---------------------------------------------------------------------------
+
+    async def list_jobs(
+        self,
+        *,
+        user: str | None = None,
+        state: str | None = None,
+        running: bool = False,
+        limit: int = 50,
+    ) -> list[JobListing]:
+        """Jobs by search attribute, newest first: what an operator's `temporal workflow list`
+        query shows."""
+        clauses = ["JobKind IS NOT NULL"]
+        if user:
+            clauses.append(f'UserId="{normalise_identity(user)}"')
+        if state:
+            clauses.append(f'JobState="{JobState(state).value}"')
+        if running:
+            clauses.append('ExecutionStatus="Running"')
+        out: list[JobListing] = []
+        async for wf in self.temporal.list_workflows(" AND ".join(clauses), limit=limit):
+            sa = wf.typed_search_attributes
+            out.append(
+                JobListing(
+                    workflow_id=wf.id,
+                    kind=sa.get(JOB_KIND) or "",
+                    user=sa.get(USER_ID) or "",
+                    state=sa.get(JOB_STATE) or "",
+                    status=wf.status.name if wf.status else "",
+                    started=wf.start_time.isoformat(timespec="seconds"),
+                )
+            )
+        return out
+
+    async def active(self, user: str) -> list[JobStatus]:
+        """Every running job of the user, with live stage and progress."""
+        listing = await self.list_jobs(user=user, running=True)
+        return list(await asyncio.gather(*(self.status(j.workflow_id) for j in listing)))
+
+    async def recent_runs(self, user: str, n: int = 5) -> list[JobRecord]:
+        found = await asyncio.to_thread(self.stores.users.get, user)
+        return await asyncio.to_thread(
+            self.stores.jobs.last_runs, found.id, n, kinds=["make"], states=["done"]
+        )
+
+    # ---- operators -------------------------------------------------------------------------
+
+    async def refund_terminated(self, wid: str) -> int:
+        """Refund a job an operator terminated (no compensation ran), once, by the same key the
+        workflow would have used; refuses jobs that still run or ended normally."""
+        desc = await self.handle(wid).describe()
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            raise UserInputError(f"{wid} is still running: cancel it instead (refund included)")
+        if desc.status not in (
+            WorkflowExecutionStatus.TERMINATED,
+            WorkflowExecutionStatus.TIMED_OUT,
+        ):
+            raise UserInputError(
+                f"{wid} ended as {desc.status.name if desc.status else '?'}: "
+                "its own compensation already ran"
+            )
+        totals = await asyncio.to_thread(self.stores.ledger.job_totals, wid)
+        if totals.user_id is None or totals.refundable <= 0:
+            return 0
+        record = await asyncio.to_thread(self.stores.ledger.entry, f"{wid}:refund")
+        if record is not None:
+            return 0
+        res = await asyncio.to_thread(
+            self.stores.ledger.refund,
+            totals.user_id,
+            totals.refundable,
+            f"{wid}:refund",
+            job_id=wid,
+            reason="operator refund of a terminated job",
+        )
+        slot_user = totals.user_id
+        await asyncio.to_thread(self.slots.release, slot_user, wid)
+        return res.entry.amount
+
+    def job_url(self, wid: str) -> str:
+        if not self.ui_url:
+            return ""
+        ns = quote(self.temporal.namespace, safe="")
+        return f"{self.ui_url}/namespaces/{ns}/workflows/{quote(wid, safe='')}"
+
+    def image(self, output: StoredOutput) -> bytes:
+        return self.stores.blobs.get(output.blob_id)
+
+
+def _static_details(kind: str, request: MakeImageRequest) -> str:
+    lines = [
+        f"**user** {request.user} via {request.platform}",
+        f"**prompt** {request.prompt[:500]}",
+        f"**template** {request.template or '(saved setting)'}",
+    ]
+    if request.overrides:
+        lines.append("**overrides** " + ", ".join(f"{k}={v}" for k, v in request.overrides.items()))
+    if request.regen_of:
+        lines.append(f"**repeats** {request.regen_of}")
+    return "\n\n".join(lines)
+
+
+def _status_from_record(record: JobRecord) -> JobStatus:
+    return JobStatus(
+        workflow_id=record.workflow_id,
+        kind=record.kind,
+        user=record.identity,
+        state=JobState(str(record.state)),
+        outputs=[StoredOutput(blob_id=b) for b in record.outputs],
+        price=record.price,
+        refund=record.refund,
+        reason=record.error or None,
+        seeds=record.seeds,
+        prompt=record.prompt,
+        template=record.template,
+        settings=record.settings,
+    )

@@ -1,0 +1,396 @@
+"""What each stand-in node does when it runs.
+
+Values travel between nodes as small Python objects (model references, lists of Pillow images
+for IMAGE, "L" images for MASK). Pillow work runs in a thread (`asyncio.to_thread`) so the event
+loop keeps serving HTTP and WebSocket traffic while a prompt renders. Nodes that report progress
+call `ctx.progress`, which is also where an interrupt lands, as in ComfyUI's sampler callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from comfy.standin import render
+from comfy.standin.modelfiles import read_safetensors_metadata
+from comfy.standin.nodes import Folders
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """MODEL / CLIP / VAE: which checkpoint, with which LoRAs applied."""
+
+    kind: str
+    ckpt: str
+    loras: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    text: str
+    clip: ModelRef
+
+
+@dataclass
+class Latent:
+    """LATENT: a size and batch, plus decoded-ready pixels once a sampler has run."""
+
+    width: int
+    height: int
+    batch: int
+    source: list[Image.Image] | None = None
+    images: list[Image.Image] | None = None
+
+
+@dataclass(frozen=True)
+class UpscaleModel:
+    name: str
+    scale: float
+
+
+@dataclass(frozen=True)
+class BackgroundRemovalModel:
+    name: str
+
+
+@dataclass
+class NodeOutput:
+    values: tuple[Any, ...] = ()
+    ui: dict[str, Any] | None = None
+
+
+class RunContext(Protocol):
+    """What the executor gives a running node."""
+
+    folders: Folders
+    prompt_id: str
+    node_id: str
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+
+    async def progress(self, value: int, total: int) -> None:
+        """Report a step; raises if the prompt was interrupted."""
+
+    async def step_wait(self, index: int, total: int) -> None:
+        """Sleep for one sampler step (step delay or the prompt's fixed render time)."""
+
+    def preview_prefix(self) -> str:
+        """`ComfyUI_temp_<5 letters>` of this PreviewImage node object."""
+
+
+Handler = Callable[[RunContext, dict[str, Any]], Awaitable[NodeOutput]]
+
+
+class NodeFailure(RuntimeError):
+    """A node failed the way a real one would (missing file, bad model)."""
+
+
+async def checkpoint_loader(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    name = i["ckpt_name"]
+    if ctx.folders.model_path("checkpoints", name) is None:
+        raise FileNotFoundError(f"Model in folder 'checkpoints' with filename '{name}' not found.")
+    return NodeOutput((ModelRef("MODEL", name), ModelRef("CLIP", name), ModelRef("VAE", name)))
+
+
+async def clip_text_encode(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    return NodeOutput((Conditioning(str(i["text"]), i["clip"]),))
+
+
+async def empty_latent(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    w, h = int(i["width"]) // 8 * 8, int(i["height"]) // 8 * 8
+    return NodeOutput((Latent(w, h, int(i["batch_size"])),))
+
+
+async def ksampler(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    latent: Latent = i["latent_image"]
+    model: ModelRef = i["model"]
+    steps = int(i["steps"])
+    params = {
+        "ckpt": model.ckpt,
+        "loras": [list(x) for x in model.loras],
+        "positive": i["positive"].text,
+        "negative": i["negative"].text,
+        "seed": int(i["seed"]),
+        "steps": steps,
+        "cfg": float(i["cfg"]),
+        "sampler": i["sampler_name"],
+        "scheduler": i["scheduler"],
+    }
+    for step in range(steps):
+        await ctx.step_wait(step, steps)
+        await ctx.progress(step + 1, steps)
+    denoise = float(i.get("denoise", 1.0))
+
+    def draw() -> list[Image.Image]:
+        out = []
+        for index in range(latent.batch):
+            p = {**params, "seed": params["seed"] + index}
+            if latent.source is not None:
+                src = latent.source[index % len(latent.source)]
+                out.append(render.img2img(src, {**p, "denoise": denoise}, denoise))
+            else:
+                out.append(render.generate(p, latent.width, latent.height))
+        return out
+
+    images = await asyncio.to_thread(draw)
+    return NodeOutput((Latent(latent.width, latent.height, latent.batch, images=images),))
+
+
+async def vae_decode(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    latent: Latent = i["samples"]
+    if latent.images is not None:
+        return NodeOutput((list(latent.images),))
+    if latent.source is not None:
+        return NodeOutput((list(latent.source),))
+    # An empty latent decodes to a flat grey image, as a real VAE gives roughly.
+    return NodeOutput(
+        ([Image.new("RGB", (latent.width, latent.height), (128, 128, 128))] * latent.batch,)
+    )
+
+
+async def vae_encode(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    images: list[Image.Image] = i["pixels"]
+    cropped = [render.crop_to_multiple_of_8(img.convert("RGB")) for img in images]
+    w, h = cropped[0].size
+    return NodeOutput((Latent(w, h, len(cropped), source=cropped),))
+
+
+def _compute_vars(prefix: str, width: int, height: int) -> str:
+    now = time.localtime()
+    for key, value in (
+        ("%width%", str(width)),
+        ("%height%", str(height)),
+        ("%year%", str(now.tm_year)),
+        ("%month%", f"{now.tm_mon:02}"),
+        ("%day%", f"{now.tm_mday:02}"),
+        ("%hour%", f"{now.tm_hour:02}"),
+        ("%minute%", f"{now.tm_min:02}"),
+        ("%second%", f"{now.tm_sec:02}"),
+    ):
+        prefix = prefix.replace(key, value)
+    return prefix
+
+
+def _save_images(
+    ctx: RunContext, images: list[Image.Image], prefix: str, base: Path, kind: str
+) -> dict[str, Any]:
+    """folder_paths.get_save_image_path + SaveImage: counter = highest existing + 1."""
+    prefix = _compute_vars(prefix, images[0].width, images[0].height)
+    norm = os.path.normpath(prefix)
+    subfolder, filename = os.path.dirname(norm), os.path.basename(norm)
+    folder = base / subfolder
+    if os.path.commonpath((str(base), str(folder.resolve()))) != str(base):
+        raise NodeFailure(
+            "**** ERROR: Saving image outside the output folder is not allowed."
+            f"\n full_output_folder: {folder.resolve()}\n         output_dir: {base}"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    counter = 1
+    for existing in os.listdir(folder):
+        head = existing[: len(filename) + 1]
+        if os.path.normcase(head[:-1]) == os.path.normcase(filename) and head[-1:] == "_":
+            try:
+                digits = int(existing[len(filename) + 1 :].split("_")[0])
+            except ValueError:
+                digits = 0
+            counter = max(counter, digits + 1)
+    text = {"prompt": json.dumps(ctx.prompt)}
+    for key, value in (ctx.extra_data.get("extra_pnginfo") or {}).items():
+        text[str(key)] = json.dumps(value)
+    results = []
+    for batch_number, img in enumerate(images):
+        name = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
+        render.save_png(img, folder / name, text)
+        results.append({"filename": name, "subfolder": subfolder, "type": kind})
+        counter += 1
+    return {"images": results}
+
+
+async def save_image(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    prefix = str(i.get("filename_prefix", "ComfyUI"))
+    base = ctx.folders.output
+    ui = await asyncio.to_thread(_save_images, ctx, i["images"], prefix, base, "output")
+    return NodeOutput((), ui)
+
+
+async def preview_image(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    prefix = ctx.preview_prefix()
+    ui = await asyncio.to_thread(_save_images, ctx, i["images"], prefix, ctx.folders.temp, "temp")
+    return NodeOutput((), ui)
+
+
+async def load_image(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    path = ctx.folders.annotated(str(i["image"]))
+    img, mask = await asyncio.to_thread(render.load_image, path)
+    return NodeOutput(([img], [mask]))
+
+
+async def image_scale(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    def work() -> list[Image.Image]:
+        return [
+            render.image_scale(
+                img, i["upscale_method"], int(i["width"]), int(i["height"]), i["crop"]
+            )
+            for img in i["image"]
+        ]
+
+    return NodeOutput((await asyncio.to_thread(work),))
+
+
+async def image_scale_by(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    scale = float(i["scale_by"])
+
+    def work() -> list[Image.Image]:
+        return [
+            render.resize(img, round(img.width * scale), round(img.height * scale),
+                          i["upscale_method"])
+            for img in i["image"]
+        ]  # fmt: skip
+
+    return NodeOutput((await asyncio.to_thread(work),))
+
+
+async def lora_loader(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    name = i["lora_name"]
+    if ctx.folders.model_path("loras", name) is None:
+        raise FileNotFoundError(f"Model in folder 'loras' with filename '{name}' not found.")
+    model: ModelRef = i["model"]
+    clip: ModelRef = i["clip"]
+    return NodeOutput(
+        (
+            ModelRef(model.kind, model.ckpt, (*model.loras, (name, float(i["strength_model"])))),
+            ModelRef(clip.kind, clip.ckpt, (*clip.loras, (name, float(i["strength_clip"])))),
+        )
+    )
+
+
+async def upscale_model_loader(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    name = i["model_name"]
+    path = ctx.folders.model_path("upscale_models", name)
+    if path is None:
+        raise FileNotFoundError(
+            f"Model in folder 'upscale_models' with filename '{name}' not found."
+        )
+    meta = await asyncio.to_thread(read_safetensors_metadata, path)
+    try:
+        scale = float(meta["scale"])
+    except (KeyError, ValueError):
+        raise NodeFailure(f"Unsupported model type: {name} has no scale in its metadata") from None
+    return NodeOutput((UpscaleModel(name, scale),))
+
+
+async def image_upscale_with_model(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    model: UpscaleModel = i["upscale_model"]
+    images: list[Image.Image] = i["image"]
+    total = sum(render.upscale_tiles(img.width, img.height) for img in images)
+    done = 0
+    out = []
+    for img in images:
+        out.append(await asyncio.to_thread(render.upscale, img, model.scale))
+        for _ in range(render.upscale_tiles(img.width, img.height)):
+            done += 1
+            await ctx.progress(done, total)
+    return NodeOutput((out,))
+
+
+async def load_bg_model(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    name = i["bg_removal_name"]
+    path = ctx.folders.model_path("background_removal", name)
+    if path is None:
+        raise FileNotFoundError(
+            f"Model in folder 'background_removal' with filename '{name}' not found."
+        )
+    try:
+        await asyncio.to_thread(read_safetensors_metadata, path)
+    except ValueError:
+        raise NodeFailure(
+            "ERROR: background model file is invalid and does not contain a valid background "
+            "removal model."
+        ) from None
+    return NodeOutput((BackgroundRemovalModel(name),))
+
+
+async def remove_background(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    masks = await asyncio.to_thread(lambda: [render.foreground_mask(img) for img in i["image"]])
+    return NodeOutput((masks,))
+
+
+async def invert_mask(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    return NodeOutput(([render.invert_mask(m) for m in i["mask"]],))
+
+
+async def join_image_with_alpha(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    images: list[Image.Image] = i["image"]
+    masks: list[Image.Image] = i["alpha"]
+
+    def work() -> list[Image.Image]:
+        return [render.join_alpha(img, masks[n % len(masks)]) for n, img in enumerate(images)]
+
+    return NodeOutput((await asyncio.to_thread(work),))
+
+
+async def preview_any(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    source = i.get("source")
+    value = "None"
+    if isinstance(source, str):
+        value = source
+    elif isinstance(source, int | float | bool):
+        value = str(source)
+    elif source is not None:
+        try:
+            value = json.dumps(source)
+        except (TypeError, ValueError):
+            value = str(source)
+    return NodeOutput((), {"text": [value]})
+
+
+async def load_florence2(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    return NodeOutput(({"model": i["model"], "dtype": i["precision"]},))
+
+
+async def florence2_run(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    images: list[Image.Image] = i["image"]
+    captions = await asyncio.to_thread(lambda: [render.caption(img) for img in images])
+    masks = [Image.new("L", img.size, 0) for img in images]
+    text = captions[0] if len(captions) == 1 else "\n".join(captions)
+    return NodeOutput((images, masks, text, [{"caption": c} for c in captions]))
+
+
+HANDLERS: dict[str, Handler] = {
+    "CheckpointLoaderSimple": checkpoint_loader,
+    "CLIPTextEncode": clip_text_encode,
+    "EmptyLatentImage": empty_latent,
+    "KSampler": ksampler,
+    "VAEDecode": vae_decode,
+    "VAEEncode": vae_encode,
+    "SaveImage": save_image,
+    "PreviewImage": preview_image,
+    "LoadImage": load_image,
+    "ImageScale": image_scale,
+    "ImageScaleBy": image_scale_by,
+    "LoraLoader": lora_loader,
+    "UpscaleModelLoader": upscale_model_loader,
+    "ImageUpscaleWithModel": image_upscale_with_model,
+    "LoadBackgroundRemovalModel": load_bg_model,
+    "RemoveBackground": remove_background,
+    "InvertMask": invert_mask,
+    "JoinImageWithAlpha": join_image_with_alpha,
+    "PreviewAny": preview_any,
+    "DownloadAndLoadFlorence2Model": load_florence2,
+    "Florence2Run": florence2_run,
+}
+
+
+def preview_letters(rng: random.Random | None = None) -> str:
+    """PreviewImage's 5 random letters (drawn once per node object)."""
+    r = rng or random.Random()
+    return "".join(r.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5))

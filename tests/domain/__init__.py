@@ -1,0 +1,1 @@
+"""Domain tests: pure rules, examples and hypothesis properties."""

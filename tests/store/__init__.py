@@ -1,0 +1,1 @@
+"""Store tests: repositories against a real MongoDB-compatible server (secantusd-py)."""

@@ -1,0 +1,93 @@
+"""The Temporal workers: one process per role, each polling the queues of its resource.
+
+- `stationthis worker`: the `stationthis` queue — every workflow, plus the light MongoDB
+  activities (prepare, points, history, slots), run in a thread pool since pymongo blocks.
+- `stationthis comfy-worker --url URL --slots N`: one per ComfyUI server. Its `comfy` worker
+  takes at most N prompts at once (a GPU runs one), so adding a GPU is starting one more of
+  these; its `comfy-io` worker copies finished outputs into GridFS without holding a GPU slot.
+
+Shutdown is graceful: on SIGTERM/SIGINT the workers stop polling and give running activities
+`graceful_shutdown_timeout` to finish; what does not finish is retried elsewhere by Temporal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.comfy import ComfyActivities
+from activities.jobs import JobActivities
+from store.db import Stores
+from workers.config import Config
+from workflows import ALL_WORKFLOWS
+
+log = logging.getLogger(__name__)
+
+GRACE = timedelta(seconds=20)
+
+
+def workflow_worker(
+    client: Client, config: Config, stores: Stores, executor: ThreadPoolExecutor
+) -> Worker:
+    jobs = JobActivities(
+        stores,
+        comfy_queue=config.task_queues.comfy,
+        comfy_io_queue=config.task_queues.comfy_io,
+        render_timeout=config.render_timeout,
+    )
+    return Worker(
+        client,
+        task_queue=config.task_queues.workflows,
+        workflows=ALL_WORKFLOWS,
+        activities=jobs.all(),
+        activity_executor=executor,
+        max_concurrent_activities=config.workflow_worker_threads,
+        graceful_shutdown_timeout=GRACE,
+    )
+
+
+def comfy_workers(
+    client: Client, config: Config, stores: Stores, url: str, slots: int
+) -> list[Worker]:
+    acts = ComfyActivities(url, client, stores.blobs)
+    return [
+        Worker(
+            client,
+            task_queue=config.task_queues.comfy,
+            activities=[acts.run_comfy_prompt],
+            max_concurrent_activities=slots,
+            # Progress must reach the server within about a second of ComfyUI reporting it.
+            max_heartbeat_throttle_interval=timedelta(seconds=1),
+            graceful_shutdown_timeout=GRACE,
+        ),
+        Worker(
+            client,
+            task_queue=config.task_queues.comfy_io,
+            activities=[acts.store_comfy_outputs],
+            max_concurrent_activities=max(4, 2 * slots),
+            graceful_shutdown_timeout=GRACE,
+        ),
+    ]
+
+
+async def run_until_signalled(workers: list[Worker]) -> None:
+    """Run workers until SIGINT/SIGTERM, then shut them down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if waiter not in done:
+        for t in done:
+            t.result()  # a worker died: surface its error
+    log.info("stopping workers (grace %ss)", GRACE.total_seconds())
+    await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+    waiter.cancel()
