@@ -61,12 +61,14 @@ class JobActivities:
         comfy_queue: str = "comfy",
         comfy_io_queue: str = "comfy-io",
         render_timeout: float = 900.0,
+        heartbeat_timeout: float = 30.0,
     ) -> None:
         self.stores = stores
         self.slots = JobSlots(stores.db)
         self.comfy_queue = comfy_queue
         self.comfy_io_queue = comfy_io_queue
         self.render_timeout = render_timeout
+        self.heartbeat_timeout = heartbeat_timeout
 
     def all(self) -> list[Any]:
         return [
@@ -149,6 +151,7 @@ class JobActivities:
         used.update(
             template=template.name,
             render_timeout=self.render_timeout,
+            heartbeat_timeout=self.heartbeat_timeout,
             comfy_queue=self.comfy_queue,
             comfy_io_queue=self.comfy_io_queue,
         )

@@ -15,7 +15,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from domain.settings import UserSettings
 
 
-
 def _utc(value: datetime) -> datetime:
     """MongoDB keeps milliseconds and (with a naive client) drops the zone: normalise both, so a
     model read back equals the one written."""

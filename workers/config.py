@@ -109,6 +109,7 @@ class Config(BaseSettings):
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     temporal_ui_url: str = ""
     render_timeout: float = 900.0  # seconds one ComfyUI prompt may take, queue included
+    comfy_heartbeat_timeout: float = 30.0  # a comfy worker silent this long is presumed dead
     workflow_worker_threads: int = 16  # threads for the sync (pymongo) activities
 
     # Telegram

@@ -40,6 +40,7 @@ def workflow_worker(
         comfy_queue=config.task_queues.comfy,
         comfy_io_queue=config.task_queues.comfy_io,
         render_timeout=config.render_timeout,
+        heartbeat_timeout=config.comfy_heartbeat_timeout,
     )
     return Worker(
         client,

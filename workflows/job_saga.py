@@ -260,7 +260,7 @@ class PaidJobWorkflow:
             result_type=ComfyRunResult,
             task_queue=self._comfy_queue,
             start_to_close_timeout=self._render_timeout,
-            heartbeat_timeout=policies.COMFY_HEARTBEAT,
+            heartbeat_timeout=self._heartbeat_timeout,
             retry_policy=policies.COMFY_RETRY,
         )
         self._status.gpu_seconds += run.gpu_seconds
@@ -328,6 +328,9 @@ class PaidJobWorkflow:
         s.prompt, s.template, s.settings = plan.prompt, plan.template, plan.settings
         s.balance = plan.balance
         self._render_timeout = timedelta(seconds=float(plan.settings.get("render_timeout", 900)))
+        self._heartbeat_timeout = timedelta(
+            seconds=float(plan.settings.get("heartbeat_timeout", 30))
+        )
         self._comfy_queue = str(plan.settings.get("comfy_queue", "comfy"))
         self._comfy_io_queue = str(plan.settings.get("comfy_io_queue", "comfy-io"))
 

@@ -138,7 +138,7 @@ def test_concurrent_charges_refunds_and_grants_reconcile_exactly(stores: Stores)
         assert user.points == expected >= 0
         assert all(e["balance_after"] >= 0 for e in mine)
     for job in {e["job_id"] for e in ledger if e["job_id"]}:
-        t = stores.ledger.job_totals(job)
-        assert t.charges <= 1 and 0 <= t.refunded <= t.charged
+        totals = stores.ledger.job_totals(job)
+        assert totals.charges <= 1 and 0 <= totals.refunded <= totals.charged
     assert stores.ledger.audit() == []
     assert elapsed < 60
