@@ -8,7 +8,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from domain.rules import DomainRules
 from store.db import Stores
 from workers.config import Config
-from workers.devstack import Endpoints
+from workers.devstack import Endpoints, load_runtime
 
 
 def domain_rules(config: Config) -> DomainRules:
@@ -33,4 +33,12 @@ def open_stores(config: Config, endpoints: Endpoints, *, indexes: bool = True) -
     )
     if indexes:
         stores.ensure_indexes()
+    return stores
+
+
+def stores_from_config(config: Config) -> Stores:
+    """Stores for commands that need only MongoDB: MONGODB_URI, else the running dev stack."""
+    uri = config.mongodb_uri or load_runtime(config).mongodb_uri
+    stores = Stores.from_uri(uri, config.mongodb_database, rules=domain_rules(config))
+    stores.ensure_indexes()
     return stores

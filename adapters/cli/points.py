@@ -14,39 +14,17 @@ import uuid
 from typing import Any
 
 from domain.errors import StationError
-from domain.rules import DomainRules
 from store.db import Stores
 
 log = logging.getLogger(__name__)
 
 
-def mongodb_target() -> tuple[str, str]:
-    """(uri, database) from MONGODB_URI / the config, else from the running dev stack."""
-    from workers.config import Config
-
-    config = Config()
-    uri = config.mongodb_uri
-    if not uri:
-        from workers.devstack import resolve_endpoints
-
-        uri = resolve_endpoints(config).mongodb_uri
-    if not uri:
-        raise RuntimeError("no MongoDB: set MONGODB_URI or start the dev stack (`stationthis up`)")
-    return uri, config.mongodb_database
-
-
 def open_stores() -> Stores:
-    """Stores over the configured database, indexes ensured (cheap and idempotent)."""
+    """Stores over the configured MongoDB, else the running dev stack's; indexes ensured."""
     from workers.config import Config
+    from workers.runtime import stores_from_config
 
-    uri, database = mongodb_target()
-    config = Config()
-    rules = DomainRules(
-        starter_grant=config.starter_grant, max_running_jobs=config.max_running_jobs
-    )
-    stores = Stores.from_uri(uri, database, rules=rules)
-    stores.ensure_indexes()
-    return stores
+    return stores_from_config(Config())
 
 
 def positive_int(text: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageChops, ImageDraw
 
@@ -80,7 +81,7 @@ async def test_background_removal_gives_a_transparent_background(
 ) -> None:
     src = Image.new("RGB", (64, 48), (20, 40, 200))
     ImageDraw.Draw(src).ellipse((16, 12, 48, 36), fill=(250, 220, 10))
-    graph = {
+    graph: dict[str, Any] = {
         "1": {"class_type": "LoadImage", "inputs": {"image": ""}},
         "2": {"class_type": "LoadBackgroundRemovalModel",
               "inputs": {"bg_removal_name": "rmbg-standin.safetensors"}},
@@ -88,7 +89,8 @@ async def test_background_removal_gives_a_transparent_background(
               "inputs": {"image": ["1", 0], "bg_removal_model": ["2", 0]}},
         "4": {"class_type": "InvertMask", "inputs": {"mask": ["3", 0]}},
         "5": {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["1", 0], "alpha": ["4", 0]}},
-        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": unique()}},
+        "6": {"class_type": "SaveImage",
+              "inputs": {"images": ["5", 0], "filename_prefix": unique()}},
     }  # fmt: skip
     async with Session(comfy_faults_reset) as s:
         graph["1"]["inputs"]["image"] = await s.upload(src, unique("cut") + ".png")
@@ -103,7 +105,7 @@ async def test_background_removal_gives_a_transparent_background(
 
 
 async def test_a_caption_describes_the_image_it_was_given(comfy_faults_reset: ComfyServer) -> None:
-    graph = {
+    graph: dict[str, Any] = {
         "1": {"class_type": "LoadImage", "inputs": {"image": ""}},
         "2": {"class_type": "DownloadAndLoadFlorence2Model",
               "inputs": {"model": "microsoft/Florence-2-base", "precision": "fp16",
