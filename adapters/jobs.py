@@ -100,40 +100,46 @@ class JobsClient:
 
     async def start_make(self, request: MakeImageRequest) -> StartedJob:
         """Check the request, take a slot and start the workflow; bad input raises at once."""
+        # `platform` is where the request came from and where the result goes (the CLI may
+        # act for a Telegram user; the result then stays with the CLI).
         request = request.model_copy(update={"user": normalise_identity(request.user)})
-        platform, _ = parse_identity(request.user)
-        if request.platform != platform:
-            raise UserInputError(f"user {request.user} is not a {request.platform} identity")
         # The same checks prepare runs, so bad input is refused before anything is written.
         await asyncio.to_thread(
             self._planner.plan_make_image, PrepareInput(workflow_id="", request=request)
         )
         return await self._start("make", request, summary=request.prompt)
 
-    async def regen(self, user: str, n: int = 1, *, request_id: str | None = None) -> StartedJob:
+    async def regen(
+        self, user: str, n: int = 1, *, platform: str | None = None, request_id: str | None = None
+    ) -> StartedJob:
         """Repeat run `n` (1 = newest) of the user's last 5, with its settings and seed."""
         runs = await self.recent_runs(user, 5)
         if not 1 <= n <= len(runs):
             raise UserInputError(f"pick a run 1 … {len(runs)}" if runs else "no runs to repeat yet")
         return await self.start_make(
-            self._repeat(user, runs[n - 1], keep_seed=True, rid=request_id)
+            self._repeat(user, runs[n - 1], keep_seed=True, rid=request_id, platform=platform)
         )
 
-    async def again(self, user: str, *, request_id: str | None = None) -> StartedJob:
+    async def again(
+        self, user: str, *, platform: str | None = None, request_id: str | None = None
+    ) -> StartedJob:
         """Repeat the last run with a new seed."""
         runs = await self.recent_runs(user, 1)
         if not runs:
             raise UserInputError("no runs to repeat yet: make an image first")
-        return await self.start_make(self._repeat(user, runs[0], keep_seed=False, rid=request_id))
+        return await self.start_make(
+            self._repeat(user, runs[0], keep_seed=False, rid=request_id, platform=platform)
+        )
 
     def _repeat(
-        self, user: str, run: JobRecord, *, keep_seed: bool, rid: str | None
+        self, user: str, run: JobRecord, *, keep_seed: bool, rid: str | None, platform: str | None
     ) -> MakeImageRequest:
         saved = run.settings
         keys = ("width", "height", "steps", "cfg", "batch", "sampler", "scheduler", "negative")
         overrides: dict[str, Any] = {k: saved[k] for k in keys if k in saved}
         overrides["seed"] = run.seeds[0] if keep_seed and run.seeds else -1
-        platform, _ = parse_identity(normalise_identity(user))
+        if platform is None:
+            platform, _ = parse_identity(normalise_identity(user))
         return MakeImageRequest(
             user=user,
             platform=platform,

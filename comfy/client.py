@@ -73,6 +73,7 @@ ProgressCallback = Callable[[Progress], Awaitable[None] | None]
 _STAGE_RANK: dict[str, int] = {"queued": 0, "running": 1, "done": 2}
 _TEXT_OUTPUT_KEYS = ("text", "tags")
 _WS_MAX_FRAME = 16 * 1024 * 1024
+_RECONNECT_TIMEOUT = 2.0
 _NODE_ID_IN_DETAILS = re.compile(r"#([^']+)'")
 _CLASS_IN_MESSAGE = re.compile(r"node (.+?) does not exist")
 
@@ -548,17 +549,29 @@ class ComfyClient:
             stream = await self._open_stream(socket_id, deadline)
         return await self._follow(prompt_id, stream, socket_id, on_progress, deadline)
 
-    async def _open_stream(self, socket_id: str, deadline: _Deadline) -> _EventStream | None:
-        """Open the prompt's WebSocket and wait for its greeting; None if that fails."""
+    async def _open_stream(
+        self, socket_id: str, deadline: _Deadline, *, reconnect: bool = False
+    ) -> _EventStream | None:
+        """Open the prompt's WebSocket and wait for its greeting; None if that fails.
+
+        Reconnect attempts (made while polling) get a short budget, so a server that accepts
+        connections but never answers cannot stall the polling, and log only at debug level.
+        """
         url = f"{self._ws_base}/ws?clientId={quote(socket_id, safe='')}"
-        budget = max(0.1, deadline.remaining(self.timeout))
+        cap = min(self.timeout, _RECONNECT_TIMEOUT) if reconnect else self.timeout
+        budget = max(0.1, deadline.remaining(cap))
         stream: _EventStream | None = None
         try:
             conn = await connect(url, open_timeout=budget, max_size=_WS_MAX_FRAME)
             stream = _EventStream(conn)
             await stream.wait_status(budget)
         except (OSError, TimeoutError, WebSocketException, _StreamClosed) as exc:
-            log.warning("WebSocket %s unavailable (%r); following by polling /history", url, exc)
+            log.log(
+                logging.DEBUG if reconnect else logging.WARNING,
+                "WebSocket %s unavailable (%r); following by polling /history",
+                url,
+                exc,
+            )
             if stream is not None:
                 await stream.close()
             return None
@@ -630,7 +643,7 @@ class ComfyClient:
                     await asyncio.sleep(deadline.remaining(self.poll_interval))
                     if socket_id is not None and loop.time() >= next_reconnect:
                         next_reconnect = loop.time() + 2.0
-                        stream = await self._open_stream(socket_id, deadline)
+                        stream = await self._open_stream(socket_id, deadline, reconnect=True)
                         if stream is not None:
                             log.info("WebSocket of prompt %s reconnected", prompt_id)
                 if loop.time() >= next_check:
@@ -786,7 +799,12 @@ class ComfyClient:
         """
         if self._jobs_cancel is not False:
             url = f"{self._root_url}/api/jobs/{quote(prompt_id, safe='')}/cancel"
-            resp = await self._request("POST", url)
+            try:
+                resp = await self._request("POST", url)
+            except ComfyUnavailable as exc:
+                if exc.status_code is None:
+                    raise  # unreachable: the fallback would fail the same way
+                resp = httpx.Response(exc.status_code)  # a server without the route may 5xx
             body: Any = None
             if resp.status_code == 200:
                 with contextlib.suppress(ValueError):

@@ -44,6 +44,9 @@ class MongoDev(BaseModel):
     port: int = 0
     database: str = "stationthis"
     data_dir: str = "mongo"
+    # Fsync every commit: without it an acknowledged write made just before a kill -9 of the
+    # server is lost on restart (measured: ~0.3 ms more per insert on this machine).
+    sync_on_commit: bool = True
 
 
 class ComfyDev(BaseModel):

@@ -18,6 +18,7 @@ times); stopping the stack stops every child, workers first, and removes runtime
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -249,6 +250,29 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 # -------------------------------------------------------------------------------- DevStack
 
 
+def mongo_argv(port: int, data_dir: Path, sync_on_commit: bool = True) -> list[str]:
+    """Command line of the MongoDB-compatible server (shared with the test fixtures).
+
+    `--sync-on-commit`: without it, a write acknowledged a moment before the server is killed
+    with SIGKILL is gone after the restart (checked on secantusdb 0.7.0b3), which would break
+    the "nothing is lost when the database restarts" promise the chaos tests check.
+    """
+    argv = [
+        str(venv_bin("secantusd-py")),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--storage-path",
+        str(data_dir),
+        "--log-level",
+        "WARNING",
+    ]
+    if sync_on_commit:
+        argv.append("--sync-on-commit")
+    return argv
+
+
 def _child_env(drop_prefixes: Sequence[str] = ()) -> dict[str, str]:
     env = dict(os.environ)
     for key in list(env):
@@ -383,17 +407,7 @@ class DevStack:
             procs.append(
                 ManagedProcess(
                     "mongodb",
-                    [
-                        venv_bin("secantusd-py"),
-                        "--host",
-                        LOOPBACK,
-                        "--port",
-                        str(port),
-                        "--storage-path",
-                        str(root / cfg.mongodb.data_dir),
-                        "--log-level",
-                        "WARNING",
-                    ],
+                    mongo_argv(port, root / cfg.mongodb.data_dir, cfg.mongodb.sync_on_commit),
                     port=port,
                     health=mongo_check(mongodb_uri),
                     log_path=self.log_dir / "mongodb.log",
@@ -405,6 +419,11 @@ class DevStack:
 
         comfyui_urls = ext.comfyui_urls
         if not comfyui_urls:
+            if importlib.util.find_spec("comfy.standin.__main__") is None:
+                raise ServiceError(
+                    "the ComfyUI stand-in (python -m comfy.standin) is not installed; "
+                    "set COMFYUI_URLS to point at a ComfyUI server instead"
+                )
             port = cfg.comfyui.port or free_port()
             url = f"http://{LOOPBACK}:{port}"
             comfyui_urls = (url,)
@@ -563,6 +582,9 @@ class DevStack:
                     proc.log_tail(10),
                 )
                 while self.restarts[name] < self.max_restarts:
+                    # Back off a little more each time, so a crash loop does not spin.
+                    if self._stop_event.wait(min(0.25 * 2 ** self.restarts[name], 4.0)):
+                        return True
                     self.restarts[name] += 1
                     log.warning(
                         "restarting %s (%d/%d)", name, self.restarts[name], self.max_restarts

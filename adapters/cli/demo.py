@@ -62,7 +62,7 @@ async def _demo(config: Config, args: argparse.Namespace) -> int:
         started = await jobs.start_make(
             MakeImageRequest(
                 user=args.user,
-                platform=args.user.split(":")[0],
+                platform="cli",
                 prompt=args.prompt,
                 overrides={"steps": 20, "width": 512, "height": 512},
             )

@@ -1,62 +1,132 @@
 """Contract suite of the ComfyUI client: drives only `comfy.client.ComfyClient` against a live
 server, the stand-in from `comfy_standin` (tests/fixtures/comfy.py) or, when COMFYUI_URLS is set,
-a real ComfyUI. Tests that need fault injection skip against a real server.
+a real ComfyUI. Tests that need fault injection (`faults`) skip against a real server.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from comfy.client import ComfyClient
-
-pytest_plugins = ["tests.contract._devstandin"]
-
-
-class Faults:
-    """Fault switches of the stand-in (POST /_standin/faults, POST /_standin/reset)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-
-    async def set(self, **faults: Any) -> None:
-        async with httpx.AsyncClient(timeout=10) as http:
-            resp = await http.post(f"{self.url}/_standin/faults", json=faults)
-            resp.raise_for_status()
-
-    async def reset(self) -> None:
-        async with httpx.AsyncClient(timeout=10) as http:
-            resp = await http.post(f"{self.url}/_standin/reset", json={})
-            resp.raise_for_status()
+from tests.fixtures.comfy import ComfyServer
 
 
 @pytest.fixture
-def comfy_url(comfy_standin: Any) -> str:
-    return str(comfy_standin.url)
+def comfy_url(comfy_standin: ComfyServer) -> str:
+    return comfy_standin.url
 
 
 @pytest_asyncio.fixture
 async def comfy(comfy_url: str) -> AsyncIterator[ComfyClient]:
-    """A fresh client per test, with short intervals so fallbacks show up quickly."""
+    """A fresh client per test, with a short poll interval so fallbacks show up quickly."""
     async with ComfyClient(comfy_url, timeout=10.0, poll_interval=0.2) as client:
         yield client
 
 
+@pytest.fixture
+def faults(comfy_faults_reset: ComfyServer) -> ComfyServer:
+    """The stand-in's fault switches, reset around the test; skips against a real ComfyUI."""
+    comfy_faults_reset.require_faults()
+    return comfy_faults_reset
+
+
+class DelayingProxy:
+    """A loopback reverse proxy in front of the server that holds back POST /prompt answers.
+
+    Everything else (HTTP and the WebSocket) passes straight through, so the whole run's events
+    reach the client before it learns that its prompt was accepted: the "early events" case of
+    protocol §5, made deterministic without touching the server.
+    """
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.delay = delay
+        self.url = ""
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._websocket(request)
+        headers = {}
+        if "Content-Type" in request.headers:
+            headers["Content-Type"] = request.headers["Content-Type"]
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            data=await request.read(),
+            headers=headers,
+        ) as upstream:
+            body = await upstream.read()
+            status = upstream.status
+            content_type = upstream.headers.get("Content-Type", "application/octet-stream")
+        if request.method == "POST" and request.path.rstrip("/").endswith("/prompt"):
+            await asyncio.sleep(self.delay)
+        return web.Response(body=body, status=status, headers={"Content-Type": content_type})
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        assert self._session is not None
+        client_ws = web.WebSocketResponse()
+        await client_ws.prepare(request)
+        target = "ws" + self.upstream[len("http") :] + request.path_qs
+        async with self._session.ws_connect(target) as server_ws:
+
+            async def downstream() -> None:
+                async for msg in server_ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        await client_ws.send_str(msg.data)
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        await client_ws.send_bytes(msg.data)
+                await client_ws.close()
+
+            pump = asyncio.create_task(downstream())
+            try:
+                async for msg in client_ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        await server_ws.send_str(msg.data)
+            finally:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+        return client_ws
+
+
 @pytest_asyncio.fixture
-async def faults(comfy_standin: Any) -> AsyncIterator[Faults]:
-    """Fault injection; skips when the suite runs against a real ComfyUI (COMFYUI_URLS)."""
-    if os.environ.get("COMFYUI_URLS"):
-        pytest.skip("fault injection needs the ComfyUI stand-in")
-    switches = Faults(str(comfy_standin.url))
-    await switches.reset()
-    yield switches
-    await switches.reset()
+async def slow_accept_url(comfy_url: str) -> AsyncIterator[str]:
+    """URL of a DelayingProxy that answers POST /prompt 1.5 s late."""
+    proxy = DelayingProxy(comfy_url, delay=1.5)
+    try:
+        yield await proxy.start()
+    finally:
+        await proxy.close()
 
 
 @pytest_asyncio.fixture
@@ -112,3 +182,14 @@ def txt2img(
             "inputs": {"images": ["8", 0], "filename_prefix": prefix},
         },
     }
+
+
+async def start_blocker(comfy: ComfyClient, server: ComfyServer, ckpt: str) -> str:
+    """Submit a prompt that keeps the server busy until cancelled; returns its id.
+
+    On the stand-in it is a `hang` fault (runs until interrupted); on a real server, many steps.
+    """
+    if server.controllable:
+        server.set_faults(hang={"next": 1})
+        return (await comfy.submit(txt2img(ckpt, steps=1))).prompt_id
+    return (await comfy.submit(txt2img(ckpt, steps=10000))).prompt_id

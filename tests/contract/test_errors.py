@@ -14,7 +14,8 @@ from comfy.errors import (
     ComfyUnavailable,
     ComfyValidationError,
 )
-from tests.contract.conftest import Faults, txt2img
+from tests.contract.conftest import txt2img
+from tests.fixtures.comfy import ComfyServer
 from workers.processes import free_port
 
 
@@ -31,7 +32,13 @@ def _drop(graph: dict[str, Any], node: str, name: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("break_graph", "node_id", "class_type", "input_name", "error_type"),
     [
-        (lambda g: _set(g, "5", "width", 8), "5", "EmptyLatentImage", "width", "value_smaller_than_min"),
+        (
+            lambda g: _set(g, "5", "width", 8),
+            "5",
+            "EmptyLatentImage",
+            "width",
+            "value_smaller_than_min",
+        ),
         (
             lambda g: _set(g, "3", "sampler_name", "no_such_sampler"),
             "3",
@@ -116,27 +123,33 @@ async def test_an_accepted_prompt_with_a_broken_branch_runs_only_the_valid_outpu
 
 
 async def test_a_node_failure_raises_an_execution_error_naming_the_node(
-    comfy: ComfyClient, ckpt: str, faults: Faults
+    comfy: ComfyClient, ckpt: str, faults: ComfyServer
 ) -> None:
-    await faults.set(fail_class="KSampler")
+    faults.set_faults(execution_error={"next": 1})
+    graph = txt2img(ckpt)
+    prompt_id = str(uuid.uuid4())
     with pytest.raises(ComfyExecutionError) as caught:
-        await comfy.run(txt2img(ckpt), timeout=30)
+        await comfy.run(graph, prompt_id=prompt_id, timeout=30)
     error = caught.value
-    assert error.node_id == "3"
-    assert error.node_type == "KSampler"
-    assert error.exception_type
+    assert error.prompt_id == prompt_id
+    assert error.node_id in graph
+    assert error.node_type == graph[error.node_id]["class_type"]
+    assert error.exception_type == "RuntimeError"
+    assert "simulated node failure" in error.exception_message
     assert not error.retryable
-    assert "KSampler" in str(error)
+    assert f"node {error.node_id} ({error.node_type})" in str(error)
 
 
 async def test_a_server_error_on_submit_is_retryable_unavailability(
-    comfy: ComfyClient, ckpt: str, faults: Faults
+    comfy: ComfyClient, ckpt: str, faults: ComfyServer
 ) -> None:
-    await faults.set(prompt_500=True)
+    faults.set_faults(http_500={"next": 1})
     with pytest.raises(ComfyUnavailable) as caught:
         await comfy.run(txt2img(ckpt), timeout=30)
     assert caught.value.retryable
     assert caught.value.status_code == 500
+    # The next submission goes through: the fault was transient.
+    assert (await comfy.run(txt2img(ckpt), timeout=30)).status == "success"
 
 
 async def test_an_unreachable_server_is_retryable_unavailability() -> None:

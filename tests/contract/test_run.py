@@ -9,7 +9,8 @@ from PIL import Image
 
 from comfy.client import ComfyClient
 from comfy.models import Progress
-from tests.contract.conftest import Faults, txt2img
+from tests.contract.conftest import start_blocker, txt2img
+from tests.fixtures.comfy import ComfyServer
 
 STAGE_RANK = {"queued": 0, "running": 1, "done": 2}
 
@@ -49,36 +50,34 @@ async def test_txt2img_reports_progress_in_order_and_returns_pngs_of_the_asked_s
 
 
 async def test_a_queued_prompt_reports_its_place_in_the_queue(
-    comfy: ComfyClient, ckpt: str
+    comfy: ComfyClient, comfy_faults_reset: ComfyServer, ckpt: str
 ) -> None:
-    blocker = await comfy.submit(txt2img(ckpt, steps=400))
+    blocker = await start_blocker(comfy, comfy_faults_reset, ckpt)
     try:
         seen: list[Progress] = []
 
         async def stop_blocker_once_reported(progress: Progress) -> None:
             seen.append(progress)
             if progress.stage == "queued":
-                await comfy.cancel(blocker.prompt_id)
+                await comfy.cancel(blocker)
 
-        result = await comfy.run(
-            txt2img(ckpt), on_progress=stop_blocker_once_reported, timeout=60
-        )
+        result = await comfy.run(txt2img(ckpt), on_progress=stop_blocker_once_reported, timeout=60)
         assert result.status == "success"
         assert seen[0].stage == "queued"
         assert seen[0].queue_position == 1
         assert seen[-1].stage == "done"
     finally:
-        await comfy.cancel(blocker.prompt_id)
+        await comfy.cancel(blocker)
 
 
 async def test_events_sent_before_the_post_answer_still_reach_the_progress_callback(
-    comfy: ComfyClient, ckpt: str, faults: Faults
+    slow_accept_url: str, ckpt: str
 ) -> None:
-    # The server holds back its POST /prompt answer until the run is over, so every event of
-    # the run reaches the socket before the client knows the prompt was accepted.
-    await faults.set(prompt_delay=2.0)
+    # The proxy holds back the POST /prompt answer until the run is over, so every event of the
+    # run reaches the socket before the client knows its prompt was accepted.
     seen: list[Progress] = []
-    result = await comfy.run(txt2img(ckpt, steps=3), on_progress=seen.append, timeout=30)
+    async with ComfyClient(slow_accept_url, timeout=10.0) as comfy:
+        result = await comfy.run(txt2img(ckpt, steps=3), on_progress=seen.append, timeout=30)
     assert result.status == "success"
     assert [p.value for p in seen if p.node == "3" and p.value is not None] == [1, 2, 3]
     assert seen[-1].stage == "done"
@@ -110,7 +109,9 @@ async def test_uploading_into_a_subfolder_returns_the_path_load_image_needs(
 ) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, format="PNG")
-    name = await comfy.upload_image(buffer.getvalue(), "a.png", subfolder="contract", overwrite=True)
+    name = await comfy.upload_image(
+        buffer.getvalue(), "a.png", subfolder="contract", overwrite=True
+    )
     assert name == "contract/a.png"
 
 
@@ -121,3 +122,10 @@ async def test_a_finished_prompt_can_be_awaited_again_without_running_twice(
     again = await comfy.wait(first.prompt_id, timeout=10)
     assert again.outputs == first.outputs
     assert again.history["prompt"][0] == first.history["prompt"][0]
+
+
+async def test_text_outputs_of_a_run_are_returned_by_node(comfy: ComfyClient) -> None:
+    graph = {"1": {"class_type": "PreviewAny", "inputs": {"source": "a red cube"}}}
+    result = await comfy.run(graph, timeout=30)
+    assert result.texts == {"1": ["a red cube"]}
+    assert result.outputs == []

@@ -12,10 +12,10 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pymongo
 import pytest
@@ -133,8 +133,11 @@ async def test_up_serves_every_service_and_sigterm_leaves_no_process_behind(
             ListSearchAttributesRequest(namespace=endpoints.namespace)
         )
         assert set(SEARCH_ATTRIBUTE_NAMES) <= set(attrs.custom_attributes)
-        with urllib.request.urlopen(endpoints.temporal_ui_url, timeout=5) as resp:
-            assert resp.status == 200
+        async with httpx.AsyncClient(timeout=5) as http:
+            assert (await http.get(endpoints.temporal_ui_url)).status_code == 200
+            if STANDIN_AVAILABLE:
+                (comfy_url,) = endpoints.comfyui_urls
+                assert (await http.get(f"{comfy_url}/system_stats")).status_code == 200
 
         mongo: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
             endpoints.mongodb_uri, serverSelectionTimeoutMS=5000
@@ -142,18 +145,17 @@ async def test_up_serves_every_service_and_sigterm_leaves_no_process_behind(
         assert mongo.admin.command("ping")["ok"] == 1
         mongo.close()
 
-        if STANDIN_AVAILABLE:
-            (comfy_url,) = endpoints.comfyui_urls
-            with urllib.request.urlopen(f"{comfy_url}/system_stats", timeout=5) as resp:
-                assert resp.status == 200
-
-        expected = {"temporal", "secantusd-py"} | ({"comfy.standin"} if STANDIN_AVAILABLE else set())
+        expected = {"temporal", "secantusd-py"} | (
+            {"comfy.standin"} if STANDIN_AVAILABLE else set()
+        )
         cmdlines = " ".join(" ".join(psutil.Process(p).cmdline()) for p in children)
         assert all(name in cmdlines for name in expected), cmdlines
 
         up.popen.send_signal(signal.SIGTERM)
         assert up.popen.wait(30) == 0
-        gone, alive = psutil.wait_procs([psutil.Process(p) for p in children if psutil.pid_exists(p)], timeout=10)
+        _gone, alive = psutil.wait_procs(
+            [psutil.Process(p) for p in children if psutil.pid_exists(p)], timeout=10
+        )
         assert alive == [], f"left running after SIGTERM: {alive}"
         assert not (devstack_dir / "runtime.json").exists()
         with pytest.raises(StackNotRunningError, match="stationthis up"):
@@ -189,7 +191,7 @@ def test_an_external_mongodb_uri_skips_the_embedded_mongodb(
         temporal=TemporalDev(port=free_port(), ui_port=free_port()),
         comfyui_urls="" if STANDIN_AVAILABLE else "http://127.0.0.1:9",
     )
-    with DevStack(config) as stack:
+    with DevStack(config, workers=False) as stack:
         assert "mongodb" not in stack.processes
         assert "temporal" in stack.processes
         assert stack.endpoints.mongodb_uri == mongo_server.uri
@@ -210,7 +212,7 @@ def stack_without_temporal(devstack_dir: Path) -> Iterator[DevStack]:
         mongodb_uri="",
         comfyui_urls="http://127.0.0.1:9",
     )
-    with DevStack(config, supervise=True, max_restarts=2) as stack:
+    with DevStack(config, workers=False, supervise=True, max_restarts=2) as stack:
         yield stack
 
 
