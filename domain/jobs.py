@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -51,6 +51,8 @@ class ActivityNames:
     """Activity names: a contract with running histories. Rename only with a migration."""
 
     PREPARE_MAKE_IMAGE = "prepare_make_image"
+    PREPARE_MEDIA_JOB = "prepare_media_job"
+    PROCESS_IMAGE = "process_image"
     CHARGE_POINTS = "charge_points"
     REFUND_POINTS = "refund_points"
     RECORD_JOB = "record_job"
@@ -93,6 +95,43 @@ class ComfyWork(BaseModel):
     expected_outputs: int = 1
 
 
+MediaKind = Literal["upscale", "rmbg", "resize", "convert"]
+
+
+class MediaRequest(BaseModel):
+    """One media job on an image the user sent (stored in GridFS before the job starts)."""
+
+    user: str
+    platform: str = "cli"
+    kind: MediaKind
+    source_image_id: str
+    # upscale: scale (2|4); resize: width, height, mode (fit|fill|exact);
+    # convert: format (png|jpeg|webp), quality, lossless, background ("#rrggbb")
+    params: dict[str, Any] = Field(default_factory=dict)
+    reply: ReplyTarget | None = None
+    request_id: str | None = None
+
+
+class MediaWork(BaseModel):
+    """One Pillow operation on the `media` queue: source blob in, result blob out."""
+
+    op: str  # resize | convert
+    source_id: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MediaPrepareInput(BaseModel):
+    workflow_id: str
+    request: MediaRequest
+
+
+class ProcessImageInput(BaseModel):
+    workflow_id: str
+    index: int = 0
+    user_id: str
+    work: MediaWork
+
+
 class JobPlan(BaseModel):
     """What prepare decided: the price, the work, and what to tell the user about it."""
 
@@ -108,6 +147,7 @@ class JobPlan(BaseModel):
     prompt: str | None = None
     seeds: list[int] = Field(default_factory=list)
     comfy: list[ComfyWork] = Field(default_factory=list)
+    media: list[MediaWork] = Field(default_factory=list)
     refused: str | None = None  # set instead of raising when the request is unacceptable
     refused_code: str | None = None
 

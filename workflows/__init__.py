@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from workflows.make_image import MakeImageWorkflow
+from workflows.media_job import MediaJobWorkflow
 
-ALL_WORKFLOWS: list[type] = [MakeImageWorkflow]
+ALL_WORKFLOWS: list[type] = [MakeImageWorkflow, MediaJobWorkflow]

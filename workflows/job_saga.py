@@ -31,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
         JobRecordInput,
         JobState,
         JobStatus,
+        MediaWork,
+        ProcessImageInput,
         Progress,
         RefundInput,
         RefundResult,
@@ -61,6 +63,8 @@ class PaidJobWorkflow:
         self._progress: dict[int, Progress] = {}
         self._comfy_queue = "comfy"
         self._comfy_io_queue = "comfy-io"
+        self._media_queue = "media"
+        self._kind = self.kind
         self._charge_started = False
         self._units = 1
         self._plan_user_id = ""
@@ -115,12 +119,19 @@ class PaidJobWorkflow:
         return list(range(self._units))
 
     async def run_job(
-        self, *, user: str, platform: str, reply: ReplyTarget | None, prepare_input: Any
+        self,
+        *,
+        user: str,
+        platform: str,
+        reply: ReplyTarget | None,
+        prepare_input: Any,
+        kind: str | None = None,
     ) -> JobStatus:
         info = workflow.info()
         wid = info.workflow_id
         self._units = 1
-        self._status = JobStatus(workflow_id=wid, kind=self.kind, user=user)
+        self._kind = kind or self.kind
+        self._status = JobStatus(workflow_id=wid, kind=self._kind, user=user)
         self._set_state(JobState.STARTING)
         plan: JobPlan | None = None
         try:
@@ -160,7 +171,7 @@ class PaidJobWorkflow:
                 amount=plan.price,
                 key=f"{wid}:charge",
                 job_id=wid,
-                reason=f"{self.kind}: {plan.summary}"[:200],
+                reason=f"{self._kind}: {plan.summary}"[:200],
             ),
             result_type=ChargeResult,
             start_to_close_timeout=policies.LEDGER_TIMEOUT,
@@ -222,6 +233,11 @@ class PaidJobWorkflow:
         tasks = [
             asyncio.create_task(self._produce_comfy(i, work)) for i, work in enumerate(plan.comfy)
         ]
+        offset = len(tasks)
+        tasks += [
+            asyncio.create_task(self._produce_media(offset + i, work))
+            for i, work in enumerate(plan.media)
+        ]
         try:
             await workflow.wait_condition(
                 lambda: all(t.done() for t in tasks) or self._cancel is not None
@@ -279,6 +295,26 @@ class PaidJobWorkflow:
         )
         return stored
 
+    async def _produce_media(self, index: int, work: MediaWork) -> list[StoredOutput]:
+        """A Pillow job on the `media` queue: one source blob in, one result blob out."""
+        self._progress[index] = Progress(index=index, state=JobState.RUNNING, percent=0.0)
+        self._set_state(JobState.RUNNING)
+        out = await workflow.execute_activity(
+            ActivityNames.PROCESS_IMAGE,
+            ProcessImageInput(
+                workflow_id=workflow.info().workflow_id,
+                index=index,
+                user_id=self._user_id,
+                work=work,
+            ),
+            result_type=StoredOutput,
+            task_queue=self._media_queue,
+            start_to_close_timeout=policies.MEDIA_TIMEOUT,
+            retry_policy=policies.MEDIA_RETRY,
+        )
+        self._progress[index] = Progress(index=index, state=JobState.RUNNING, percent=100.0)
+        return [out]
+
     async def _after(self, plan: JobPlan | None, platform: str, reply: ReplyTarget | None) -> None:
         """Record, deliver, free the user's job slot: runs whatever happened before."""
         wid = workflow.info().workflow_id
@@ -332,6 +368,7 @@ class PaidJobWorkflow:
             seconds=float(plan.settings.get("heartbeat_timeout", 30))
         )
         self._comfy_queue = str(plan.settings.get("comfy_queue", "comfy"))
+        self._media_queue = str(plan.settings.get("media_queue", "media"))
         self._comfy_io_queue = str(plan.settings.get("comfy_io_queue", "comfy-io"))
 
     def _finish(self, state: JobState, *, reason: str | None = None) -> None:

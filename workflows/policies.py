@@ -6,6 +6,7 @@
 - refund_points (stationthis): start-to-close 15 s; retried forever: a refund is never forgotten.
 - run_comfy_prompt (comfy): start-to-close = the job's render budget, heartbeat 30 s;
   4 attempts; validation, execution and interrupt errors never retried.
+- process_image (media): start-to-close 2 min; 3 attempts; bad images never retried.
 - store_comfy_outputs (comfy-io): start-to-close 2 min; 10 attempts.
 - record_job, release_job_slot (stationthis): start-to-close 15 s; retried forever (upserts).
 - deliver_result (deliver-<platform>): start-to-close 2 min, schedule-to-close 7 days, retried
@@ -74,4 +75,11 @@ DELIVER_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=0,
     non_retryable_error_types=["undeliverable"],
+)
+
+MEDIA_TIMEOUT = timedelta(minutes=2)
+MEDIA_RETRY = RetryPolicy(
+    maximum_attempts=3,
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=[*USER_INPUT_ERRORS, "bad_image"],
 )
