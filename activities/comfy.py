@@ -73,6 +73,19 @@ class ComfyActivities:
         self.server_url = server_url.rstrip("/")
         self.client = client
         self.blobs = blobs
+        # One long-lived client per server: building an httpx client per call costs ~20 ms of
+        # CPU (docs/performance.md). It keeps one WebSocket per prompt, so concurrent
+        # activities do not share event streams.
+        self.comfy = ComfyClient(self.server_url)
+
+    async def aclose(self) -> None:
+        await self.comfy.aclose()
+
+    def _client_for(self, url: str) -> tuple[ComfyClient, bool]:
+        """The shared client for our server, or a temporary one for another (caller closes)."""
+        if url.rstrip("/") == self.server_url:
+            return self.comfy, False
+        return ComfyClient(url), True
 
     @activity.defn(name=ActivityNames.RUN_COMFY_PROMPT)
     async def run_comfy_prompt(self, inp: ComfyRunInput) -> ComfyRunResult:
@@ -80,7 +93,7 @@ class ComfyActivities:
         reporter = _Reporter(self.client, inp.workflow_id, inp.index)
         beat: dict[str, Any] = {}
         ticker = asyncio.create_task(_heartbeat_forever(beat))
-        comfy = ComfyClient(self.server_url)
+        comfy = self.comfy
         prompt_id = prompt_id_for(inp.workflow_id, inp.index, info.attempt)
         try:
             result = await self._reattach(comfy, inp, info.attempt, beat, reporter)
@@ -109,7 +122,6 @@ class ComfyActivities:
             raise to_application_error(err) from err
         finally:
             ticker.cancel()
-            await comfy.aclose()
         return _run_result(self.server_url, result)
 
     async def _reattach(
@@ -169,18 +181,21 @@ class ComfyActivities:
         """Copy each output into GridFS once (keyed by workflow, unit and file name)."""
         stored: list[StoredOutput] = []
         for ref in inp.files:
-            async with ComfyClient(ref.server_url) as comfy:
-                try:
-                    data = await comfy.view(
-                        OutputFile(
-                            node_id=ref.node_id,
-                            filename=ref.filename,
-                            subfolder=ref.subfolder,
-                            type=ref.type,
-                        )
+            comfy, temporary = self._client_for(ref.server_url)
+            try:
+                data = await comfy.view(
+                    OutputFile(
+                        node_id=ref.node_id,
+                        filename=ref.filename,
+                        subfolder=ref.subfolder,
+                        type=ref.type,
                     )
-                except ComfyError as err:
-                    raise to_application_error(err) from err
+                )
+            except ComfyError as err:
+                raise to_application_error(err) from err
+            finally:
+                if temporary:
+                    await comfy.aclose()
             width, height, fmt = await asyncio.to_thread(_measure, data)
             content_type = Image.MIME.get(fmt, "application/octet-stream")
             key = f"{inp.workflow_id}:{inp.index}:{ref.node_id}:{ref.subfolder}/{ref.filename}"
@@ -266,6 +281,8 @@ class _Reporter:
             beat["attempt"] = attempt
             activity.heartbeat(attempt)
         now = time.monotonic()
+        if p.stage == "done":
+            return  # the activity's completion says it, one workflow task sooner
         if p.stage == self.last_stage and now - self.last_sent < PROGRESS_EVERY:
             return
         self.last_stage, self.last_sent = p.stage, now

@@ -1,6 +1,11 @@
 """The one skeleton every paid job kind runs on: prepare, charge, produce, record, deliver,
 and refund on any failure or cancel after the charge.
 
+The short MongoDB steps (prepare, charge, refund, record, release) are local activities: they
+run inside the workflow worker's task, which saves a round trip through the server per step
+(see docs/performance.md), and each is idempotent by key, so a replayed or retried one changes
+nothing. The GPU, storage, media and delivery steps are ordinary activities on their own queues.
+
 A job kind is a subclass that names its prepare activity and defines `@workflow.run`; the
 handlers (status query, progress signal, cancel update) and the saga live here, once.
 """
@@ -135,7 +140,7 @@ class PaidJobWorkflow:
         self._set_state(JobState.STARTING)
         plan: JobPlan | None = None
         try:
-            plan = await workflow.execute_activity(
+            plan = await workflow.execute_local_activity(
                 self.prepare_activity,
                 prepare_input,
                 result_type=JobPlan,
@@ -164,7 +169,7 @@ class PaidJobWorkflow:
     async def _charge_and_produce(self, plan: JobPlan, wid: str) -> None:
         self._set_state(JobState.CHARGING)
         self._charge_started = True
-        charge = await workflow.execute_activity(
+        charge = await workflow.execute_local_activity(
             ActivityNames.CHARGE_POINTS,
             ChargeInput(
                 user_id=plan.user_id,
@@ -212,7 +217,7 @@ class PaidJobWorkflow:
         if amount <= 0:
             return
         wid = workflow.info().workflow_id
-        result = await workflow.execute_activity(
+        result = await workflow.execute_local_activity(
             ActivityNames.REFUND_POINTS,
             RefundInput(
                 user_id=plan.user_id,
@@ -320,7 +325,7 @@ class PaidJobWorkflow:
         wid = workflow.info().workflow_id
         if self._status.state is JobState.DELIVERING and platform not in PUSH_PLATFORMS:
             self._status.state = JobState.DONE  # pull platforms fetch the result themselves
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             ActivityNames.RECORD_JOB,
             JobRecordInput(status=self._status, platform=platform, user_id=self._plan_user_id),
             start_to_close_timeout=policies.LEDGER_TIMEOUT,
@@ -342,7 +347,7 @@ class PaidJobWorkflow:
             self._status.state = JobState.DONE
         self._set_state(self._status.state)
         if plan is not None and plan.user_id:
-            await workflow.execute_activity(
+            await workflow.execute_local_activity(
                 ActivityNames.RELEASE_JOB_SLOT,
                 SlotInput(user_id=plan.user_id, workflow_id=wid),
                 start_to_close_timeout=policies.LEDGER_TIMEOUT,
