@@ -7,6 +7,7 @@ workflow with its search attributes and summary, reads live status, cancels, and
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from activities.jobs import JobActivities
+from activities.media_jobs import MediaJobActivities
 from domain.errors import StationError, TooManyJobs, UserInputError
 from domain.identity import normalise_identity, parse_identity
 from domain.jobs import (
@@ -38,15 +40,20 @@ from domain.jobs import (
     JobState,
     JobStatus,
     MakeImageRequest,
+    MediaPrepareInput,
+    MediaRequest,
     PrepareInput,
     StoredOutput,
     new_job_id,
 )
 from domain.users import JobRecord
+from media.safety import load_image, normalised_png
 from store.db import Stores
 from store.slots import JobSlots
 from workers.config import Config
+from workflows.job_saga import PaidJobWorkflow
 from workflows.make_image import MakeImageWorkflow
+from workflows.media_job import MediaJobWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,17 @@ PLATFORM = SearchAttributeKey.for_keyword("Platform")
 JOB_KIND = SearchAttributeKey.for_keyword("JobKind")
 JOB_STATE = SearchAttributeKey.for_keyword("JobState")
 
-WORKFLOW_TYPES = {"make": MakeImageWorkflow}
+# Job kind (the JobKind search attribute and the first part of the workflow id) -> workflow.
+# Each class is registered under its own name (`@workflow.defn(name=<class name>)`).
+WORKFLOW_TYPES: dict[str, type[PaidJobWorkflow]] = {
+    "make": MakeImageWorkflow,
+    "upscale": MediaJobWorkflow,
+    "rmbg": MediaJobWorkflow,
+    "resize": MediaJobWorkflow,
+    "convert": MediaJobWorkflow,
+}
+
+JobRequest = MakeImageRequest | MediaRequest
 
 
 class JobNotFound(StationError):
@@ -95,6 +112,7 @@ class JobsClient:
         self.ui_url = ui_url.rstrip("/")
         self.slots = JobSlots(stores.db)
         self._planner = JobActivities(stores)
+        self._media_planner = MediaJobActivities(stores)
 
     # ---- starting --------------------------------------------------------------------------
 
@@ -107,7 +125,55 @@ class JobsClient:
         await asyncio.to_thread(
             self._planner.plan_make_image, PrepareInput(workflow_id="", request=request)
         )
-        return await self._start("make", request, summary=request.prompt)
+        return await self._start(
+            "make", request, summary=request.prompt, details=_static_details(request)
+        )
+
+    async def store_source(self, user: str, data: bytes, filename: str) -> str:
+        """Check an image a user sent and keep it for a media job; returns its GridFS id.
+
+        The bytes pass `media.safety.load_image` (real image content, size and pixel limits,
+        bombs, frames, orientation, colour modes) here, before any job exists, so a bad file is
+        refused with nothing charged or started. What is stored is the normalised PNG, so every
+        later step reads one well-formed format. The same file sent twice is stored once.
+        """
+        found = await asyncio.to_thread(self.stores.users.get, normalise_identity(user))
+        loaded = await asyncio.to_thread(load_image, data)
+        png = await asyncio.to_thread(normalised_png, loaded)
+        digest = hashlib.sha256(png).hexdigest()
+        return await asyncio.to_thread(
+            self.stores.blobs.put,
+            png,
+            filename,
+            "image/png",
+            bucket="images",
+            key=f"source:{found.id}:{digest}",
+            metadata={
+                "user": found.id,
+                "filename": filename,
+                "width": loaded.width,
+                "height": loaded.height,
+                "format": loaded.format,
+                "mode": loaded.original_mode,
+                "frames": loaded.frames,
+                "note": loaded.note,
+            },
+        )
+
+    async def start_media(self, request: MediaRequest) -> StartedJob:
+        """Check a media request (the checks prepare runs), take a slot and start the job."""
+        request = request.model_copy(update={"user": normalise_identity(request.user)})
+        await asyncio.to_thread(
+            self._media_planner.plan_media_job,
+            MediaPrepareInput(workflow_id="", request=request),
+        )
+        params = ", ".join(f"{k}={v}" for k, v in sorted(request.params.items()))
+        return await self._start(
+            request.kind,
+            request,
+            summary=f"{request.kind} {params}".strip(),
+            details=_media_details(request),
+        )
 
     async def regen(
         self, user: str, n: int = 1, *, platform: str | None = None, request_id: str | None = None
@@ -150,7 +216,10 @@ class JobsClient:
             regen_of=run.workflow_id,
         )
 
-    async def _start(self, kind: str, request: MakeImageRequest, *, summary: str) -> StartedJob:
+    async def _start(
+        self, kind: str, request: JobRequest, *, summary: str, details: str
+    ) -> StartedJob:
+        """Start `WORKFLOW_TYPES[kind]` for the request, once per request id."""
         user = await asyncio.to_thread(self.stores.users.get, request.user)
         wid = new_job_id(kind, request.user, request.request_id)
         await self._take_slot(user.id, wid)
@@ -165,15 +234,16 @@ class JobsClient:
         existing = False
         try:
             await self.temporal.start_workflow(
-                WORKFLOW_TYPES[kind].run,
+                WORKFLOW_TYPES[kind].__name__,
                 request,
                 id=wid,
+                result_type=JobStatus,
                 task_queue=self.config.task_queues.workflows,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=attrs,
                 static_summary=f"{kind} for {request.user}: {summary[:120]}",
-                static_details=_static_details(kind, request),
+                static_details=details,
             )
         except WorkflowAlreadyStartedError:
             existing = True  # this request already ran to the end; it is not started again
@@ -212,7 +282,8 @@ class JobsClient:
     async def status(self, wid: str) -> JobStatus:
         """Live status from the workflow; for jobs long gone, the history record."""
         try:
-            return await self.handle(wid).query(MakeImageWorkflow.status)
+            # Every job kind inherits the `status` query from the one saga.
+            return await self.handle(wid).query(PaidJobWorkflow.status)
         except RPCError as err:
             record = await asyncio.to_thread(self.stores.jobs.get, wid)
             if record is None:
@@ -344,7 +415,7 @@ class JobsClient:
         return self.stores.blobs.get(output.blob_id)
 
 
-def _static_details(kind: str, request: MakeImageRequest) -> str:
+def _static_details(request: MakeImageRequest) -> str:
     lines = [
         f"**user** {request.user} via {request.platform}",
         f"**prompt** {request.prompt[:500]}",
@@ -354,6 +425,17 @@ def _static_details(kind: str, request: MakeImageRequest) -> str:
         lines.append("**overrides** " + ", ".join(f"{k}={v}" for k, v in request.overrides.items()))
     if request.regen_of:
         lines.append(f"**repeats** {request.regen_of}")
+    return "\n\n".join(lines)
+
+
+def _media_details(request: MediaRequest) -> str:
+    lines = [
+        f"**user** {request.user} via {request.platform}",
+        f"**job** {request.kind}",
+        f"**source** {request.source_image_id}",
+    ]
+    if request.params:
+        lines.append("**params** " + ", ".join(f"{k}={v}" for k, v in request.params.items()))
     return "\n\n".join(lines)
 
 

@@ -126,14 +126,15 @@ def stationthis_command(*args: str) -> list[str]:
 
 def worker_commands(config: Config) -> list[ExtraCommand]:
     """The Temporal workers `stationthis up` supervises unless `--no-workers` is given: the
-    workflow worker, and one comfy worker per ComfyUI server (COMFYUI_URLS lists them; the
-    embedded stand-in is one server with `comfyui.slots` slots)."""
+    workflow worker, the media worker (queue `media`), and one comfy worker per ComfyUI server
+    (COMFYUI_URLS lists them; the embedded stand-in is one server with `comfyui.slots` slots)."""
     return [
         ExtraCommand("worker", stationthis_command("worker")),
         ExtraCommand(
             "comfy-worker",
             stationthis_command("comfy-worker", "--slots", str(config.comfyui.slots)),
         ),
+        ExtraCommand("media-worker", stationthis_command("media-worker")),
     ]
 
 

@@ -5,6 +5,8 @@
 - `stationthis comfy-worker --url URL --slots N`: one per ComfyUI server. Its `comfy` worker
   takes at most N prompts at once (a GPU runs one), so adding a GPU is starting one more of
   these; its `comfy-io` worker copies finished outputs into GridFS without holding a GPU slot.
+- `stationthis media-worker`: the `media` queue — Pillow resize/convert as sync activities in a
+  thread pool (Pillow releases the GIL), about two per CPU core.
 
 Shutdown is graceful: on SIGTERM/SIGINT the workers stop polling and give running activities
 `graceful_shutdown_timeout` to finish; what does not finish is retried elsewhere by Temporal.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -23,6 +26,8 @@ from temporalio.worker import Worker
 
 from activities.comfy import ComfyActivities
 from activities.jobs import JobActivities
+from activities.media import MediaActivities
+from activities.media_jobs import MediaJobActivities
 from store.db import Stores
 from workers.config import Config
 from workflows import ALL_WORKFLOWS
@@ -42,11 +47,19 @@ def workflow_worker(
         render_timeout=config.render_timeout,
         heartbeat_timeout=config.comfy_heartbeat_timeout,
     )
+    media_jobs = MediaJobActivities(
+        stores,
+        comfy_queue=config.task_queues.comfy,
+        comfy_io_queue=config.task_queues.comfy_io,
+        media_queue=config.task_queues.media,
+        render_timeout=config.render_timeout,
+        heartbeat_timeout=config.comfy_heartbeat_timeout,
+    )
     return Worker(
         client,
         task_queue=config.task_queues.workflows,
         workflows=ALL_WORKFLOWS,
-        activities=jobs.all(),
+        activities=[*jobs.all(), *media_jobs.all()],
         activity_executor=executor,
         max_concurrent_activities=config.workflow_worker_threads,
         graceful_shutdown_timeout=GRACE,
@@ -75,6 +88,32 @@ def comfy_workers(
             graceful_shutdown_timeout=GRACE,
         ),
     ]
+
+
+def media_slots() -> int:
+    """Default concurrency of the media worker: two per CPU core (decoding and encoding release
+    the GIL; reading and storing blobs wait on MongoDB)."""
+    return 2 * (os.cpu_count() or 1)
+
+
+def media_worker(
+    client: Client,
+    config: Config,
+    stores: Stores,
+    executor: ThreadPoolExecutor,
+    slots: int | None = None,
+) -> Worker:
+    """The `media` queue worker; `executor` needs at least `slots` threads (default
+    `media_slots()`)."""
+    acts = MediaActivities(stores.blobs)
+    return Worker(
+        client,
+        task_queue=config.task_queues.media,
+        activities=acts.all(),
+        activity_executor=executor,
+        max_concurrent_activities=slots or media_slots(),
+        graceful_shutdown_timeout=GRACE,
+    )
 
 
 async def run_until_signalled(workers: list[Worker]) -> None:

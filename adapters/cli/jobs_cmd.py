@@ -167,20 +167,26 @@ async def _report(jobs: JobsClient, s: JobStatus, out: Path, balance_before: int
     for i, o in enumerate(s.outputs):
         data = await asyncio.to_thread(jobs.image, o)
         folder.mkdir(parents=True, exist_ok=True)
-        ext = "png" if o.content_type == "image/png" else o.content_type.split("/")[-1]
-        path = folder / f"{i + 1}-seed{o.seed}.{ext}"
+        stem = f"{i + 1}-seed{o.seed}" if o.seed is not None else f"{i + 1}-{s.kind}"
+        path = folder / f"{stem}.{_extension(o.content_type)}"
         path.write_bytes(data)
         paths.append(path)
     balance = await asyncio.to_thread(jobs.stores.ledger.balance, s.user)
     print(f"{s.headline()}")
     if s.clamps:
         print("  clamped to your limits: " + ", ".join(s.clamps))
-    for p in paths:
-        print(f"  saved {p}")
+    for p, o in zip(paths, s.outputs, strict=True):
+        print(f"  saved {p} ({o.width}x{o.height} {o.content_type})")
     if paths:
         print(f"  images in {folder}")
     print(f"  price {s.price}, refund {s.refund}; balance {balance_before} -> {balance}")
     return 0 if s.state.value == "done" else 1
+
+
+def _extension(content_type: str) -> str:
+    """The file extension for what the job produced (its content type, not a guess)."""
+    known = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+    return known.get(content_type, content_type.rsplit("/", 1)[-1] or "bin")
 
 
 async def _list(args: argparse.Namespace) -> int:
@@ -203,10 +209,13 @@ async def _show(args: argparse.Namespace) -> int:
         return 0
     print(f"{s.workflow_id}  {s.kind}  {s.user}")
     print(f"  {s.headline()}")
-    print(f"  prompt: {s.prompt}")
+    if s.prompt is not None:
+        print(f"  prompt: {s.prompt}")
+    elif s.settings.get("params") is not None:
+        print(f"  params: {s.settings['params']}")
     print(f"  price {s.price}, refund {s.refund}, seeds {s.seeds}")
     for o in s.outputs:
-        print(f"  output {o.blob_id} {o.width}x{o.height} seed {o.seed}")
+        print(f"  output {o.blob_id} {o.width}x{o.height} {o.content_type} seed {o.seed}")
     if url:
         print(f"  {url}")
     return 0

@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "adapters.cli.templates_cmd",
     "adapters.cli.workers_cmd",
     "adapters.cli.jobs_cmd",
+    "adapters.cli.media_cmd",
     "adapters.cli.demo",
 ]
 

@@ -1,4 +1,4 @@
-"""`stationthis worker` and `stationthis comfy-worker`: the Temporal worker processes."""
+"""`stationthis worker`, `comfy-worker` and `media-worker`: the Temporal worker processes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from typing import Any
 from workers.config import Config
 from workers.devstack import resolve_endpoints
 from workers.runtime import connect_temporal, open_stores
-from workers.temporal_workers import comfy_workers, run_until_signalled, workflow_worker
+from workers.temporal_workers import (
+    comfy_workers,
+    media_slots,
+    media_worker,
+    run_until_signalled,
+    workflow_worker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,16 @@ def register(subparsers: Any) -> None:
     c.add_argument("--url", help="the ComfyUI server (default: the first of COMFYUI_URLS)")
     c.add_argument("--slots", type=int, default=1, help="prompts the server runs at once")
     c.set_defaults(handler=_comfy_worker_cmd)
+    m = subparsers.add_parser(
+        "media-worker", help="run the Pillow worker for resize and convert (queue `media`)"
+    )
+    m.add_argument(
+        "--slots",
+        type=int,
+        default=None,
+        help=f"images processed at once (default: two per CPU core, here {media_slots()})",
+    )
+    m.set_defaults(handler=_media_worker_cmd)
 
 
 async def _workflow_worker() -> int:
@@ -56,4 +72,23 @@ async def _comfy_worker(url: str | None, slots: int) -> int:
     workers = comfy_workers(client, config, stores, url, slots)
     log.info("comfy worker for %s with %d slot(s)", url, slots)
     await run_until_signalled(workers)
+    return 0
+
+
+def _media_worker_cmd(args: argparse.Namespace) -> int:
+    slots = args.slots or media_slots()
+    if slots < 1:
+        raise SystemExit("--slots must be at least 1")
+    return asyncio.run(_media_worker(slots))
+
+
+async def _media_worker(slots: int) -> int:
+    config = Config()
+    endpoints = resolve_endpoints(config)
+    client = await connect_temporal(config, endpoints)
+    stores = open_stores(config, endpoints, indexes=False)
+    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="media") as pool:
+        worker = media_worker(client, config, stores, pool, slots)
+        log.info("media worker polling %s with %d slot(s)", config.task_queues.media, slots)
+        await run_until_signalled([worker])
     return 0

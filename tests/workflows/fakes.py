@@ -22,8 +22,11 @@ from domain.jobs import (
     JobPlan,
     JobRecordInput,
     JobState,
+    MediaPrepareInput,
+    MediaWork,
     OutputRef,
     PrepareInput,
+    ProcessImageInput,
     Progress,
     RefundInput,
     RefundResult,
@@ -202,3 +205,80 @@ class FakeActivities:
                 activity.heartbeat()
                 await asyncio.sleep(0.1)
         self.delivered.append(inp)
+
+
+MEDIA_PRICES = {"upscale": 10, "rmbg": 10, "resize": 1, "convert": 1}
+MEDIA_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class FakeMediaActivities(FakeActivities):
+    """The media job's activities: prepare plans ComfyUI work (upscale, rmbg) or one Pillow
+    operation on the media queue (resize, convert); `process_image` follows `behaviour[0]`
+    like `run_comfy_prompt`, plus `bad_image` (the media worker finds the image unreadable)."""
+
+    def __init__(self, client: Client, **kw: Any) -> None:
+        super().__init__(client, **kw)
+        self.processed: list[ProcessImageInput] = []
+        self.plans: list[JobPlan] = []
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.prepare_media_job,
+            self.process_image,
+            *[a for a in super().all() if a != self.prepare_make_image],
+        ]
+
+    @activity.defn(name=ActivityNames.PREPARE_MEDIA_JOB)
+    async def prepare_media_job(self, inp: MediaPrepareInput) -> JobPlan:
+        req = inp.request
+        plan = JobPlan(
+            user_id="u1",
+            kind=req.kind,
+            price=MEDIA_PRICES[req.kind],
+            balance=self.book.balance,
+            summary=f"{req.kind} {req.params}",
+            settings={
+                "render_timeout": self.render_timeout,
+                "comfy_queue": self.queue,
+                "comfy_io_queue": self.queue,
+                "media_queue": self.queue,
+                "params": req.params,
+            },
+            refused=self.refuse,
+            refused_code="bad_input" if self.refuse else None,
+        )
+        if req.kind in ("upscale", "rmbg"):
+            graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}}}
+            plan.template = req.kind
+            plan.comfy = [ComfyWork(graph=graph, uploads={"1": req.source_image_id})]
+        else:
+            plan.media = [MediaWork(op=req.kind, source_id=req.source_image_id, params=req.params)]
+        self.plans.append(plan)
+        return plan
+
+    @activity.defn(name=ActivityNames.PROCESS_IMAGE)
+    async def process_image(self, inp: ProcessImageInput) -> StoredOutput:
+        i = inp.index
+        self.attempts[i] = self.attempts.get(i, 0) + 1
+        self.processed.append(inp)
+        how = self.behaviour[i]
+        if how == "bad_image":
+            # Not marked non-retryable here: the saga's media retry policy must stop it.
+            raise ApplicationError("the image is truncated: 1200 of 5000 bytes", type="bad_image")
+        if how.startswith("transient:") and self.attempts[i] <= int(how.split(":")[1]):
+            raise RuntimeError("MongoDB primary stepped down")
+        if how == "hang":
+            try:
+                while True:
+                    activity.heartbeat()
+                    await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                self.interrupted.append(i)
+                raise
+        fmt = str(inp.work.params.get("format", "png"))
+        return StoredOutput(
+            blob_id=f"media-{i}-{inp.work.op}",
+            width=int(inp.work.params.get("width", 64)),
+            height=int(inp.work.params.get("height", 64)),
+            content_type=MEDIA_CONTENT_TYPES.get(fmt, "image/png"),
+        )

@@ -14,9 +14,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.make_image import MakeImageWorkflow
+from workflows.media_job import MediaJobWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
-WORKFLOWS = {"make": [MakeImageWorkflow]}
+WORKFLOWS: dict[str, list[type]] = {"make": [MakeImageWorkflow], "media": [MediaJobWorkflow]}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -37,5 +38,15 @@ def test_every_path_has_a_saved_history() -> None:
         "make_cancel_hang",
         "make_cancel_queued-hang",
         "make_operator_cancel",
+        "media_upscale_done",
+        "media_rmbg_done",
+        "media_resize_done",
+        "media_convert_done",
+        "media_bad_image",
+        "media_comfy_invalid",
+        "media_refused",
+        "media_cancel_upscale",
+        "media_cancel_resize",
+        "media_operator_cancel",
     }
     assert expected <= names, f"missing histories: {sorted(expected - names)}"

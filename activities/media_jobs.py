@@ -1,0 +1,208 @@
+"""Prepare a media job (upscale, background removal, resize, convert): the checks that run
+before anything is charged, and the plan the shared saga executes.
+
+Upscale and background removal become one ComfyUI prompt (`comfy` queue) built from the
+`upscale` / `rmbg` templates, the source uploaded into the graph's LoadImage node; resize and
+convert become one Pillow operation on the `media` queue. Prepare re-reads the source blob and
+passes it through `media.safety` again, so a workflow started by any entry point (and not only
+through `JobsClient.store_source`) cannot charge for an image that is not one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from temporalio import activity
+
+from domain.errors import StationError, TemplateGraphError, UserInputError
+from domain.jobs import (
+    ActivityNames,
+    ComfyWork,
+    JobPlan,
+    MediaPrepareInput,
+    MediaRequest,
+    MediaWork,
+)
+from domain.pricing import quote_media
+from media.ops import (
+    MAX_SIDE,
+    check_output_size,
+    resize_target,
+    validate_convert_params,
+    validate_resize_params,
+)
+from media.safety import LoadedImage, load_image
+from store.blobs import BlobNotFound
+from store.db import Stores
+
+log = logging.getLogger(__name__)
+
+# The upscale models per factor. The factor is the model's own (a 4x model always gives 4x), so
+# choosing the scale means choosing the model file. These are the stand-in's files; on a real
+# server pass the names its /object_info lists for UpscaleModelLoader (constructor argument).
+DEFAULT_UPSCALE_MODELS: Mapping[int, str] = {
+    2: "2x-standin.safetensors",
+    4: "4x-standin.safetensors",
+}
+
+# Which template each ComfyUI job kind runs.
+COMFY_TEMPLATES: Mapping[str, str] = {"upscale": "upscale", "rmbg": "rmbg"}
+
+
+class MediaJobActivities:
+    """Prepare for media jobs; dependencies come in through the constructor."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        *,
+        comfy_queue: str = "comfy",
+        comfy_io_queue: str = "comfy-io",
+        media_queue: str = "media",
+        render_timeout: float = 900.0,
+        heartbeat_timeout: float = 30.0,
+        upscale_models: Mapping[int, str] | None = None,
+    ) -> None:
+        self.stores = stores
+        self.comfy_queue = comfy_queue
+        self.comfy_io_queue = comfy_io_queue
+        self.media_queue = media_queue
+        self.render_timeout = render_timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self.upscale_models = dict(upscale_models or DEFAULT_UPSCALE_MODELS)
+
+    def all(self) -> list[Any]:
+        return [self.prepare_media_job]
+
+    @activity.defn(name=ActivityNames.PREPARE_MEDIA_JOB)
+    def prepare_media_job(self, inp: MediaPrepareInput) -> JobPlan:
+        """Turn a media request into a priced plan, or a refusal that says what to fix."""
+        try:
+            return self.plan_media_job(inp)
+        except UserInputError as err:
+            log.info("refused %s: %s", inp.workflow_id, err.message)
+            return JobPlan(
+                user_id=self._user_id_or_blank(inp.request.user),
+                kind=inp.request.kind,
+                price=0,
+                refused=err.message,
+                refused_code=err.code,
+            )
+
+    def plan_media_job(self, inp: MediaPrepareInput) -> JobPlan:
+        """The checks and decisions of prepare, raising UserInputError on bad input.
+
+        The jobs client calls this before starting a workflow, so a bad request is refused at
+        once and nothing is charged or started.
+        """
+        req = inp.request
+        user = self.stores.users.get(req.user)
+        source = self._load_source(req.source_image_id)
+        price = quote_media(req.kind, self.stores.rules.prices)
+        settings: dict[str, Any] = {
+            "source_width": source.width,
+            "source_height": source.height,
+            "render_timeout": self.render_timeout,
+            "heartbeat_timeout": self.heartbeat_timeout,
+            "comfy_queue": self.comfy_queue,
+            "comfy_io_queue": self.comfy_io_queue,
+            "media_queue": self.media_queue,
+        }
+        plan = JobPlan(user_id=user.id, kind=req.kind, price=price, units=1, balance=user.points)
+        if req.kind in COMFY_TEMPLATES:
+            work, params, summary = self._comfy_work(req, source)
+            template = COMFY_TEMPLATES[req.kind]
+            plan = plan.model_copy(update={"comfy": [work], "template": template})
+        else:
+            params, summary = _pillow_params(req, source)
+            work_m = MediaWork(op=req.kind, source_id=req.source_image_id, params=params)
+            plan = plan.model_copy(update={"media": [work_m]})
+        settings["params"] = params
+        return plan.model_copy(update={"settings": settings, "summary": summary.strip()[:300]})
+
+    # ---- pieces ----------------------------------------------------------------------------
+
+    def _load_source(self, blob_id: str) -> LoadedImage:
+        """The source must exist and pass the safety checks every entry point uses."""
+        try:
+            data = self.stores.blobs.get(blob_id)
+        except (BlobNotFound, ValueError):
+            raise UserInputError(f"source image {blob_id!r} not found") from None
+        return load_image(data)
+
+    def _comfy_work(
+        self, req: MediaRequest, source: LoadedImage
+    ) -> tuple[ComfyWork, dict[str, Any], str]:
+        template = self.stores.templates.get(COMFY_TEMPLATES[req.kind])
+        if template.kind != req.kind:
+            raise TemplateGraphError(
+                f"template {template.name!r} is a {template.kind} graph, not {req.kind}"
+            )
+        image_ref = template.inputs.get("image")
+        if image_ref is None:
+            raise TemplateGraphError(f"template {template.name!r} has no input_image node")
+        values: dict[str, Any] = {}
+        if req.kind == "upscale":
+            scale = self._scale(req.params)
+            width, height = round(source.width * scale), round(source.height * scale)
+            if max(width, height) > MAX_SIDE:
+                raise UserInputError(
+                    f"upscaling {source.width}x{source.height} by {scale}x would give "
+                    f"{width}x{height}, above the {MAX_SIDE} px cap per side; "
+                    "use a smaller scale or resize first"
+                )
+            if "model" not in template.inputs:
+                raise TemplateGraphError(f"template {template.name!r} has no input_model node")
+            values["model"] = self.upscale_models[scale]
+            params: dict[str, Any] = {"scale": scale}
+            summary = f"upscale {scale}x {source.width}x{source.height} -> {width}x{height}"
+        else:
+            extra = sorted(set(req.params))
+            if extra:
+                raise UserInputError(f"rmbg takes no parameters (got: {', '.join(extra)})")
+            params = {}
+            summary = f"rmbg {source.width}x{source.height}"
+        graph = template.inject(values)
+        work = ComfyWork(graph=graph, uploads={image_ref.node: req.source_image_id})
+        return work, params, summary
+
+    def _scale(self, params: Mapping[str, Any]) -> int:
+        extra = sorted(set(params) - {"scale"})
+        if extra:
+            raise UserInputError(f"upscale takes only scale (got: {', '.join(extra)})")
+        raw = params.get("scale", 4)
+        allowed = " or ".join(str(c) for c in sorted(self.upscale_models))
+        scale = raw
+        if isinstance(raw, str) and raw.strip().isdigit():
+            scale = int(raw)
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, int)
+            or scale not in self.upscale_models
+        ):
+            raise UserInputError(f"scale: must be {allowed}, got {raw!r}")
+        return scale
+
+    def _user_id_or_blank(self, identity: str) -> str:
+        try:
+            found = self.stores.users.find(identity)
+        except StationError:
+            return ""
+        return found.id if found else ""
+
+
+def _pillow_params(req: MediaRequest, source: LoadedImage) -> tuple[dict[str, Any], str]:
+    """Validated parameters of a resize or convert, checked against the source's size too
+    (a fit by one side may not push the other past 4096 px; WebP has its own cap)."""
+    w, h = source.width, source.height
+    if req.kind == "resize":
+        params = validate_resize_params(dict(req.params))
+        tw, th = resize_target(
+            w, h, width=params["width"], height=params["height"], mode=params["mode"]
+        )
+        return params, f"resize {params['mode']} {w}x{h} -> {tw}x{th}"
+    params = validate_convert_params(dict(req.params))
+    check_output_size(w, h, params)
+    return params, f"convert {w}x{h} to {params['format']}"
