@@ -28,7 +28,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.jobs import JobActivities
 from activities.media_jobs import MediaJobActivities
@@ -311,20 +311,28 @@ class JobsClient:
 
     async def cancel(self, wid: str, *, reason: str = "cancelled by the user") -> CancelResult:
         """Cancel with refund; a job that is delivering or finished says why it cannot be."""
-        try:
-            result: CancelResult = await self.handle(wid).execute_update(
-                "cancel", CancelRequest(reason=reason), result_type=CancelResult
-            )
-            return result
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            msg = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-            raise NotCancellable(msg) from err
-        except RPCError as err:
-            status = await self.status(wid)
-            raise NotCancellable(
-                f"this job can no longer be cancelled: it is {status.state}"
-            ) from err
+        for attempt in range(6):
+            try:
+                result: CancelResult = await self.handle(wid).execute_update(
+                    "cancel", CancelRequest(reason=reason), result_type=CancelResult
+                )
+                return result
+            except WorkflowUpdateFailedError as err:
+                cause = err.cause
+                msg = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+                raise NotCancellable(msg) from err
+            except RPCError as err:
+                # The server aborts an update when the workflow task it rode on failed (for
+                # example a task that raced a new signal); the task is retried, so is the update.
+                if err.status == RPCStatusCode.FAILED_PRECONDITION and attempt < 5:
+                    log.info("cancel of %s not accepted yet (%s); retrying", wid, err.message)
+                    await asyncio.sleep(0.2 * (attempt + 1))
+                    continue
+                status = await self.status(wid)
+                raise NotCancellable(
+                    f"this job can no longer be cancelled: it is {status.state}"
+                ) from err
+        raise AssertionError("unreachable")
 
     # ---- listing ---------------------------------------------------------------------------
 
