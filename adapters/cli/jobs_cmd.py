@@ -37,17 +37,17 @@ def register(subparsers: Any) -> None:
     m.add_argument("--request-id", help="the platform's request id: a repeat starts nothing new")
     m.add_argument("--out", type=Path, default=OUT_DIR, help="folder for the images")
     m.add_argument("--detach", action="store_true", help="start and print the id, do not wait")
-    m.set_defaults(handler=lambda a: _run(_make(a)))
+    m.set_defaults(handler=lambda a: run_cli(_make(a)))
 
     r = subparsers.add_parser("regen", help="repeat one of the user's last 5 runs, same seed")
     r.add_argument("n", type=int, nargs="?", default=1, help="1 = the newest run")
     r.add_argument("--user", required=True)
     r.add_argument("--out", type=Path, default=OUT_DIR)
-    r.set_defaults(handler=lambda a: _run(_repeat(a, again=False)))
+    r.set_defaults(handler=lambda a: run_cli(_repeat(a, again=False)))
     g = subparsers.add_parser("again", help="repeat the user's last run with a new seed")
     g.add_argument("--user", required=True)
     g.add_argument("--out", type=Path, default=OUT_DIR)
-    g.set_defaults(handler=lambda a: _run(_repeat(a, again=True)))
+    g.set_defaults(handler=lambda a: run_cli(_repeat(a, again=True)))
 
     jobs = subparsers.add_parser("jobs", help="list, inspect, cancel and refund jobs")
     sub = jobs.add_subparsers(dest="jobs_command", required=True)
@@ -56,26 +56,27 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--state", help="starting, queued, running, done, failed, cancelled, ...")
     ls.add_argument("--running", action="store_true")
     ls.add_argument("--limit", type=int, default=20)
-    ls.set_defaults(handler=lambda a: _run(_list(a)))
+    ls.set_defaults(handler=lambda a: run_cli(_list(a)))
     show = sub.add_parser("show", help="one job's live status")
     show.add_argument("id")
     show.add_argument("--json", action="store_true")
-    show.set_defaults(handler=lambda a: _run(_show(a)))
+    show.set_defaults(handler=lambda a: run_cli(_show(a)))
     cancel = sub.add_parser("cancel", help="cancel a job; refunds what it did not produce")
     cancel.add_argument("id")
-    cancel.set_defaults(handler=lambda a: _run(_cancel(a)))
+    cancel.set_defaults(handler=lambda a: run_cli(_cancel(a)))
     hist = sub.add_parser("history", help="the user's last runs with settings and seeds")
     hist.add_argument("--user", required=True)
     hist.add_argument("-n", type=int, default=5)
-    hist.set_defaults(handler=lambda a: _run(_history(a)))
+    hist.set_defaults(handler=lambda a: run_cli(_history(a)))
     refund = sub.add_parser(
         "refund", help="refund a job an operator terminated (safe to repeat: keyed by job)"
     )
     refund.add_argument("id")
-    refund.set_defaults(handler=lambda a: _run(_refund(a)))
+    refund.set_defaults(handler=lambda a: run_cli(_refund(a)))
 
 
-def _run(coro: Any) -> int:
+def run_cli(coro: Any) -> int:
+    """Run a command's coroutine; a refusal is one line on stderr and exit code 2."""
     try:
         code: int = asyncio.run(coro)
         return code

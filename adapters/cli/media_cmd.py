@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 from adapters.cli.context import jobs_client
-from adapters.cli.jobs_cmd import OUT_DIR, follow
-from domain.errors import StationError, UserInputError
+from adapters.cli.jobs_cmd import OUT_DIR, follow, run_cli
+from domain.errors import UserInputError
 from domain.jobs import MediaKind, MediaRequest
 
 # Read at most this much of a file: enough to let the safety module name its own size limit
@@ -26,10 +25,10 @@ READ_CAP = 64 * 1024 * 1024
 def register(subparsers: Any) -> None:
     up = _parser(subparsers, "upscale", "make an image 2x or 4x larger (ComfyUI upscale model)")
     up.add_argument("--scale", type=int, choices=(2, 4), default=4)
-    up.set_defaults(handler=lambda a: _run(_media(a, "upscale", {"scale": a.scale})))
+    up.set_defaults(handler=lambda a: run_cli(_media(a, "upscale", {"scale": a.scale})))
 
     rm = _parser(subparsers, "rmbg", "remove the background: a PNG with alpha")
-    rm.set_defaults(handler=lambda a: _run(_media(a, "rmbg", {})))
+    rm.set_defaults(handler=lambda a: run_cli(_media(a, "rmbg", {})))
 
     rs = _parser(subparsers, "resize", "resize with high-quality resampling (up to 4096 px)")
     rs.add_argument("--width", type=int)
@@ -40,14 +39,14 @@ def register(subparsers: Any) -> None:
         default="fit",
         help="fit: inside the box, aspect kept; fill: cover the box and crop; exact: stretch",
     )
-    rs.set_defaults(handler=lambda a: _run(_media(a, "resize", _resize_params(a))))
+    rs.set_defaults(handler=lambda a: run_cli(_media(a, "resize", _resize_params(a))))
 
     cv = _parser(subparsers, "convert", "convert to PNG, JPEG or WebP")
     cv.add_argument("--to", required=True, choices=("png", "jpeg", "jpg", "webp"))
     cv.add_argument("--quality", type=int, help="JPEG / WebP quality 1-100")
     cv.add_argument("--lossless", action="store_true", help="lossless WebP")
     cv.add_argument("--background", help="colour under transparent parts for JPEG, e.g. '#ffffff'")
-    cv.set_defaults(handler=lambda a: _run(_media(a, "convert", _convert_params(a))))
+    cv.set_defaults(handler=lambda a: run_cli(_media(a, "convert", _convert_params(a))))
 
 
 def _parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -78,15 +77,6 @@ def _convert_params(args: argparse.Namespace) -> dict[str, Any]:
     if args.background is not None:
         params["background"] = args.background
     return params
-
-
-def _run(coro: Any) -> int:
-    try:
-        code: int = asyncio.run(coro)
-        return code
-    except StationError as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        return 2
 
 
 def _read(path: Path) -> bytes:
