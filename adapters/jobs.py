@@ -11,6 +11,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -43,10 +44,12 @@ from domain.jobs import (
     MediaPrepareInput,
     MediaRequest,
     PrepareInput,
+    ReplyTarget,
     StoredOutput,
     new_job_id,
 )
-from domain.users import JobRecord
+from domain.settings import Limits, UserSettings
+from domain.users import JobRecord, LedgerEntry, User
 from media.safety import load_image, normalised_png
 from store.db import Stores
 from store.slots import JobSlots
@@ -56,6 +59,10 @@ from workflows.make_image import MakeImageWorkflow
 from workflows.media_job import MediaJobWorkflow
 
 log = logging.getLogger(__name__)
+
+# How long a slot may be held by a workflow id Temporal does not know yet (its start is on
+# the way) before it counts as abandoned.
+SLOT_START_GRACE = timedelta(seconds=30)
 
 USER_ID = SearchAttributeKey.for_keyword("UserId")
 PLATFORM = SearchAttributeKey.for_keyword("Platform")
@@ -259,19 +266,22 @@ class JobsClient:
             await asyncio.to_thread(self.slots.acquire, user_id, wid, limit)
             return
         except TooManyJobs:
-            held = await asyncio.to_thread(self.slots.running, user_id)
-        alive = {w for w in held if await self._is_running(w)}
+            held = await asyncio.to_thread(self.slots.taken_at, user_id)
+        alive = {w for w, at in held.items() if await self._is_running(w, at)}
         await asyncio.to_thread(
             self.slots.acquire, user_id, wid, limit, still_running=lambda _ids: alive
         )
 
-    async def _is_running(self, wid: str) -> bool:
+    async def _is_running(self, wid: str, taken_at: datetime) -> bool:
+        """Whether a held slot is still in use; frees slots of workflows that ended without
+        releasing (terminated) or never started (the starting client died)."""
         try:
             desc = await self.temporal.get_workflow_handle(wid).describe()
-        except RPCError:
-            # Not started yet (a concurrent start is between its slot and its workflow) or
-            # gone: count it as running for a few seconds' grace, which keeps the cap exact.
-            return True
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                return True  # cannot tell: keep the slot, the cap stays exact
+            # A concurrent start may be between its slot and its workflow: a short grace.
+            return datetime.now(UTC) - taken_at < SLOT_START_GRACE
         return desc.status == WorkflowExecutionStatus.RUNNING
 
     # ---- watching --------------------------------------------------------------------------
@@ -343,6 +353,7 @@ class JobsClient:
         state: str | None = None,
         running: bool = False,
         limit: int = 50,
+        platform: str | None = None,
     ) -> list[JobListing]:
         """Jobs by search attribute, newest first: what an operator's `temporal workflow list`
         query shows."""
@@ -353,6 +364,8 @@ class JobsClient:
             clauses.append(f'JobState="{JobState(state).value}"')
         if running:
             clauses.append('ExecutionStatus="Running"')
+        if platform:
+            clauses.append(f'Platform="{platform}"')
         out: list[JobListing] = []
         async for wf in self.temporal.list_workflows(" AND ".join(clauses), limit=limit):
             sa = wf.typed_search_attributes
@@ -421,6 +434,96 @@ class JobsClient:
 
     def image(self, output: StoredOutput) -> bytes:
         return self.stores.blobs.get(output.blob_id)
+
+    # ---- chat adapters: users, settings, points, delivery records -------------------------
+
+    async def register(self, identity: str) -> tuple[User, bool]:
+        """The user behind `identity`, created with the starter grant (once) if new."""
+        return await asyncio.to_thread(self.stores.users.get_or_create, identity)
+
+    async def user(self, identity: str) -> User:
+        return await asyncio.to_thread(self.stores.users.get, identity)
+
+    async def settings(self, identity: str) -> UserSettings:
+        return await asyncio.to_thread(self.stores.settings.get, identity)
+
+    async def limits(self, identity: str) -> Limits:
+        return await asyncio.to_thread(self.stores.settings.limits, identity)
+
+    async def update_settings(
+        self, identity: str, updates: dict[str, Any], *, group_chat: bool = False
+    ) -> UserSettings:
+        """Validate and save all of `updates` or none (SettingsError names each bad field)."""
+        return await asyncio.to_thread(
+            self.stores.settings.update, identity, updates, group_chat=group_chat
+        )
+
+    async def reset_settings(self, identity: str) -> UserSettings:
+        return await asyncio.to_thread(self.stores.settings.reset, identity)
+
+    async def balance_summary(self, identity: str, n: int = 5) -> tuple[int, list[LedgerEntry]]:
+        """The balance and the user's last `n` ledger entries (charges, refunds, grants)."""
+        balance = await asyncio.to_thread(self.stores.ledger.balance, identity)
+        entries = await asyncio.to_thread(self.stores.ledger.entries, identity, n)
+        return balance, entries
+
+    async def grant(self, identity: str, amount: int, *, by: str, key: str) -> int:
+        """Add points once per `key` (a redelivered admin command grants nothing more);
+        returns the balance after the grant."""
+        if amount <= 0:
+            raise UserInputError(f"the amount must be a positive whole number, got {amount}")
+        result = await asyncio.to_thread(
+            self.stores.ledger.grant, identity, amount, key, by=by, reason="admin grant"
+        )
+        return result.balance
+
+    async def start_repeat(
+        self,
+        user: str,
+        *,
+        n: int | None,
+        platform: str,
+        reply: ReplyTarget | None,
+        request_id: str | None,
+    ) -> StartedJob:
+        """/regen (`n` = run 1 … 5, same seed) or /again (`n` None: the last run, new seed),
+        with the chat to reply to."""
+        runs = await self.recent_runs(user, 5)
+        if not runs:
+            raise UserInputError("no runs to repeat yet: make an image first")
+        if n is not None and not 1 <= n <= len(runs):
+            raise UserInputError(f"pick a run 1 … {len(runs)}")
+        run = runs[(n or 1) - 1]
+        req = self._repeat(user, run, keep_seed=n is not None, rid=request_id, platform=platform)
+        return await self.start_make(req.model_copy(update={"reply": reply}))
+
+    async def reply_target(self, wid: str) -> ReplyTarget | None:
+        """Where a running job replies: read from its start input (nothing else to store)."""
+        async for event in self.handle(wid).fetch_history_events():
+            attrs = event.workflow_execution_started_event_attributes
+            payloads = list(attrs.input.payloads)
+            if not payloads:
+                return None
+            [value] = await self.temporal.data_converter.decode(payloads[:1], [dict[str, Any]])
+            raw = value.get("reply") if isinstance(value, dict) else None
+            return ReplyTarget.model_validate(raw) if raw else None
+        return None
+
+    async def delivered_parts(self, wid: str) -> dict[str, int]:
+        """What a delivery already sent for this job: part name -> chat message id."""
+        docs = await asyncio.to_thread(
+            lambda: list(self.stores.db["deliveries"].find({"workflow_id": wid}))
+        )
+        return {str(d["part"]): int(d.get("message_id") or 0) for d in docs}
+
+    async def mark_delivered(self, wid: str, part: str, message_id: int) -> None:
+        """Record one sent part (idempotent upsert), so a retried delivery skips it."""
+        await asyncio.to_thread(
+            self.stores.db["deliveries"].update_one,
+            {"_id": f"{wid}:{part}"},
+            {"$set": {"workflow_id": wid, "part": part, "message_id": message_id}},
+            upsert=True,
+        )
 
 
 def _static_details(request: MakeImageRequest) -> str:

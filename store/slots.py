@@ -26,8 +26,15 @@ class JobSlots:
         """`_id` is the user id: nothing else to index."""
 
     def running(self, user_id: str) -> list[str]:
+        return list(self.taken_at(user_id))
+
+    def taken_at(self, user_id: str) -> dict[str, datetime]:
+        """Each held slot's workflow id and when it was taken (UTC)."""
         doc = self.coll.find_one({"_id": user_id}) or {}
-        return [r["wf"] for r in doc.get("running", [])]
+        return {
+            r["wf"]: (r["at"] if r["at"].tzinfo else r["at"].replace(tzinfo=UTC))
+            for r in doc.get("running", [])
+        }
 
     def acquire(
         self,

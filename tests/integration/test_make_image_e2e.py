@@ -7,6 +7,7 @@ import io
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import Image
@@ -189,3 +190,22 @@ async def test_regen_and_again_repeat_recorded_runs(dev_stack: Stack, jobs: Jobs
 
 async def test_the_books_balance_after_the_suite(dev_stack: Stack, jobs: JobsClient):
     assert await asyncio.to_thread(jobs.stores.ledger.audit) == []
+
+
+async def test_slots_left_by_starts_that_never_happened_are_freed(
+    dev_stack: Stack, jobs: JobsClient
+):
+    """A client that died between taking a slot and starting its workflow must not block the
+    user for ever: slots of unknown workflows older than the grace are pruned."""
+    user = await new_user(jobs)
+    found = await asyncio.to_thread(jobs.stores.users.get, user)
+    old = datetime.now(UTC) - timedelta(minutes=5)
+    await asyncio.to_thread(
+        jobs.slots.coll.update_one,
+        {"_id": found.id},
+        {"$set": {"running": [{"wf": f"make-ghost-{i}", "at": old} for i in range(3)]}},
+        True,
+    )
+    started = await jobs.start_make(small(user))
+    assert (await jobs.result(started.workflow_id)).state is JobState.DONE
+    assert await asyncio.to_thread(jobs.slots.running, found.id) == []
