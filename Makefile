@@ -33,6 +33,9 @@ test: check
 up: $(STAMP)
 	$(BIN)/stationthis up
 
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py --jobs 200 --users 20 --minutes 5
+
 bench: $(STAMP)
 	$(BIN)/python bench/make_image.py
 

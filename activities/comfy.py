@@ -19,6 +19,7 @@ import io
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from PIL import Image
@@ -36,6 +37,7 @@ from domain.jobs import (
     ComfyRunInput,
     ComfyRunResult,
     JobState,
+    LoraFile,
     OutputRef,
     Progress,
     StoredOutput,
@@ -68,11 +70,23 @@ def to_application_error(err: ComfyError) -> ApplicationError:
     return ApplicationError(err.message, type=type(err).__name__, non_retryable=not err.retryable)
 
 
+EnsureLoras = Callable[[list[LoraFile]], Awaitable[None]]
+
+
 class ComfyActivities:
-    def __init__(self, server_url: str, client: Client, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        server_url: str,
+        client: Client,
+        blobs: BlobStore,
+        *,
+        ensure_loras: EnsureLoras | None = None,
+    ) -> None:
         self.server_url = server_url.rstrip("/")
         self.client = client
         self.blobs = blobs
+        # Puts the LoRA files a graph names into this server's loras folder (comfy/lora_cache.py)
+        self.ensure_loras = ensure_loras
         # One long-lived client per server: building an httpx client per call costs ~20 ms of
         # CPU (docs/performance.md). It keeps one WebSocket per prompt, so concurrent
         # activities do not share event streams.
@@ -98,6 +112,8 @@ class ComfyActivities:
         try:
             result = await self._reattach(comfy, inp, info.attempt, beat, reporter)
             if result is None:
+                if inp.work.loras and self.ensure_loras is not None:
+                    await self.ensure_loras(inp.work.loras)
                 graph = await self._with_uploads(comfy, inp)
                 beat["attempt"] = Attempt(server_url=self.server_url, prompt_id=prompt_id)
                 activity.heartbeat(beat["attempt"])

@@ -38,6 +38,7 @@ from domain.pricing import quote_image
 from domain.prompts import clean_prompt
 from domain.settings import apply_updates, clamp_to_limits, limits_for
 from domain.templates import Template
+from domain.training import add_lora_loaders, loras_for_prompt
 from domain.users import JobRecord
 from store.blobs import BlobNotFound
 from store.db import Stores
@@ -105,6 +106,9 @@ class JobActivities:
         req = inp.request
         user = self.stores.users.get(req.user)
         prompt = clean_prompt(req.prompt)
+        # Trained LoRAs: `<lora:NAME:WEIGHT>` tags (removed from the text) and trigger words of
+        # the user's own and public models each add a LoraLoader to the graph.
+        prompt, loras = loras_for_prompt(prompt, self.stores.models.usable(user.id))
         limits = limits_for(user.points, self.stores.rules.limits)
         saved, clamps = clamp_to_limits(user.settings, limits)
         group = bool(req.reply and req.reply.group_chat)
@@ -132,7 +136,10 @@ class JobActivities:
             values["checkpoint"] = settings.checkpoint
         works = [
             ComfyWork(
-                graph=template.inject(_only_known(template, {**values, "seed": seed})),
+                graph=add_lora_loaders(
+                    template.inject(_only_known(template, {**values, "seed": seed})), loras
+                ),
+                loras=loras,
                 uploads=uploads,
                 seed=seed,
             )
@@ -155,6 +162,8 @@ class JobActivities:
             comfy_queue=self.comfy_queue,
             comfy_io_queue=self.comfy_io_queue,
         )
+        if loras:
+            used["loras"] = [f"{lora.name}:{lora.weight:g}" for lora in loras]
         return JobPlan(
             user_id=user.id,
             kind="make",

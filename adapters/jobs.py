@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,13 +32,26 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.collections import CollectionActivities
 from activities.jobs import JobActivities
 from activities.media_jobs import MediaJobActivities
-from domain.errors import StationError, TooManyJobs, UserInputError
+from activities.training import TrainingActivities
+from domain.collections import (
+    Collection,
+    CollectionConfig,
+    CookControl,
+    CookInput,
+    CookProgress,
+    Permission,
+    parse_trait_lines,
+    validate_config,
+)
+from domain.errors import InsufficientPoints, StationError, TooManyJobs, UserInputError
 from domain.identity import normalise_identity, parse_identity
 from domain.jobs import (
     CancelRequest,
     CancelResult,
+    JobPlan,
     JobState,
     JobStatus,
     MakeImageRequest,
@@ -49,14 +63,35 @@ from domain.jobs import (
     new_job_id,
 )
 from domain.settings import Limits, UserSettings
+from domain.training import (
+    MAX_IMAGES,
+    TRAINING_RESOLUTION,
+    CaptionOutcome,
+    CaptionRequest,
+    Dataset,
+    DatasetImagesRequest,
+    DatasetImagesResult,
+    LoraModel,
+    TrainPrepareInput,
+    TrainRequest,
+    check_trigger_clash,
+    check_trigger_word,
+)
 from domain.users import JobRecord, LedgerEntry, User
 from media.safety import load_image, normalised_png
+from store.collections import MADE_STATES, Piece
 from store.db import Stores
 from store.slots import JobSlots
 from workers.config import Config
+from workflows.cook_collection import CookCollectionWorkflow
 from workflows.job_saga import PaidJobWorkflow
 from workflows.make_image import MakeImageWorkflow
 from workflows.media_job import MediaJobWorkflow
+from workflows.train_lora import (
+    CaptionDatasetWorkflow,
+    DatasetImagesWorkflow,
+    TrainLoraWorkflow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +112,10 @@ WORKFLOW_TYPES: dict[str, type[PaidJobWorkflow]] = {
     "rmbg": MediaJobWorkflow,
     "resize": MediaJobWorkflow,
     "convert": MediaJobWorkflow,
+    "train": TrainLoraWorkflow,
 }
 
-JobRequest = MakeImageRequest | MediaRequest
+JobRequest = MakeImageRequest | MediaRequest | TrainRequest
 
 
 class JobNotFound(StationError):
@@ -97,6 +133,22 @@ class StartedJob:
     user: str
     existing: bool  # the same request had already started this job
     ui_url: str
+
+
+@dataclass(frozen=True)
+class CookQuote:
+    collection_id: str
+    piece_price: int
+    pieces: int  # still to make
+    total: int
+    balance: int
+
+
+@dataclass(frozen=True)
+class CollectionExport:
+    blob_id: str
+    data: bytes
+    summary: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -120,6 +172,7 @@ class JobsClient:
         self.slots = JobSlots(stores.db)
         self._planner = JobActivities(stores)
         self._media_planner = MediaJobActivities(stores)
+        self._collections = CollectionActivities(stores)
 
     # ---- starting --------------------------------------------------------------------------
 
@@ -524,6 +577,379 @@ class JobsClient:
             {"$set": {"workflow_id": wid, "part": part, "message_id": message_id}},
             upsert=True,
         )
+
+    # ---- collections -----------------------------------------------------------------------
+    # The repository enforces access (no access reads as "not found"); these methods add the
+    # cook workflow: quote, start, progress, pause/resume/cancel, regenerate, export.
+
+    async def create_collection(
+        self,
+        owner: str,
+        name: str,
+        *,
+        description: str = "",
+        supply: int = 1,
+        config: CollectionConfig | None = None,
+    ) -> Collection:
+        return await asyncio.to_thread(
+            self.stores.collections.create,
+            normalise_identity(owner),
+            name,
+            description=description,
+            supply=supply,
+            config=config,
+        )
+
+    async def collection(self, cid: str, user: str) -> Collection:
+        return await asyncio.to_thread(self.stores.collections.get, cid, normalise_identity(user))
+
+    async def collections(self, user: str) -> list[Collection]:
+        return await asyncio.to_thread(self.stores.collections.list_for, normalise_identity(user))
+
+    async def edit_collection(self, cid: str, user: str, changes: dict[str, Any]) -> Collection:
+        """All of `changes` or none (CollectionError says what is wrong)."""
+        return await asyncio.to_thread(
+            self.stores.collections.update, cid, normalise_identity(user), changes
+        )
+
+    async def set_traits(self, cid: str, user: str, trait: str, lines: str | None) -> Collection:
+        """Replace one trait type's values from `name|prompt|rarity` lines (None removes it)."""
+        values = parse_trait_lines(lines) if lines is not None else None
+        return await asyncio.to_thread(
+            self.stores.collections.set_trait, cid, normalise_identity(user), trait, values
+        )
+
+    async def share_collection(
+        self, cid: str, user: str, with_user: str, permission: Permission | None
+    ) -> Collection:
+        return await asyncio.to_thread(
+            self.stores.collections.share,
+            cid,
+            normalise_identity(user),
+            normalise_identity(with_user),
+            permission,
+        )
+
+    async def quote_cook(self, cid: str, user: str) -> CookQuote:
+        """What cooking would cost: the price per piece, pieces still to make, the total."""
+        user = normalise_identity(user)
+        col = await asyncio.to_thread(self.stores.collections.get_for_edit, cid, user)
+        await asyncio.to_thread(validate_config, col.config, col.supply, cooking=True)
+        price = await asyncio.to_thread(self._collections.quote_piece, col, user)
+        counts = await asyncio.to_thread(self.stores.collections.counts, cid)
+        made = sum(n for s, n in counts.items() if s in MADE_STATES)
+        balance = await asyncio.to_thread(self.stores.ledger.balance, user)
+        todo = max(0, col.supply - made)
+        return CookQuote(col.id, price, todo, price * todo, balance)
+
+    async def start_cook(
+        self,
+        cid: str,
+        user: str,
+        *,
+        platform: str = "cli",
+        in_flight: int = 3,
+        continue_after: int = 200,
+        balance_poll_seconds: float = 30.0,
+        numbers: list[int] | None = None,
+    ) -> StartedJob:
+        """Start cooking (or, with `numbers`, regenerating those pieces: new seed, same traits).
+
+        Refused at once, with nothing charged or frozen, when the config cannot be cooked or the
+        balance does not cover one piece; one cook at a time per collection.
+        """
+        user = normalise_identity(user)
+        quote = await self.quote_cook(cid, user)
+        if quote.balance < quote.piece_price:
+            raise InsufficientPoints(quote.piece_price, quote.balance)
+        col = await asyncio.to_thread(self.stores.collections.get_for_edit, cid, user)
+        if col.last_cook and await self._cook_running(col.last_cook):
+            raise UserInputError(
+                f"a cook of {cid} is already running ({col.last_cook}): pause, resume or cancel it"
+            )
+        if numbers is not None:
+            pieces = await asyncio.to_thread(self.stores.collections.list_pieces, cid, user)
+            known = {p.number: p for p in pieces}
+            bad = [n for n in numbers if n not in known or known[n].state == "planned"]
+            if bad or not numbers:
+                raise UserInputError(
+                    "only made, rejected or failed pieces can be regenerated"
+                    + (f": not {', '.join(map(str, bad))}" if bad else "")
+                )
+        col = await asyncio.to_thread(
+            self.stores.collections.start_cook, cid, user, regenerate=numbers is not None
+        )
+        wid = col.last_cook
+        inp = CookInput(
+            collection_id=cid,
+            user=user,
+            platform=platform,
+            supply=col.supply,
+            config_hash=col.config_hash,
+            numbers=numbers,
+            regenerate=numbers is not None,
+            in_flight=in_flight,
+            continue_after=continue_after,
+            balance_poll_seconds=balance_poll_seconds,
+            piece_price=quote.piece_price,
+        )
+        await self.temporal.start_workflow(
+            CookCollectionWorkflow.run,
+            inp,
+            id=wid,
+            task_queue=self.config.task_queues.workflows,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(USER_ID, user),
+                    SearchAttributePair(PLATFORM, platform),
+                    SearchAttributePair(JOB_KIND, "cook"),
+                    SearchAttributePair(JOB_STATE, "running"),
+                ]
+            ),
+            static_summary=f"cook {col.name} ({cid}) for {user}",
+            static_details=f"**collection** {col.name} ({cid})\n\n**supply** {col.supply}\n\n"
+            f"**price per piece** {quote.piece_price}",
+        )
+        return StartedJob(wid, "cook", user, False, self.job_url(wid))
+
+    async def _cook_running(self, wid: str) -> bool:
+        try:
+            desc = await self.temporal.get_workflow_handle(wid).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return desc.status == WorkflowExecutionStatus.RUNNING
+
+    async def _cook_id(self, cid: str, user: str, *, edit: bool) -> str:
+        repo = self.stores.collections
+        get = repo.get_for_edit if edit else repo.get
+        col = await asyncio.to_thread(get, cid, normalise_identity(user))
+        if not col.last_cook:
+            raise UserInputError(f"{cid} has not been cooked yet")
+        return col.last_cook
+
+    async def cook_progress(self, cid: str, user: str) -> CookProgress:
+        """The latest cook's progress (live while it runs, its result once it has ended)."""
+        wid = await self._cook_id(cid, user, edit=False)
+        handle = self.temporal.get_workflow_handle(wid, result_type=CookProgress)
+        progress: CookProgress = await handle.query(CookCollectionWorkflow.progress)
+        return progress
+
+    async def control_cook(
+        self, cid: str, user: str, action: str, *, reason: str = ""
+    ) -> CookProgress:
+        """`pause`, `resume` or `cancel` the latest cook; a refusal says why."""
+        if action not in ("pause", "resume", "cancel"):
+            raise UserInputError(f"unknown cook action {action!r}")
+        wid = await self._cook_id(cid, user, edit=True)
+        handle = self.temporal.get_workflow_handle(wid, result_type=CookProgress)
+        try:
+            result: CookProgress = await handle.execute_update(
+                action,
+                CookControl(reason=reason, by=normalise_identity(user)),
+                result_type=CookProgress,
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            msg = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            raise UserInputError(msg) from err
+        except RPCError as err:
+            raise UserInputError(f"the cook {wid} has ended") from err
+        return result
+
+    async def wait_cook(self, cid: str, user: str) -> CookProgress:
+        wid = await self._cook_id(cid, user, edit=False)
+        result: CookProgress = await self.temporal.get_workflow_handle(
+            wid, result_type=CookProgress
+        ).result()
+        return result
+
+    async def collection_pieces(
+        self, cid: str, user: str, *, states: list[str] | None = None
+    ) -> list[Piece]:
+        return await asyncio.to_thread(
+            self.stores.collections.list_pieces, cid, normalise_identity(user), states=states
+        )
+
+    async def review_pieces(
+        self, cid: str, user: str, numbers: list[int], verdict: str
+    ) -> list[Piece]:
+        """`approved` or `rejected` for made pieces; all or none."""
+        return await asyncio.to_thread(
+            self.stores.collections.review, cid, normalise_identity(user), numbers, verdict
+        )
+
+    async def export_collection(self, cid: str, user: str) -> CollectionExport:
+        """Zip the approved pieces (metadata JSON + image each, trait summary) into GridFS."""
+        user = normalise_identity(user)
+        col = await asyncio.to_thread(self.stores.collections.get, cid, user)
+        pieces = await asyncio.to_thread(
+            self.stores.collections.list_pieces, cid, user, states=["approved"]
+        )
+        if not pieces:
+            raise UserInputError(f"no approved pieces in {cid} yet: review some first")
+        data, summary = await asyncio.to_thread(self._collections.export_zip, col, pieces)
+        digest = hashlib.sha256(data).hexdigest()
+        blob = await asyncio.to_thread(
+            self.stores.blobs.put,
+            data,
+            f"{cid}-export.zip",
+            "application/zip",
+            key=f"export:{cid}:{digest}",
+            metadata={"collection_id": cid, "pieces": len(pieces)},
+        )
+        return CollectionExport(blob, data, summary)
+
+    # ---- LoRA training (datasets, training, models) ---------------------------------------
+
+    @property
+    def _trainer(self) -> TrainingActivities:
+        """The training planner: the same checks `prepare_train_lora` runs in the workflow."""
+        planner: TrainingActivities | None = getattr(self, "_training_planner", None)
+        if planner is None:
+            planner = TrainingActivities(self.stores, chunk_steps=self.config.training_chunk_steps)
+            self._training_planner = planner
+        return planner
+
+    async def _owner(self, user: str) -> User:
+        return await asyncio.to_thread(self.stores.users.get, normalise_identity(user))
+
+    async def create_dataset(
+        self, user: str, name: str, *, trigger_word: str = "", family: str = "sdxl"
+    ) -> Dataset:
+        owner = await self._owner(user)
+        if family not in TRAINING_RESOLUTION:
+            raise UserInputError(f"family must be one of {', '.join(TRAINING_RESOLUTION)}")
+        return await asyncio.to_thread(
+            self.stores.datasets.create, owner.id, name, trigger_word=trigger_word, family=family
+        )
+
+    async def datasets(self, user: str) -> list[Dataset]:
+        owner = await self._owner(user)
+        return await asyncio.to_thread(self.stores.datasets.owned, owner.id)
+
+    async def dataset(self, user: str, ref: str) -> Dataset:
+        owner = await self._owner(user)
+        return await asyncio.to_thread(self.stores.datasets.get, owner.id, ref)
+
+    async def delete_dataset(self, user: str, ref: str) -> Dataset:
+        owner = await self._owner(user)
+        return await asyncio.to_thread(self.stores.datasets.delete, owner.id, ref)
+
+    async def rename_dataset(self, user: str, ref: str, new_name: str) -> Dataset:
+        owner = await self._owner(user)
+        return await asyncio.to_thread(self.stores.datasets.rename, owner.id, ref, new_name)
+
+    async def set_trigger_word(self, user: str, ref: str, word: str) -> Dataset:
+        owner = await self._owner(user)
+        word = check_trigger_word(word)
+        models = await asyncio.to_thread(self.stores.models.owned, owner.id)
+        check_trigger_clash(word, models)
+        return await asyncio.to_thread(self.stores.datasets.set_trigger_word, owner.id, ref, word)
+
+    async def set_caption(self, user: str, ref: str, image: str | int, caption: str) -> Dataset:
+        owner = await self._owner(user)
+        return await asyncio.to_thread(
+            self.stores.datasets.set_caption, owner.id, ref, image, caption
+        )
+
+    async def remove_dataset_image(self, user: str, ref: str, image: str | int) -> Dataset:
+        owner = await self._owner(user)
+        ds, _removed = await asyncio.to_thread(
+            self.stores.datasets.remove_image, owner.id, ref, image
+        )
+        return ds
+
+    async def add_dataset_images(
+        self, user: str, ref: str, files: list[tuple[bytes, str]]
+    ) -> DatasetImagesResult:
+        """Check each file (media safety), keep the originals, then square-crop and resize them
+        on the `media` queue and add them; refused whole (nothing added) on any bad file."""
+        owner = await self._owner(user)
+        ds = await asyncio.to_thread(self.stores.datasets.get, owner.id, ref)
+        if len(ds.images) + len(files) > MAX_IMAGES:
+            raise UserInputError(
+                f"the dataset has {len(ds.images)} images; adding {len(files)} would exceed "
+                f"the limit of {MAX_IMAGES}"
+            )
+        originals: list[str] = []
+        for n, (data, filename) in enumerate(files, 1):
+            try:
+                originals.append(await self.store_source(user, data, filename))
+            except UserInputError as err:
+                raise UserInputError(f"{filename} (image {n}): {err.message}") from None
+        request = DatasetImagesRequest(
+            user=normalise_identity(user),
+            dataset=ds.id,
+            originals=originals,
+            user_id=owner.id,
+            resolution=TRAINING_RESOLUTION.get(ds.family, 1024),
+            media_queue=self.config.task_queues.media,
+        )
+        digest = hashlib.sha256("|".join(originals).encode()).hexdigest()[:12]
+        result: DatasetImagesResult = await self.temporal.execute_workflow(
+            DatasetImagesWorkflow.run,
+            request,
+            id=f"dataset-add-{ds.id}-{digest}",
+            task_queue=self.config.task_queues.workflows,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        if result.refused:
+            raise UserInputError(result.refused)
+        return result
+
+    async def caption_dataset(self, user: str, ref: str) -> CaptionOutcome:
+        """Caption the images without a caption (typed captions are never overwritten)."""
+        ds = await self.dataset(user, ref)
+        outcome: CaptionOutcome = await self.temporal.execute_workflow(
+            CaptionDatasetWorkflow.run,
+            CaptionRequest(user=normalise_identity(user), dataset=ds.id),
+            id=f"dataset-caption-{ds.id}-{uuid.uuid4().hex[:8]}",
+            task_queue=self.config.task_queues.workflows,
+        )
+        if outcome.refused:
+            raise UserInputError(outcome.refused)
+        return outcome
+
+    async def quote_training(self, request: TrainRequest) -> JobPlan:
+        """The checks and the price of a training run, without starting it."""
+        request = request.model_copy(update={"user": normalise_identity(request.user)})
+        return await asyncio.to_thread(
+            self._trainer.plan_train_lora, TrainPrepareInput(workflow_id="", request=request)
+        )
+
+    async def start_train(self, request: TrainRequest) -> StartedJob:
+        """Check, quote, take a slot and start TrainLoraWorkflow; bad input raises at once."""
+        request = request.model_copy(update={"user": normalise_identity(request.user)})
+        plan = await self.quote_training(request)
+        return await self._start(
+            "train",
+            request,
+            summary=plan.summary,
+            details=f"**user** {request.user} via {request.platform}\n\n**{plan.summary}**",
+        )
+
+    async def models(self, user: str, *, include_public: bool = True) -> list[LoraModel]:
+        owner = await self._owner(user)
+        return await asyncio.to_thread(
+            self.stores.models.owned, owner.id, include_public=include_public
+        )
+
+    async def delete_model(self, user: str, ref: str) -> LoraModel:
+        owner = await self._owner(user)
+        model = await asyncio.to_thread(self.stores.models.delete, owner.id, ref)
+        await asyncio.to_thread(self.stores.blobs.delete, model.blob_id, "models")
+        return model
+
+    async def rename_model(self, user: str, ref: str, new_name: str) -> LoraModel:
+        owner = await self._owner(user)
+        return await asyncio.to_thread(self.stores.models.rename, owner.id, ref, new_name)
+
+    async def publish_model(self, user: str, ref: str, public: bool = True) -> LoraModel:
+        owner = await self._owner(user)
+        return await asyncio.to_thread(self.stores.models.publish, owner.id, ref, public)
 
 
 def _static_details(request: MakeImageRequest) -> str:

@@ -60,6 +60,14 @@ class ActivityNames:
     RUN_COMFY_PROMPT = "run_comfy_prompt"
     STORE_COMFY_OUTPUTS = "store_comfy_outputs"
     DELIVER_RESULT = "deliver_result"
+    # LoRA training (activities/training.py)
+    PREPARE_TRAIN_LORA = "prepare_train_lora"
+    TRAIN_LORA_CHUNK = "train_lora_chunk"
+    SAVE_CAPTIONS = "save_captions"
+    REGISTER_MODEL = "register_model"
+    PREPARE_CAPTIONS = "prepare_captions"
+    PREPARE_DATASET_IMAGE = "prepare_dataset_image"
+    ADD_DATASET_IMAGES = "add_dataset_images"
 
 
 class ReplyTarget(BaseModel):
@@ -85,6 +93,18 @@ class MakeImageRequest(BaseModel):
     regen_of: str | None = None  # workflow id of the run this repeats
 
 
+class LoraFile(BaseModel):
+    """A trained LoRA a prompt uses: the comfy worker puts `filename` into its server's loras
+    folder (from GridFS, sha256-checked) before it submits the graph."""
+
+    name: str
+    filename: str
+    blob_id: str
+    sha256: str
+    size: int = 0
+    weight: float = 0.8
+
+
 class ComfyWork(BaseModel):
     """One ComfyUI prompt to run: a fully injected graph plus files to upload first."""
 
@@ -93,6 +113,7 @@ class ComfyWork(BaseModel):
     uploads: dict[str, str] = Field(default_factory=dict)
     seed: int | None = None
     expected_outputs: int = 1
+    loras: list[LoraFile] = Field(default_factory=list)
 
 
 MediaKind = Literal["upscale", "rmbg", "resize", "convert"]
@@ -257,6 +278,15 @@ class JobStatus(BaseModel):
     template: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     gpu_seconds: float = 0.0
+    # Machine-readable reason of a refusal (`insufficient_points`, `bad_input`, ...): the
+    # collection cook pauses on `insufficient_points` instead of counting a failed piece.
+    refused_code: str | None = None
+    # LoRA training: stage (submitted, captioning, training), step counter, the model made
+    stage: str = ""
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    model: dict[str, Any] | None = None
 
     @property
     def final(self) -> bool:
@@ -267,6 +297,10 @@ class JobStatus(BaseModel):
         s = self.state
         if s is JobState.QUEUED and self.queue_position is not None:
             return f"queued (position {self.queue_position})"
+        if s is JobState.RUNNING and self.stage == "training" and self.total_steps:
+            return f"training {self.percent:.0f}% (step {self.step}/{self.total_steps})"
+        if s is JobState.RUNNING and self.stage:
+            return f"{self.stage} {self.percent:.0f}%"
         if s is JobState.RUNNING:
             return f"rendering {self.percent:.0f}%"
         if s is JobState.FAILED:

@@ -93,8 +93,11 @@ class Stores:
 
     def __post_init__(self) -> None:
         from store.blobs import BlobStore
+        from store.collections import CollectionRepo
+        from store.datasets import DatasetRepo
         from store.jobs import JobRepo
         from store.ledger import Ledger
+        from store.models import ModelRepo
         from store.settings_repo import SettingsRepo
         from store.templates import TemplateRepo
         from store.users import UserRepo
@@ -105,6 +108,9 @@ class Stores:
         self.templates = TemplateRepo(self.db)
         self.jobs = JobRepo(self.db)
         self.blobs = BlobStore(self.db)
+        self.collections = CollectionRepo(self.db, self.users)
+        self.datasets = DatasetRepo(self.db)
+        self.models = ModelRepo(self.db)
 
     @classmethod
     def from_uri(
@@ -123,6 +129,9 @@ class Stores:
         self.templates.ensure_indexes()
         self.jobs.ensure_indexes()
         self.blobs.ensure_indexes()
+        self.collections.ensure_indexes()
+        self.datasets.ensure_indexes()
+        self.models.ensure_indexes()
 
     def close(self) -> None:
         self.db.client.close()

@@ -115,8 +115,29 @@ class Config(BaseSettings):
     comfy_heartbeat_timeout: float = 30.0  # a comfy worker silent this long is presumed dead
     workflow_worker_threads: int = 16  # threads for the sync (pymongo) activities
 
+    # LoRA training and use. A comfy worker shares its ComfyUI server's file system: it writes
+    # training datasets under <comfyui_dir>/input and puts LoRA files into models/loras. Empty:
+    # read the folder from the server's own command line (/system_stats argv: the stand-in's
+    # --root or ComfyUI's --base-directory).
+    comfyui_dir: str = ""
+    lora_cache_bytes: int = 20 * 1024**3  # size cap of the LoRA files a worker keeps
+    training_chunk_steps: int = 250  # steps per training prompt (a crash redoes at most this)
+    training_chunk_timeout: float = 3600.0  # seconds one chunk may take, queue included
+
     # Telegram
     telegram_bot_token: SecretStr | None = None
+    # Bot API endpoints; point them at a local stand-in in tests (python-telegram-bot's
+    # base_url / base_file_url: the token is appended to them).
+    telegram_base_url: str = "https://api.telegram.org/bot"
+    telegram_base_file_url: str = "https://api.telegram.org/file/bot"
+    # Webhook mode: Telegram sends this in X-Telegram-Bot-Api-Secret-Token; generated per run
+    # when empty. `listen` is the local address the webhook server binds.
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_webhook_listen: str = "0.0.0.0"
+    telegram_webhook_port: int = 8443
+    # Per-user command rate limit: at most `rate` commands per `window` seconds.
+    telegram_command_rate: int = 20
+    telegram_command_window: float = 60.0
 
     @field_validator("admin_ids", mode="before")
     @classmethod

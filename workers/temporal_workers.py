@@ -20,14 +20,17 @@ import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.collections import CollectionActivities
 from activities.comfy import ComfyActivities
 from activities.jobs import JobActivities
 from activities.media import MediaActivities
 from activities.media_jobs import MediaJobActivities
+from activities.training import DatasetMediaActivities, TrainingActivities, TrainingComfyActivities
 from store.db import Stores
 from workers.config import Config
 from workflows import ALL_WORKFLOWS
@@ -59,7 +62,12 @@ def workflow_worker(
         client,
         task_queue=config.task_queues.workflows,
         workflows=ALL_WORKFLOWS,
-        activities=[*jobs.all(), *media_jobs.all()],
+        activities=[
+            *jobs.all(),
+            *media_jobs.all(),
+            *CollectionActivities(stores).all(),
+            *training_activities(config, stores).all(),
+        ],
         activity_executor=executor,
         max_concurrent_activities=config.workflow_worker_threads,
         graceful_shutdown_timeout=GRACE,
@@ -69,12 +77,19 @@ def workflow_worker(
 def comfy_workers(
     client: Client, config: Config, stores: Stores, url: str, slots: int
 ) -> list[Worker]:
-    acts = ComfyActivities(url, client, stores.blobs)
+    training = TrainingComfyActivities(
+        url,
+        client,
+        stores,
+        comfyui_dir=Path(config.comfyui_dir) if config.comfyui_dir else None,
+        cache_bytes=config.lora_cache_bytes,
+    )
+    acts = ComfyActivities(url, client, stores.blobs, ensure_loras=training.ensure_loras)
     return [
         Worker(
             client,
             task_queue=config.task_queues.comfy,
-            activities=[acts.run_comfy_prompt],
+            activities=[acts.run_comfy_prompt, training.train_lora_chunk],
             max_concurrent_activities=slots,
             # Progress must reach the server within about a second of ComfyUI reporting it.
             max_heartbeat_throttle_interval=timedelta(seconds=1),
@@ -88,6 +103,19 @@ def comfy_workers(
             graceful_shutdown_timeout=GRACE,
         ),
     ]
+
+
+def training_activities(config: Config, stores: Stores) -> TrainingActivities:
+    return TrainingActivities(
+        stores,
+        comfy_queue=config.task_queues.comfy,
+        comfy_io_queue=config.task_queues.comfy_io,
+        media_queue=config.task_queues.media,
+        render_timeout=config.render_timeout,
+        heartbeat_timeout=config.comfy_heartbeat_timeout,
+        chunk_steps=config.training_chunk_steps,
+        chunk_timeout=config.training_chunk_timeout,
+    )
 
 
 def media_slots() -> int:
@@ -106,10 +134,11 @@ def media_worker(
     """The `media` queue worker; `executor` needs at least `slots` threads (default
     `media_slots()`)."""
     acts = MediaActivities(stores.blobs)
+    dataset_acts = DatasetMediaActivities(stores.blobs)
     return Worker(
         client,
         task_queue=config.task_queues.media,
-        activities=acts.all(),
+        activities=[*acts.all(), *dataset_acts.all()],
         activity_executor=executor,
         max_concurrent_activities=slots or media_slots(),
         graceful_shutdown_timeout=GRACE,

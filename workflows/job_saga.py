@@ -149,6 +149,7 @@ class PaidJobWorkflow:
             )
             self._apply_plan(plan)
             if plan.refused:
+                self._status.refused_code = plan.refused_code or "bad_input"
                 self._finish(JobState.REFUSED, reason=plan.refused)
             elif self._cancel is not None:
                 self._finish(JobState.CANCELLED, reason=self._cancel.reason)
@@ -184,6 +185,7 @@ class PaidJobWorkflow:
         )
         self._status.balance = charge.balance
         if not charge.ok:
+            self._status.refused_code = "insufficient_points"
             self._finish(JobState.REFUSED, reason=charge.reason)
             return
         produced: list[StoredOutput] = []

@@ -17,7 +17,10 @@ COMMAND_MODULES: list[str] = [
     "adapters.cli.workers_cmd",
     "adapters.cli.jobs_cmd",
     "adapters.cli.media_cmd",
+    "adapters.cli.training_cmd",
+    "adapters.cli.collection_cmd",
     "adapters.cli.demo",
+    "adapters.cli.bot_cmd",
 ]
 
 

@@ -24,12 +24,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8188)
     p.add_argument("--root", type=Path, required=True, help="folder for input/output/temp/models")
     p.add_argument("--step-delay", type=float, default=0.05, help="seconds per sampler step")
+    p.add_argument(
+        "--train-step-delay", type=float, default=0.005, help="seconds per LoRA training step"
+    )
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    app = create_app(args.root, args.step_delay)
+    app = create_app(args.root, args.step_delay, args.train_step_delay)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

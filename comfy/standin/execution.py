@@ -116,6 +116,12 @@ class _Ctx:
     async def step_wait(self, index: int, total: int) -> None:
         await self._run.step_wait(index, total)
 
+    async def train_step_wait(self) -> None:
+        faults = self._run.executor.faults
+        faults.train_steps_run += 1
+        if faults.train_step_delay > 0:
+            await asyncio.sleep(faults.train_step_delay)
+
     def preview_prefix(self) -> str:
         key = (self.node_id, self.prompt[self.node_id]["class_type"])
         letters = self._run.executor.preview_objects.get(key)

@@ -44,14 +44,20 @@ class FaultUpdate(BaseModel):
     step_delay: float | None = Field(default=None, ge=0.0)
     render_time: float | None = Field(default=None, ge=0.0)
     clear_render_time: bool = False
+    train_step_delay: float | None = Field(default=None, ge=0.0)
 
 
 class Faults:
     """Current fault rules plus the timing knobs (step delay, fixed render time)."""
 
-    def __init__(self, step_delay: float = 0.0) -> None:
+    def __init__(self, step_delay: float = 0.0, train_step_delay: float = 0.005) -> None:
         self.default_step_delay = step_delay
         self.step_delay = step_delay
+        # Seconds per TrainLoraNode step (a real GPU: about a second per step).
+        self.default_train_step_delay = train_step_delay
+        self.train_step_delay = train_step_delay
+        # Training steps executed since start (a retry that redoes steps shows here).
+        self.train_steps_run = 0
         self.render_time: float | None = None
         self.rules: dict[str, FaultRule] = {}
         self.seed: int | None = None
@@ -61,6 +67,8 @@ class Faults:
     def reset(self) -> None:
         """Back to no faults and the start-up step delay."""
         self.step_delay = self.default_step_delay
+        self.train_step_delay = self.default_train_step_delay
+        self.train_steps_run = 0
         self.render_time = None
         self.rules = {}
         self.seed = None
@@ -73,6 +81,8 @@ class Faults:
             self._rng = random.Random(change.seed)
         if change.step_delay is not None:
             self.step_delay = change.step_delay
+        if change.train_step_delay is not None:
+            self.train_step_delay = change.train_step_delay
         if change.clear_render_time:
             self.render_time = None
         if change.render_time is not None:
@@ -107,5 +117,7 @@ class Faults:
             "seed": self.seed,
             "step_delay": self.step_delay,
             "render_time": self.render_time,
+            "train_step_delay": self.train_step_delay,
+            "train_steps_run": self.train_steps_run,
             "injected": dict(self.injected),
         }

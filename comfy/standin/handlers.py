@@ -9,9 +9,13 @@ call `ctx.progress`, which is also where an interrupt lands, as in ComfyUI's sam
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import os
 import random
+import re
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,13 +25,17 @@ from typing import Any, Protocol
 from PIL import Image
 
 from comfy.standin import render
-from comfy.standin.modelfiles import read_safetensors_metadata
+from comfy.standin.modelfiles import read_safetensors_metadata, write_safetensors
 from comfy.standin.nodes import Folders
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """MODEL / CLIP / VAE: which checkpoint, with which LoRAs applied."""
+    """MODEL / CLIP / VAE: which checkpoint, with which LoRAs applied.
+
+    `loras` holds (sha256 of the LoRA's weights, strength): the rendered change is derived from
+    the file's content and the weight, never from its name.
+    """
 
     kind: str
     ckpt: str
@@ -86,6 +94,9 @@ class RunContext(Protocol):
     def preview_prefix(self) -> str:
         """`ComfyUI_temp_<5 letters>` of this PreviewImage node object."""
 
+    async def train_step_wait(self) -> None:
+        """Sleep for one LoRA training step (the configurable train step delay)."""
+
 
 Handler = Callable[[RunContext, dict[str, Any]], Awaitable[NodeOutput]]
 
@@ -116,7 +127,6 @@ async def ksampler(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
     steps = int(i["steps"])
     params = {
         "ckpt": model.ckpt,
-        "loras": [list(x) for x in model.loras],
         "positive": i["positive"].text,
         "negative": i["negative"].text,
         "seed": int(i["seed"]),
@@ -139,6 +149,9 @@ async def ksampler(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
                 out.append(render.img2img(src, {**p, "denoise": denoise}, denoise))
             else:
                 out.append(render.generate(p, latent.width, latent.height))
+        # Each LoRA leaves a deterministic mark derived from its weights' hash and strength.
+        for digest, strength in model.loras:
+            out = [render.apply_lora(img, digest, strength) for img in out]
         return out
 
     images = await asyncio.to_thread(draw)
@@ -261,16 +274,195 @@ async def image_scale_by(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
 
 async def lora_loader(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
     name = i["lora_name"]
-    if ctx.folders.model_path("loras", name) is None:
+    path = ctx.folders.model_path("loras", name)
+    if path is None:
         raise FileNotFoundError(f"Model in folder 'loras' with filename '{name}' not found.")
+    digest = await asyncio.to_thread(_file_sha256, path)
     model: ModelRef = i["model"]
     clip: ModelRef = i["clip"]
     return NodeOutput(
         (
-            ModelRef(model.kind, model.ckpt, (*model.loras, (name, float(i["strength_model"])))),
-            ModelRef(clip.kind, clip.ckpt, (*clip.loras, (name, float(i["strength_clip"])))),
+            ModelRef(model.kind, model.ckpt, (*model.loras, (digest, float(i["strength_model"])))),
+            ModelRef(clip.kind, clip.ckpt, (*clip.loras, (digest, float(i["strength_clip"])))),
         )
     )
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- LoRA training (comfyui-protocol.md §8.1, §8.5) -----------------------------------------
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+LORA_MODULES = ("input_blocks.4.1.proj_in", "middle_block.1.proj_in", "output_blocks.3.1.proj_out")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """LATENT list / CONDITIONING list of MakeTrainingDataset: what decides the weights."""
+
+    signature: str
+    count: int
+
+
+@dataclass(frozen=True)
+class LoraWeights:
+    """LORA_MODEL: small tensors `diffusion_model.<module>.lora_up/.lora_down/.alpha`."""
+
+    tensors: dict[str, tuple[str, list[int], bytes]]
+    steps: int
+    digest: str
+
+
+async def load_dataset_folder(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    folder = ctx.folders.input / str(i["folder"])
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Folder not found: {folder}")
+
+    def read() -> tuple[list[Image.Image], list[str]]:
+        images: list[Image.Image] = []
+        texts: list[str] = []
+        repeat = 1
+        m = re.match(r"^(\d+)_", folder.name)
+        if m:
+            repeat = max(1, int(m.group(1)))
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+            txt = path.with_suffix(".txt")
+            caption = txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""
+            for _ in range(repeat):
+                images.append(img)
+                texts.append(caption)
+        if not images:
+            raise ValueError(f"No images found in {folder}")
+        return images, texts
+
+    images, texts = await asyncio.to_thread(read)
+    return NodeOutput((images, texts))
+
+
+async def make_training_dataset(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    images: list[Image.Image] = i["images"]
+    texts: list[str] = list(i.get("texts") or [""] * len(images))
+
+    def sign() -> str:
+        h = hashlib.sha256()
+        for n, img in enumerate(images):
+            h.update(img.tobytes())
+            h.update(texts[n % len(texts)].encode() if texts else b"")
+        return h.hexdigest()
+
+    signature = await asyncio.to_thread(sign)
+    data = TrainingData(signature, len(images))
+    return NodeOutput((data, data))
+
+
+async def train_lora(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    latents: TrainingData = i["latents"]
+    steps = int(i["steps"])
+    rank = int(i["rank"])
+    micro = steps * int(i.get("grad_accumulation_steps", 1))
+    existing = str(i.get("existing_lora", "[None]"))
+    base_steps = 0
+    base_digest = ""
+    if existing != "[None]":
+        path = ctx.folders.model_path("loras", existing)
+        if path is None:
+            raise FileNotFoundError(f"LoRA file not found: {existing}")
+        base_digest = await asyncio.to_thread(_file_sha256, path)
+        m = re.search(r"_(\d+)_steps_", existing)
+        base_steps = int(m.group(1)) if m else 0
+    losses: list[float] = []
+    rng = random.Random(f"{latents.signature}:{i.get('seed', 0)}:{base_steps}")
+    for step in range(micro):
+        await ctx.train_step_wait()
+        losses.append(0.05 + 0.2 * math.exp(-(base_steps + step) / 400) + rng.random() * 0.01)
+        await ctx.progress(step + 1, micro)
+    total = base_steps + steps
+    key = json.dumps(
+        [base_digest, latents.signature, steps, rank, float(i["learning_rate"]), i.get("seed")]
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    wrng = random.Random(digest)
+    tensors: dict[str, tuple[str, list[int], bytes]] = {}
+    for module in LORA_MODULES:
+        base = f"diffusion_model.{module}"
+        down = [wrng.uniform(-0.05, 0.05) for _ in range(rank * 8)]
+        up = [wrng.uniform(-0.05, 0.05) for _ in range(8 * rank)]
+        tensors[f"{base}.lora_down.weight"] = (
+            "F32",
+            [rank, 8],
+            struct.pack(f"<{len(down)}f", *down),
+        )
+        tensors[f"{base}.lora_up.weight"] = ("F32", [8, rank], struct.pack(f"<{len(up)}f", *up))
+        tensors[f"{base}.alpha"] = ("F32", [], struct.pack("<f", float(rank)))
+    return NodeOutput((LoraWeights(tensors, total, digest), losses, total))
+
+
+def _lora_counter(folder: Path, filename: str) -> int:
+    """ComfyUI's counter for SaveLoRA: parsed from the first number after `<filename>_`.
+
+    With the step count in the name that number is the step count (the quirk of §8.1), so
+    `x_300_steps_00001_` makes the next save of prefix `x` use counter 301.
+    """
+    counter = 1
+    if folder.is_dir():
+        for existing in os.listdir(folder):
+            head = existing[: len(filename) + 1]
+            if os.path.normcase(head[:-1]) == os.path.normcase(filename) and head[-1:] == "_":
+                try:
+                    digits = int(existing[len(filename) + 1 :].split("_")[0])
+                except ValueError:
+                    digits = 0
+                counter = max(counter, digits + 1)
+    return counter
+
+
+async def save_lora(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    lora: LoraWeights = i["lora"]
+    prefix = str(i.get("prefix", "loras/ComfyUI_trained_lora"))
+    steps = i.get("steps")
+    base = ctx.folders.output
+
+    def write() -> None:
+        norm = os.path.normpath(prefix)
+        folder = base / os.path.dirname(norm)
+        filename = os.path.basename(norm)
+        if os.path.commonpath((str(base), str(folder.resolve()))) != str(base):
+            raise NodeFailure("Saving LoRA outside the output folder is not allowed.")
+        counter = _lora_counter(folder, filename)
+        if steps is None:
+            name = f"{filename}_{counter:05}_.safetensors"
+        else:
+            name = f"{filename}_{int(steps)}_steps_{counter:05}_.safetensors"
+        meta = {"standin": "lora", "steps": str(lora.steps), "digest": lora.digest}
+        write_safetensors(folder / name, lora.tensors, meta)
+
+    await asyncio.to_thread(write)
+    return NodeOutput(())
+
+
+async def lora_model_loader(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    model: ModelRef = i["model"]
+    lora: LoraWeights = i["lora"]
+    strength = float(i["strength_model"])
+    return NodeOutput((ModelRef(model.kind, model.ckpt, (*model.loras, (lora.digest, strength))),))
+
+
+async def loss_graph(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    losses: list[float] = list(i["loss"] or [0.0])
+    prefix = str(i.get("filename_prefix", "loss_graph"))
+    img = await asyncio.to_thread(render.loss_plot, losses)
+    ui = await asyncio.to_thread(_save_images, ctx, [img], prefix, ctx.folders.temp, "temp")
+    return NodeOutput((), ui)
 
 
 async def upscale_model_loader(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
@@ -387,6 +579,12 @@ HANDLERS: dict[str, Handler] = {
     "PreviewAny": preview_any,
     "DownloadAndLoadFlorence2Model": load_florence2,
     "Florence2Run": florence2_run,
+    "LoadImageTextDataSetFromFolder": load_dataset_folder,
+    "MakeTrainingDataset": make_training_dataset,
+    "TrainLoraNode": train_lora,
+    "SaveLoRA": save_lora,
+    "LoraModelLoader": lora_model_loader,
+    "LossGraphNode": loss_graph,
 }
 
 

@@ -604,6 +604,120 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
     ),
 )
 
+
+def _input_folders(folders: Folders) -> list[str]:
+    """Subfolders of input/ (LoadImageTextDataSetFromFolder's `folder` list), sorted."""
+    if not folders.input.is_dir():
+        return []
+    return sorted(e.name for e in os.scandir(folders.input) if e.is_dir())
+
+
+def _existing_loras(folders: Folders) -> list[str]:
+    return ["[None]", *folders.model_files("loras")]
+
+
+_TRAIN = "comfy_extras.nodes_train"
+
+# comfyui-protocol.md §8.1, [C] (schema-v3): training, saving and applying an in-graph LoRA.
+TRAINING_NODE_SPECS: tuple[NodeSpec, ...] = (
+    NodeSpec(
+        "LoadImageTextDataSetFromFolder",
+        "Load Image and Text Dataset from Folder",
+        "dataset",
+        (_combo("folder", _input_folders, tooltip="The folder to load images from."),),
+        ("IMAGE", "STRING"),
+        ("images", "texts"),
+        python_module="comfy_extras.nodes_dataset",
+        v3=True,
+    ),
+    NodeSpec(
+        "MakeTrainingDataset",
+        "Make Training Dataset",
+        "dataset",
+        (_inp("images", "IMAGE"), _inp("vae", "VAE"), _inp("clip", "CLIP")),
+        ("LATENT", "CONDITIONING"),
+        ("latents", "conditioning"),
+        optional=(_inp("texts", "STRING", forceInput=True),),
+        python_module="comfy_extras.nodes_dataset",
+        v3=True,
+    ),
+    NodeSpec(
+        "TrainLoraNode",
+        "Train LoRA",
+        "training",
+        (
+            _inp("model", "MODEL"),
+            _inp("latents", "LATENT"),
+            _inp("positive", "CONDITIONING"),
+            _inp("batch_size", "INT", default=1, min=1, max=10000),
+            _inp("grad_accumulation_steps", "INT", default=1, min=1, max=1024),
+            _inp("steps", "INT", default=16, min=1, max=100000),
+            _inp("learning_rate", "FLOAT", default=0.0005, min=0.0000001, max=1.0, step=0.0000001),
+            _inp("rank", "INT", default=8, min=1, max=128),
+            _combo("optimizer", ("AdamW", "Adam", "SGD", "RMSprop"), default="AdamW"),
+            _combo("loss_function", ("MSE", "L1", "Huber", "SmoothL1"), default="MSE"),
+            _inp("seed", "INT", default=0, min=0, max=MAX_SEED),
+            _combo("training_dtype", ("bf16", "fp32", "none"), default="bf16"),
+            _combo("lora_dtype", ("bf16", "fp32"), default="bf16"),
+            _inp("quantized_backward", "BOOLEAN", default=False),
+            _combo("algorithm", ("LoRA", "LoHa", "LoKr", "OFT"), default="LoRA"),
+            _inp("gradient_checkpointing", "BOOLEAN", default=True),
+            _inp("checkpoint_depth", "INT", default=1, min=1, max=5),
+            _inp("offloading", "BOOLEAN", default=False),
+            _combo("existing_lora", _existing_loras, default="[None]"),
+            _inp("bucket_mode", "BOOLEAN", default=False),
+            _inp("bypass_mode", "BOOLEAN", default=False),
+        ),
+        ("LORA_MODEL", "LOSS_MAP", "INT"),
+        ("lora", "loss_map", "steps"),
+        python_module=_TRAIN,
+        v3=True,
+    ),
+    NodeSpec(
+        "SaveLoRA",
+        "Save LoRA Weights",
+        "loaders",
+        (
+            _inp("lora", "LORA_MODEL"),
+            _inp("prefix", "STRING", default="loras/ComfyUI_trained_lora"),
+        ),
+        optional=(_inp("steps", "INT", forceInput=True),),
+        output_node=True,
+        python_module=_TRAIN,
+        v3=True,
+    ),
+    NodeSpec(
+        "LoraModelLoader",
+        "Load LoRA Model",
+        "loaders",
+        (
+            _inp("model", "MODEL"),
+            _inp("lora", "LORA_MODEL"),
+            _inp("strength_model", "FLOAT", default=1.0, min=-100.0, max=100.0, step=0.01),
+            _inp("bypass", "BOOLEAN", default=False),
+        ),
+        ("MODEL",),
+        ("model",),
+        python_module=_TRAIN,
+        v3=True,
+    ),
+    NodeSpec(
+        "LossGraphNode",
+        "Plot Loss Graph",
+        "training",
+        (
+            _inp("loss", "LOSS_MAP"),
+            _inp("filename_prefix", "STRING", default="loss_graph"),
+        ),
+        hidden={"prompt": "PROMPT"},
+        output_node=True,
+        python_module=_TRAIN,
+        v3=True,
+    ),
+)
+
+NODE_SPECS = NODE_SPECS + TRAINING_NODE_SPECS
+
 NODES: dict[str, NodeSpec] = {spec.class_type: spec for spec in NODE_SPECS}
 
 # Folder keys of GET /models, in ComfyUI's order.

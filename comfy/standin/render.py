@@ -207,3 +207,39 @@ def load_image(path: Path) -> tuple[Image.Image, Image.Image]:
 def default_input_image() -> Image.Image:
     """`input/example.png`, the default image of the bundled templates."""
     return generate({"standin": "example.png"}, 512, 512)
+
+
+def apply_lora(img: Image.Image, digest: str, strength: float) -> Image.Image:
+    """The visible, deterministic mark of a LoRA: diagonal bands in a colour taken from the
+    LoRA file's hash, blended with an opacity that grows with the strength (0 = no change)."""
+    alpha = max(0.0, min(0.85, abs(strength) * 0.5))
+    if alpha == 0.0:
+        return img
+    raw = bytes.fromhex(digest[:16].ljust(16, "0"))
+    colour = (
+        (raw[0], raw[1], raw[2]) if strength > 0 else (255 - raw[0], 255 - raw[1], 255 - raw[2])
+    )
+    period = 8 + raw[3] % 24
+    offset = raw[4] % period
+    overlay = img.convert("RGB").copy()
+    draw = ImageDraw.Draw(overlay)
+    w, h = overlay.size
+    for x in range(-h + offset, w, period):
+        draw.line((x, 0, x + h, h), fill=colour, width=max(1, period // 2))
+    return Image.blend(img.convert("RGB"), overlay, alpha)
+
+
+def loss_plot(losses: list[float]) -> Image.Image:
+    """A small line plot of the loss per step (LossGraphNode's preview)."""
+    w, h = 256, 128
+    img = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    hi, lo = max(losses), min(losses)
+    span = (hi - lo) or 1.0
+    n = max(1, len(losses) - 1)
+    points = [
+        (int(k * (w - 1) / n), int((h - 1) * (1 - (v - lo) / span))) for k, v in enumerate(losses)
+    ]
+    if len(points) > 1:
+        draw.line(points, fill=(200, 30, 30), width=1)
+    return img

@@ -65,9 +65,11 @@ def _error_500() -> web.Response:
 class StandinServer:
     """State of one stand-in ComfyUI: queue, history, sockets, caches and faults."""
 
-    def __init__(self, root: Path, step_delay: float = 0.0) -> None:
+    def __init__(
+        self, root: Path, step_delay: float = 0.0, train_step_delay: float = 0.005
+    ) -> None:
         self.folders = Folders(root)
-        self.faults = Faults(step_delay)
+        self.faults = Faults(step_delay, train_step_delay)
         self.interrupt = InterruptFlag()
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self._transports: dict[int, asyncio.BaseTransport] = {}
@@ -96,6 +98,14 @@ class StandinServer:
         example = f.input / "example.png"
         if not example.exists():
             render.save_png(render.default_input_image(), example)
+        # The default `folder` of the train-lora template: two captioned images.
+        dataset = f.input / "example_dataset"
+        if not dataset.exists():
+            dataset.mkdir(parents=True)
+            for n in range(2):
+                img = render.generate({"standin": "example_dataset", "n": n}, 64, 64)
+                render.save_png(img, dataset / f"{n}.png")
+                (dataset / f"{n}.txt").write_text(f"example, image {n}")
 
     def app(self) -> web.Application:
         """The aiohttp application; its worker starts and stops with the app."""
@@ -610,9 +620,11 @@ def _channel_png(path: Path, channel: str) -> bytes:
 STANDIN_KEY: web.AppKey[StandinServer] = web.AppKey("standin", StandinServer)
 
 
-def create_app(root: Path | str, step_delay: float = 0.0) -> web.Application:
+def create_app(
+    root: Path | str, step_delay: float = 0.0, train_step_delay: float = 0.005
+) -> web.Application:
     """Build the stand-in's aiohttp app for in-process use (`app[STANDIN_KEY]` is the state)."""
-    server = StandinServer(Path(root), step_delay)
+    server = StandinServer(Path(root), step_delay, train_step_delay)
     app = server.app()
     app[STANDIN_KEY] = server
     return app

@@ -6,6 +6,7 @@ after an intended, versioned change) and committed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,18 +14,33 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.cook_collection import CookCollectionWorkflow
 from workflows.make_image import MakeImageWorkflow
 from workflows.media_job import MediaJobWorkflow
+from workflows.train_lora import TrainLoraWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
-WORKFLOWS: dict[str, list[type]] = {"make": [MakeImageWorkflow], "media": [MediaJobWorkflow]}
+WORKFLOWS: dict[str, list[type]] = {
+    "make": [MakeImageWorkflow],
+    "media": [MediaJobWorkflow],
+    "cook": [CookCollectionWorkflow, MakeImageWorkflow],
+    "train": [TrainLoraWorkflow],
+}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_saved_history_replays_on_the_current_code(path: Path) -> None:
     kind = path.stem.split("_")[0]
     replayer = Replayer(workflows=WORKFLOWS[kind], data_converter=pydantic_data_converter)
-    await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
+    text = path.read_text()
+    await replayer.replay_workflow(WorkflowHistory.from_json(workflow_id_of(path, text), text))
+
+
+def workflow_id_of(path: Path, text: str) -> str:
+    """The id the history ran under: a cook names its children after it (`<id>-piece-<n>`), so
+    replaying under another id would be a different workflow."""
+    m = re.search(r'"workflowId":\s*"([^"]+)-piece-\d+', text)
+    return m.group(1) if m else path.stem
 
 
 def test_every_path_has_a_saved_history() -> None:
@@ -48,5 +64,17 @@ def test_every_path_has_a_saved_history() -> None:
         "media_cancel_upscale",
         "media_cancel_resize",
         "media_operator_cancel",
+        "train_done",
+        "train_failed",
+        "train_crash_resumed",
+        "train_refused",
+        "train_cancel",
+        "train_operator_cancel",
+        "cook_done",
+        "cook_failed_piece",
+        "cook_continued",
+        "cook_points",
+        "cook_pause",
+        "cook_cancel",
     }
     assert expected <= names, f"missing histories: {sorted(expected - names)}"

@@ -1,0 +1,201 @@
+"""The bot process: the python-telegram-bot Application plus the `deliver-telegram` worker.
+
+The delivery worker runs here because this is the only process holding the bot token. Both
+share one event loop and one `Bot`. Updates arrive by long polling (default) or by webhook
+(`run_bot(webhook_url=...)`), where a small aiohttp server checks Telegram's secret-token header
+(403 otherwise) and queues the update for the Application. On startup the status watchers of
+running Telegram jobs are re-attached, so a restart does not freeze their status messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import signal
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+from aiohttp import web
+from telegram import Update
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+from temporalio.worker import Worker
+
+from adapters.jobs import JobsClient
+from adapters.telegram import handlers as h
+from adapters.telegram.delivery import TelegramDelivery
+from adapters.telegram.ratelimit import EditPacer, RateLimiter
+from adapters.telegram.render import MEDIA_COMMANDS, bot_commands
+from adapters.telegram.status_watch import StatusWatchers
+from workers.config import Config
+from workers.devstack import resolve_endpoints
+from workers.runtime import connect_temporal, open_stores
+
+log = logging.getLogger(__name__)
+
+GRACE = timedelta(seconds=10)
+
+
+def build_application(config: Config, jobs: JobsClient, pacer: EditPacer) -> Application:
+    """The Application with every handler registered and its dependencies in bot_data."""
+    if config.telegram_bot_token is None:
+        raise SystemExit("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather")
+    app = (
+        ApplicationBuilder()
+        .token(config.telegram_bot_token.get_secret_value())
+        .base_url(config.telegram_base_url)
+        .base_file_url(config.telegram_base_file_url)
+        .concurrent_updates(16)
+        .build()
+    )
+    watchers = StatusWatchers(app.bot, jobs, pacer)
+    limiter = RateLimiter(config.telegram_command_rate, config.telegram_command_window)
+    app.bot_data["deps"] = h.BotDeps(jobs=jobs, config=config, watchers=watchers, limiter=limiter)
+
+    app.add_handler(TypeHandler(Update, h.rate_gate), group=-1)
+    commands: dict[str, Callable[[Update, h.Ctx], Coroutine[Any, Any, None]]] = {
+        "start": h.start,
+        "help": h.help_cmd,
+        "make": h.make,
+        "settings": h.settings_cmd,
+        "set": h.set_cmd,
+        "reset": h.reset_cmd,
+        "balance": h.balance,
+        "status": h.status_cmd,
+        "cancel": h.cancel_cmd,
+        "regen": h.regen,
+        "again": h.again,
+        "grant": h.grant,
+    }
+    for kind in MEDIA_COMMANDS:
+        commands[kind] = h.media_command(kind)
+    for name, callback in commands.items():
+        app.add_handler(CommandHandler(name, callback))
+    app.add_handler(MessageHandler(filters.PHOTO | filters.Document.IMAGE, h.photo_message))
+    app.add_handler(MessageHandler(filters.COMMAND, h.unknown))
+    app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, h.text_message))
+    app.add_handler(CallbackQueryHandler(h.settings_button, pattern=r"^settings:"))
+    app.add_handler(CallbackQueryHandler(h.cancel_button, pattern=r"^job:cancel:"))
+    app.add_handler(CallbackQueryHandler(h.regen_button, pattern=r"^regen:\d+$"))
+    app.add_handler(CallbackQueryHandler(h.result_button, pattern=r"^res:"))
+    app.add_error_handler(h.on_error)
+    return app
+
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+async def start_webhook(
+    app: Application, config: Config, webhook_url: str, listen_port: int | None
+) -> web.AppRunner:
+    """Serve Telegram's webhook POSTs and tell Telegram where they go.
+
+    PTB's own webhook server needs tornado (the `webhooks` extra), which is not a dependency;
+    this is PTB's documented custom-webhook pattern on aiohttp instead: check the secret
+    header (403 otherwise), put the update on the Application's queue and answer at once,
+    so Telegram never waits for a job to start.
+    """
+    secret = webhook_secret(config)
+    path = "/" + (urlparse(webhook_url).path.strip("/") or "telegram")
+
+    async def receive(request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            log.warning("webhook request with a wrong or missing secret token refused")
+            return web.Response(status=403, text="forbidden")
+        try:
+            data = await request.json()
+            update = Update.de_json(data, app.bot)
+        except ValueError:
+            return web.Response(status=400, text="not an update")
+        await app.update_queue.put(update)
+        return web.Response(text="ok")
+
+    server = web.Application()
+    server.router.add_post(path, receive)
+    runner = web.AppRunner(server, access_log=None)
+    await runner.setup()
+    port = listen_port or config.telegram_webhook_port
+    await web.TCPSite(runner, config.telegram_webhook_listen, port).start()
+    await app.bot.set_webhook(webhook_url, secret_token=secret, allowed_updates=Update.ALL_TYPES)
+    log.info("webhook server on %s:%d%s", config.telegram_webhook_listen, port, path)
+    return runner
+
+
+def webhook_secret(config: Config) -> str:
+    """The configured secret, or a fresh one for this run (Telegram is told it by setWebhook)."""
+    if config.telegram_webhook_secret is not None:
+        return config.telegram_webhook_secret.get_secret_value()
+    log.info("no TELEGRAM_WEBHOOK_SECRET configured: generated one for this run")
+    return secrets.token_urlsafe(32)
+
+
+async def run_bot(
+    config: Config, *, webhook_url: str | None = None, listen_port: int | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM: handlers, the delivery worker and the status watchers."""
+    endpoints = resolve_endpoints(config)
+    temporal = await connect_temporal(config, endpoints)
+    stores = open_stores(config, endpoints, indexes=False)
+    jobs = JobsClient(temporal, stores, config, ui_url=endpoints.temporal_ui_url)
+    pacer = EditPacer()
+    app = build_application(config, jobs, pacer)
+    deps: h.BotDeps = app.bot_data["deps"]
+    delivery = TelegramDelivery(app.bot, jobs, pacer)
+    worker = Worker(
+        temporal,
+        task_queue=config.task_queues.deliver("telegram"),
+        activities=[delivery.deliver_result],
+        max_concurrent_activities=16,
+        graceful_shutdown_timeout=GRACE,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    webhook: web.AppRunner | None = None
+    try:
+        async with app:
+            await app.bot.set_my_commands(bot_commands())
+            await app.start()
+            try:
+                if webhook_url:
+                    webhook = await start_webhook(app, config, webhook_url, listen_port)
+                else:
+                    assert app.updater is not None
+                    await app.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+                    log.info("polling for updates")
+                worker_task = asyncio.create_task(worker.run(), name="deliver-telegram worker")
+                log.info("delivery worker polling %s", config.task_queues.deliver("telegram"))
+                await deps.watchers.reattach()
+                waiter = asyncio.create_task(stop.wait())
+                done, _ = await asyncio.wait(
+                    [worker_task, waiter], return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                if worker_task in done:
+                    worker_task.result()  # the worker died: surface why
+                log.info("stopping the bot")
+            finally:
+                if webhook is not None:
+                    await webhook.cleanup()
+                if app.updater is not None and app.updater.running:
+                    await app.updater.stop()
+                await app.stop()
+                await deps.watchers.close()
+                if worker.is_running:
+                    await worker.shutdown()
+    finally:
+        stores.close()
+    return 0

@@ -1,0 +1,1396 @@
+"""The Bot API stand-in: state, Telegram methods and the test control API.
+
+Telegram side (what the bot sees), as in https://core.telegram.org/bots/api:
+  `GET|POST /bot{token}/{method}` answers `{"ok": true, "result": ...}` or
+  `{"ok": false, "error_code": N, "description": "...", "parameters": {...}}`; a wrong token is
+  401, an unknown method 404 (method names are case-insensitive, as on Telegram).
+  `GET /file/bot{token}/{file_path}` downloads a stored file.
+
+Control side (what a test uses; JSON, never seen by the bot):
+  POST /_control/users/{user_id}/send   {"text", "chat_id"?, "chat_type"?, "chat_title"?,
+        "reply_to_message_id"?, "photo"? (base64), "document"? (base64) + "filename"?,
+        "mime_type"?, "caption"?, "first_name"?, "username"?} -> {"update_id", "message_id"}
+  POST /_control/users/{user_id}/press  {"chat_id"?, "message_id", "data"}
+        -> {"update_id", "callback_query_id"}
+  GET  /_control/chats/{chat_id}/messages -> [message view, ...] (see `_message_view`)
+  GET  /_control/files/{file_id}          -> the stored bytes
+  GET  /_control/calls?method=X           -> [{"method", "params", "time", "status", ...}]
+  POST /_control/faults  {"method", "error_code", "retry_after"?, "count"?, "description"?,
+        "chat_id"?, "drop"?, "delay"?} | {"blocked_chat_id"} | {"unblocked_chat_id"}
+  POST /_control/reset   {"all"?: bool}
+  GET  /_control/commands, /_control/answered_callbacks, /_control/updates, /_control/webhook,
+       /_control/health
+
+Deliberate simplifications: a chat the bot has never seen is created on first use (positive id
+= private chat, negative = group) instead of answering "chat not found"; photos keep their
+original bytes as the largest size (Telegram would re-encode to JPEG), plus a real 320-px
+thumbnail; webhook updates are delivered one at a time, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import io
+import itertools
+import json
+import logging
+import mimetypes
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKEN = "123456:TEST-TOKEN"
+"""The token the stand-in accepts unless told otherwise (`--token`)."""
+
+PHOTO_MAX_BYTES = 10 * 1024 * 1024
+PHOTO_MAX_DIMENSION_SUM = 10000
+PHOTO_MAX_RATIO = 20
+DOCUMENT_MAX_BYTES = 50 * 1024 * 1024
+GET_FILE_MAX_BYTES = 20 * 1024 * 1024
+THUMBNAIL_SIDE = 320
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+UPDATE_TYPES = (
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "callback_query",
+    "inline_query",
+    "chosen_inline_result",
+    "my_chat_member",
+    "chat_member",
+)
+CHAT_ACTIONS = {
+    "typing",
+    "upload_photo",
+    "record_video",
+    "upload_video",
+    "record_voice",
+    "upload_voice",
+    "upload_document",
+    "choose_sticker",
+    "find_location",
+    "record_video_note",
+    "upload_video_note",
+}
+_COMMAND_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_LEADING_COMMAND_RE = re.compile(r"^/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]+)?")
+_MENTION_RE = re.compile(r"(?<![\w@])@[A-Za-z0-9_]{5,32}")
+
+
+class ApiError(Exception):
+    """A Bot API error answer: the HTTP status, Telegram's description and optional parameters."""
+
+    def __init__(
+        self, code: int, description: str, parameters: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.parameters = parameters
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ok": False,
+            "error_code": self.code,
+            "description": self.description,
+        }
+        if self.parameters:
+            out["parameters"] = self.parameters
+        return out
+
+
+def bad_request(what: str) -> ApiError:
+    return ApiError(400, f"Bad Request: {what}")
+
+
+# ---------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class StoredFile:
+    """One file the stand-in holds, uploaded by the bot or sent by a test user."""
+
+    file_id: str
+    file_unique_id: str
+    file_path: str
+    data: bytes
+    kind: str  # "photo" | "document"
+    mime_type: str | None = None
+    file_name: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class ChatMessage:
+    """A message in a chat: its Telegram shape plus what the control API reports about it."""
+
+    message: dict[str, Any]
+    from_bot: bool
+    edit_times: list[float] = field(default_factory=list)
+    deleted: bool = False
+    deleted_time: float | None = None
+
+
+@dataclass
+class Chat:
+    id: int
+    type: str
+    title: str | None = None
+    first_name: str | None = None
+    username: str | None = None
+    messages: dict[int, ChatMessage] = field(default_factory=dict)
+
+    def as_telegram(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "type": self.type}
+        if self.title is not None:
+            out["title"] = self.title
+        if self.first_name is not None:
+            out["first_name"] = self.first_name
+        if self.username is not None:
+            out["username"] = self.username
+        return out
+
+
+@dataclass
+class Fault:
+    """An injected failure for the next `count` calls of `method` ("*" = any method)."""
+
+    method: str
+    error_code: int
+    count: int
+    retry_after: int | None = None
+    description: str | None = None
+    chat_id: int | None = None
+    drop: bool = False
+    delay: float = 0.0
+
+    def matches(self, method: str, chat_id: int | None) -> bool:
+        if self.method != "*" and self.method.lower() != method.lower():
+            return False
+        return self.chat_id is None or self.chat_id == chat_id
+
+    def error(self) -> ApiError:
+        if self.error_code == 429:
+            wait = self.retry_after or 1
+            return ApiError(
+                429,
+                self.description or f"Too Many Requests: retry after {wait}",
+                {"retry_after": wait},
+            )
+        defaults = {
+            400: "Bad Request: injected fault",
+            403: "Forbidden: bot was blocked by the user",
+            409: "Conflict: injected fault",
+            500: "Internal Server Error",
+            502: "Bad Gateway",
+            503: "Service Unavailable",
+            504: "Gateway Timeout",
+        }
+        return ApiError(
+            self.error_code, self.description or defaults.get(self.error_code, "Injected fault")
+        )
+
+
+@dataclass
+class Webhook:
+    url: str
+    secret_token: str | None
+    allowed_updates: list[str] | None
+    max_connections: int = 40
+    last_error_date: int | None = None
+    last_error_message: str | None = None
+
+
+class StandinState:
+    """Everything the stand-in remembers; one instance per server."""
+
+    def __init__(self, token: str = DEFAULT_TOKEN) -> None:
+        self.token = token
+        bot_id = int(token.split(":", 1)[0]) if token.split(":", 1)[0].isdigit() else 123456
+        self.bot_user: dict[str, Any] = {
+            "id": bot_id,
+            "is_bot": True,
+            "first_name": "StationThis Test",
+            "username": "stationthis_test_bot",
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+        self._update_ids = itertools.count(1)
+        self._file_ids = itertools.count(1)
+        self._callback_ids = itertools.count(1)
+        self._next_message_id: dict[int, int] = {}  # never reset: a running bot may hold ids
+        self.updates: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._poller: object | None = None
+        self.allowed_updates: list[str] | None = None
+        self.webhook: Webhook | None = None
+        self._webhook_task: asyncio.Task[None] | None = None
+        self.commands: dict[str, list[dict[str, str]]] = {}
+        self.commands_log: list[dict[str, Any]] = []
+        self.closing = False
+        self.reset()
+
+    def reset(self, everything: bool = False) -> None:
+        """Forget conversations, files, calls and faults (and, with `everything`, the bot's
+        commands and webhook). Update and message ids keep counting so a running bot's offset
+        and remembered message ids stay valid."""
+        self.chats: dict[int, Chat] = {}
+        self.users: dict[int, dict[str, Any]] = {}
+        self.files: dict[str, StoredFile] = {}
+        self.calls: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []
+        self.blocked: set[int] = set()
+        self.callback_queries: dict[str, dict[str, Any]] = {}
+        self.answered_callbacks: list[dict[str, Any]] = []
+        self.updates.clear()
+        if everything:
+            self.commands.clear()
+            self.commands_log.clear()
+            self.allowed_updates = None
+            self.set_webhook(None)
+        self.notify()
+
+    # ----------------------------------------------------------------------- updates
+
+    def notify(self) -> None:
+        """Wake every long poll and the webhook sender."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def enqueue(self, kind: str, payload: dict[str, Any]) -> int:
+        update_id = next(self._update_ids)
+        self.updates.append({"update_id": update_id, kind: payload})
+        self.notify()
+        return update_id
+
+    def confirm(self, offset: int) -> None:
+        """getUpdates' offset: every update below it is confirmed and forgotten."""
+        if offset < 0:
+            keep = -offset
+            self.updates = self.updates[-keep:]
+        else:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+
+    def deliverable(self, allowed: list[str] | None) -> list[dict[str, Any]]:
+        """Pending updates of allowed types; others are dropped, as Telegram never sends them."""
+        if allowed:
+            self.updates = [u for u in self.updates if _update_type(u) in allowed]
+        return list(self.updates)
+
+    async def long_poll(self, offset: int | None, limit: int, timeout: float) -> list[Any]:
+        if self.webhook is not None:
+            raise ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
+        if offset is not None:
+            self.confirm(offset)
+        me = object()
+        self._poller = me
+        self.notify()  # an older poll still waiting is told it lost (409), like Telegram
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            changed = self._changed
+            ready = self.deliverable(self.allowed_updates)
+            if ready:
+                if self._poller is me:
+                    self._poller = None
+                return ready[:limit]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.closing:
+                if self._poller is me:
+                    self._poller = None
+                return []
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+            if self._poller is not me:
+                raise ApiError(
+                    409,
+                    "Conflict: terminated by other getUpdates request; "
+                    "make sure that only one bot instance is running",
+                )
+            if self.webhook is not None:
+                self._poller = None
+                raise ApiError(409, "Conflict: terminated by setWebhook request")
+
+    # ----------------------------------------------------------------------- webhook
+
+    def set_webhook(self, hook: Webhook | None) -> None:
+        self.webhook = hook
+        if self._webhook_task is not None:
+            self._webhook_task.cancel()
+            self._webhook_task = None
+        if hook is not None:
+            self._webhook_task = asyncio.get_running_loop().create_task(self._deliver(hook))
+        self.notify()
+
+    async def _deliver(self, hook: Webhook) -> None:
+        """POST pending updates to the webhook in order; retry failures with back-off."""
+        headers = {"Content-Type": "application/json"}
+        if hook.secret_token:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = hook.secret_token
+        backoff = 0.2
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while self.webhook is hook:
+                changed = self._changed
+                pending = self.deliverable(hook.allowed_updates)
+                if not pending:
+                    await changed.wait()
+                    continue
+                update = pending[0]
+                error: str | None = None
+                try:
+                    async with session.post(
+                        hook.url, data=json.dumps(update), headers=headers
+                    ) as resp:
+                        await resp.read()
+                        if not 200 <= resp.status < 300:
+                            error = f"Wrong response from the webhook: {resp.status} {resp.reason}"
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    error = f"Connection failed: {exc.__class__.__name__}"
+                if error is None:
+                    self.updates = [u for u in self.updates if u is not update]
+                    backoff = 0.2
+                    continue
+                hook.last_error_date = int(time.time())
+                hook.last_error_message = error
+                log.info("webhook delivery of update %s failed: %s", update["update_id"], error)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    # ------------------------------------------------------------------------- chats
+
+    def chat(self, chat_id: int, *, chat_type: str | None = None, title: str | None = None) -> Chat:
+        """The chat with this id, created on first use (see module docstring)."""
+        existing = self.chats.get(chat_id)
+        if existing is not None:
+            return existing
+        kind = chat_type or ("private" if chat_id > 0 else "group")
+        if kind == "private":
+            user = self.users.get(chat_id)
+            first = user["first_name"] if user else f"User{chat_id}"
+            made = Chat(chat_id, "private", first_name=first, username=(user or {}).get("username"))
+        else:
+            made = Chat(chat_id, kind, title=title or f"Group {chat_id}")
+        self.chats[chat_id] = made
+        return made
+
+    def add_message(self, chat: Chat, body: dict[str, Any], sender: dict[str, Any]) -> ChatMessage:
+        message_id = self._next_message_id.get(chat.id, 0) + 1
+        self._next_message_id[chat.id] = message_id
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": chat.as_telegram(),
+            "from": sender,
+        }
+        message.update({k: v for k, v in body.items() if v is not None})
+        stored = ChatMessage(message, from_bot=sender.get("is_bot", False))
+        chat.messages[message_id] = stored
+        return stored
+
+    def find_message(self, chat_id: int, message_id: int) -> ChatMessage | None:
+        chat = self.chats.get(chat_id)
+        if chat is None:
+            return None
+        found = chat.messages.get(message_id)
+        return None if found is None or found.deleted else found
+
+    def user(self, user_id: int, first_name: str | None, username: str | None) -> dict[str, Any]:
+        known = self.users.get(user_id)
+        if known is None:
+            known = {
+                "id": user_id,
+                "is_bot": False,
+                "first_name": first_name or f"User{user_id}",
+                "language_code": "en",
+            }
+            if username:
+                known["username"] = username
+            self.users[user_id] = known
+        return dict(known)
+
+    # ------------------------------------------------------------------------- files
+
+    def store_file(
+        self,
+        data: bytes,
+        kind: str,
+        *,
+        mime_type: str | None = None,
+        file_name: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> StoredFile:
+        n = next(self._file_ids)
+        prefix = "AgAC" if kind == "photo" else "BQAC"
+        file_id = f"{prefix}{n:06d}{secrets.token_hex(6)}"
+        ext = mimetypes.guess_extension(mime_type or "") or ".bin"
+        if file_name and "." in file_name:
+            ext = "." + file_name.rsplit(".", 1)[1]
+        folder = "photos" if kind == "photo" else "documents"
+        stored = StoredFile(
+            file_id=file_id,
+            file_unique_id=f"AQAD{n:06d}",
+            file_path=f"{folder}/file_{n}{ext}",
+            data=data,
+            kind=kind,
+            mime_type=mime_type,
+            file_name=file_name,
+            width=width,
+            height=height,
+        )
+        self.files[file_id] = stored
+        return stored
+
+    def photo_sizes(self, data: bytes) -> list[dict[str, Any]]:
+        """Store an image as Telegram would show it: a thumbnail and the full size."""
+        width, height, fmt = _image_size(data)
+        if len(data) > PHOTO_MAX_BYTES:
+            raise bad_request("PHOTO_INVALID_DIMENSIONS")
+        if width + height > PHOTO_MAX_DIMENSION_SUM:
+            raise bad_request("PHOTO_INVALID_DIMENSIONS")
+        if max(width, height) > PHOTO_MAX_RATIO * min(width, height):
+            raise bad_request("PHOTO_INVALID_DIMENSIONS")
+        sizes: list[dict[str, Any]] = []
+        if max(width, height) > THUMBNAIL_SIDE:
+            with Image.open(io.BytesIO(data)) as img:
+                thumb = img.convert("RGB")
+                thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+                buf = io.BytesIO()
+                thumb.save(buf, format="JPEG", quality=80)
+                tw, th = thumb.size
+            sizes.append(self._photo_size(buf.getvalue(), "image/jpeg", tw, th))
+        mime = Image.MIME.get(fmt or "", "image/jpeg")
+        sizes.append(self._photo_size(data, mime, width, height))
+        return sizes
+
+    def _photo_size(self, data: bytes, mime: str, width: int, height: int) -> dict[str, Any]:
+        stored = self.store_file(data, "photo", mime_type=mime, width=width, height=height)
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": len(data),
+            "width": width,
+            "height": height,
+        }
+
+    def document(self, data: bytes, file_name: str | None, mime: str | None) -> dict[str, Any]:
+        if len(data) > DOCUMENT_MAX_BYTES:
+            raise ApiError(413, "Request Entity Too Large")
+        mime = mime or mimetypes.guess_type(file_name or "")[0] or "application/octet-stream"
+        stored = self.store_file(data, "document", mime_type=mime, file_name=file_name)
+        out: dict[str, Any] = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": len(data),
+            "mime_type": mime,
+        }
+        if file_name:
+            out["file_name"] = file_name
+        return out
+
+    def file_by_path(self, file_path: str) -> StoredFile | None:
+        return next((f for f in self.files.values() if f.file_path == file_path), None)
+
+    # ------------------------------------------------------------------------ faults
+
+    def take_fault(self, method: str, chat_id: int | None) -> Fault | None:
+        for fault in self.faults:
+            if fault.count > 0 and fault.matches(method, chat_id):
+                fault.count -= 1
+                if fault.count == 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+
+def _update_type(update: dict[str, Any]) -> str:
+    return next((k for k in update if k != "update_id"), "")
+
+
+def _image_size(data: bytes) -> tuple[int, int, str | None]:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.width, img.height, img.format
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise bad_request("IMAGE_PROCESS_FAILED") from exc
+
+
+# ---------------------------------------------------------------------------- request params
+
+
+@dataclass
+class Upload:
+    data: bytes
+    filename: str | None
+    content_type: str | None
+
+
+class Params:
+    """A Bot API call's parameters, from the query string, a form, multipart or JSON."""
+
+    def __init__(self, values: dict[str, Any], uploads: dict[str, Upload]) -> None:
+        self.values = values
+        self.uploads = uploads
+
+    @classmethod
+    async def read(cls, request: web.Request) -> Params:
+        values: dict[str, Any] = dict(request.query)
+        uploads: dict[str, Upload] = {}
+        if request.method == "POST" and request.can_read_body:
+            if request.content_type == "application/json":
+                body = await request.json()
+                if isinstance(body, dict):
+                    values.update(body)
+            else:
+                form = await request.post()
+                for key, value in form.items():
+                    if isinstance(value, web.FileField):
+                        uploads[key] = Upload(value.file.read(), value.filename, value.content_type)
+                    else:
+                        values[key] = value
+        return cls(values, uploads)
+
+    def raw(self, name: str) -> Any:
+        return self.values.get(name)
+
+    def text(self, name: str, *, required: bool = False) -> str | None:
+        value = self.values.get(name)
+        if value is None:
+            if required:
+                raise bad_request(f"{name} is empty" if name == "text" else f"{name} is required")
+            return None
+        return value if isinstance(value, str) else json.dumps(value)
+
+    def integer(self, name: str, *, required: bool = False) -> int | None:
+        value = self.values.get(name)
+        if value is None or value == "":
+            if required:
+                raise bad_request(f"{name} is required")
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError) as exc:
+            raise bad_request(f"invalid {name} specified") from exc
+
+    def number(self, name: str) -> float | None:
+        value = self.values.get(name)
+        if value is None or value == "":
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError) as exc:
+            raise bad_request(f"invalid {name} specified") from exc
+
+    def flag(self, name: str) -> bool:
+        value = self.values.get(name)
+        if isinstance(value, str):
+            return value.lower() in ("true", "1")
+        return bool(value)
+
+    def parsed(self, name: str) -> Any:
+        value = self.values.get(name)
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise bad_request(f"can't parse {name} JSON object") from exc
+        return value
+
+    def chat_id(self) -> int:
+        value = self.values.get("chat_id")
+        if value is None or value == "":
+            raise bad_request("chat_id is empty")
+        try:
+            return int(value)
+        except (TypeError, ValueError) as exc:
+            raise bad_request("chat not found") from exc
+
+    def loggable(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.values)
+        for key, up in self.uploads.items():
+            out[key] = {"upload": up.filename, "size": len(up.data), "mime_type": up.content_type}
+        return out
+
+
+# ------------------------------------------------------------------------------ Bot API methods
+
+Method = Callable[[StandinState, Params], Awaitable[Any]]
+METHODS: dict[str, Method] = {}
+
+
+def method(name: str) -> Callable[[Method], Method]:
+    def register(fn: Method) -> Method:
+        METHODS[name.lower()] = fn
+        return fn
+
+    return register
+
+
+@method("getMe")
+async def get_me(state: StandinState, p: Params) -> Any:
+    return dict(state.bot_user)
+
+
+@method("getUpdates")
+async def get_updates(state: StandinState, p: Params) -> Any:
+    allowed = p.parsed("allowed_updates")
+    if allowed is not None:
+        state.allowed_updates = [a for a in allowed if a in UPDATE_TYPES] or None
+    limit = p.integer("limit") or 100
+    return await state.long_poll(
+        p.integer("offset"), max(1, min(limit, 100)), p.number("timeout") or 0
+    )
+
+
+@method("setWebhook")
+async def set_webhook(state: StandinState, p: Params) -> Any:
+    url = p.text("url") or ""
+    if p.flag("drop_pending_updates"):
+        state.updates.clear()
+    if not url:
+        state.set_webhook(None)
+        return True
+    if not url.startswith(("http://", "https://")):
+        raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+    secret = p.text("secret_token")
+    if secret is not None and not _SECRET_RE.match(secret):
+        raise bad_request("secret token contains unallowed characters")
+    allowed = p.parsed("allowed_updates")
+    hook = Webhook(
+        url=url,
+        secret_token=secret,
+        allowed_updates=[a for a in allowed if a in UPDATE_TYPES] if allowed else None,
+        max_connections=p.integer("max_connections") or 40,
+    )
+    state.set_webhook(hook)
+    return True
+
+
+@method("deleteWebhook")
+async def delete_webhook(state: StandinState, p: Params) -> Any:
+    if p.flag("drop_pending_updates"):
+        state.updates.clear()
+    state.set_webhook(None)
+    return True
+
+
+@method("getWebhookInfo")
+async def get_webhook_info(state: StandinState, p: Params) -> Any:
+    hook = state.webhook
+    info: dict[str, Any] = {
+        "url": hook.url if hook else "",
+        "has_custom_certificate": False,
+        "pending_update_count": len(state.updates),
+    }
+    if hook is not None:
+        info["max_connections"] = hook.max_connections
+        if hook.allowed_updates:
+            info["allowed_updates"] = hook.allowed_updates
+        if hook.last_error_date is not None:
+            info["last_error_date"] = hook.last_error_date
+            info["last_error_message"] = hook.last_error_message
+    return info
+
+
+def _reply_to(state: StandinState, chat: Chat, p: Params) -> dict[str, Any] | None:
+    params = p.parsed("reply_parameters")
+    target = p.integer("reply_to_message_id")
+    allow_missing = p.flag("allow_sending_without_reply")
+    if isinstance(params, dict):
+        target = int(params["message_id"]) if params.get("message_id") is not None else None
+        allow_missing = bool(params.get("allow_sending_without_reply"))
+    if target is None:
+        return None
+    found = state.find_message(chat.id, target)
+    if found is None:
+        if allow_missing:
+            return None
+        raise bad_request("message to be replied not found")
+    return _without_reply(found.message)
+
+
+def _without_reply(message: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if k != "reply_to_message"}
+
+
+def _markup(p: Params) -> dict[str, Any] | None:
+    markup = p.parsed("reply_markup")
+    if markup is None:
+        return None
+    if not isinstance(markup, dict):
+        raise bad_request("can't parse reply keyboard markup JSON object")
+    if "inline_keyboard" in markup:
+        rows = markup["inline_keyboard"]
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            raise bad_request("can't parse inline keyboard button: field is not an array")
+        for row in rows:
+            for button in row:
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(data.encode()) <= 64:
+                    raise bad_request("BUTTON_DATA_INVALID")
+                if not button.get("text"):
+                    raise bad_request("can't parse inline keyboard button: Text must be non-empty")
+        return markup
+    return None  # reply keyboards are not part of the Message object Telegram returns
+
+
+def _check_text(text: str, limit: int, what: str) -> None:
+    if len(text) > limit:
+        raise bad_request(f"{what} is too long")
+
+
+async def _send(state: StandinState, p: Params, body: dict[str, Any]) -> Any:
+    chat = state.chat(p.chat_id())
+    body["reply_to_message"] = _reply_to(state, chat, p)
+    markup = _markup(p)
+    if markup is not None:
+        body["reply_markup"] = markup
+    thread = p.integer("message_thread_id")
+    if thread is not None:
+        body["message_thread_id"] = thread
+    return state.add_message(chat, body, dict(state.bot_user)).message
+
+
+@method("sendMessage")
+async def send_message(state: StandinState, p: Params) -> Any:
+    text = p.text("text") or ""
+    if not text.strip():
+        raise bad_request("message text is empty")
+    _check_text(text, 4096, "message")
+    return await _send(state, p, {"text": text, "entities": p.parsed("entities")})
+
+
+def _caption(p: Params) -> dict[str, Any]:
+    caption = p.text("caption")
+    if caption is not None:
+        _check_text(caption, 1024, "message caption")
+    return {"caption": caption or None, "caption_entities": p.parsed("caption_entities")}
+
+
+def _existing_file(state: StandinState, ref: str, kind: str) -> StoredFile:
+    if ref.startswith(("http://", "https://")):
+        raise bad_request("wrong file identifier/HTTP URL specified")
+    stored = state.files.get(ref)
+    if stored is None:
+        raise bad_request("wrong file identifier/HTTP URL specified")
+    if stored.kind != kind:
+        raise bad_request(f"can't use file of type {stored.kind.title()} as {kind.title()}")
+    return stored
+
+
+@method("sendPhoto")
+async def send_photo(state: StandinState, p: Params) -> Any:
+    upload = p.uploads.get("photo")
+    if upload is not None:
+        sizes = state.photo_sizes(upload.data)
+    else:
+        ref = p.text("photo")
+        if not ref:
+            raise bad_request("there is no photo in the request")
+        if ref.startswith("attach://"):
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        stored = _existing_file(state, ref, "photo")
+        sizes = [
+            {
+                "file_id": f.file_id,
+                "file_unique_id": f.file_unique_id,
+                "file_size": len(f.data),
+                "width": f.width,
+                "height": f.height,
+            }
+            for f in _photo_siblings(state, stored)
+        ]
+    return await _send(state, p, {"photo": sizes, **_caption(p)})
+
+
+def _photo_siblings(state: StandinState, stored: StoredFile) -> list[StoredFile]:
+    """The sizes sent together with `stored` (reusing a file_id reuses the whole set)."""
+    for chat in state.chats.values():
+        for msg in chat.messages.values():
+            sizes = msg.message.get("photo") or []
+            if any(s["file_id"] == stored.file_id for s in sizes):
+                return [state.files[s["file_id"]] for s in sizes if s["file_id"] in state.files]
+    return [stored]
+
+
+@method("sendDocument")
+async def send_document(state: StandinState, p: Params) -> Any:
+    upload = p.uploads.get("document")
+    if upload is not None:
+        doc = state.document(upload.data, upload.filename, upload.content_type)
+    else:
+        ref = p.text("document")
+        if not ref:
+            raise bad_request("there is no document in the request")
+        stored = state.files.get(ref)
+        if stored is None or ref.startswith(("http://", "https://")):
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        doc = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": len(stored.data),
+            "mime_type": stored.mime_type or "application/octet-stream",
+        }
+        if stored.file_name:
+            doc["file_name"] = stored.file_name
+    return await _send(state, p, {"document": doc, **_caption(p)})
+
+
+def _editable(state: StandinState, p: Params, what: str) -> ChatMessage:
+    if p.text("inline_message_id"):
+        raise bad_request("inline messages are not supported by the stand-in")
+    chat_id = p.chat_id()
+    message_id = p.integer("message_id")
+    if message_id is None:
+        raise bad_request("message identifier is not specified")
+    found = state.find_message(chat_id, message_id)
+    if found is None:
+        raise bad_request(f"message to {what} not found")
+    if not found.from_bot and what == "edit":
+        raise bad_request("message can't be edited")
+    return found
+
+
+_NOT_MODIFIED = (
+    "message is not modified: specified new message content and reply markup are exactly "
+    "the same as a current content and reply markup of the message"
+)
+
+
+def _apply_edit(found: ChatMessage, changes: dict[str, Any]) -> dict[str, Any]:
+    msg = found.message
+    if all(msg.get(k) == v for k, v in changes.items()):
+        raise bad_request(_NOT_MODIFIED)
+    for key, value in changes.items():
+        if value is None:
+            msg.pop(key, None)
+        else:
+            msg[key] = value
+    now = time.time()
+    msg["edit_date"] = int(now)
+    found.edit_times.append(now)
+    return msg
+
+
+@method("editMessageText")
+async def edit_message_text(state: StandinState, p: Params) -> Any:
+    found = _editable(state, p, "edit")
+    if "text" not in found.message:
+        raise bad_request("there is no text in the message to edit")
+    text = p.text("text") or ""
+    if not text.strip():
+        raise bad_request("message text is empty")
+    _check_text(text, 4096, "message")
+    changes = {"text": text, "entities": p.parsed("entities"), "reply_markup": _markup(p)}
+    return _apply_edit(found, changes)
+
+
+@method("editMessageCaption")
+async def edit_message_caption(state: StandinState, p: Params) -> Any:
+    found = _editable(state, p, "edit")
+    if "text" in found.message:
+        raise bad_request("there is no caption in the message to edit")
+    return _apply_edit(found, {**_caption(p), "reply_markup": _markup(p)})
+
+
+@method("editMessageReplyMarkup")
+async def edit_message_reply_markup(state: StandinState, p: Params) -> Any:
+    found = _editable(state, p, "edit")
+    return _apply_edit(found, {"reply_markup": _markup(p)})
+
+
+@method("deleteMessage")
+async def delete_message(state: StandinState, p: Params) -> Any:
+    found = _editable(state, p, "delete")
+    found.deleted = True
+    found.deleted_time = time.time()
+    return True
+
+
+@method("sendChatAction")
+async def send_chat_action(state: StandinState, p: Params) -> Any:
+    state.chat(p.chat_id())
+    if p.text("action") not in CHAT_ACTIONS:
+        raise bad_request("wrong parameter action in request")
+    return True
+
+
+@method("answerCallbackQuery")
+async def answer_callback_query(state: StandinState, p: Params) -> Any:
+    query_id = p.text("callback_query_id") or ""
+    query = state.callback_queries.get(query_id)
+    if query is None or query.get("answered"):
+        raise bad_request("query is too old and response timeout expired or query ID is invalid")
+    text = p.text("text")
+    if text is not None and len(text) > 200:
+        raise bad_request("MESSAGE_TOO_LONG")
+    query["answered"] = True
+    state.answered_callbacks.append(
+        {
+            "callback_query_id": query_id,
+            "text": text,
+            "show_alert": p.flag("show_alert"),
+            "url": p.text("url"),
+            "cache_time": p.integer("cache_time"),
+            "time": time.time(),
+        }
+    )
+    return True
+
+
+@method("getFile")
+async def get_file(state: StandinState, p: Params) -> Any:
+    stored = state.files.get(p.text("file_id") or "")
+    if stored is None:
+        raise bad_request("invalid file_id")
+    if len(stored.data) > GET_FILE_MAX_BYTES:
+        raise bad_request("file is too big")
+    return {
+        "file_id": stored.file_id,
+        "file_unique_id": stored.file_unique_id,
+        "file_size": len(stored.data),
+        "file_path": stored.file_path,
+    }
+
+
+def _commands_key(p: Params) -> str:
+    scope = p.parsed("scope") or {"type": "default"}
+    return json.dumps({"scope": scope, "language_code": p.text("language_code") or ""})
+
+
+@method("setMyCommands")
+async def set_my_commands(state: StandinState, p: Params) -> Any:
+    commands = p.parsed("commands")
+    if not isinstance(commands, list) or len(commands) > 100:
+        raise bad_request("BOT_COMMANDS_TOO_MUCH" if commands else "commands is required")
+    for c in commands:
+        if not isinstance(c, dict) or not _COMMAND_RE.match(str(c.get("command", ""))):
+            raise bad_request("BOT_COMMAND_INVALID")
+        if not 1 <= len(str(c.get("description", "")).strip()) <= 256:
+            raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
+    cleaned = [{"command": c["command"], "description": c["description"]} for c in commands]
+    state.commands[_commands_key(p)] = cleaned
+    state.commands_log.append(
+        {
+            "scope": p.parsed("scope") or {"type": "default"},
+            "language_code": p.text("language_code") or "",
+            "commands": cleaned,
+        }
+    )
+    return True
+
+
+@method("getMyCommands")
+async def get_my_commands(state: StandinState, p: Params) -> Any:
+    return state.commands.get(_commands_key(p), [])
+
+
+@method("deleteMyCommands")
+async def delete_my_commands(state: StandinState, p: Params) -> Any:
+    state.commands.pop(_commands_key(p), None)
+    return True
+
+
+@method("getChat")
+async def get_chat(state: StandinState, p: Params) -> Any:
+    chat = state.chats.get(p.chat_id())
+    if chat is None:
+        raise bad_request("chat not found")
+    return {**chat.as_telegram(), "accent_color_id": 0, "max_reaction_count": 11}
+
+
+# --------------------------------------------------------------------------------- HTTP routes
+
+STATE_KEY = web.AppKey("state", StandinState)
+
+
+def _state(request: web.Request) -> StandinState:
+    return request.app[STATE_KEY]
+
+
+def _ok(result: Any) -> web.Response:
+    return web.json_response({"ok": True, "result": result})
+
+
+async def bot_api(request: web.Request) -> web.StreamResponse:
+    """`/bot{token}/{method}`: check the token, apply faults, run the method, log the call."""
+    state = _state(request)
+    name = request.match_info["method"]
+    started = time.time()
+    entry: dict[str, Any] = {"method": name, "time": started}
+    state.calls.append(entry)
+    handler = METHODS.get(name.lower())
+    if request.match_info["token"] != state.token or handler is None:
+        refused = (
+            ApiError(401, "Unauthorized")
+            if request.match_info["token"] != state.token
+            else ApiError(404, "Not Found")
+        )
+        entry.update(status=refused.code, description=refused.description, params={})
+        return web.json_response(refused.body(), status=refused.code)
+    try:
+        params = await Params.read(request)
+        entry["params"] = params.loggable()
+        chat_id = _chat_id_or_none(params)
+        fault = state.take_fault(name, chat_id)
+        if fault is not None:
+            entry["fault"] = fault.error_code
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.drop:
+                entry["status"] = "dropped"
+                if request.transport is not None:
+                    request.transport.close()
+                return web.Response(status=502)
+            raise fault.error()
+        if chat_id is not None and chat_id in state.blocked:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        result = await handler(state, params)
+    except ApiError as exc:
+        entry.update(status=exc.code, description=exc.description, duration=time.time() - started)
+        return web.json_response(exc.body(), status=exc.code)
+    entry.update(status=200, duration=time.time() - started)
+    return _ok(result)
+
+
+def _chat_id_or_none(params: Params) -> int | None:
+    try:
+        return params.chat_id() if params.raw("chat_id") not in (None, "") else None
+    except ApiError:
+        return None
+
+
+async def file_download(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    if request.match_info["token"] != state.token:
+        return web.json_response(ApiError(401, "Unauthorized").body(), status=401)
+    stored = state.file_by_path(request.match_info["path"])
+    if stored is None:
+        return web.json_response(ApiError(404, "Not Found").body(), status=404)
+    return web.Response(
+        body=stored.data, content_type=stored.mime_type or "application/octet-stream"
+    )
+
+
+# -------------------------------------------------------------------------------- control API
+
+
+def control_error(message: str, status: int = 400) -> web.HTTPException:
+    """A control-API request a test got wrong (400) or about a missing thing (404)."""
+    cls = web.HTTPNotFound if status == 404 else web.HTTPBadRequest
+    return cls(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = await request.json()
+    except json.JSONDecodeError as exc:
+        raise control_error(f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise control_error("body must be a JSON object")
+    return data
+
+
+def _b64(value: Any, what: str) -> bytes:
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise control_error(f"{what} must be base64: {exc}") from exc
+
+
+def _entities(text: str) -> list[dict[str, Any]]:
+    """bot_command for a leading /command, mention for @names: what Telegram's client adds."""
+    out: list[dict[str, Any]] = []
+    command = _LEADING_COMMAND_RE.match(text)
+    if command:
+        out.append({"type": "bot_command", "offset": 0, "length": _utf16_len(command.group())})
+    for m in _MENTION_RE.finditer(text):
+        if command and m.start() < command.end():
+            continue
+        offset = _utf16_len(text[: m.start()])
+        out.append({"type": "mention", "offset": offset, "length": _utf16_len(m.group())})
+    return out
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+async def control_send(request: web.Request) -> web.Response:
+    """A user sends a message (text, photo or document) to the bot; it becomes an Update."""
+    state = _state(request)
+    user_id = int(request.match_info["user_id"])
+    body = await _body(request)
+    chat_type = body.get("chat_type", "private")
+    if chat_type not in ("private", "group", "supergroup"):
+        raise control_error("chat_type must be private, group or supergroup")
+    user = state.user(user_id, body.get("first_name"), body.get("username"))
+    chat_id = int(body.get("chat_id") or (user_id if chat_type == "private" else -user_id))
+    chat = state.chat(chat_id, chat_type=chat_type, title=body.get("chat_title"))
+    message: dict[str, Any] = {}
+    text = body.get("text")
+    caption = body.get("caption")
+    try:
+        if body.get("photo") is not None:
+            message["photo"] = state.photo_sizes(_b64(body["photo"], "photo"))
+        elif body.get("document") is not None:
+            message["document"] = state.document(
+                _b64(body["document"], "document"), body.get("filename"), body.get("mime_type")
+            )
+    except ApiError as exc:
+        raise control_error(exc.description) from exc
+    if message:
+        caption = caption if caption is not None else text
+        if caption:
+            message["caption"] = caption
+            message["caption_entities"] = _entities(caption) or None
+    elif text:
+        message["text"] = text
+        message["entities"] = _entities(text) or None
+    else:
+        raise control_error("send needs text, photo or document")
+    reply_to = body.get("reply_to_message_id")
+    if reply_to is not None:
+        target = state.find_message(chat_id, int(reply_to))
+        if target is None:
+            raise control_error(f"message {reply_to} not found in chat {chat_id}")
+        message["reply_to_message"] = _without_reply(target.message)
+    stored = state.add_message(chat, message, user)
+    update_id = state.enqueue("message", dict(stored.message))
+    return web.json_response({"update_id": update_id, "message_id": stored.message["message_id"]})
+
+
+def _buttons(message: dict[str, Any]) -> list[str]:
+    rows = (message.get("reply_markup") or {}).get("inline_keyboard") or []
+    return [b["callback_data"] for row in rows for b in row if "callback_data" in b]
+
+
+async def control_press(request: web.Request) -> web.Response:
+    """A user taps an inline button on one of the bot's messages; it becomes an Update."""
+    state = _state(request)
+    user_id = int(request.match_info["user_id"])
+    body = await _body(request)
+    chat_id = int(body.get("chat_id") or user_id)
+    if body.get("message_id") is None or body.get("data") is None:
+        raise control_error("press needs message_id and data")
+    message_id = int(body["message_id"])
+    data = str(body["data"])
+    target = state.find_message(chat_id, message_id)
+    if target is None:
+        raise control_error(f"message {message_id} not found (or deleted) in chat {chat_id}")
+    available = _buttons(target.message)
+    if data not in available:
+        raise control_error(f"message {message_id} has no button {data!r}; it has {available}")
+    user = state.user(user_id, body.get("first_name"), body.get("username"))
+    query_id = f"{next(state._callback_ids)}{secrets.randbelow(10**9):09d}"
+    query = {
+        "id": query_id,
+        "from": user,
+        "message": dict(target.message),
+        "chat_instance": str(abs(hash(chat_id)) % 10**12),
+        "data": data,
+    }
+    state.callback_queries[query_id] = {"chat_id": chat_id, "message_id": message_id}
+    update_id = state.enqueue("callback_query", query)
+    return web.json_response({"update_id": update_id, "callback_query_id": query_id})
+
+
+def _message_view(stored: ChatMessage) -> dict[str, Any]:
+    """What a test sees of one message: its current state plus edit and delete history."""
+    msg = stored.message
+    photo = None
+    if msg.get("photo"):
+        largest = msg["photo"][-1]
+        photo = {
+            "width": largest["width"],
+            "height": largest["height"],
+            "file_id": largest["file_id"],
+            "file_unique_id": largest["file_unique_id"],
+            "file_size": largest.get("file_size"),
+            "sizes": msg["photo"],
+        }
+    doc = msg.get("document")
+    document = None
+    if doc:
+        document = {
+            "file_name": doc.get("file_name"),
+            "mime_type": doc.get("mime_type"),
+            "file_id": doc["file_id"],
+            "size": doc.get("file_size"),
+        }
+    reply = msg.get("reply_to_message")
+    return {
+        "message_id": msg["message_id"],
+        "chat_id": msg["chat"]["id"],
+        "from_bot": stored.from_bot,
+        "from_id": msg["from"]["id"],
+        "date": msg["date"],
+        "text": msg.get("text"),
+        "caption": msg.get("caption"),
+        "photo": photo,
+        "document": document,
+        "reply_markup": msg.get("reply_markup"),
+        "buttons": _buttons(msg),
+        "reply_to_message_id": reply["message_id"] if reply else None,
+        "edits": len(stored.edit_times),
+        "edit_times": list(stored.edit_times),
+        "deleted": stored.deleted,
+        "deleted_time": stored.deleted_time,
+    }
+
+
+async def control_messages(request: web.Request) -> web.Response:
+    state = _state(request)
+    chat = state.chats.get(int(request.match_info["chat_id"]))
+    views = [_message_view(m) for m in chat.messages.values()] if chat else []
+    return web.json_response(views)
+
+
+async def control_file(request: web.Request) -> web.Response:
+    stored = _state(request).files.get(request.match_info["file_id"])
+    if stored is None:
+        raise control_error("no such file_id", status=404)
+    return web.Response(
+        body=stored.data, content_type=stored.mime_type or "application/octet-stream"
+    )
+
+
+async def control_calls(request: web.Request) -> web.Response:
+    wanted = request.query.get("method")
+    calls = _state(request).calls
+    if wanted:
+        calls = [c for c in calls if c["method"].lower() == wanted.lower()]
+    return web.json_response(calls)
+
+
+async def control_faults(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await _body(request)
+    if "blocked_chat_id" in body:
+        state.blocked.add(int(body["blocked_chat_id"]))
+    if "unblocked_chat_id" in body:
+        state.blocked.discard(int(body["unblocked_chat_id"]))
+    if "method" in body:
+        code = int(body.get("error_code", 429))
+        state.faults.append(
+            Fault(
+                method=str(body["method"]),
+                error_code=code,
+                count=int(body.get("count", 1)),
+                retry_after=int(body["retry_after"]) if body.get("retry_after") else None,
+                description=body.get("description"),
+                chat_id=int(body["chat_id"]) if body.get("chat_id") is not None else None,
+                drop=bool(body.get("drop", False)),
+                delay=float(body.get("delay", 0.0)),
+            )
+        )
+    return web.json_response(_faults_view(state))
+
+
+def _faults_view(state: StandinState) -> dict[str, Any]:
+    return {
+        "faults": [f.__dict__ for f in state.faults],
+        "blocked_chat_ids": sorted(state.blocked),
+    }
+
+
+async def control_faults_get(request: web.Request) -> web.Response:
+    return web.json_response(_faults_view(_state(request)))
+
+
+async def control_reset(request: web.Request) -> web.Response:
+    body = await _body(request)
+    _state(request).reset(everything=bool(body.get("all", False)))
+    return web.json_response({"ok": True})
+
+
+async def control_commands(request: web.Request) -> web.Response:
+    state = _state(request)
+    default = json.dumps({"scope": {"type": "default"}, "language_code": ""})
+    return web.json_response(state.commands.get(default, []))
+
+
+async def control_commands_log(request: web.Request) -> web.Response:
+    return web.json_response(_state(request).commands_log)
+
+
+async def control_answered(request: web.Request) -> web.Response:
+    return web.json_response(_state(request).answered_callbacks)
+
+
+async def control_updates(request: web.Request) -> web.Response:
+    return web.json_response(_state(request).updates)
+
+
+async def control_webhook(request: web.Request) -> web.Response:
+    hook = _state(request).webhook
+    return web.json_response(None if hook is None else hook.__dict__)
+
+
+async def control_health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def _release_polls(app: web.Application) -> None:
+    """On shutdown, answer waiting long polls at once (empty) instead of holding the exit."""
+    state = app[STATE_KEY]
+    state.closing = True
+    state.notify()
+
+
+async def _stop_webhook(app: web.Application) -> None:
+    state = app[STATE_KEY]
+    task = state._webhook_task
+    state.webhook = None
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(token: str = DEFAULT_TOKEN) -> web.Application:
+    """The stand-in's aiohttp application (call inside a running loop)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[STATE_KEY] = StandinState(token)
+    app.on_shutdown.append(_release_polls)
+    app.on_cleanup.append(_stop_webhook)
+    app.router.add_route("*", "/bot{token}/{method}", bot_api)
+    app.router.add_get("/file/bot{token}/{path:.+}", file_download)
+    app.router.add_post("/_control/users/{user_id}/send", control_send)
+    app.router.add_post("/_control/users/{user_id}/press", control_press)
+    app.router.add_get("/_control/chats/{chat_id}/messages", control_messages)
+    app.router.add_get("/_control/files/{file_id}", control_file)
+    app.router.add_get("/_control/calls", control_calls)
+    app.router.add_post("/_control/faults", control_faults)
+    app.router.add_get("/_control/faults", control_faults_get)
+    app.router.add_post("/_control/reset", control_reset)
+    app.router.add_get("/_control/commands", control_commands)
+    app.router.add_get("/_control/commands/log", control_commands_log)
+    app.router.add_get("/_control/answered_callbacks", control_answered)
+    app.router.add_get("/_control/updates", control_updates)
+    app.router.add_get("/_control/webhook", control_webhook)
+    app.router.add_get("/_control/health", control_health)
+    return app

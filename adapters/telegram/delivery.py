@@ -1,0 +1,201 @@
+"""The `deliver_result` activity on `deliver-telegram`: the bot process sends finished jobs.
+
+Exactly once, across activity retries and bot restarts: each part of a delivery (`image:<i>`,
+`text`, `status`) is recorded in MongoDB (collection `deliveries`, via the jobs client) right
+after Telegram accepted it, and a retried delivery skips the parts already recorded. The one
+window left is a crash (or a lost connection) between Telegram accepting a message and that
+record being written — a few milliseconds, one MongoDB upsert; the Bot API has no idempotency
+key that could close it. In that case the retry sends that one image again.
+
+Errors become retry decisions: Telegram's flood control (RetryAfter) is a retry after exactly
+the delay Telegram asked for (`next_retry_delay`); network errors are plain exceptions retried
+by the policy (workflows/policies.py DELIVER_RETRY); a chat that blocked the bot ends the
+delivery successfully (there is nobody to tell, and the job itself did not fail); a request
+Telegram refuses for good (chat not found) is a non-retryable `undeliverable` error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram.error import BadRequest, Forbidden, RetryAfter
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from adapters.jobs import JobsClient
+from adapters.telegram.ratelimit import EditPacer
+from adapters.telegram.render import final_text, result_caption, result_keyboard
+from adapters.telegram.status_watch import retry_seconds
+from domain.errors import StationError
+from domain.jobs import ActivityNames, DeliverInput, JobState, JobStatus, ReplyTarget, StoredOutput
+
+log = logging.getLogger(__name__)
+
+# Telegram's limits for sendPhoto; beyond them an image goes as a document.
+PHOTO_MAX_BYTES = 10 * 1024 * 1024
+PHOTO_MAX_SIDES = 10_000  # width + height
+PHOTO_MAX_RATIO = 20
+PHOTO_REFUSALS = ("photo_invalid_dimensions", "too big", "image_process_failed", "photo_")
+
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def fits_photo(out: StoredOutput, size: int) -> bool:
+    """Whether Telegram accepts this image as a photo (else it goes as a document)."""
+    if size > PHOTO_MAX_BYTES:
+        return False
+    w, h = out.width, out.height
+    if not (w and h):
+        return True
+    return w + h <= PHOTO_MAX_SIDES and max(w, h) / min(w, h) <= PHOTO_MAX_RATIO
+
+
+class TelegramDelivery:
+    """Sends results and final texts to the chat a job came from."""
+
+    def __init__(self, bot: Bot, jobs: JobsClient, pacer: EditPacer | None = None) -> None:
+        self.bot = bot
+        self.jobs = jobs
+        self.pacer = pacer or EditPacer()
+
+    @activity.defn(name=ActivityNames.DELIVER_RESULT)
+    async def deliver_result(self, inp: DeliverInput) -> None:
+        """Send the job's images (or what happened to it) once; see the module docstring."""
+        status, reply = inp.status, inp.reply
+        if reply is None:
+            log.warning("job %s has no chat to reply to; nothing delivered", status.workflow_id)
+            return
+        try:
+            sent = await self.jobs.delivered_parts(status.workflow_id)
+            if status.outputs and status.state in (JobState.DELIVERING, JobState.DONE):
+                await self._send_images(status, reply, sent)
+            else:
+                await self._send_text(status, reply, sent)
+        except RetryAfter as err:
+            delay = retry_seconds(err)
+            log.info("flood control on %s: retrying in %.0f s", status.workflow_id, delay)
+            raise ApplicationError(
+                f"Telegram flood control: retry in {delay:.0f} s",
+                type="flood_control",
+                next_retry_delay=timedelta(seconds=delay),
+            ) from err
+        except Forbidden as err:
+            log.warning(
+                "chat %s cannot receive %s (%s); delivery ends",
+                reply.chat_id,
+                status.workflow_id,
+                err.message,
+            )
+        except BadRequest as err:
+            raise ApplicationError(
+                f"Telegram refused the delivery: {err.message}",
+                type="undeliverable",
+                non_retryable=True,
+            ) from err
+
+    async def _send_images(
+        self, status: JobStatus, reply: ReplyTarget, sent: dict[str, int]
+    ) -> None:
+        as_file = await self._send_as_file(status.user)
+        for i, out in enumerate(status.outputs):
+            part = f"image:{i}"
+            if part in sent:
+                continue
+            data = await asyncio.to_thread(self.jobs.image, out)
+            ext = EXTENSIONS.get(out.content_type, "png")
+            msg = await self._send_image(
+                reply,
+                data,
+                filename=f"{status.workflow_id}-{i + 1}.{ext}",
+                caption=result_caption(status, i),
+                keyboard=result_keyboard(status, i),
+                as_file=as_file or not fits_photo(out, len(data)),
+            )
+            await self.jobs.mark_delivered(status.workflow_id, part, msg.message_id)
+        if reply.status_message_id is not None and "status" not in sent:
+            await self._retire_status(reply.chat_id, reply.status_message_id)
+            await self.jobs.mark_delivered(status.workflow_id, "status", reply.status_message_id)
+
+    async def _send_image(
+        self,
+        reply: ReplyTarget,
+        data: bytes,
+        *,
+        filename: str,
+        caption: str,
+        keyboard: InlineKeyboardMarkup | None,
+        as_file: bool,
+    ) -> Message:
+        params = (
+            ReplyParameters(reply.message_id, allow_sending_without_reply=True)
+            if reply.message_id
+            else None
+        )
+        if not as_file:
+            try:
+                return await self.bot.send_photo(
+                    reply.chat_id,
+                    data,
+                    caption=caption,
+                    reply_markup=keyboard,
+                    reply_parameters=params,
+                    filename=filename,
+                )
+            except BadRequest as err:
+                if not any(s in err.message.lower() for s in PHOTO_REFUSALS):
+                    raise
+                log.info("photo refused (%s); sending %s as a document", err.message, filename)
+        return await self.bot.send_document(
+            reply.chat_id,
+            data,
+            filename=filename,
+            caption=caption,
+            reply_markup=keyboard,
+            reply_parameters=params,
+        )
+
+    async def _retire_status(self, chat_id: str, message_id: int) -> None:
+        """The result replaces the status message: delete it (or, if that fails, say done)."""
+        self.pacer.close(chat_id, message_id)
+        async with self.pacer.lock(chat_id, message_id):
+            try:
+                await self.bot.delete_message(chat_id, message_id)
+                return
+            except BadRequest as err:
+                log.info("status message %s not deleted (%s)", message_id, err.message)
+            try:
+                await self.pacer.wait(chat_id, message_id)
+                await self.bot.edit_message_text("✅ done", chat_id=chat_id, message_id=message_id)
+            except BadRequest:
+                pass  # gone or unchanged: nothing left to replace
+
+    async def _send_text(self, status: JobStatus, reply: ReplyTarget, sent: dict[str, int]) -> None:
+        if "text" in sent:
+            return
+        text = final_text(status)
+        mid = reply.status_message_id
+        if mid is not None:
+            self.pacer.close(reply.chat_id, mid)
+            async with self.pacer.lock(reply.chat_id, mid):
+                await self.pacer.wait(reply.chat_id, mid)
+                try:
+                    await self.bot.edit_message_text(text, chat_id=reply.chat_id, message_id=mid)
+                    self.pacer.mark(reply.chat_id, mid)
+                    await self.jobs.mark_delivered(status.workflow_id, "text", mid)
+                    return
+                except BadRequest as err:
+                    if "not modified" in err.message.lower():
+                        await self.jobs.mark_delivered(status.workflow_id, "text", mid)
+                        return
+                    log.info("status message %s not editable (%s); sending anew", mid, err)
+        msg = await self.bot.send_message(reply.chat_id, text)
+        await self.jobs.mark_delivered(status.workflow_id, "text", msg.message_id)
+
+    async def _send_as_file(self, identity: str) -> bool:
+        try:
+            return (await self.jobs.settings(identity)).send_as_file
+        except StationError:
+            return False

@@ -1,0 +1,649 @@
+"""Telegram handlers: parse the update, ask the jobs client, render the answer.
+
+No handler talks to Temporal or MongoDB itself. Refusals the user can act on are
+`StationError`s: handlers let them rise and the one error handler words them (with what to do
+next); anything else is logged with the update id and answered with a generic apology.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import Chat, Message, ReplyParameters, Update
+from telegram.constants import ChatType
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import ApplicationHandlerStop, ContextTypes
+
+from adapters.jobs import JobNotFound, JobsClient, NotCancellable, StartedJob
+from adapters.telegram import render
+from adapters.telegram.ratelimit import RateLimiter
+from adapters.telegram.status_watch import StatusWatchers
+from domain.errors import SettingsError, StationError, UnknownUser, UserInputError
+from domain.identity import normalise_identity
+from domain.jobs import MakeImageRequest, MediaRequest, ReplyTarget, new_job_id
+from workers.config import Config
+
+log = logging.getLogger(__name__)
+
+MAX_DOWNLOAD = 20 * 1024 * 1024  # getFile's limit for bots
+PENDING = "pending_setting"  # context.user_data key: the setting whose value is typed next
+
+
+@dataclass
+class BotDeps:
+    """What handlers need, kept in `application.bot_data["deps"]` (no module globals)."""
+
+    jobs: JobsClient
+    config: Config
+    watchers: StatusWatchers
+    limiter: RateLimiter
+
+
+Ctx = ContextTypes.DEFAULT_TYPE
+
+
+def deps(context: Ctx) -> BotDeps:
+    found: BotDeps = context.application.bot_data["deps"]
+    return found
+
+
+def identity(update: Update) -> str:
+    user = update.effective_user
+    if user is None:
+        raise UserInputError("this message has no sender")
+    return f"telegram:{user.id}"
+
+
+def is_group(chat: Chat | None) -> bool:
+    return chat is not None and chat.type in (ChatType.GROUP, ChatType.SUPERGROUP)
+
+
+async def answer(update: Update, text: str, **kwargs: Any) -> Message | None:
+    """Reply in the update's chat, whatever kind of update it is."""
+    chat = update.effective_chat
+    if chat is None:
+        return None
+    msg = update.effective_message
+    if msg is not None and is_group(chat) and "reply_parameters" not in kwargs:
+        kwargs["reply_parameters"] = ReplyParameters(
+            msg.message_id, allow_sending_without_reply=True
+        )
+    return await chat.send_message(text, **kwargs)
+
+
+def user_error_text(err: StationError) -> str:
+    """A refusal as the user reads it, always with a next step."""
+    if isinstance(err, UnknownUser):
+        return "I don't know you yet: send /start to register and get your starter points."
+    if isinstance(err, SettingsError):
+        lines = [f"{e.field}: {e.message}" for e in err.errors]
+        return "\n".join(lines) + "\nSee /settings for your current values and limits."
+    code = getattr(err, "code", "")
+    if code == "insufficient_points":
+        return f"{err.message}. Lower steps, size or batch in /settings, or check /balance."
+    if code == "too_many_jobs":
+        return f"{err.message}. /status lists them."
+    if code == "bad_image":
+        return f"{err.message}. Please send another image (PNG, JPEG or WebP)."
+    text = err.message
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+# ---- gate: rate limit --------------------------------------------------------------------
+
+
+async def rate_gate(update: Update, context: Ctx) -> None:
+    """Per-user rate limit on everything a user sends; polite once per window, then silent."""
+    user = update.effective_user
+    if user is None or (update.effective_message is None and update.callback_query is None):
+        return
+    d = deps(context)
+    wait = d.limiter.check(user.id)
+    if wait <= 0:
+        return
+    if update.callback_query is not None:
+        await update.callback_query.answer(render.rate_limited_text(wait), show_alert=False)
+    elif d.limiter.should_warn(user.id):
+        await answer(update, render.rate_limited_text(wait))
+    raise ApplicationHandlerStop
+
+
+# ---- basics ------------------------------------------------------------------------------
+
+
+async def start(update: Update, context: Ctx) -> None:
+    """Register the user (starter grant once) and show a short guide."""
+    user, created = await deps(context).jobs.register(identity(update))
+    await answer(update, render.welcome_text(user.points, created))
+
+
+async def help_cmd(update: Update, context: Ctx) -> None:
+    """List the commands."""
+    await answer(update, render.help_text())
+
+
+async def unknown(update: Update, context: Ctx) -> None:
+    """An unknown command: say so and show help."""
+    msg = update.effective_message
+    word = (msg.text or "").split()[0] if msg is not None and msg.text else "that"
+    await answer(update, f"I don't know {word}.\n\n{render.help_text()}")
+
+
+# ---- starting jobs -----------------------------------------------------------------------
+
+
+async def _start_job(
+    update: Update,
+    context: Ctx,
+    kind: str,
+    start: Callable[[ReplyTarget], Awaitable[StartedJob]],
+) -> None:
+    """Send the status message, start the job replying there, and watch it.
+
+    The workflow id comes from the update id, so a redelivered update (after a bot restart)
+    finds its job already running and starts nothing new.
+    """
+    d = deps(context)
+    chat = update.effective_chat
+    if chat is None:
+        return
+    who = identity(update)
+    try:
+        await d.jobs.status(new_job_id(kind, normalise_identity(who), str(update.update_id)))
+        log.info("update %s was handled before; not starting it again", update.update_id)
+        return
+    except JobNotFound:
+        pass
+    msg = update.effective_message
+    status_msg = await chat.send_message(
+        "⏳ starting…",
+        reply_parameters=ReplyParameters(msg.message_id, allow_sending_without_reply=True)
+        if msg is not None and update.callback_query is None
+        else None,
+    )
+    target = ReplyTarget(
+        chat_id=str(chat.id),
+        message_id=msg.message_id if msg is not None else None,
+        status_message_id=status_msg.message_id,
+        group_chat=is_group(chat),
+    )
+    try:
+        started = await start(target)
+    except StationError as err:
+        await status_msg.edit_text(user_error_text(err))
+        return
+    if started.existing:
+        await status_msg.edit_text("This request was already handled above.")
+        return
+    d.watchers.watch(started.workflow_id, target.chat_id, status_msg.message_id)
+
+
+async def _make(update: Update, context: Ctx, prompt: str) -> None:
+    who = identity(update)
+    group = is_group(update.effective_chat)
+
+    async def go(target: ReplyTarget) -> StartedJob:
+        return await deps(context).jobs.start_make(
+            MakeImageRequest(
+                user=who,
+                platform="telegram",
+                prompt=prompt,
+                overrides={"batch": 1} if group else {},
+                reply=target,
+                request_id=str(update.update_id),
+            )
+        )
+
+    await _start_job(update, context, "make", go)
+
+
+async def make(update: Update, context: Ctx) -> None:
+    """/make PROMPT: start an image."""
+    prompt = " ".join(context.args or []).strip()
+    if not prompt:
+        await answer(update, "Tell me what to make, e.g. /make a red fox in the snow")
+        return
+    await _make(update, context, prompt)
+
+
+async def text_message(update: Update, context: Ctx) -> None:
+    """Plain text: a typed setting value if one was asked for, else a prompt (private chats,
+    or group messages that mention the bot)."""
+    msg = update.effective_message
+    if msg is None or not msg.text:
+        return
+    chat = update.effective_chat
+    pending = (context.user_data or {}).get(PENDING)
+    if pending and chat is not None and pending.get("chat") == chat.id:
+        await _typed_setting(update, context, str(pending["field"]), msg.text)
+        return
+    text = msg.text
+    if is_group(chat):
+        mention = f"@{context.bot.username}" if context.bot.username else None
+        if not mention or mention.lower() not in text.lower():
+            return  # groups: only commands and mentions
+        text = re.sub(re.escape(mention), " ", text, flags=re.IGNORECASE).strip()
+        if not text:
+            await answer(update, "Tell me what to make, e.g. /make a red fox in the snow")
+            return
+    elif chat is None or chat.type != ChatType.PRIVATE:
+        return
+    await _make(update, context, text)
+
+
+def media_params(kind: str, args: list[str]) -> dict[str, Any]:
+    """Parameters of a media command from its words; the job's own checks do the rest."""
+    if kind == "upscale":
+        scale = args[0].lower().removeprefix("x").removesuffix("x") if args else "2"
+        if scale not in ("2", "4"):
+            raise UserInputError(f"upscale by 2 or 4, e.g. /upscale 2 (got {args[0]!r})")
+        return {"scale": int(scale)}
+    if kind == "resize":
+        if len(args) < 2 or not (args[0].isdigit() and args[1].isdigit()):
+            raise UserInputError("say the new size, e.g. /resize 512 512 (or add fit|fill|exact)")
+        params: dict[str, Any] = {"width": int(args[0]), "height": int(args[1])}
+        if len(args) > 2:
+            params["mode"] = args[2].lower()
+        return params
+    if kind == "convert":
+        if not args:
+            raise UserInputError("say the format, e.g. /convert png (png, jpeg or webp)")
+        params = {"format": args[0].lower().replace("jpg", "jpeg")}
+        if len(args) > 1:
+            if not args[1].isdigit():
+                raise UserInputError(f"quality is a number 1 … 100, got {args[1]!r}")
+            params["quality"] = int(args[1])
+        return params
+    return {}
+
+
+async def _media(update: Update, context: Ctx, kind: str, args: list[str]) -> None:
+    msg = update.effective_message
+    if msg is None:
+        return
+    source = msg if (msg.photo or msg.document) else msg.reply_to_message
+    if source is None or not (source.photo or source.document):
+        await answer(
+            update,
+            f"Send a photo with /{kind} as its caption, or reply to a photo with /{kind}.",
+        )
+        return
+    params = media_params(kind, args)
+    if source.photo:
+        file_id, size, name = source.photo[-1].file_id, source.photo[-1].file_size, "photo.jpg"
+    else:
+        doc = source.document
+        assert doc is not None
+        if doc.mime_type and not doc.mime_type.startswith("image/"):
+            raise UserInputError("that file is not an image: send a photo or an image file")
+        file_id, size, name = doc.file_id, doc.file_size, doc.file_name or "image"
+    if size and size > MAX_DOWNLOAD:
+        raise UserInputError("that file is over 20 MB, more than bots can download: send less")
+    d = deps(context)
+    who = identity(update)
+    tg_file = await context.bot.get_file(file_id)
+    data = bytes(await tg_file.download_as_bytearray())
+    blob = await d.jobs.store_source(who, data, name)
+
+    async def go(target: ReplyTarget) -> StartedJob:
+        return await d.jobs.start_media(
+            MediaRequest(
+                user=who,
+                platform="telegram",
+                kind=kind,  # type: ignore[arg-type]
+                source_image_id=blob,
+                params=params,
+                reply=target,
+                request_id=str(update.update_id),
+            )
+        )
+
+    await _start_job(update, context, kind, go)
+
+
+def media_command(kind: str) -> Callable[[Update, Ctx], Coroutine[Any, Any, None]]:
+    async def handler(update: Update, context: Ctx) -> None:
+        """/upscale, /rmbg, /resize, /convert as a reply to a photo."""
+        await _media(update, context, kind, list(context.args or []))
+
+    handler.__name__ = f"{kind}_cmd"
+    return handler
+
+
+async def photo_message(update: Update, context: Ctx) -> None:
+    """A photo or image document: its caption says what to do with it."""
+    msg = update.effective_message
+    if msg is None:
+        return
+    words = (msg.caption or "").split()
+    if words and words[0].startswith("/"):
+        command, _, bot_name = words[0][1:].partition("@")
+        if bot_name and context.bot.username and bot_name.lower() != context.bot.username.lower():
+            return  # a command for another bot
+        if command.lower() in render.MEDIA_COMMANDS:
+            await _media(update, context, command.lower(), words[1:])
+            return
+        await answer(update, f"I can't do /{command} on a photo.\n\n{render.help_text()}")
+        return
+    if update.effective_chat is not None and update.effective_chat.type == ChatType.PRIVATE:
+        await answer(
+            update,
+            "What should I do with it? Send it again with /upscale, /rmbg, /resize W H or "
+            "/convert FORMAT as caption, or reply to it with one of those.",
+        )
+
+
+async def regen(update: Update, context: Ctx) -> None:
+    """/regen [N]: repeat one of the last 5 runs with its seed (buttons without N)."""
+    d = deps(context)
+    who = identity(update)
+    args = context.args or []
+    if args:
+        if not args[0].isdigit():
+            raise UserInputError("say which run, e.g. /regen 1 (or /regen for buttons)")
+        await _repeat(update, context, int(args[0]))
+        return
+    runs = await d.jobs.recent_runs(who, 5)
+    await answer(update, render.regen_text(runs), reply_markup=render.regen_keyboard(runs))
+
+
+async def again(update: Update, context: Ctx) -> None:
+    """/again: the last run with a new seed."""
+    await _repeat(update, context, None)
+
+
+async def _repeat(update: Update, context: Ctx, n: int | None) -> None:
+    who = identity(update)
+
+    async def go(target: ReplyTarget) -> StartedJob:
+        return await deps(context).jobs.start_repeat(
+            who, n=n, platform="telegram", reply=target, request_id=str(update.update_id)
+        )
+
+    await _start_job(update, context, "make", go)
+
+
+# ---- buttons under results and /regen ----------------------------------------------------
+
+
+async def regen_button(update: Update, context: Ctx) -> None:
+    """`regen:<n>` from the /regen list."""
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    await query.answer()
+    await _repeat(update, context, int(query.data.split(":")[1]))
+
+
+async def result_button(update: Update, context: Ctx) -> None:
+    """Regen / Again / Upscale under a delivered image."""
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    await query.answer()
+    d = deps(context)
+    who = identity(update)
+    _, action, *rest = query.data.split(":", 2)
+    if action == "again":
+        await _repeat(update, context, None)
+    elif action == "regen":
+        runs = await d.jobs.recent_runs(who, 5)
+        ids = [r.workflow_id for r in runs]
+        if rest and rest[0] in ids:
+            await _repeat(update, context, ids.index(rest[0]) + 1)
+        else:
+            await answer(update, "That image is not among your last 5 any more: see /regen.")
+    elif action == "up" and rest:
+        blob = rest[0]
+
+        async def go(target: ReplyTarget) -> StartedJob:
+            return await d.jobs.start_media(
+                MediaRequest(
+                    user=who,
+                    platform="telegram",
+                    kind="upscale",
+                    source_image_id=blob,
+                    params={"scale": 2},
+                    reply=target,
+                    request_id=str(update.update_id),
+                )
+            )
+
+        await _start_job(update, context, "upscale", go)
+
+
+# ---- settings ----------------------------------------------------------------------------
+
+
+async def _settings_view(update: Update, context: Ctx) -> tuple[str, Any]:
+    d = deps(context)
+    who = identity(update)
+    user = await d.jobs.user(who)
+    limits = await d.jobs.limits(who)
+    return render.settings_text(user.settings, limits, user.points), render.settings_keyboard(
+        user.settings
+    )
+
+
+async def settings_cmd(update: Update, context: Ctx) -> None:
+    """/settings: current values and limits, a button per setting."""
+    if context.user_data is not None:
+        context.user_data.pop(PENDING, None)
+    text, keyboard = await _settings_view(update, context)
+    await answer(update, text, reply_markup=keyboard)
+
+
+async def _show_settings_in(update: Update, context: Ctx, note: str = "") -> None:
+    query = update.callback_query
+    assert query is not None
+    text, keyboard = await _settings_view(update, context)
+    try:
+        await query.edit_message_text((note + "\n\n" if note else "") + text, reply_markup=keyboard)
+    except BadRequest as err:
+        if "not modified" not in err.message.lower():
+            raise
+
+
+async def settings_button(update: Update, context: Ctx) -> None:
+    """`settings:*` buttons: pick a setting, a choice, back, reset."""
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    d = deps(context)
+    who = identity(update)
+    parts = query.data.split(":", 3)
+    await query.answer()
+    if context.user_data is not None:
+        context.user_data.pop(PENDING, None)
+    if parts[1] == "back":
+        await _show_settings_in(update, context)
+    elif parts[1] == "reset":
+        if len(parts) == 2:
+            await query.edit_message_text(
+                "Reset every setting to its default? Balance and history are kept.",
+                reply_markup=render.reset_confirm_keyboard(),
+            )
+        elif parts[2] == "yes":
+            await d.jobs.reset_settings(who)
+            await _show_settings_in(update, context, "✓ settings reset to the defaults")
+        else:
+            await _show_settings_in(update, context, "Settings kept.")
+    elif parts[1] == "set" and len(parts) == 4:
+        field, value = parts[2], parts[3]
+        try:
+            await d.jobs.update_settings(
+                who, {field: value}, group_chat=is_group(update.effective_chat)
+            )
+        except SettingsError as err:
+            await _show_settings_in(update, context, user_error_text(err))
+            return
+        await _show_settings_in(update, context, f"✓ {field} set to {value}")
+    elif parts[1] in render.SETTINGS_FIELDS:
+        field = parts[1]
+        if field in render.CHOICES:
+            await query.edit_message_text(
+                f"Pick {field}:", reply_markup=render.choice_keyboard(field)
+            )
+            return
+        user = await d.jobs.user(who)
+        limits = await d.jobs.limits(who)
+        chat = update.effective_chat
+        if context.user_data is not None and chat is not None:
+            context.user_data[PENDING] = {"field": field, "chat": chat.id}
+        await query.edit_message_text(
+            render.ask_value_text(field, getattr(user.settings, field), limits, is_group(chat))
+        )
+
+
+async def _typed_setting(update: Update, context: Ctx, field: str, text: str) -> None:
+    d = deps(context)
+    value = "" if field == "negative" and text.strip() == "-" else text.strip()
+    try:
+        await d.jobs.update_settings(
+            identity(update), {field: value}, group_chat=is_group(update.effective_chat)
+        )
+    except SettingsError as err:
+        await answer(
+            update,
+            "\n".join(f"{e.field}: {e.message}" for e in err.errors)
+            + "\nSend another value, or /settings to go back.",
+        )
+        return
+    if context.user_data is not None:
+        context.user_data.pop(PENDING, None)
+    text_view, keyboard = await _settings_view(update, context)
+    await answer(update, f"✓ {field} set to {value}\n\n{text_view}", reply_markup=keyboard)
+
+
+async def set_cmd(update: Update, context: Ctx) -> None:
+    """/set KEY VALUE."""
+    args = context.args or []
+    if len(args) < 2:
+        await answer(update, "Usage: /set KEY VALUE, e.g. /set steps 20. /settings shows them all.")
+        return
+    field, value = args[0].lower(), " ".join(args[1:])
+    await deps(context).jobs.update_settings(
+        identity(update), {field: value}, group_chat=is_group(update.effective_chat)
+    )
+    await answer(update, f"✓ {field} set to {value}")
+
+
+async def reset_cmd(update: Update, context: Ctx) -> None:
+    """/reset: ask before resetting every setting."""
+    await answer(
+        update,
+        "Reset every setting to its default? Balance and history are kept.",
+        reply_markup=render.reset_confirm_keyboard(),
+    )
+
+
+# ---- points and jobs ---------------------------------------------------------------------
+
+
+async def balance(update: Update, context: Ctx) -> None:
+    """/balance: points, limits, recent charges and refunds."""
+    d = deps(context)
+    who = identity(update)
+    points, entries = await d.jobs.balance_summary(who, 5)
+    limits = await d.jobs.limits(who)
+    await answer(update, render.balance_text(points, limits, entries))
+
+
+async def status_cmd(update: Update, context: Ctx) -> None:
+    """/status: every running job with a Cancel button."""
+    statuses = await deps(context).jobs.active(identity(update))
+    await answer(update, render.jobs_text(statuses), reply_markup=render.jobs_keyboard(statuses))
+
+
+async def cancel_cmd(update: Update, context: Ctx) -> None:
+    """/cancel: cancel the only running job, or list them with buttons."""
+    d = deps(context)
+    statuses = [s for s in await d.jobs.active(identity(update)) if s.state.cancellable]
+    if len(statuses) != 1:
+        await status_cmd(update, context)
+        return
+    result = await d.jobs.cancel(statuses[0].workflow_id)
+    await answer(update, f"🛑 Cancelled, refunded {result.refund} points.")
+
+
+async def cancel_button(update: Update, context: Ctx) -> None:
+    """`job:cancel:<wid>`: cancel that job (the presser's own only)."""
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    d = deps(context)
+    wid = query.data.split(":", 2)[2]
+    who = normalise_identity(identity(update))
+    try:
+        status = await d.jobs.status(wid)
+    except JobNotFound:
+        await query.answer("That job is gone.")
+        return
+    if status.user != who:
+        await query.answer("That is not your job.", show_alert=True)
+        return
+    await query.answer("Cancelling…")
+    try:
+        result = await d.jobs.cancel(wid, reason=f"cancelled by {who}")
+    except NotCancellable as err:
+        await query.edit_message_text(f"{err.message}.")
+        return
+    await query.edit_message_text(
+        f"🛑 Cancelled {status.prompt or status.kind}: refunded {result.refund} points."
+    )
+
+
+async def grant(update: Update, context: Ctx) -> None:
+    """/grant USER N, for admins in the configuration."""
+    d = deps(context)
+    user = update.effective_user
+    admins = set(d.config.admin_ids)
+    if user is None or not ({f"telegram:{user.id}", str(user.id)} & admins):
+        await unknown(update, context)
+        return
+    args = context.args or []
+    if len(args) != 2 or not args[1].isdigit():
+        await answer(update, "Usage: /grant USER N, e.g. /grant 5472638766 100")
+        return
+    target = args[0] if ":" in args[0] else f"telegram:{args[0]}"
+    new_balance = await d.jobs.grant(
+        normalise_identity(target),
+        int(args[1]),
+        by=f"telegram:{user.id}",
+        key=f"telegram-grant:{update.update_id}",
+    )
+    await answer(update, f"✓ granted {args[1]} points to {target}; balance now {new_balance}.")
+
+
+# ---- errors ------------------------------------------------------------------------------
+
+
+async def on_error(update: object, context: Ctx) -> None:
+    """The one error handler: explainable refusals go to the user, the rest to the log."""
+    err = context.error
+    upd = update if isinstance(update, Update) else None
+    uid = upd.update_id if upd is not None else None
+    if isinstance(err, StationError):
+        log.info("update %s refused: %s", uid, err.message)
+        text = user_error_text(err)
+    elif isinstance(err, TelegramError):
+        log.warning("update %s: Telegram error %s", uid, err.message)
+        return
+    else:
+        log.error("update %s failed", uid, exc_info=err)
+        text = (
+            "Sorry, something went wrong on my side. Please try again in a minute; "
+            "if it keeps happening, tell the admins."
+        )
+    if upd is None:
+        return
+    try:
+        if upd.callback_query is not None:
+            try:
+                await upd.callback_query.answer(text[:200], show_alert=True)
+                return
+            except TelegramError:
+                pass  # answered already: say it in the chat
+        await answer(upd, text)
+    except TelegramError as send_err:
+        log.warning("update %s: could not tell the user (%s)", uid, send_err)

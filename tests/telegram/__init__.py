@@ -1,0 +1,1 @@
+"""Telegram bot conversations through the Bot API stand-in on the real dev stack."""
