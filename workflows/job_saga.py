@@ -345,9 +345,19 @@ class PaidJobWorkflow:
                 )
             except ActivityError as err:
                 workflow.logger.warning("delivery ended without success: %s", err.cause or err)
-        if self._status.state is JobState.DELIVERING:
+        delivered = self._status.state is JobState.DELIVERING
+        if delivered:
             self._status.state = JobState.DONE
         self._set_state(self._status.state)
+        # Histories from before this patch recorded a pushed job only as `delivering`, which
+        # hid it from /regen and /again; new runs record the final state too.
+        if delivered and workflow.patched("record-after-delivery"):
+            await workflow.execute_local_activity(
+                ActivityNames.RECORD_JOB,
+                JobRecordInput(status=self._status, platform=platform, user_id=self._plan_user_id),
+                start_to_close_timeout=policies.LEDGER_TIMEOUT,
+                retry_policy=policies.LEDGER_RETRY,
+            )
         if plan is not None and plan.user_id:
             await workflow.execute_local_activity(
                 ActivityNames.RELEASE_JOB_SLOT,
