@@ -33,7 +33,9 @@ from telegram.ext import (
 from temporalio.worker import Worker
 
 from adapters.jobs import JobsClient
+from adapters.telegram import collections as coll
 from adapters.telegram import handlers as h
+from adapters.telegram import training as train
 from adapters.telegram.delivery import TelegramDelivery
 from adapters.telegram.ratelimit import EditPacer, RateLimiter
 from adapters.telegram.render import MEDIA_COMMANDS, bot_commands
@@ -82,6 +84,8 @@ def build_application(config: Config, jobs: JobsClient, pacer: EditPacer) -> App
         commands[kind] = h.media_command(kind)
     for name, callback in commands.items():
         app.add_handler(CommandHandler(name, callback))
+    coll.register(app)  # /collections, /traits; its flow text before generic text
+    train.register(app)  # /train, /models; its flow photos and text before the generic ones
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.IMAGE, h.photo_message))
     app.add_handler(MessageHandler(filters.COMMAND, h.unknown))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, h.text_message))
@@ -194,6 +198,7 @@ async def run_bot(
                     await app.updater.stop()
                 await app.stop()
                 await deps.watchers.close()
+                await coll.close(app)
                 if worker.is_running:
                     await worker.shutdown()
     finally:

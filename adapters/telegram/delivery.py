@@ -70,7 +70,9 @@ class TelegramDelivery:
             return
         try:
             sent = await self.jobs.delivered_parts(status.workflow_id)
-            if status.outputs and status.state in (JobState.DELIVERING, JobState.DONE):
+            if status.kind == "train" and status.state in (JobState.DELIVERING, JobState.DONE):
+                await self._send_trained_model(status, reply, sent)
+            elif status.outputs and status.state in (JobState.DELIVERING, JobState.DONE):
                 await self._send_images(status, reply, sent)
             else:
                 await self._send_text(status, reply, sent)
@@ -115,6 +117,18 @@ class TelegramDelivery:
                 as_file=as_file or not fits_photo(out, len(data)),
             )
             await self.jobs.mark_delivered(status.workflow_id, part, msg.message_id)
+        if reply.status_message_id is not None and "status" not in sent:
+            await self._retire_status(reply.chat_id, reply.status_message_id)
+            await self.jobs.mark_delivered(status.workflow_id, "status", reply.status_message_id)
+
+    async def _send_trained_model(
+        self, status: JobStatus, reply: ReplyTarget, sent: dict[str, int]
+    ) -> None:
+        """A trained LoRA is a file in GridFS, not a picture: send a message naming the model and
+        its trigger word (a new message, so the user is notified), then retire the status."""
+        if "text" not in sent:
+            msg = await self.bot.send_message(reply.chat_id, final_text(status))
+            await self.jobs.mark_delivered(status.workflow_id, "text", msg.message_id)
         if reply.status_message_id is not None and "status" not in sent:
             await self._retire_status(reply.chat_id, reply.status_message_id)
             await self.jobs.mark_delivered(status.workflow_id, "status", reply.status_message_id)

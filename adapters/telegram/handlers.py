@@ -101,6 +101,8 @@ async def rate_gate(update: Update, context: Ctx) -> None:
     user = update.effective_user
     if user is None or (update.effective_message is None and update.callback_query is None):
         return
+    if _training_photo(update, context):
+        return
     d = deps(context)
     wait = d.limiter.check(user.id)
     if wait <= 0:
@@ -110,6 +112,19 @@ async def rate_gate(update: Update, context: Ctx) -> None:
     elif d.limiter.should_warn(user.id):
         await answer(update, render.rate_limited_text(wait))
     raise ApplicationHandlerStop
+
+
+def _training_photo(update: Update, context: Ctx) -> bool:
+    """A photo for the dataset /train is collecting (training.py's `train_flow`): an album of
+    up to 20 must not trip the command limit; the dataset's own limit of 20 bounds them."""
+    flow = (context.user_data or {}).get("train_flow")
+    msg = update.effective_message
+    return (
+        isinstance(flow, dict)
+        and flow.get("step") == "photos"
+        and msg is not None
+        and bool(msg.photo or msg.document)
+    )
 
 
 # ---- basics ------------------------------------------------------------------------------

@@ -9,13 +9,19 @@ Telegram's 64-byte limit: `settings:<field>`, `settings:set:<field>:<value>`, `s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 
-from domain.jobs import JobState, JobStatus
+from domain.collections import Collection, CookProgress, CookState
+from domain.jobs import JobPlan, JobState, JobStatus
 from domain.settings import DEFAULT_SAMPLERS, DEFAULT_SCHEDULERS, Limits, UserSettings
+from domain.training import MAX_IMAGES, MIN_IMAGES, STEPS_MAX, STEPS_MIN, Dataset, LoraModel
 from domain.users import JobRecord, LedgerEntry
+
+if TYPE_CHECKING:
+    from store.collections import Piece
 
 COMMANDS: list[tuple[str, str]] = [
     ("start", "register and get your starter points"),
@@ -33,6 +39,10 @@ COMMANDS: list[tuple[str, str]] = [
     ("cancel", "cancel your running job"),
     ("regen", "repeat one of your last 5 images (same seed)"),
     ("again", "repeat your last image with a new seed"),
+    ("collections", "your collections: create, cook, review, export"),
+    ("traits", "set a trait type's values: /traits COLLECTION TRAIT"),
+    ("train", "train your own LoRA from 4 … 20 photos"),
+    ("models", "your trained LoRA models: rename, delete, publish"),
 ]
 ADMIN_COMMANDS: list[tuple[str, str]] = [("grant", "admins: /grant USER N adds N points")]
 
@@ -89,6 +99,8 @@ def welcome_text(points: int, created: bool) -> str:
 
 def status_text(status: JobStatus) -> str:
     """The live status message of one job."""
+    if status.kind == "train":
+        return train_status_text(status)
     what = "image" if status.kind == "make" else status.kind
     line = f"⏳ {what}: {status.headline()}"
     if status.state is JobState.DELIVERING:
@@ -102,6 +114,8 @@ def status_text(status: JobStatus) -> str:
 
 def final_text(status: JobStatus) -> str:
     """A job that ended without images: what happened and the refund, and what to do next."""
+    if status.kind == "train":
+        return train_final_text(status)
     what = "image" if status.kind == "make" else status.kind
     s = status.state
     if s is JobState.CANCELLED:
@@ -291,4 +305,401 @@ def rate_limited_text(wait: float) -> str:
     return (
         f"You're sending commands faster than I can keep up with. "
         f"Please wait {max(1, round(wait))} s and try again."
+    )
+
+
+# ---- collections (/collections, /traits): see adapters/telegram/collections.py -------------
+# Callback data: `coll:new`, `coll:show:<cid>`, `coll:trait:<cid>:<i>`, `coll:addtrait:<cid>`,
+# `coll:prompt:<cid>`, `coll:cook:<cid>`, `coll:go:<cid>`, `coll:keep:<cid>`,
+# `coll:ctl:<pause|resume|cancel>:<cid>`, `coll:status:<cid>`, `coll:review:<cid>`,
+# `coll:ok:<cid>:<n>`, `coll:no:<cid>:<n>`, `coll:export:<cid>` (ids are 11 characters, so all
+# stay far below 64 bytes; trait types go by index, not by name, for the same reason).
+
+TRAIT_LINES_HELP = (
+    "one value per line as name|prompt|rarity, e.g.\n"
+    "red|red fur|3\n"
+    "grey|grey fur|1\n"
+    "(prompt defaults to the name, rarity to 0.5; a higher rarity is chosen more often; "
+    "none|''|1 leaves the trait out)"
+)
+
+
+def collections_text(cols: Sequence[Collection]) -> str:
+    if not cols:
+        return (
+            "You have no collections yet. Tap “New collection” (or send /collections new): "
+            "I'll ask for a name, a description, the master prompt and the supply."
+        )
+    lines = ["Your collections (tap one to open it):"]
+    for i, c in enumerate(cols, 1):
+        lines.append(
+            f"{i}. {c.name} ({c.id}) — supply {c.supply}, "
+            f"{len(c.config.traits)} trait types, cooked {c.cooks}×"
+        )
+    return "\n".join(lines)
+
+
+def collections_keyboard(cols: Sequence[Collection]) -> InlineKeyboardMarkup:
+    rows = [
+        [InlineKeyboardButton(f"{c.name} ({c.id})"[:40], callback_data=f"coll:show:{c.id}")]
+        for c in cols[:20]
+    ]
+    rows.append([InlineKeyboardButton("➕ New collection", callback_data="coll:new")])
+    return InlineKeyboardMarkup(rows)
+
+
+def collection_text(col: Collection, counts: Mapping[str, int]) -> str:
+    c = col.config
+    lines = [f"🧩 {col.name} ({col.id}) — supply {col.supply}"]
+    if col.description:
+        lines.append(col.description)
+    lines.append(f"Master prompt: {c.master_prompt or '(not set yet: tap ✏️ prompt)'}")
+    if not c.traits:
+        lines.append(f"No trait types yet: /traits {col.id} NAME, then the value lines.")
+    for t in c.traits:
+        values = ", ".join(f"{v.name} ({v.rarity:g})" for v in t.values)
+        lines.append(f"[[{t.name}]]: {values}"[:300])
+    if counts:
+        lines.append("Pieces: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if col.cook_started:
+        lines.append("Cooking has started: prompt, traits and supply are frozen.")
+    return "\n".join(lines)[:4000]
+
+
+def collection_keyboard(col: Collection, counts: Mapping[str, int]) -> InlineKeyboardMarkup:
+    rows: list[list[InlineKeyboardButton]] = []
+    if not col.cook_started:
+        trait_buttons = [
+            InlineKeyboardButton(f"✏️ {t.name}"[:30], callback_data=f"coll:trait:{col.id}:{i}")
+            for i, t in enumerate(col.config.traits)
+        ]
+        rows += [trait_buttons[i : i + 3] for i in range(0, len(trait_buttons), 3)]
+        rows.append(
+            [
+                InlineKeyboardButton("➕ trait type", callback_data=f"coll:addtrait:{col.id}"),
+                InlineKeyboardButton("✏️ prompt", callback_data=f"coll:prompt:{col.id}"),
+            ]
+        )
+    row = [InlineKeyboardButton("🍳 Cook", callback_data=f"coll:cook:{col.id}")]
+    if col.last_cook:
+        row.append(InlineKeyboardButton("📊 Status", callback_data=f"coll:status:{col.id}"))
+    rows.append(row)
+    if counts.get("pending_review") or counts.get("approved") or counts.get("rejected"):
+        rows.append(
+            [
+                InlineKeyboardButton("🔍 Review", callback_data=f"coll:review:{col.id}"),
+                InlineKeyboardButton("📦 Export", callback_data=f"coll:export:{col.id}"),
+            ]
+        )
+    return InlineKeyboardMarkup(rows)
+
+
+def cook_quote_text(name: str, pieces: int, price: int, total: int, balance: int) -> str:
+    text = (
+        f"Cook {name}: {pieces} pieces × {price} points = {total} points in total.\n"
+        f"Your balance: {balance} points."
+    )
+    if balance < total:
+        text += (
+            f"\nThat covers {balance // price if price else pieces} pieces: the cook pauses when "
+            "your points run out and resumes by itself after a top-up."
+        )
+    return text + "\nEach piece is charged when it starts and refunded if it fails."
+
+
+def cook_confirm_keyboard(cid: str, total: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(f"✅ Cook for {total} points", callback_data=f"coll:go:{cid}"),
+                InlineKeyboardButton("Not now", callback_data=f"coll:keep:{cid}"),
+            ]
+        ]
+    )
+
+
+def cook_text(name: str, progress: CookProgress) -> str:
+    """The live cook message: state, counts and points, as `CookProgress.headline` says them."""
+    icon = {
+        CookState.RUNNING: "🍳",
+        CookState.PAUSED: "⏸",
+        CookState.WAITING_FOR_POINTS: "💤",
+        CookState.CANCELLING: "🛑",
+        CookState.DONE: "✅",
+        CookState.CANCELLED: "🛑",
+    }[progress.state]
+    text = f"{icon} {name} — {progress.headline()}"
+    if progress.state is CookState.WAITING_FOR_POINTS:
+        text += "\nWaiting for points: it resumes by itself after a top-up (see /balance)."
+    if progress.state is CookState.DONE:
+        text += "\nTap Review to approve or reject the pieces, then Export."
+    if progress.refunded:
+        text += f"\nRefunded {progress.refunded} points."
+    return text
+
+
+def cook_keyboard(cid: str, progress: CookProgress) -> InlineKeyboardMarkup | None:
+    s = progress.state
+    if s in (CookState.RUNNING, CookState.WAITING_FOR_POINTS):
+        row = [
+            InlineKeyboardButton("⏸ Pause", callback_data=f"coll:ctl:pause:{cid}"),
+            InlineKeyboardButton("🛑 Cancel", callback_data=f"coll:ctl:cancel:{cid}"),
+        ]
+    elif s is CookState.PAUSED:
+        row = [
+            InlineKeyboardButton("▶️ Resume", callback_data=f"coll:ctl:resume:{cid}"),
+            InlineKeyboardButton("🛑 Cancel", callback_data=f"coll:ctl:cancel:{cid}"),
+        ]
+    elif s.final:
+        row = [
+            InlineKeyboardButton("🔍 Review", callback_data=f"coll:review:{cid}"),
+            InlineKeyboardButton("📦 Export", callback_data=f"coll:export:{cid}"),
+        ]
+    else:
+        return None
+    return InlineKeyboardMarkup([row])
+
+
+VERDICT_MARK = {"approved": "✅ approved", "rejected": "✖ rejected"}
+
+
+def piece_caption(piece: Piece) -> str:
+    traits = ", ".join(f"{k}: {v}" for k, v in piece.traits.items() if v) or "no traits"
+    text = f"#{piece.number} · {traits} · seed {piece.seed}\n{piece.prompt}"[:900]
+    if piece.state in VERDICT_MARK:
+        text += f"\n{VERDICT_MARK[piece.state]}"
+    return text
+
+
+def piece_keyboard(cid: str, piece: Piece) -> InlineKeyboardMarkup:
+    approve = InlineKeyboardButton("✅ Approve", callback_data=f"coll:ok:{cid}:{piece.number}")
+    reject = InlineKeyboardButton("✖ Reject", callback_data=f"coll:no:{cid}:{piece.number}")
+    if piece.state == "approved":
+        return InlineKeyboardMarkup([[reject]])
+    if piece.state == "rejected":
+        return InlineKeyboardMarkup([[approve]])
+    return InlineKeyboardMarkup([[approve, reject]])
+
+
+def review_footer_text(shown: int, pending: int) -> str:
+    more = pending - shown
+    text = f"{shown} piece(s) above to review: tap Approve or Reject under each."
+    if more > 0:
+        text += f" {more} more wait: tap “Show more” when you are done with these."
+    return text + " Export zips the approved ones with their metadata."
+
+
+def review_footer_keyboard(cid: str, more: bool) -> InlineKeyboardMarkup:
+    row = [InlineKeyboardButton("📦 Export approved", callback_data=f"coll:export:{cid}")]
+    if more:
+        row.insert(0, InlineKeyboardButton("🔍 Show more", callback_data=f"coll:review:{cid}"))
+    return InlineKeyboardMarkup([row])
+
+
+def export_caption(name: str, summary: Mapping[str, Any]) -> str:
+    lines = [f"📦 {name}: {summary.get('pieces', 0)} approved pieces (metadata JSON + image each)"]
+    freq: Mapping[str, Mapping[str, int]] = summary.get("trait_frequencies", {})
+    for trait, values in freq.items():
+        lines.append(f"{trait}: " + ", ".join(f"{v} {n}" for v, n in sorted(values.items())))
+    return "\n".join(lines)[:1024]
+
+
+# ---- LoRA training (/train, /models): see adapters/telegram/training.py ---------------------
+# Callback data: `train:photos:<ds>` (photos are in), `train:edit:<ds>:<n>` (edit caption n),
+# `train:quote:<ds>`, `train:steps:<ds>:<steps>`, `train:go:<ds>:<steps>`, `train:stop:<ds>`;
+# `model:ren:<id>`, `model:del:<id>`, `model:delok:<id>`, `model:pub:<id>`, `model:priv:<id>`,
+# `model:list` (ids are 24-character ObjectIds: everything stays below 64 bytes).
+
+TRAIN_STEP_CHOICES = (500, 1000, 1500, 3000)
+
+
+def _model_name(status: JobStatus) -> str:
+    training = status.settings.get("training") or {}
+    return str(training.get("model_name") or status.settings.get("dataset") or "your LoRA")
+
+
+def train_status_text(status: JobStatus) -> str:
+    """The live training message: stage, percent and step/total."""
+    name = _model_name(status)
+    s = status.state
+    if s is JobState.RUNNING and status.stage == "training":
+        line = f"🏋️ LoRA {name}: training {status.percent:.0f}%"
+        if status.total_steps:
+            line += f" · step {status.step}/{status.total_steps}"
+        if status.loss is not None:
+            line += f" · loss {status.loss:.4f}"
+    elif s is JobState.RUNNING and status.stage == "captioning":
+        line = f"🏋️ LoRA {name}: captioning photos {status.percent:.0f}%"
+    elif s is JobState.DELIVERING:
+        line = f"🏋️ LoRA {name}: saving the model"
+    else:
+        line = f"🏋️ LoRA {name}: {status.headline()}"
+    if status.price and not status.final:
+        line += f" · {status.price} points"
+    return line
+
+
+def train_done_text(status: JobStatus) -> str:
+    """The message a finished training sends: the model's name and trigger word, and how to
+    use them."""
+    model = status.model or {}
+    name = str(model.get("name") or _model_name(status))
+    trigger = str(model.get("trigger_word") or "")
+    weight = model.get("default_weight", 0.8)
+    lines = [f"✅ Your LoRA {name} is ready."]
+    if trigger:
+        lines.append(f"Trigger word: {trigger}")
+        lines.append(f"Put it in a prompt to use the model, e.g. /make {trigger} on a hill at dawn")
+    lines.append(f"Or name it with a weight: <lora:{name}:{weight}>")
+    lines.append(f"Charged {status.price} points. /models lists your models.")
+    return "\n".join(lines)
+
+
+def train_final_text(status: JobStatus) -> str:
+    """How a training job ended, with the refund and what to do next."""
+    s = status.state
+    if s in (JobState.DONE, JobState.DELIVERING):
+        return train_done_text(status)
+    name = _model_name(status)
+    if s is JobState.CANCELLED:
+        return (
+            f"🛑 LoRA {name}: training cancelled, refunded {status.refund} points. "
+            "/train to start again."
+        )
+    if s is JobState.REFUSED:
+        return (
+            f"🚫 LoRA {name} refused: {status.reason}. Nothing was charged: /train {name} to "
+            "try again (fewer steps cost less), /balance shows your points."
+        )
+    if s is JobState.FAILED:
+        return (
+            f"❌ LoRA {name}: training failed ({status.reason or 'unknown error'}). "
+            f"Refunded {status.refund} points; your photos are kept: /train {name} to try again."
+        )
+    return f"LoRA {name}: {status.headline()}"
+
+
+def train_photos_text(name: str, count: int) -> str:
+    """After each photo: how many are in and what is next."""
+    if count < MIN_IMAGES:
+        more = MIN_IMAGES - count
+        return f"✓ {count} photo(s) in {name}. Send {more} more (at least {MIN_IMAGES} are needed)."
+    if count >= MAX_IMAGES:
+        return f"✓ {count} photos in {name}: that is the most a dataset takes. Tap Done."
+    return f"✓ {count} photos in {name}. Send more (up to {MAX_IMAGES}) or tap Done."
+
+
+def train_photos_keyboard(ds_id: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    "✅ Done: next, the trigger word", callback_data=f"train:photos:{ds_id}"
+                )
+            ]
+        ]
+    )
+
+
+def train_caption_text(n: int, caption: str) -> str:
+    return f"#{n}: {caption or '(no caption yet: tap Edit to type one)'}"[:1024]
+
+
+def train_caption_keyboard(ds_id: str, n: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(f"✏️ Edit caption #{n}", callback_data=f"train:edit:{ds_id}:{n}")]]
+    )
+
+
+def train_review_footer_text(ds: Dataset, failed: int = 0) -> str:
+    text = (
+        f"(4/5) These are the captions of the {len(ds.images)} photos in {ds.name}, with the "
+        f"trigger word {ds.trigger_word}. Tap ✏️ Edit under a photo to type a better caption "
+        "(it replaces the one shown), then tap Next: price."
+    )
+    if failed:
+        text += f"\n{failed} photo(s) could not be captioned: tap Edit under them to type one."
+    return text
+
+
+def train_next_keyboard(ds_id: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton("➡️ Next: price", callback_data=f"train:quote:{ds_id}")]]
+    )
+
+
+def train_quote_text(ds: Dataset, plan: JobPlan, steps: int, balance: int) -> str:
+    text = (
+        f"(5/5) Train {plan.summary}: {plan.price} points.\n"
+        f"Trigger word: {ds.trigger_word}. Your balance: {balance} points.\n"
+        f"More steps learn more and cost more: tap a step count or send a number "
+        f"({STEPS_MIN} … {STEPS_MAX}). Nothing is charged before you tap Train."
+    )
+    if balance < plan.price:
+        text += f"\nYou need {plan.price - balance} more points: fewer steps cost less (/balance)."
+    return text
+
+
+def train_quote_keyboard(ds_id: str, steps: int, price: int) -> InlineKeyboardMarkup:
+    choices = [
+        InlineKeyboardButton(
+            f"{'• ' if s == steps else ''}{s} steps", callback_data=f"train:steps:{ds_id}:{s}"
+        )
+        for s in TRAIN_STEP_CHOICES
+    ]
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    f"✅ Train for {price} points", callback_data=f"train:go:{ds_id}:{steps}"
+                )
+            ],
+            choices,
+            [InlineKeyboardButton("Not now", callback_data=f"train:stop:{ds_id}")],
+        ]
+    )
+
+
+def models_text(models: Sequence[LoraModel]) -> str:
+    if not models:
+        return (
+            "You have no models yet. /train makes one from 4 … 20 photos of your subject: "
+            "a person, a pet, an object or a style."
+        )
+    lines = ["Your LoRA models (use one by putting its trigger word in a prompt):"]
+    for i, m in enumerate(models, 1):
+        shared = "public" if m.public else "private"
+        lines.append(
+            f"{i}. {m.name} — trigger {m.trigger_word} — {m.family}, weight "
+            f"{m.default_weight:g}, {shared}"
+        )
+    return "\n".join(lines)[:4000]
+
+
+def models_keyboard(models: Sequence[LoraModel]) -> InlineKeyboardMarkup | None:
+    rows: list[list[InlineKeyboardButton]] = []
+    for i, m in enumerate(models[:30], 1):
+        share = (
+            InlineKeyboardButton(f"🔒 Unpublish {i}", callback_data=f"model:priv:{m.id}")
+            if m.public
+            else InlineKeyboardButton(f"🌐 Publish {i}", callback_data=f"model:pub:{m.id}")
+        )
+        rows.append(
+            [
+                InlineKeyboardButton(f"✏️ Rename {i}", callback_data=f"model:ren:{m.id}"),
+                InlineKeyboardButton(f"🗑 Delete {i}", callback_data=f"model:del:{m.id}"),
+                share,
+            ]
+        )
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+def model_delete_keyboard(model_id: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("🗑 Yes, delete it", callback_data=f"model:delok:{model_id}"),
+                InlineKeyboardButton("No, keep it", callback_data="model:list"),
+            ]
+        ]
     )
