@@ -21,9 +21,12 @@ finish per job kind and the faults injected. Exit status 1 when a must-be-zero c
 Every client call survives a server restart: it is retried on connection errors until a
 deadline. Every loop is bounded in count and time; every process is stopped at the end.
 
-TODO(bot): `kill -9 the bot` belongs in the schedule once `stationthis bot` exists and is one of
-the stack's supervised processes (workers.devstack.worker_commands); add "bot" to
-`WORKER_KINDS` then. It did not exist when this harness was written.
+TODO(bot): the issue also asks for kill -9 of the bot process. `stationthis bot` exists, but it is
+not one of the stack's supervised processes (workers.devstack.worker_commands) yet; the schedule
+kills a process named "bot" as soon as the stack runs one (`OPTIONAL_FAULTS`). The jobs here use
+the CLI platform (results pulled, no delivery step), so a bot kill only proves the bot restarts;
+to test delivery under crashes, also drive some telegram-platform jobs against the Bot API
+stand-in and check each result is sent exactly once.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ JOB_WEIGHTS: tuple[float, ...] = (0.4, 0.2, 0.2, 0.2)
 WORKER_KINDS: tuple[str, ...] = ("worker", "comfy-worker", "media-worker")
 SERVICE_KINDS: tuple[str, ...] = ("comfyui", "temporal", "mongodb")
 PROCESS_FAULTS: tuple[str, ...] = WORKER_KINDS + SERVICE_KINDS
+# Killed too when the stack runs them (the Telegram bot is not one of the stack's processes yet).
+OPTIONAL_FAULTS: tuple[str, ...] = ("bot",)
 STANDIN_FAULTS: tuple[str, ...] = ("http_500", "ws_drop", "execution_error", "hang")
 RICH_POINTS = 1_000_000
 POOR_POINTS = 12  # one upscale or rmbg (10) or a few resizes (1); never a make (15)
@@ -166,6 +171,7 @@ class ChaosReport:
     unplanned_exits: dict[str, int]
     seconds: float
     devstack_dir: str = ""
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # every JobRun, for post-mortems
 
     @property
     def ok(self) -> bool:
@@ -363,7 +369,8 @@ class FaultInjector:
     def schedule(self, window: float) -> list[tuple[float, str]]:
         """(seconds after start, process kind): each kind `per_kind` times, spread and shuffled."""
         per_kind = self.options.faults_per_kind or max(1, round(window / 100.0))
-        kinds = [k for k in PROCESS_FAULTS for _ in range(per_kind)]
+        present = [k for k in PROCESS_FAULTS + OPTIONAL_FAULTS if k in self.stack.processes]
+        kinds = [k for k in present for _ in range(per_kind)]
         self.rng.shuffle(kinds)
         begin, end = min(5.0, window * 0.1), window * 0.85
         step = (end - begin) / max(1, len(kinds))
@@ -681,6 +688,7 @@ async def check(
                 f"{tag}: charged {totals.charged}, refunded 0; cancel answer "
                 f"{r.cancel_answer or '-'}; outputs {r.outputs}"
             )
+        # Every job here is one unit (batch 1), so a done job has no partial-batch refund.
         if r.state == "done" and totals.refunds > 0:
             problems["refunds without failure"].append(
                 f"{tag}: charged {totals.charged}, refunded {totals.refunded}"
@@ -828,6 +836,7 @@ async def run_chaos(options: ChaosOptions) -> ChaosReport:
                     t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             counts, problems, latency = await check(driver, temporal, stores)
+            job_runs = [asdict(r) for r in driver.runs]
             faults = injector.fault_counts()
             unplanned = dict(injector.unplanned)
         finally:
@@ -855,6 +864,7 @@ async def run_chaos(options: ChaosOptions) -> ChaosReport:
         unplanned_exits=unplanned,
         seconds=time.monotonic() - began,
         devstack_dir=str(root),
+        jobs=job_runs,
     )
     if options.keep_dir or not report.ok:
         log.warning("logs and data kept in %s", root)

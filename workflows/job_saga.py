@@ -1,10 +1,12 @@
 """The one skeleton every paid job kind runs on: prepare, charge, produce, record, deliver,
 and refund on any failure or cancel after the charge.
 
-The short MongoDB steps (prepare, charge, refund, record, release) are local activities: they
-run inside the workflow worker's task, which saves a round trip through the server per step
-(see docs/performance.md), and each is idempotent by key, so a replayed or retried one changes
-nothing. The GPU, storage, media and delivery steps are ordinary activities on their own queues.
+The short MongoDB steps without consequences for the path taken (prepare reads, record and
+release upsert) are local activities: they run inside the workflow worker's task, which saves a
+round trip through the server per step (see docs/performance.md). Charge and refund are regular
+activities: a local activity's side effect can outlive a workflow task that fails and is then
+replayed down another path (see `_ledger_step`). The GPU, storage, media and delivery steps
+are ordinary activities on their own queues.
 
 A job kind is a subclass that names its prepare activity and defines `@workflow.run`; the
 handlers (status query, progress signal, cancel update) and the saga live here, once.
@@ -70,6 +72,7 @@ class PaidJobWorkflow:
         self._comfy_io_queue = "comfy-io"
         self._media_queue = "media"
         self._kind = self.kind
+        self._ledger_as_activities = True
         self._charge_started = False
         self._units = 1
         self._plan_user_id = ""
@@ -138,6 +141,9 @@ class PaidJobWorkflow:
         self._kind = kind or self.kind
         self._status = JobStatus(workflow_id=wid, kind=self._kind, user=user)
         self._set_state(JobState.STARTING)
+        # Asked before the first local activity: a patch first asked right after a local
+        # activity's result cannot be replayed (the marker lands in the next task's events).
+        self._ledger_as_activities = workflow.patched("ledger-as-activities")
         plan: JobPlan | None = None
         try:
             plan = await workflow.execute_local_activity(
@@ -170,7 +176,7 @@ class PaidJobWorkflow:
     async def _charge_and_produce(self, plan: JobPlan, wid: str) -> None:
         self._set_state(JobState.CHARGING)
         self._charge_started = True
-        charge = await workflow.execute_local_activity(
+        charge: ChargeResult = await self._ledger_step(
             ActivityNames.CHARGE_POINTS,
             ChargeInput(
                 user_id=plan.user_id,
@@ -179,9 +185,7 @@ class PaidJobWorkflow:
                 job_id=wid,
                 reason=f"{self._kind}: {plan.summary}"[:200],
             ),
-            result_type=ChargeResult,
-            start_to_close_timeout=policies.LEDGER_TIMEOUT,
-            retry_policy=policies.LEDGER_RETRY,
+            ChargeResult,
         )
         self._status.balance = charge.balance
         if not charge.ok:
@@ -198,7 +202,12 @@ class PaidJobWorkflow:
                 produced, produced_units, failure = await self._produce(plan)
         except asyncio.CancelledError as err:
             operator_cancel = err
-        cancelled = self._cancel is not None or operator_cancel is not None
+        # A cancel that arrives once every unit is made (in the same workflow task as the last
+        # result) has nothing left to stop: the job is done, and the cancel answers so.
+        everything_made = produced_units >= plan.units
+        cancelled = (self._cancel is not None and not everything_made) or (
+            operator_cancel is not None
+        )
         reason = failure or "cancelled"
         if cancelled:
             reason = self._cancel.reason if self._cancel else "cancelled by an operator"
@@ -219,7 +228,7 @@ class PaidJobWorkflow:
         if amount <= 0:
             return
         wid = workflow.info().workflow_id
-        result = await workflow.execute_local_activity(
+        result: RefundResult = await self._ledger_step(
             ActivityNames.REFUND_POINTS,
             RefundInput(
                 user_id=plan.user_id,
@@ -228,12 +237,35 @@ class PaidJobWorkflow:
                 job_id=wid,
                 reason=reason[:200],
             ),
-            result_type=RefundResult,
-            start_to_close_timeout=policies.LEDGER_TIMEOUT,
-            retry_policy=policies.LEDGER_RETRY,
+            RefundResult,
         )
         self._status.refund = result.refunded
         self._status.balance = result.balance
+
+    async def _ledger_step(self, name: str, arg: Any, result_type: type[Any]) -> Any:
+        """Charge or refund. A regular activity, so it runs only once the decision is in history.
+
+        They were local activities, which run inside a workflow task that can still fail (a
+        cancel racing an activity completion gets the task rejected): the ledger then held a
+        refund for a job that ended done, or a charge for a job that ended cancelled without
+        one (found by bench/chaos.py; tests/chaos/test_found_by_chaos.py). Histories from
+        before the change replay through the old branch.
+        """
+        if self._ledger_as_activities:
+            return await workflow.execute_activity(
+                name,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=policies.LEDGER_TIMEOUT,
+                retry_policy=policies.LEDGER_RETRY,
+            )
+        return await workflow.execute_local_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=policies.LEDGER_TIMEOUT,
+            retry_policy=policies.LEDGER_RETRY,
+        )
 
     async def _produce(self, plan: JobPlan) -> tuple[list[StoredOutput], int, str | None]:
         """Run every unit in parallel; return what was made and the first failure, if any."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
@@ -63,12 +62,6 @@ class StoreRacesTheCancel(FakeActivities):
         return result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug found by bench/chaos.py: refund_points runs as a local activity inside the "
-    "cancel update's workflow task; when that task fails (UnhandledCommand) the job ends done "
-    "but keeps the refund. Fix in workflows/job_saga.py `_refund` (see the chaos report).",
-)
 async def test_a_job_that_ends_done_keeps_no_refund_when_its_cancel_raced_the_store(
     temporal_dev_env: WorkflowEnvironment,
 ) -> None:
@@ -104,3 +97,70 @@ async def test_a_job_that_ends_done_keeps_no_refund_when_its_cancel_raced_the_st
     else:
         assert result.state is JobState.CANCELLED
         assert booked_refund == result.refund == 35
+
+
+class StoreWaitsForAGate(FakeActivities):
+    """Storing the outputs finishes only when the test says so."""
+
+    def __init__(self, client: Client, queue: str) -> None:
+        super().__init__(client, queue=queue)
+        self.storing = asyncio.Event()
+        self.release_store = asyncio.Event()
+
+    @activity.defn(name=ActivityNames.STORE_COMFY_OUTPUTS)
+    async def store_comfy_outputs(self, inp: StoreOutputsInput) -> list[StoredOutput]:
+        self.storing.set()
+        await self.release_store.wait()
+        return await super().store_comfy_outputs(inp)
+
+
+async def test_a_cancel_that_arrives_with_the_finished_output_does_not_end_cancelled_unrefunded(
+    temporal_dev_env: WorkflowEnvironment,
+) -> None:
+    """Harness full run 2, jobs #87 and #92 (`make-cli-chaos-10afd8-17-...n87`): the cancel
+    was accepted ("cancelled, refund 0") and the job kept its stored image: a cancelled job
+    the user paid for in full. Here the store's completion and the cancel update reach the
+    workflow in one activation, as they did there while the workflow worker was busy."""
+    env = temporal_dev_env
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    act_q = f"{tq}-act"
+    fakes = StoreWaitsForAGate(env.client, act_q)
+    activities = Worker(
+        env.client,
+        task_queue=act_q,
+        activities=[fakes.run_comfy_prompt, fakes.store_comfy_outputs],
+    )
+
+    def workflow_worker() -> Worker:
+        return Worker(
+            env.client, task_queue=tq, workflows=[MakeImageWorkflow], activities=fakes.all()
+        )
+
+    async with activities:
+        async with workflow_worker():
+            handle = await env.client.start_workflow(
+                MakeImageWorkflow.run,
+                MakeImageRequest(user="cli:chaos-regression", prompt="a red fox in snow"),
+                id=f"make-chaos-{uuid.uuid4().hex[:8]}",
+                task_queue=tq,
+            )
+            await asyncio.wait_for(fakes.storing.wait(), 20)
+        # No workflow worker now: the store's completion and the cancel wait in one task.
+        fakes.release_store.set()
+        await asyncio.sleep(1.0)
+        cancel = asyncio.create_task(
+            handle.execute_update("cancel", CancelRequest(), result_type=CancelResult)
+        )
+        await asyncio.sleep(1.0)
+        async with workflow_worker():
+            result = await asyncio.wait_for(handle.result(), 40)
+            answer = await asyncio.wait_for(cancel, 10)
+
+    if result.state is JobState.CANCELLED:
+        assert result.refund == 35 and fakes.book.refunds() == [35], (
+            f"cancelled but refunded {result.refund} (ledger {fakes.book.refunds()}), "
+            f"outputs kept: {result.outputs}; cancel answer {answer}"
+        )
+    else:
+        assert result.state is JobState.DONE and result.outputs
+        assert fakes.book.refunds() == [] and answer.refund == 0

@@ -78,7 +78,7 @@ def test_no_job_is_lost_charged_twice_or_left_unrefunded_while_everything_crashe
     assert counts["done"] >= 10, tail
     assert counts["charges"] >= counts["done"], tail
     kills = {k for k, v in report["faults"].items() if k.startswith("kill -9 ") and v}
-    assert kills == {
+    assert kills >= {
         f"kill -9 {name}"
         for name in ("worker", "comfy-worker", "media-worker", "comfyui", "temporal", "mongodb")
     }, report["faults"]
