@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check fmt up chaos bench clean
+.PHONY: install demo test check fmt up chaos bench report clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
@@ -36,8 +36,14 @@ up: $(STAMP)
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py --jobs 200 --users 20 --minutes 5
 
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py --scale 10
+
 bench: $(STAMP)
 	$(BIN)/python bench/make_image.py
+
+report: $(STAMP)
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf .devstack build *.egg-info .mypy_cache .pytest_cache .ruff_cache

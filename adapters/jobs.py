@@ -20,6 +20,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
@@ -347,7 +348,9 @@ class JobsClient:
         try:
             # Every job kind inherits the `status` query from the one saga.
             return await self.handle(wid).query(PaidJobWorkflow.status)
-        except RPCError as err:
+        except (RPCError, WorkflowQueryFailedError) as err:
+            # A query fails (not RPCError) for an empty id or a workflow that is no job (a
+            # cook has no `status` query): both read as "no such job", never as a crash.
             record = await asyncio.to_thread(self.stores.jobs.get, wid)
             if record is None:
                 raise JobNotFound(f"no job {wid!r}") from err

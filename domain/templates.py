@@ -24,6 +24,10 @@ TemplateKind = Literal["txt2img", "img2img", "upscale", "rmbg", "caption", "trai
 TEMPLATE_KINDS: tuple[str, ...] = ("txt2img", "img2img", "upscale", "rmbg", "caption", "train_lora")
 OUTPUT_CLASSES: frozenset[str] = frozenset({"SaveImage", "PreviewImage", "PreviewAny", "SaveLoRA"})
 INPUT_TITLE_PREFIX = "input_"
+# How deeply an input's literal value may nest (lists in lists, objects in objects). Real
+# ComfyUI inputs nest a level or two; a deeper value would break hashing (RecursionError) and
+# storing (BSON allows 100 levels for the whole document) instead of being refused.
+MAX_VALUE_DEPTH = 32
 
 Graph = dict[str, Any]
 
@@ -132,11 +136,17 @@ def validate_graph(graph: Any, explicit: Mapping[str, Any] | None = None) -> dic
         if not isinstance(inputs, Mapping):
             raise TemplateGraphError(f"node {node_id} ({cls}) has no inputs object")
         for name, value in inputs.items():
+            if _too_deep(value, MAX_VALUE_DEPTH):
+                raise TemplateGraphError(
+                    f"node {node_id} ({cls}) input {name!r} is nested more than "
+                    f"{MAX_VALUE_DEPTH} levels deep"
+                )
             if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
                 src = value[0]
                 if not isinstance(src, str) or src not in graph:
+                    shown = repr(src) if len(repr(src)) <= 80 else repr(src)[:77] + "..."
                     raise TemplateGraphError(
-                        f"node {node_id} ({cls}) input {name!r} links to missing node {src!r}"
+                        f"node {node_id} ({cls}) input {name!r} links to missing node {shown}"
                     )
                 if value[1] < 0:
                     raise TemplateGraphError(
@@ -162,6 +172,23 @@ def validate_graph(graph: Any, explicit: Mapping[str, Any] | None = None) -> dic
                 f"only literal inputs can be injected"
             )
     return refs
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists/objects more than `limit` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def output_nodes(graph: Mapping[str, Any]) -> list[str]:

@@ -60,6 +60,10 @@ def read_template_file(path: str | Path) -> Template:
         raise TemplateGraphError(f"{p}: cannot read ({e.strerror or e})") from None
     except json.JSONDecodeError as e:
         raise TemplateGraphError(f"{p}: not JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise TemplateGraphError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:
+        raise TemplateGraphError(f"{p}: JSON nested too deeply") from None
     return Template.parse(data, source=str(p))
 
 

@@ -26,6 +26,7 @@ from telegram.ext import (
     ApplicationBuilder,
     CallbackQueryHandler,
     CommandHandler,
+    ExtBot,
     MessageHandler,
     TypeHandler,
     filters,
@@ -49,18 +50,43 @@ log = logging.getLogger(__name__)
 GRACE = timedelta(seconds=10)
 
 
+class TolerantBot(ExtBot[None]):
+    """An ExtBot that survives an update it cannot parse.
+
+    python-telegram-bot parses a getUpdates batch as a whole: one update it cannot read (a new
+    Bot API field, a malformed object) fails the batch, the offset never moves past it, and the
+    bot ignores every later update from every user (found by tests/fuzz). Here each update is
+    parsed on its own; one that fails is logged by id and replaced by an empty update with the
+    same id, which no handler matches and which moves the offset on.
+    """
+
+    async def _post(self, endpoint: str, *args: Any, **kwargs: Any) -> Any:
+        result = await super()._post(endpoint, *args, **kwargs)
+        if endpoint != "getUpdates" or not isinstance(result, list):
+            return result
+        readable: list[Any] = []
+        for raw in result:
+            try:
+                Update.de_json(raw, self)
+                readable.append(raw)
+            except Exception:
+                update_id = raw.get("update_id") if isinstance(raw, dict) else None
+                log.warning("dropped update %s: python-telegram-bot cannot parse it", update_id)
+                if isinstance(update_id, int):
+                    readable.append({"update_id": update_id})
+        return readable
+
+
 def build_application(config: Config, jobs: JobsClient, pacer: EditPacer) -> Application:
     """The Application with every handler registered and its dependencies in bot_data."""
     if config.telegram_bot_token is None:
         raise SystemExit("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather")
-    app = (
-        ApplicationBuilder()
-        .token(config.telegram_bot_token.get_secret_value())
-        .base_url(config.telegram_base_url)
-        .base_file_url(config.telegram_base_file_url)
-        .concurrent_updates(16)
-        .build()
+    bot = TolerantBot(
+        config.telegram_bot_token.get_secret_value(),
+        base_url=config.telegram_base_url,
+        base_file_url=config.telegram_base_file_url,
     )
+    app = ApplicationBuilder().bot(bot).concurrent_updates(16).build()
     watchers = StatusWatchers(app.bot, jobs, pacer)
     limiter = RateLimiter(config.telegram_command_rate, config.telegram_command_window)
     app.bot_data["deps"] = h.BotDeps(jobs=jobs, config=config, watchers=watchers, limiter=limiter)

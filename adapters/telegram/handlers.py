@@ -237,6 +237,12 @@ async def text_message(update: Update, context: Ctx) -> None:
         await _typed_setting(update, context, str(pending["field"]), msg.text)
         return
     text = msg.text
+    if text.startswith("/"):
+        # Telegram marks only ASCII words as commands: "/ЁжикВТумане" arrives as plain text,
+        # and a slash word is a mistyped command, never a prompt to charge for.
+        if chat is not None and chat.type == ChatType.PRIVATE:
+            await unknown(update, context)
+        return
     if is_group(chat):
         mention = f"@{context.bot.username}" if context.bot.username else None
         if not mention or mention.lower() not in text.lower():
