@@ -125,17 +125,31 @@ def stationthis_command(*args: str) -> list[str]:
 
 
 def worker_commands(config: Config) -> list[ExtraCommand]:
-    """The Temporal workers `stationthis up` supervises unless `--no-workers` is given: the
-    workflow worker, the media worker (queue `media`), and one comfy worker per ComfyUI server
-    (COMFYUI_URLS lists them; the embedded stand-in is one server with `comfyui.slots` slots)."""
-    return [
+    """The processes `stationthis up` supervises unless `--no-workers` is given: the workflow
+    worker, the media worker (queue `media`), one comfy worker per ComfyUI server (each of
+    COMFYUI_URLS, or the embedded stand-in with `comfyui.slots` slots), and the Telegram bot
+    when TELEGRAM_BOT_TOKEN is set (it alone holds the token and serves `deliver-telegram`)."""
+    slots = str(config.comfyui.slots)
+    urls = config.comfyui_url_list
+    comfy = (
+        [
+            ExtraCommand(
+                f"comfy-worker-{i + 1}" if len(urls) > 1 else "comfy-worker",
+                stationthis_command("comfy-worker", "--url", url, "--slots", slots),
+            )
+            for i, url in enumerate(urls)
+        ]
+        if urls
+        else [ExtraCommand("comfy-worker", stationthis_command("comfy-worker", "--slots", slots))]
+    )
+    commands = [
         ExtraCommand("worker", stationthis_command("worker")),
-        ExtraCommand(
-            "comfy-worker",
-            stationthis_command("comfy-worker", "--slots", str(config.comfyui.slots)),
-        ),
+        *comfy,
         ExtraCommand("media-worker", stationthis_command("media-worker")),
     ]
+    if config.telegram_bot_token is not None:
+        commands.append(ExtraCommand("bot", stationthis_command("bot")))
+    return commands
 
 
 def _load_templates(endpoints: Endpoints, config: Config) -> None:
