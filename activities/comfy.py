@@ -28,6 +28,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeat_forever
 from comfy.client import ComfyClient
 from comfy.errors import ComfyError, PromptLost
 from comfy.models import OutputFile, RunResult
@@ -106,7 +107,7 @@ class ComfyActivities:
         info = activity.info()
         reporter = _Reporter(self.client, inp.workflow_id, inp.index)
         beat: dict[str, Any] = {}
-        ticker = asyncio.create_task(_heartbeat_forever(beat))
+        ticker = asyncio.create_task(heartbeat_forever(lambda: beat.get("attempt")))
         comfy = self.comfy
         prompt_id = prompt_id_for(inp.workflow_id, inp.index, info.attempt)
         try:
@@ -265,14 +266,6 @@ def _run_result(server_url: str, result: RunResult) -> ComfyRunResult:
         texts=result.texts,
         gpu_seconds=result.execution_seconds or 0.0,
     )
-
-
-async def _heartbeat_forever(beat: dict[str, Any]) -> None:
-    """Heartbeat while nothing else does (a long queue sends no progress events)."""
-    while True:
-        attempt = beat.get("attempt")
-        activity.heartbeat(*([attempt] if attempt else []))
-        await asyncio.sleep(HEARTBEAT_EVERY)
 
 
 class _Reporter:

@@ -36,6 +36,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.comfy import to_application_error
+from activities.heartbeat import heartbeat_forever
 from comfy.client import ComfyClient
 from comfy.errors import ComfyError, PromptLost
 from comfy.lora_cache import LoraCache, root_from_argv
@@ -413,7 +414,7 @@ class TrainingComfyActivities:
             )
         info = activity.info()
         beat: dict[str, Any] = {}
-        ticker = asyncio.create_task(_heartbeat_forever(beat))
+        ticker = asyncio.create_task(heartbeat_forever(lambda: beat.get("beat")))
         reporter = _TrainingReporter(self.client, inp.workflow_id)
         prompt_id = chunk_prompt_id(inp.workflow_id, inp.chunk, info.attempt)
         reattached = False
@@ -586,13 +587,6 @@ class TrainingComfyActivities:
             size=meta.length,
             server_url=self.server_url,
         )
-
-
-async def _heartbeat_forever(beat: dict[str, Any]) -> None:
-    while True:
-        current = beat.get("beat")
-        activity.heartbeat(*([current] if current else []))
-        await asyncio.sleep(HEARTBEAT_EVERY)
 
 
 class _TrainingReporter:

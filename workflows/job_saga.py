@@ -372,6 +372,7 @@ class PaidJobWorkflow:
                     DeliverInput(platform=platform, reply=reply, status=self._status),
                     task_queue=f"deliver-{platform}",
                     start_to_close_timeout=policies.DELIVER_TIMEOUT,
+                    heartbeat_timeout=policies.DELIVER_HEARTBEAT,
                     schedule_to_close_timeout=policies.DELIVER_DEADLINE,
                     retry_policy=policies.DELIVER_RETRY,
                 )

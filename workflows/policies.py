@@ -9,7 +9,8 @@
 - process_image (media): start-to-close 2 min; 3 attempts; bad images never retried.
 - store_comfy_outputs (comfy-io): start-to-close 2 min; 10 attempts.
 - record_job, release_job_slot (stationthis): start-to-close 15 s; retried forever (upserts).
-- deliver_result (deliver-<platform>): start-to-close 2 min, schedule-to-close 7 days, retried
+- deliver_result (deliver-<platform>): start-to-close 2 min, heartbeat 20 s (a bot killed
+  mid-send is noticed in seconds), schedule-to-close 7 days, retried
   within that: a bot that is down receives the result when it is back.
 
 "Forever" means no maximum attempts with the interval capped, because each of those activities is
@@ -69,6 +70,7 @@ STORE_TIMEOUT = timedelta(minutes=2)
 STORE_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=20))
 
 DELIVER_TIMEOUT = timedelta(minutes=2)
+DELIVER_HEARTBEAT = timedelta(seconds=20)  # a bot killed mid-send is noticed in seconds
 DELIVER_DEADLINE = timedelta(days=7)
 DELIVER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),

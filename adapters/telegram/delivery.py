@@ -25,6 +25,7 @@ from telegram.error import BadRequest, Forbidden, RetryAfter
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from adapters.jobs import JobsClient
 from adapters.telegram.ratelimit import EditPacer
 from adapters.telegram.render import final_text, result_caption, result_keyboard
@@ -69,13 +70,8 @@ class TelegramDelivery:
             log.warning("job %s has no chat to reply to; nothing delivered", status.workflow_id)
             return
         try:
-            sent = await self.jobs.delivered_parts(status.workflow_id)
-            if status.kind == "train" and status.state in (JobState.DELIVERING, JobState.DONE):
-                await self._send_trained_model(status, reply, sent)
-            elif status.outputs and status.state in (JobState.DELIVERING, JobState.DONE):
-                await self._send_images(status, reply, sent)
-            else:
-                await self._send_text(status, reply, sent)
+            async with heartbeating():
+                await self._deliver(status, reply)
         except RetryAfter as err:
             delay = retry_seconds(err)
             log.info("flood control on %s: retrying in %.0f s", status.workflow_id, delay)
@@ -97,6 +93,15 @@ class TelegramDelivery:
                 type="undeliverable",
                 non_retryable=True,
             ) from err
+
+    async def _deliver(self, status: JobStatus, reply: ReplyTarget) -> None:
+        sent = await self.jobs.delivered_parts(status.workflow_id)
+        if status.kind == "train" and status.state in (JobState.DELIVERING, JobState.DONE):
+            await self._send_trained_model(status, reply, sent)
+        elif status.outputs and status.state in (JobState.DELIVERING, JobState.DONE):
+            await self._send_images(status, reply, sent)
+        else:
+            await self._send_text(status, reply, sent)
 
     async def _send_images(
         self, status: JobStatus, reply: ReplyTarget, sent: dict[str, int]

@@ -2,10 +2,13 @@
 
 `bench/chaos.py` runs as a subprocess (its own process group, killed at the end whatever
 happens) for about a minute: 30 jobs from 6 users (one of them too poor for most jobs), some
-cancelled, while every worker kind, the ComfyUI stand-in, the Temporal dev server and the
-MongoDB-compatible server are each killed with SIGKILL and restarted, and the stand-in fails
-~30 % of prompts. The must-be-zero columns of its report are asserted one by one, so a failure
-names the broken promise and the jobs behind it. `make chaos` is the full-size run.
+cancelled, while every worker kind, the Telegram bot, the ComfyUI stand-in, the Temporal dev
+server and the MongoDB-compatible server are each killed with SIGKILL and restarted, the stand-in
+fails ~30 % of prompts and the Bot API stand-in answers some sendPhoto calls with 429 RetryAfter.
+Two of the six users are on Telegram: their results are pushed by the bot, one chat per job, and
+the chats are checked for exactly one photo per output of a done job and none otherwise.
+The must-be-zero columns of its report are asserted one by one, so a failure names the broken
+promise and the jobs behind it. `make chaos` is the full-size run.
 """
 
 from __future__ import annotations
@@ -80,8 +83,21 @@ def test_no_job_is_lost_charged_twice_or_left_unrefunded_while_everything_crashe
     kills = {k for k, v in report["faults"].items() if k.startswith("kill -9 ") and v}
     assert kills >= {
         f"kill -9 {name}"
-        for name in ("worker", "comfy-worker", "media-worker", "comfyui", "temporal", "mongodb")
+        for name in (
+            "worker",
+            "comfy-worker",
+            "media-worker",
+            "bot",
+            "comfyui",
+            "temporal",
+            "mongodb",
+        )
     }, report["faults"]
+    # Telegram jobs ran through the bot, and a delivery met flood control and was retried.
+    assert counts["telegram jobs"] >= 5, tail
+    assert counts["telegram done"] >= 2, tail
+    assert counts["telegram photos"] >= counts["telegram done"], tail
+    assert report["faults"].get("telegram sendPhoto 429 (met)", 0) >= 1, report["faults"]
 
     broken = {k: problems.get(k, []) for k in MUST_BE_ZERO if counts.get(k, 0)}
     assert not broken, f"must-be-zero columns are not zero: {broken}\n{tail}"
