@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import (
@@ -66,6 +67,7 @@ POINTS = "insufficient_points"
 @workflow.defn(name="CookCollectionWorkflow")
 class CookCollectionWorkflow:
     def __init__(self) -> None:
+        self._regular_activities = True
         self._inp = CookInput(collection_id="", user="")
         self._c = CookCursor()
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -158,6 +160,8 @@ class CookCollectionWorkflow:
     async def run(self, inp: CookInput) -> CookProgress:
         self._inp = inp
         self._c = inp.cursor or CookCursor()
+        # Asked first, before any local activity (see job_saga.py on asking patches late).
+        self._regular_activities = workflow.patched("cook-regular-activities")
         self._set_state(force=True)
         try:
             await self._loop()
@@ -243,7 +247,7 @@ class CookCollectionWorkflow:
             return  # resumed, paused or cancelled meanwhile
         except TimeoutError:
             pass
-        check = await workflow.execute_local_activity(
+        check = await self._step(
             CookNames.CHECK_BALANCE,
             BalanceInput(user=self._inp.user, need=self._inp.piece_price),
             result_type=BalanceResult,
@@ -330,7 +334,7 @@ class CookCollectionWorkflow:
             reason = "this piece was already started by an earlier run of the cook"
         finally:
             self._children.pop(number, None)
-        recorded = await workflow.execute_local_activity(
+        recorded = await self._step(
             CookNames.RECORD_PIECE,
             RecordPieceInput(
                 collection_id=inp.collection_id,
@@ -363,9 +367,19 @@ class CookCollectionWorkflow:
         else:
             self._c.failed += 1
 
+    async def _step(self, name: str, arg: Any, **kw: Any) -> Any:
+        """A MongoDB step of the cook. Pieces run concurrently, and local activities of
+        concurrent pieces can resolve in another order on replay than they ran (a worker
+        restart then decoded one piece's record as another's plan: "Failed decoding
+        arguments"); regular activities are events, so replay sees them in their real order.
+        Histories from before the change replay through the local branch."""
+        if self._regular_activities:
+            return await workflow.execute_activity(name, arg, **kw)
+        return await workflow.execute_local_activity(name, arg, **kw)
+
     async def _plan(self, number: int) -> PlanPieceResult:
         inp = self._inp
-        return await workflow.execute_local_activity(
+        return await self._step(
             CookNames.PLAN_PIECE,
             PlanPieceInput(
                 collection_id=inp.collection_id,
