@@ -13,7 +13,7 @@ from adapters.cli.context import jobs_client
 from adapters.jobs import JobsClient, StartedJob
 from domain.errors import StationError
 from domain.identity import parse_identity
-from domain.jobs import JobStatus, MakeImageRequest
+from domain.jobs import JobState, JobStatus, MakeImageRequest
 from workers.config import REPO_ROOT
 
 OUT_DIR = REPO_ROOT / "out"
@@ -142,7 +142,8 @@ async def follow(
 
 def _progress_line(s: JobStatus) -> None:
     width = 30
-    filled = int(width * s.percent / 100)
+    percent = 100.0 if s.state is JobState.DONE else s.percent
+    filled = int(width * percent / 100)
     bar = "#" * filled + "-" * (width - filled)
     sys.stdout.write(f"\r  [{bar}] {s.headline():<40}")
     sys.stdout.flush()
