@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,17 +86,13 @@ class JobActivities:
     @activity.defn(name=ActivityNames.PREPARE_MAKE_IMAGE)
     def prepare_make_image(self, inp: PrepareInput) -> JobPlan:
         """Turn a request into a priced plan, or a refusal that says what to fix."""
-        try:
-            return self.plan_make_image(inp)
-        except UserInputError as err:
-            log.info("refused %s: %s", inp.workflow_id, err.message)
-            return JobPlan(
-                user_id=self._user_id_or_blank(inp.request.user),
-                kind="make",
-                price=0,
-                refused=err.message,
-                refused_code=err.code,
-            )
+        return plan_or_refusal(
+            self.stores,
+            inp.request.user,
+            "make",
+            inp.workflow_id,
+            lambda: self.plan_make_image(inp),
+        )
 
     def plan_make_image(self, inp: PrepareInput) -> JobPlan:
         """The checks and decisions of prepare, raising UserInputError on bad input.
@@ -196,13 +193,6 @@ class JobActivities:
             raise UserInputError("the source is not an image Pillow can read") from None
         return {ref.node: blob_id}
 
-    def _user_id_or_blank(self, identity: str) -> str:
-        try:
-            found = self.stores.users.find(identity)
-        except StationError:
-            return ""
-        return found.id if found else ""
-
     # ---- points ----------------------------------------------------------------------------
 
     @activity.defn(name=ActivityNames.CHARGE_POINTS)
@@ -265,3 +255,25 @@ class JobActivities:
 def _only_known(template: Template, values: dict[str, Any]) -> dict[str, Any]:
     """Inject only what this template declares (a Flux graph may have no negative prompt)."""
     return {k: v for k, v in values.items() if k in template.inputs}
+
+
+def plan_or_refusal(
+    stores: Stores, identity: str, kind: str, workflow_id: str, plan: Callable[[], JobPlan]
+) -> JobPlan:
+    """What every prepare activity returns: the plan, or bad input as a refused plan (the
+    workflow ends `refused` with the message, nothing charged) rather than a failed activity."""
+    try:
+        return plan()
+    except UserInputError as err:
+        log.info("%s %s refused: %s", kind, workflow_id, err.message)
+        try:
+            found = stores.users.find(identity)
+        except StationError:
+            found = None
+        return JobPlan(
+            user_id=found.id if found else "",
+            kind=kind,
+            price=0,
+            refused=err.message,
+            refused_code=err.code,
+        )

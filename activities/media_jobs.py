@@ -16,7 +16,8 @@ from typing import Any
 
 from temporalio import activity
 
-from domain.errors import StationError, TemplateGraphError, UserInputError
+from activities.jobs import plan_or_refusal
+from domain.errors import TemplateGraphError, UserInputError
 from domain.jobs import (
     ActivityNames,
     ComfyWork,
@@ -79,17 +80,13 @@ class MediaJobActivities:
     @activity.defn(name=ActivityNames.PREPARE_MEDIA_JOB)
     def prepare_media_job(self, inp: MediaPrepareInput) -> JobPlan:
         """Turn a media request into a priced plan, or a refusal that says what to fix."""
-        try:
-            return self.plan_media_job(inp)
-        except UserInputError as err:
-            log.info("refused %s: %s", inp.workflow_id, err.message)
-            return JobPlan(
-                user_id=self._user_id_or_blank(inp.request.user),
-                kind=inp.request.kind,
-                price=0,
-                refused=err.message,
-                refused_code=err.code,
-            )
+        return plan_or_refusal(
+            self.stores,
+            inp.request.user,
+            inp.request.kind,
+            inp.workflow_id,
+            lambda: self.plan_media_job(inp),
+        )
 
     def plan_media_job(self, inp: MediaPrepareInput) -> JobPlan:
         """The checks and decisions of prepare, raising UserInputError on bad input.
@@ -184,13 +181,6 @@ class MediaJobActivities:
         ):
             raise UserInputError(f"scale: must be {allowed}, got {raw!r}")
         return scale
-
-    def _user_id_or_blank(self, identity: str) -> str:
-        try:
-            found = self.stores.users.find(identity)
-        except StationError:
-            return ""
-        return found.id if found else ""
 
 
 def _pillow_params(req: MediaRequest, source: LoadedImage) -> tuple[dict[str, Any], str]:

@@ -37,6 +37,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.comfy import to_application_error
 from activities.heartbeat import heartbeat_forever
+from activities.jobs import plan_or_refusal
 from comfy.client import ComfyClient
 from comfy.errors import ComfyError, PromptLost
 from comfy.lora_cache import LoraCache, root_from_argv
@@ -122,17 +123,13 @@ class TrainingActivities:
 
     @activity.defn(name=ActivityNames.PREPARE_TRAIN_LORA)
     def prepare_train_lora(self, inp: TrainPrepareInput) -> JobPlan:
-        try:
-            return self.plan_train_lora(inp)
-        except UserInputError as err:
-            log.info("training %s refused: %s", inp.workflow_id, err.message)
-            return JobPlan(
-                user_id=self._user_id_or_blank(inp.request.user),
-                kind="train",
-                price=0,
-                refused=err.message,
-                refused_code=err.code,
-            )
+        return plan_or_refusal(
+            self.stores,
+            inp.request.user,
+            "train",
+            inp.workflow_id,
+            lambda: self.plan_train_lora(inp),
+        )
 
     def plan_train_lora(self, inp: TrainPrepareInput) -> JobPlan:
         """Every check before the charge; the jobs client runs it too, before starting."""
@@ -266,13 +263,6 @@ class TrainingActivities:
         except StationError as err:
             return DatasetImagesResult(refused=err.message)
         return DatasetImagesResult(dataset_id=ds.id, added=len(inp.images), total=len(ds.images))
-
-    def _user_id_or_blank(self, identity: str) -> str:
-        try:
-            found = self.stores.users.find(identity)
-        except StationError:
-            return ""
-        return found.id if found else ""
 
 
 # ---- media queue ---------------------------------------------------------------------------
