@@ -19,8 +19,8 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from PIL import Image
 from pydantic import BaseModel
@@ -64,6 +64,59 @@ class Attempt(BaseModel):
 
 def prompt_id_for(workflow_id: str, index: int, attempt: int) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stationthis:{workflow_id}:{index}:{attempt}"))
+
+
+class PromptRef(Protocol):
+    """Where an attempt submitted its prompt (the heartbeat details of every ComfyUI activity)."""
+
+    server_url: str
+    prompt_id: str
+
+
+BeatT = TypeVar("BeatT", bound=BaseModel)
+RefT = TypeVar("RefT", bound=PromptRef)
+
+
+def earlier_prompts(model: type[BeatT], previous: BeatT | None) -> list[BeatT]:
+    """The prompts earlier attempts of this activity may have left on a server: the one in the
+    last heartbeat, then the one the previous attempt's derived id names (its heartbeat may
+    not have reached the server before it died)."""
+    found: list[BeatT] = []
+    details = activity.info().heartbeat_details
+    if details:
+        with contextlib.suppress(Exception):
+            found.append(model.model_validate(details[0]))
+    if previous is not None:
+        found.append(previous)
+    return found
+
+
+async def follow_earlier_prompt(
+    comfy: ComfyClient,
+    server_url: str,
+    candidates: Sequence[RefT],
+    *,
+    remember: Callable[[RefT], None],
+    on_progress: Callable[[ComfyProgress], Awaitable[None]],
+    timeout: float,
+) -> RunResult | None:
+    """Re-attach to the first candidate this server still knows, instead of rendering again.
+
+    A candidate on another server (the retry landed on another GPU) is asked to stop there;
+    one the server has forgotten (restart) is skipped. None means: submit anew.
+    """
+    for earlier in candidates:
+        if earlier.server_url != server_url:
+            with contextlib.suppress(Exception):
+                async with ComfyClient(earlier.server_url, timeout=5) as other:
+                    await other.cancel(earlier.prompt_id)
+            continue
+        remember(earlier)
+        try:
+            return await comfy.wait(earlier.prompt_id, on_progress=on_progress, timeout=timeout)
+        except PromptLost:
+            continue
+    return None
 
 
 def to_application_error(err: ComfyError) -> ApplicationError:
@@ -150,39 +203,29 @@ class ComfyActivities:
         reporter: _Reporter,
     ) -> RunResult | None:
         """Follow the prompt an earlier attempt submitted, if this server still knows it."""
-        details = activity.info().heartbeat_details
-        candidates: list[Attempt] = []
-        if details:
-            with contextlib.suppress(Exception):
-                candidates.append(Attempt.model_validate(details[0]))
-        if attempt > 1:
-            candidates.append(
-                Attempt(
-                    server_url=self.server_url,
-                    prompt_id=prompt_id_for(inp.workflow_id, inp.index, attempt - 1),
-                )
+        previous = (
+            Attempt(
+                server_url=self.server_url,
+                prompt_id=prompt_id_for(inp.workflow_id, inp.index, attempt - 1),
             )
-        for earlier in candidates:
-            if earlier.server_url != self.server_url:
-                # Another GPU had it: ask that server to drop it, then render here.
-                with contextlib.suppress(Exception):
-                    async with ComfyClient(earlier.server_url, timeout=5) as other:
-                        await other.cancel(earlier.prompt_id)
-                continue
-            beat["attempt"] = earlier
-            try:
+            if attempt > 1
+            else None
+        )
 
-                async def on_progress(p: ComfyProgress) -> None:
-                    await reporter.report(p, beat)
+        async def on_progress(p: ComfyProgress) -> None:
+            await reporter.report(p, beat)
 
-                found = await comfy.wait(
-                    earlier.prompt_id, on_progress=on_progress, timeout=inp.timeout_seconds
-                )
-            except PromptLost:
-                continue
-            log.info("re-attached to prompt %s of %s", earlier.prompt_id, inp.workflow_id)
-            return found
-        return None
+        found = await follow_earlier_prompt(
+            comfy,
+            self.server_url,
+            earlier_prompts(Attempt, previous),
+            remember=lambda earlier: beat.__setitem__("attempt", earlier),
+            on_progress=on_progress,
+            timeout=inp.timeout_seconds,
+        )
+        if found is not None:
+            log.info("re-attached to prompt %s of %s", found.prompt_id, inp.workflow_id)
+        return found
 
     async def _with_uploads(self, comfy: ComfyClient, inp: ComfyRunInput) -> dict[str, Any]:
         graph = {k: dict(v) for k, v in inp.work.graph.items()}

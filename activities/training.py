@@ -35,11 +35,11 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.comfy import to_application_error
+from activities.comfy import earlier_prompts, follow_earlier_prompt, to_application_error
 from activities.heartbeat import heartbeat_forever
 from activities.jobs import plan_or_refusal
 from comfy.client import ComfyClient
-from comfy.errors import ComfyError, PromptLost
+from comfy.errors import ComfyError
 from comfy.lora_cache import LoraCache, root_from_argv
 from comfy.models import Progress as ComfyProgress
 from comfy.models import RunResult
@@ -440,38 +440,31 @@ class TrainingComfyActivities:
     async def _reattach(
         self, inp: ChunkInput, attempt: int, beat: dict[str, Any], reporter: _TrainingReporter
     ) -> RunResult | None:
-        details = activity.info().heartbeat_details
-        candidates: list[ChunkBeat] = []
-        if details:
-            with contextlib.suppress(Exception):
-                candidates.append(ChunkBeat.model_validate(details[0]))
-        if attempt > 1:
-            candidates.append(
-                ChunkBeat(
-                    server_url=self.server_url,
-                    prompt_id=chunk_prompt_id(inp.workflow_id, inp.chunk, attempt - 1),
-                )
+        previous = (
+            ChunkBeat(
+                server_url=self.server_url,
+                prompt_id=chunk_prompt_id(inp.workflow_id, inp.chunk, attempt - 1),
             )
-        for earlier in candidates:
-            if earlier.server_url != self.server_url:
-                with contextlib.suppress(Exception):
-                    async with ComfyClient(earlier.server_url, timeout=5) as other:
-                        await other.cancel(earlier.prompt_id)
-                continue
-            beat["beat"] = earlier
+            if attempt > 1
+            else None
+        )
 
-            async def on_progress(p: ComfyProgress) -> None:
-                await reporter.report(p, beat, inp)
+        async def on_progress(p: ComfyProgress) -> None:
+            await reporter.report(p, beat, inp)
 
-            try:
-                found = await self.comfy.wait(
-                    earlier.prompt_id, on_progress=on_progress, timeout=inp.timeout_seconds
-                )
-            except PromptLost:
-                continue
-            log.info("chunk %d of %s: re-attached to %s", inp.chunk, inp.workflow_id, earlier)
-            return found
-        return None
+        found = await follow_earlier_prompt(
+            self.comfy,
+            self.server_url,
+            earlier_prompts(ChunkBeat, previous),
+            remember=lambda earlier: beat.__setitem__("beat", earlier),
+            on_progress=on_progress,
+            timeout=inp.timeout_seconds,
+        )
+        if found is not None:
+            log.info(
+                "chunk %d of %s: re-attached to %s", inp.chunk, inp.workflow_id, found.prompt_id
+            )
+        return found
 
     async def _graph(self, inp: ChunkInput, root: Path, cache: LoraCache) -> dict[str, Any]:
         spec = inp.spec
