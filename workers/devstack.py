@@ -391,6 +391,7 @@ class DevStack:
                 "--ui-disable-news-fetch",
                 "--log-level",
                 "warn",
+                *t.tuning_args(),
             ]
             if namespace != "default":
                 argv += ["--namespace", namespace]

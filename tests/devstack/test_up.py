@@ -150,6 +150,10 @@ async def test_up_serves_every_service_and_sigterm_leaves_no_process_behind(
         )
         cmdlines = " ".join(" ".join(psutil.Process(p).cmdline()) for p in children)
         assert all(name in cmdlines for name in expected), cmdlines
+        # The server runs tuned (temporal-dev.yaml): no 20/s transfer-queue throttle, and its
+        # SQLite file in WAL mode (the -wal file exists only in that mode).
+        assert "history.transferProcessorMaxPollRPS=1000" in cmdlines
+        assert (devstack_dir / "temporal.sqlite-wal").exists()
 
         up.popen.send_signal(signal.SIGTERM)
         assert up.popen.wait(30) == 0
