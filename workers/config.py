@@ -42,7 +42,9 @@ class TemporalDev(BaseModel):
     # at most 20 times a second by default, so every hand-over to another task queue waits
     # ~40 ms; 1000 removes that wait without changing any history.
     dynamic_config: dict[str, str | int | float | bool] = Field(
-        default_factory=lambda: {"history.transferProcessorMaxPollRPS": 1000}
+        default_factory=lambda: dict[str, str | int | float | bool](
+            {"history.transferProcessorMaxPollRPS": 1000}
+        )
     )
     # WAL + synchronous=normal: a kill -9 of the server loses nothing acknowledged; an OS crash
     # or power loss may lose the last commits (synchronous=full keeps those, ~10-15 ms a job).
