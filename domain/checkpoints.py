@@ -59,7 +59,7 @@ def checkpoint_inventory(
 
 def choices_for(family: str, inventory: Mapping[str, str]) -> list[str]:
     """The checkpoints a template of `family` may use, sorted."""
-    return sorted(n for n, f in inventory.items() if family == ANY_FAMILY or f == family)
+    return sorted(n for n, f in inventory.items() if family in (ANY_FAMILY, f))
 
 
 def check_checkpoint(name: str, template: Template, inventory: Mapping[str, str]) -> str:

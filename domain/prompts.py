@@ -32,4 +32,3 @@ def clean_prompt(text: str, ranges: SettingRanges = DEFAULT_RULES.ranges) -> str
             f"the prompt is {len(cleaned)} characters; the limit is {ranges.prompt_max_chars}"
         )
     return cleaned
-

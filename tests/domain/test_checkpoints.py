@@ -40,7 +40,7 @@ def test_the_inventory_is_the_templates_defaults_plus_the_configured_files(bundl
 
 
 def test_a_configured_checkpoint_of_an_unknown_family_is_refused_at_start() -> None:
-    with pytest.raises(ValueError, match="unknown family for x.safetensors"):
+    with pytest.raises(ValueError, match=r"unknown family for x\.safetensors"):
         check_families({"x.safetensors": "sdxxl"})
 
 
