@@ -127,6 +127,12 @@ class ModelRepo:
             ids = ", ".join(m.id for m in found)
             raise UserInputError(f"several public models are named {ref!r}; add one by id: {ids}")
         model = found[0]
+        for m in self.usable(user):
+            if m.id != model.id and m.trigger_word.lower() == model.trigger_word.lower():
+                raise UserInputError(
+                    f"{model.name!r} has the trigger word {m.trigger_word!r} of your model "
+                    f"{m.name!r}; use it without adding it: <lora:{model.name}>"
+                )
         self.picks.update_one(
             {"user": user, "model_id": ObjectId(model.id)},
             {"$setOnInsert": {"added_at": datetime.now(UTC)}},

@@ -143,6 +143,16 @@ def test_a_name_two_public_models_share_is_added_by_id(stores: Stores) -> None:
     assert stores.models.usable("u2") == [] and stores.models.picks.count_documents({}) == 0
 
 
+def test_a_public_model_whose_trigger_word_one_of_yours_has_is_not_added(stores: Stores) -> None:
+    _published(stores, "u1", "fox", "zqfox")
+    stores.models.create(
+        LoraModel(name="mine", owner="u2", trigger_word="ZQFOX", blob_id="m", filename="f")
+    )
+    with pytest.raises(UserInputError, match="<lora:fox>"):
+        stores.models.add("u2", "fox")
+    assert [m.name for m in stores.models.usable("u2")] == ["mine"]
+
+
 def _lora(data: bytes, name: str) -> LoraFile:
     return LoraFile(
         name=name,
