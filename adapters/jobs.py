@@ -175,7 +175,7 @@ class JobsClient:
             stores, max_loras=config.max_loras_per_prompt, checkpoints=config.checkpoints
         )
         self._media_planner = MediaJobActivities(stores)
-        self._collections = CollectionActivities(stores)
+        self._collections = CollectionActivities(stores, self._planner)
 
     # ---- starting --------------------------------------------------------------------------
 

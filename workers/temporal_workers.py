@@ -67,7 +67,7 @@ def workflow_worker(
         activities=[
             *jobs.all(),
             *media_jobs.all(),
-            *CollectionActivities(stores).all(),
+            *CollectionActivities(stores, jobs).all(),
             *training_activities(config, stores).all(),
         ],
         activity_executor=executor,
