@@ -145,7 +145,7 @@ class JobActivities:
         values["batch"] = 1
         values["strength"] = settings.strength
         family: str | None = None  # None: the template's default checkpoint
-        if settings.checkpoint:
+        if settings.checkpoint and "checkpoint" in template.inputs:
             family = check_checkpoint(settings.checkpoint, template, self.checkpoint_inventory())
             values["checkpoint"] = settings.checkpoint
         works = [

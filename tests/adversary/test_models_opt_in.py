@@ -12,6 +12,7 @@ Temporal.
 from __future__ import annotations
 
 import asyncio
+import copy
 import subprocess
 import sys
 import uuid
@@ -216,6 +217,13 @@ def test_a_checkpoint_is_priced_by_its_own_family(stores: Stores) -> None:
     assert (sdxl.price, flux.price) == (15, 25)
     assert flux.comfy[0].graph["4"]["inputs"]["ckpt_name"] == FLUX
     assert plan(stores, B, "a fox", template="make-flux").price == 25
+    # A template that takes no checkpoint ignores the setting, in the graph and in the price.
+    fixed = copy.deepcopy(make)
+    del fixed["inputs"]["checkpoint"]
+    fixed["graph"]["4"]["_meta"]["title"] = "Load Checkpoint"
+    stores.templates.load(Template.parse({**fixed, "name": "make-fixed"}))
+    ignored = plan(stores, B, "a fox", template="make-fixed", checkpoint=FLUX)
+    assert ignored.price == 15 and ignored.comfy[0].graph["4"]["inputs"]["ckpt_name"] == SDXL
 
 
 # ---- item 10: the negative prompt is cleaned like the prompt ---------------------------------
