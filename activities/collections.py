@@ -53,9 +53,10 @@ MAX_ENUMERATED = 50_000
 
 
 class CollectionActivities:
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, planner: JobActivities | None = None) -> None:
         self.stores = stores
-        self.planner = JobActivities(stores)
+        # The make planner a piece's quote runs: the configured one (LoRA cap, checkpoints).
+        self.planner = planner or JobActivities(stores)
 
     def all(self) -> list[Any]:
         return [self.plan_collection_piece, self.record_collection_piece, self.check_cook_balance]

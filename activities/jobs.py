@@ -9,13 +9,20 @@ from __future__ import annotations
 import io
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from temporalio import activity
 
+from domain.checkpoints import (
+    check_checkpoint,
+    check_families,
+    checkpoint_inventory,
+    choices_for,
+    image_base,
+)
 from domain.errors import (
     InsufficientPoints,
     StationError,
@@ -30,16 +37,22 @@ from domain.jobs import (
     ComfyWork,
     JobPlan,
     JobRecordInput,
+    LoraFile,
     PrepareInput,
     RefundInput,
     RefundResult,
     SlotInput,
 )
 from domain.pricing import quote_image
-from domain.prompts import clean_prompt
+from domain.prompts import clean_prompt, strip_controls
 from domain.settings import apply_updates, clamp_to_limits, limits_for
 from domain.templates import Template
-from domain.training import add_lora_loaders, loras_for_prompt
+from domain.training import (
+    DEFAULT_MAX_LORAS,
+    add_lora_loaders,
+    lora_tag_names,
+    loras_for_prompt,
+)
 from domain.users import JobRecord
 from store.blobs import BlobNotFound
 from store.db import Stores
@@ -64,6 +77,8 @@ class JobActivities:
         comfy_io_queue: str = "comfy-io",
         render_timeout: float = 900.0,
         heartbeat_timeout: float = 30.0,
+        max_loras: int = DEFAULT_MAX_LORAS,
+        checkpoints: Mapping[str, str] | None = None,
     ) -> None:
         self.stores = stores
         self.slots = JobSlots(stores.db)
@@ -71,6 +86,8 @@ class JobActivities:
         self.comfy_io_queue = comfy_io_queue
         self.render_timeout = render_timeout
         self.heartbeat_timeout = heartbeat_timeout
+        self.max_loras = max_loras  # Config.max_loras_per_prompt
+        self.checkpoints = check_families(checkpoints or {})  # Config.checkpoints
 
     def all(self) -> list[Any]:
         return [
@@ -102,10 +119,7 @@ class JobActivities:
         """
         req = inp.request
         user = self.stores.users.get(req.user)
-        prompt = clean_prompt(req.prompt)
-        # Trained LoRAs: `<lora:NAME:WEIGHT>` tags (removed from the text) and trigger words of
-        # the user's own and public models each add a LoraLoader to the graph.
-        prompt, loras = loras_for_prompt(prompt, self.stores.models.usable(user.id))
+        prompt, loras = self._loras(user.id, clean_prompt(req.prompt))
         limits = limits_for(user.points, self.stores.rules.limits)
         saved, clamps = clamp_to_limits(user.settings, limits)
         group = bool(req.reply and req.reply.group_chat)
@@ -127,9 +141,12 @@ class JobActivities:
         seeds = [(base_seed + i) % SEED_SPACE for i in range(settings.batch)]
         values: dict[str, Any] = {k: getattr(settings, k) for k in GRAPH_SETTINGS}
         values["prompt"] = prompt
+        values["negative"] = strip_controls(settings.negative)  # also values saved before
         values["batch"] = 1
         values["strength"] = settings.strength
-        if settings.checkpoint:
+        family: str | None = None  # None: the template's default checkpoint
+        if settings.checkpoint and "checkpoint" in template.inputs:
+            family = check_checkpoint(settings.checkpoint, template, self.checkpoint_inventory())
             values["checkpoint"] = settings.checkpoint
         works = [
             ComfyWork(
@@ -147,7 +164,7 @@ class JobActivities:
             settings.height,
             settings.steps,
             settings.batch,
-            base=template.base_price,
+            base=image_base(template, family, self.stores.rules.prices),
             rules=self.stores.rules.prices,
         )
         summary = f"{template.name} {settings.width}x{settings.height} ×{settings.batch}: {prompt}"
@@ -175,6 +192,26 @@ class JobActivities:
             seeds=seeds,
             comfy=works,
         )
+
+    def _loras(self, user_id: str, prompt: str) -> tuple[str, list[LoraFile]]:
+        """Trained LoRAs the prompt uses (each adds a LoraLoader to the graph): the user's own
+        and added models by trigger word or `<lora:NAME:WEIGHT>` tag (removed from the text),
+        other users' public models by tag only; at most `max_loras`."""
+        mine = self.stores.models.usable(user_id)
+        names = lora_tag_names(prompt)[: self.max_loras + 1]  # more is refused anyway
+        public = self.stores.models.public_named(names, exclude_owner=user_id) if names else []
+        return loras_for_prompt(prompt, mine, public, max_loras=self.max_loras)
+
+    def checkpoint_inventory(self) -> dict[str, str]:
+        """Every checkpoint known (file -> family): the loaded templates' defaults and the
+        configured ones (domain/checkpoints.py says why not the server's own list)."""
+        templates = [self.stores.templates.get(n) for n in self.stores.templates.names()]
+        return checkpoint_inventory(templates, self.checkpoints)
+
+    def checkpoint_choices(self, template_name: str) -> list[str]:
+        """The checkpoints template `template_name` may use (its family's only)."""
+        template = self.stores.templates.get(template_name)
+        return choices_for(template.family, self.checkpoint_inventory())
 
     def _img2img_source(self, template: Template, blob_id: str | None) -> dict[str, str]:
         if not blob_id:

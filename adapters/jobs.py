@@ -171,9 +171,11 @@ class JobsClient:
         self.config = config
         self.ui_url = ui_url.rstrip("/")
         self.slots = JobSlots(stores.db)
-        self._planner = JobActivities(stores)
+        self._planner = JobActivities(
+            stores, max_loras=config.max_loras_per_prompt, checkpoints=config.checkpoints
+        )
         self._media_planner = MediaJobActivities(stores)
-        self._collections = CollectionActivities(stores)
+        self._collections = CollectionActivities(stores, self._planner)
 
     # ---- starting --------------------------------------------------------------------------
 
@@ -509,10 +511,23 @@ class JobsClient:
     async def update_settings(
         self, identity: str, updates: dict[str, Any], *, group_chat: bool = False
     ) -> UserSettings:
-        """Validate and save all of `updates` or none (SettingsError names each bad field)."""
-        return await asyncio.to_thread(
-            self.stores.settings.update, identity, updates, group_chat=group_chat
-        )
+        """Validate and save all of `updates` or none (SettingsError names each bad field).
+
+        A checkpoint must be one the template (the new one, else the saved one) can use; its
+        error lists that family's checkpoints only."""
+        context: dict[str, Any] = {"group_chat": group_chat}
+        if updates.get("checkpoint"):
+            context["checkpoints"] = await asyncio.to_thread(
+                self._checkpoint_choices, identity, updates
+            )
+        return await asyncio.to_thread(self.stores.settings.update, identity, updates, **context)
+
+    def _checkpoint_choices(self, identity: str, updates: dict[str, Any]) -> list[str] | None:
+        name = updates.get("template") or self.stores.settings.get(identity).template
+        try:
+            return self._planner.checkpoint_choices(str(name))
+        except UserInputError:
+            return None  # an unknown template: its own field reports it
 
     async def reset_settings(self, identity: str) -> UserSettings:
         return await asyncio.to_thread(self.stores.settings.reset, identity)
@@ -953,6 +968,22 @@ class JobsClient:
     async def publish_model(self, user: str, ref: str, public: bool = True) -> LoraModel:
         owner = await self._owner(user)
         return await asyncio.to_thread(self.stores.models.publish, owner.id, ref, public)
+
+    async def add_model(self, user: str, ref: str) -> LoraModel:
+        """Add another user's public model (id or name) to `user`'s list: from then on its
+        trigger word applies in their prompts (a `<lora:NAME>` tag works without adding)."""
+        owner = await self._owner(user)
+        return await asyncio.to_thread(self.stores.models.add, owner.id, ref)
+
+    async def remove_model(self, user: str, ref: str) -> LoraModel:
+        """Take a model off `user`'s list (the model itself stays its owner's)."""
+        owner = await self._owner(user)
+        return await asyncio.to_thread(self.stores.models.remove, owner.id, ref)
+
+    async def added_models(self, user: str) -> list[LoraModel]:
+        """The public models `user` added to their list."""
+        owner = await self._owner(user)
+        return await asyncio.to_thread(self.stores.models.added, owner.id)
 
 
 def _static_details(request: MakeImageRequest) -> str:

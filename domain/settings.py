@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from domain.errors import FieldError, SettingsError
+from domain.prompts import strip_controls
 from domain.rules import DEFAULT_RULES, DomainRules, LimitRules
 
 DEFAULT_SAMPLERS = ("euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde", "ddim")
@@ -171,12 +172,15 @@ def validate_setting(
     if field == "checkpoint":
         s = _text(value, 200)
         if s and checkpoints is not None and s not in checkpoints:
+            # `checkpoints` holds the choices of the template's family only (never the
+            # server's whole list): see domain/checkpoints.py.
             raise ValueError(
-                f"{s!r} is not on the server (one of {', '.join(sorted(checkpoints))})"
+                f"{s!r} cannot be used with your template "
+                f"(its checkpoints: {', '.join(sorted(checkpoints)) or 'none known'})"
             )
         return s
     if field == "negative":
-        s = _text(value, None)
+        s = strip_controls(_text(value, None))  # the prompt's own cleaning: same graph, text
         if len(s) > r.negative_max_chars:
             raise ValueError(f"must be at most {r.negative_max_chars} characters, got {len(s)}")
         return s

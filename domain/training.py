@@ -12,6 +12,8 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import cache
+from importlib.resources import files
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -41,9 +43,12 @@ RANK_MIN, RANK_MAX, RANK_DEFAULT = 1, 128, 16
 DEFAULT_WEIGHT = 0.8
 WEIGHT_MIN, WEIGHT_MAX = -4.0, 4.0
 DEFAULT_CHUNK_STEPS = 250
+# How many trained LoRAs one prompt may use (the service passes Config.max_loras_per_prompt).
+DEFAULT_MAX_LORAS = 3
+TRIGGER_MIN, TRIGGER_MAX = 4, 32
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
-_TRIGGER = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{1,31}$")
+_TRIGGER = re.compile(rf"^[A-Za-z][A-Za-z0-9_-]{{{TRIGGER_MIN - 1},{TRIGGER_MAX - 1}}}$")
 _LORA_TAG = re.compile(r"<lora:([^:<>]+)(?::([^<>]*))?>", re.IGNORECASE)
 
 
@@ -279,14 +284,59 @@ def check_name(name: str, what: str = "dataset") -> str:
     return name
 
 
+@cache
+def common_words() -> frozenset[str]:
+    """The shipped list of common English words (domain/data/common_words.txt), read once.
+
+    Read on first use, not at import: the workflow sandbox imports this module and never needs
+    the list (only the jobs client and activities check trigger words)."""
+    text = files("domain").joinpath("data/common_words.txt").read_text(encoding="utf-8")
+    return frozenset(
+        line.strip().lower() for line in text.splitlines() if line.strip() and line[0] != "#"
+    )
+
+
+def suggest_trigger(word: str) -> str:
+    """A made-up variant of `word` that passes the rules: `word_` plus four characters derived
+    from it (deterministic, so the same word always gets the same suggestion)."""
+    base = re.sub(r"[^A-Za-z0-9_-]", "", word)[: TRIGGER_MAX - 5] or "zq"
+    if not base[0].isalpha():
+        base = "zq" + base[: TRIGGER_MAX - 7]
+    digest = hashlib.sha256(word.lower().encode()).hexdigest()
+    suffix = "".join("qxzjkv"[int(c, 16) % 6] if c.isdigit() else c for c in digest[:4])
+    return f"{base}_{suffix}"
+
+
 def check_trigger_word(word: str) -> str:
+    """A trigger word that cannot turn up in a prompt by chance: one word of 4-32 letters,
+    digits, '_' or '-' starting with a letter, and not an ordinary English word."""
     word = word.strip()
     if not _TRIGGER.match(word):
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", word) and len(word) < TRIGGER_MIN:
+            raise UserInputError(
+                f"trigger word {word!r} is too short: at least {TRIGGER_MIN} characters, so it "
+                f"cannot appear in a prompt by chance; pick a made-up word such as "
+                f"{suggest_trigger(word)!r}"
+            )
         raise UserInputError(
-            f"trigger word {word!r}: 2-32 letters, digits, '_' or '-', starting with a letter "
-            "(one word, so it cannot appear by accident inside another)"
+            f"trigger word {word!r}: {TRIGGER_MIN}-{TRIGGER_MAX} letters, digits, '_' or '-', "
+            "starting with a letter (one made-up word, so it cannot appear in a prompt by chance)"
+        )
+    if word.lower() in common_words():
+        raise UserInputError(
+            f"trigger word {word!r} is an ordinary English word, so it would turn up in prompts "
+            f"by chance; pick a made-up word such as {suggest_trigger(word)!r}"
         )
     return word
+
+
+def trigger_is_safe(word: str) -> bool:
+    """Whether `word` passes today's trigger rules (older models may have a weaker one)."""
+    try:
+        check_trigger_word(word)
+    except UserInputError:
+        return False
+    return True
 
 
 def check_caption(caption: str) -> str:
@@ -403,29 +453,73 @@ def parse_lora_tags(prompt: str) -> tuple[str, list[LoraUse]]:
     return clean, uses
 
 
-def loras_for_prompt(prompt: str, usable: Sequence[LoraModel]) -> tuple[str, list[LoraFile]]:
+def lora_tag_names(prompt: str) -> list[str]:
+    """The distinct model names a prompt's `<lora:NAME>` tags ask for, lower case, in order."""
+    return list(dict.fromkeys(m.group(1).strip().lower() for m in _LORA_TAG.finditer(prompt)))
+
+
+def loras_for_prompt(
+    prompt: str,
+    mine: Sequence[LoraModel],
+    public: Sequence[LoraModel] = (),
+    *,
+    max_loras: int = DEFAULT_MAX_LORAS,
+) -> tuple[str, list[LoraFile]]:
     """Which trained models a prompt asks for: tags by name, then trigger words.
 
-    `usable` is the user's own models followed by public ones (the owner's win a name clash).
-    An unknown tag name is an error; a trigger word only counts as a whole word. The tags are
-    removed from the prompt; trigger words stay (the LoRA was trained on them).
+    Models are opt-in. `mine` is what the user chose: their own models, then the public ones
+    they added to their list; a trigger word of these (whole word, and only if it passes
+    today's trigger rules) adds the model. `public` are other users' public models, which apply
+    only when a `<lora:NAME>` tag names them, so a published model never reaches a stranger's
+    prompt through a word in it. A name in `mine` wins over a public one; two public models
+    of the same name (neither added) are ambiguous. An unknown tag name is an error, and so is
+    a prompt that would use more than `max_loras` models. The tags are removed from the
+    prompt; trigger words stay (the LoRA was trained on them).
     """
     clean, uses = parse_lora_tags(prompt)
+    named = list(dict.fromkeys(use.name.lower() for use in uses))
+    if len(named) > max_loras:
+        raise UserInputError(_too_many(len(named), max_loras))
     by_name: dict[str, LoraModel] = {}
-    for m in usable:
+    for m in mine:
         by_name.setdefault(m.name.lower(), m)
+    others: dict[str, list[LoraModel]] = {}
+    for m in public:
+        others.setdefault(m.name.lower(), []).append(m)
     chosen: dict[str, LoraFile] = {}
     for use in uses:
-        model = by_name.get(use.name.lower())
+        key = use.name.lower()
+        model = by_name.get(key)
+        if model is None:
+            found = {m.blob_id: m for m in others.get(key, [])}
+            if len(found) > 1:
+                raise UserInputError(
+                    f"{len(found)} public models are named {use.name!r}: add the one you mean "
+                    "to your models by its id (models add ID), then name it"
+                )
+            model = next(iter(found.values()), None)
         if model is None:
             raise UserInputError(f"no model named {use.name!r} (see `models list`)")
         chosen[model.blob_id] = model.file(use.weight)
-    for m in usable:
-        if m.blob_id not in chosen and has_word(clean, m.trigger_word):
+    for m in mine:
+        if (
+            m.blob_id not in chosen
+            and trigger_is_safe(m.trigger_word)
+            and has_word(clean, m.trigger_word)
+        ):
             chosen[m.blob_id] = m.file()
+    if len(chosen) > max_loras:
+        raise UserInputError(_too_many(len(chosen), max_loras))
     if not clean:
         raise UserInputError("the prompt is empty once the <lora:...> tags are removed")
     return clean, list(chosen.values())
+
+
+def _too_many(count: int, limit: int) -> str:
+    return (
+        f"the prompt uses {count} LoRAs; the limit is {limit} per prompt "
+        "(remove a <lora:...> tag or a trigger word)"
+    )
 
 
 def add_lora_loaders(graph: Mapping[str, Any], loras: Sequence[LoraFile]) -> dict[str, Any]:

@@ -146,6 +146,11 @@ class Config(BaseSettings):
     lora_cache_bytes: int = 20 * 1024**3  # size cap of the LoRA files a worker keeps
     training_chunk_steps: int = 250  # steps per training prompt (a crash redoes at most this)
     training_chunk_timeout: float = 3600.0  # seconds one chunk may take, queue included
+    max_loras_per_prompt: int = Field(default=3, ge=0)  # more is refused before any charge
+    # Checkpoints the ComfyUI servers have besides the templates' defaults: file name -> family
+    # (sdxl, flux, sd15). The `checkpoint` setting may name these or a template's default of
+    # the same family as the template; the price follows the checkpoint's family.
+    checkpoints: dict[str, str] = Field(default_factory=dict)
 
     # Telegram
     telegram_bot_token: SecretStr | None = None

@@ -49,6 +49,8 @@ def workflow_worker(
         comfy_io_queue=config.task_queues.comfy_io,
         render_timeout=config.render_timeout,
         heartbeat_timeout=config.comfy_heartbeat_timeout,
+        max_loras=config.max_loras_per_prompt,
+        checkpoints=config.checkpoints,
     )
     media_jobs = MediaJobActivities(
         stores,
@@ -65,7 +67,7 @@ def workflow_worker(
         activities=[
             *jobs.all(),
             *media_jobs.all(),
-            *CollectionActivities(stores).all(),
+            *CollectionActivities(stores, jobs).all(),
             *training_activities(config, stores).all(),
         ],
         activity_executor=executor,

@@ -12,6 +12,9 @@ $S train me --family sdxl --steps 1500 --user $U         # quote, charge, progre
 $S models list --user $U
 $S make "zxq_me on the moon" --user $U                   # the trigger word adds the LoRA
 $S make "a portrait <lora:me:0.6>" --user $U             # or by name and weight
+$S models add inkstyle --user $U      # someone's public model: its trigger word applies too
+$S models remove inkstyle --user $U   # (a public model applies to your prompts only if added
+                                      #  or named with <lora:inkstyle>)
 ```
 """
 
@@ -103,6 +106,10 @@ def register(subparsers: Any) -> None:
     mn = _sub(msub, "rename", "rename a model")
     mn.add_argument("new_name")
     mn.set_defaults(handler=lambda a: run_cli(_model_rename(a)))
+    ma = _sub(msub, "add", "add someone's public model to your list: its trigger word applies")
+    ma.set_defaults(handler=lambda a: run_cli(_model_add(a)))
+    mx = _sub(msub, "remove", "take a model off your list (it stays its owner's)")
+    mx.set_defaults(handler=lambda a: run_cli(_model_remove(a)))
 
 
 def _sub(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -259,9 +266,12 @@ async def _models(a: argparse.Namespace) -> int:
     async with jobs_client() as jobs:
         owner = await jobs.user(a.user)
         found = await jobs.models(a.user)
+        added = {m.id for m in await jobs.added_models(a.user)}
     for m in found:
         whose = "yours" if m.owner == owner.id else "public"
         flag = ", public" if m.public and whose == "yours" else ""
+        if whose == "public":
+            flag = ", added: trigger word on" if m.id in added else f", use <lora:{m.name}>"
         print(
             f"{m.name:<24} trigger {m.trigger_word:<16} {m.family:<5} weight "
             f"{m.default_weight} ({whose}{flag}) {m.size} bytes"
@@ -282,6 +292,20 @@ async def _model_publish(a: argparse.Namespace) -> int:
     async with jobs_client() as jobs:
         m = await jobs.publish_model(a.user, a.name, not a.private)
     print(f"model {m.name} is {'public' if m.public else 'private'}")
+    return 0
+
+
+async def _model_add(a: argparse.Namespace) -> int:
+    async with jobs_client() as jobs:
+        m = await jobs.add_model(a.user, a.name)
+    print(f"added {m.name} ({m.id}): its trigger word {m.trigger_word} now applies to your prompts")
+    return 0
+
+
+async def _model_remove(a: argparse.Namespace) -> int:
+    async with jobs_client() as jobs:
+        m = await jobs.remove_model(a.user, a.name)
+    print(f"removed {m.name} from your list (<lora:{m.name}> still names it while it is public)")
     return 0
 
 

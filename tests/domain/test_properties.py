@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.pricing import quote_image
+from domain.prompts import strip_controls
 from domain.settings import Limits, UserSettings, clamp_to_limits, limits_for, validate_setting
 from domain.templates import find_inputs, inject, is_link
 from tests.domain.graphs import EXPLICIT_INPUTS, txt2img_graph
@@ -147,3 +149,12 @@ def test_limits_never_shrink_as_the_balance_grows(a: int, b: int) -> None:
     assert low.max_batch <= high.max_batch <= 6
     assert low.max_steps <= high.max_steps <= 48
     assert low.max_size >= 1024 and low.max_batch >= 1 and low.max_steps >= 30
+
+
+@FAST
+@given(text=st.text(max_size=80))
+def test_a_negative_prompt_is_cleaned_like_the_prompt(text: str) -> None:
+    """Control characters (ANSI escapes, NUL, bidi overrides) never reach the graph's text."""
+    value = validate_setting("negative", text + "\x1b[2J\x00\u202e", limits_for(0))
+    assert value == strip_controls(text + "\x1b[2J\x00\u202e")
+    assert all(ch in "\n\t" or unicodedata.category(ch)[0] != "C" for ch in value)

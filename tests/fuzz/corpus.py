@@ -73,6 +73,48 @@ def odd_good_prompts() -> Iterator[tuple[str, str]]:
     yield "control inside", "a\x00cat\x07"
 
 
+# ---- trained models and checkpoints (issue 13: hijacked prompts, price walk-arounds) ----------
+
+
+def bad_trigger_words() -> Iterator[tuple[str, Any]]:
+    """Trigger words that could turn up in anyone's prompt by chance, or are not one word."""
+    for word in ("of", "in", "cat", "the", "a", "it", "zxq"):
+        yield f"short {word!r}", word
+    for word in ("castle", "Dragon", "WITH", "houses", "running", "windows"):
+        yield f"dictionary {word!r}", word
+    yield "two words", "red fox"
+    yield "starts with a digit", "9lives"
+    yield "33 characters", "z" * 33
+    yield "regex chars", "zq.*"
+    yield "lora tag", "<lora:x>"
+    yield "control char", "zq\x00fox"
+    yield "only spaces", "    "
+
+
+def lora_stacking_prompts(limit: int, names: list[str]) -> Iterator[tuple[str, str]]:
+    """Prompts that name more trained models than `limit`, or ones that do not exist (or are
+    someone else's private model), each of which must be refused before any charge."""
+    tags = [f"<lora:{n}>" for n in names]
+    yield f"{limit + 1} tags", "a fox " + " ".join(tags[: limit + 1])
+    yield "every tag twice, mixed case", "a fox " + " ".join(t.upper() for t in tags * 2)
+    yield "1000 tags", "a fox " + "<lora:ghost>" * 1000
+    yield "unknown name", "a fox <lora:ghost>"
+    yield "name with regex", "a fox <lora:.*>"
+    yield "weight out of range", f"a fox <lora:{names[0]}:99>"
+    yield "weight not a number", f"a fox <lora:{names[0]}:nan>"
+    yield "only tags", " ".join(tags[:1])
+
+
+BAD_CHECKPOINTS: list[str] = [
+    "flux1-dev.safetensors",  # another family than the sdxl template's
+    "../../models/checkpoints/x.safetensors",
+    "sdxl-base-1.0.safetensors\x00",
+    "SDXL-BASE-1.0.SAFETENSORS",
+    "x" * 200,
+    "nope.ckpt",
+]
+
+
 # ---- settings --------------------------------------------------------------------------------
 
 HUGE = 10**30

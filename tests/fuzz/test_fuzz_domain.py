@@ -16,12 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from domain.checkpoints import check_checkpoint, checkpoint_inventory
 from domain.collections import CollectionConfig, parse_master_prompt, parse_trait_lines
 from domain.errors import StationError
 from domain.prompts import clean_prompt
 from domain.rules import DomainRules
 from domain.settings import UserSettings, apply_updates, limits_for
 from domain.templates import Template, validate_graph
+from domain.training import LoraModel, check_trigger_word, loras_for_prompt
 from media.safety import load_image
 from store.db import Stores
 from store.templates import read_template_file
@@ -66,6 +68,43 @@ def test_any_prompt_is_cleaned_or_refused_never_crashes(fuzz_tally: Tally, text:
         return
     fuzz_tally.accepted("domain.clean_prompt")
     assert 1 <= len(cleaned) <= 2000 and cleaned == cleaned.strip()
+
+
+# ---- trained models and checkpoints ---------------------------------------------------------
+
+
+def test_every_trigger_word_that_could_occur_by_chance_is_refused(fuzz_tally: Tally) -> None:
+    for label, word in corpus.bad_trigger_words():
+        _refuse(
+            fuzz_tally, "domain.check_trigger_word", label, lambda w=word: check_trigger_word(w)
+        )
+
+
+def test_every_prompt_stacking_or_naming_unknown_loras_is_refused(fuzz_tally: Tally) -> None:
+    public = [
+        LoraModel(name=f"m{i}", owner="a", trigger_word=f"zqm{i}", blob_id=f"b{i}", filename="f")
+        for i in range(4)
+    ]
+    for label, prompt in corpus.lora_stacking_prompts(3, [m.name for m in public]):
+        _refuse(
+            fuzz_tally,
+            "domain.loras_for_prompt",
+            label,
+            lambda p=prompt: loras_for_prompt(p, [], public, max_loras=3),
+        )
+
+
+def test_every_checkpoint_outside_the_templates_family_is_refused(fuzz_tally: Tally) -> None:
+    bundled = [read_template_file(p) for p in corpus.bundled_template_files()]
+    make = next(t for t in bundled if t.name == "make")
+    inventory = checkpoint_inventory(bundled)
+    for name in corpus.BAD_CHECKPOINTS:
+        _refuse(
+            fuzz_tally,
+            "domain.check_checkpoint",
+            name[:40],
+            lambda n=name: check_checkpoint(n, make, inventory),
+        )
 
 
 # ---- settings --------------------------------------------------------------------------------

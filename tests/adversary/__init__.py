@@ -1,0 +1,1 @@
+"""The adversary suite: hostile users and operators against money and privacy (issue 13)."""
