@@ -1,0 +1,159 @@
+"""Caps and prices a user (or a hostile ComfyUI server) could walk around (issue 13, items 5
+and 10): a cook holds one of its user's running-job slots, captioning is paid, and a comfy
+worker writes only into the folder it was configured with, whatever the server says."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.training import NO_FOLDER_TYPE, TrainingComfyActivities
+from domain.jobs import LoraFile
+from domain.training import ChunkInput, TrainingParams, TrainSpec
+from tests.fixtures.comfy import start_standin, stop_process
+from workers.config import Config
+from workers.devstack import worker_commands
+
+# ---- item 10: the comfy worker's folder is configured, never the server's word ------------
+
+LORA_BYTES = b"lora weights " * 64
+
+
+class _Blobs:
+    """GridFS as the worker sees it: one LoRA file, and no stored chunk."""
+
+    def get(self, blob_id: str, bucket: str = "images") -> bytes:
+        return LORA_BYTES
+
+    def find_by_key(self, key: str, bucket: str = "images") -> str | None:
+        return None
+
+
+def _worker(url: str, folder: Path | None) -> TrainingComfyActivities:
+    return TrainingComfyActivities(
+        url, cast(Any, None), cast(Any, SimpleNamespace(blobs=_Blobs())), comfyui_dir=folder
+    )
+
+
+def _lora() -> LoraFile:
+    return LoraFile(
+        name="fox",
+        filename="st/fox.safetensors",
+        blob_id="b1",
+        sha256=hashlib.sha256(LORA_BYTES).hexdigest(),
+        size=len(LORA_BYTES),
+    )
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def evil_server(tmp_path: Path) -> Any:
+    """A ComfyUI (the stand-in) whose /system_stats argv reports `--root <evil>`."""
+    server = start_standin(tmp_path / "evil")
+    try:
+        yield server
+    finally:
+        assert server.process is not None
+        stop_process(server.process)
+
+
+async def test_a_server_reporting_etc_as_its_root_is_not_believed() -> None:
+    acts = _worker("http://127.0.0.1:9", None)
+
+    async def stats() -> dict[str, Any]:
+        return {"system": {"argv": ["main.py", "--root", "/etc", "--base-directory", "/etc"]}}
+
+    acts.comfy.system_stats = stats  # type: ignore[method-assign]
+    try:
+        assert await acts.root() is None
+        assert await acts.cache() is None
+    finally:
+        await acts.aclose()
+
+
+async def test_without_a_configured_folder_no_lora_file_is_written_where_the_server_says(
+    evil_server: Any,
+) -> None:
+    evil: Path = evil_server.root
+    before = _files(evil)
+    acts = _worker(evil_server.url, None)
+    try:
+        with pytest.raises(ApplicationError) as err:
+            await acts.ensure_loras([_lora()])
+    finally:
+        await acts.aclose()
+    assert err.value.type == NO_FOLDER_TYPE and err.value.non_retryable
+    assert "COMFYUI_DIR" in err.value.message
+    assert _files(evil) == before
+
+
+async def test_a_configured_folder_wins_over_the_servers_reported_root(
+    evil_server: Any, tmp_path: Path
+) -> None:
+    evil: Path = evil_server.root
+    before = _files(evil)
+    mine = tmp_path / "configured"
+    acts = _worker(evil_server.url, mine)
+    try:
+        assert await acts.root() == mine
+        await acts.ensure_loras([_lora()])
+    finally:
+        await acts.aclose()
+    assert (mine / "models" / "loras" / "st" / "fox.safetensors").read_bytes() == LORA_BYTES
+    assert _files(evil) == before
+
+
+async def test_a_training_chunk_without_a_configured_folder_fails_at_once_and_writes_nothing(
+    evil_server: Any,
+) -> None:
+    evil: Path = evil_server.root
+    before = _files(evil)
+    acts = _worker(evil_server.url, None)
+    spec = TrainSpec(
+        dataset_id="d1",
+        dataset_name="me",
+        dataset_hash="h",
+        owner="u1",
+        trigger_word="zxq_me",
+        model_name="me",
+        params=TrainingParams(),
+        resolution=512,
+        checkpoint="sd_xl_base_1.0.safetensors",
+        images=[],
+    )
+    chunk = ChunkInput(
+        workflow_id="train-x", chunk=0, start_step=0, steps=10, total_steps=10, spec=spec
+    )
+    try:
+        with pytest.raises(ApplicationError) as err:
+            await ActivityEnvironment().run(acts.train_lora_chunk, chunk)
+    finally:
+        await acts.aclose()
+    assert err.value.type == NO_FOLDER_TYPE and err.value.non_retryable
+    assert _files(evil) == before
+
+
+def test_the_dev_stack_hands_its_stand_ins_folder_to_the_comfy_worker(tmp_path: Path) -> None:
+    config = Config(devstack_dir=tmp_path, comfyui_urls="")
+    [comfy] = [c for c in worker_commands(config) if c.name == "comfy-worker"]
+    assert comfy.argv[comfy.argv.index("--comfyui-dir") + 1] == str(tmp_path / "comfy")
+
+
+def test_comfyui_dirs_name_a_folder_per_server() -> None:
+    config = Config(
+        comfyui_dir="/srv/default",
+        comfyui_dirs="http://gpu1:8188=/srv/gpu1, http://gpu2:8188/=/srv/gpu2",  # type: ignore[arg-type]
+    )
+    assert config.comfyui_dir_for("http://gpu1:8188/") == Path("/srv/gpu1")
+    assert config.comfyui_dir_for("http://gpu2:8188") == Path("/srv/gpu2")
+    assert config.comfyui_dir_for("http://gpu3:8188") == Path("/srv/default")
+    assert Config(comfyui_dir="").comfyui_dir_for("http://gpu1:8188") is None
