@@ -109,6 +109,9 @@ class Config(BaseSettings):
     # Business rules that belong in configuration (DOMAIN.md)
     starter_grant: int = 500
     max_running_jobs: int = 3
+    # Pieces of one collection cook rendered at once (a cook takes one running-job slot; this
+    # bounds what that one slot can put on the GPUs). `--in-flight` above it is lowered to it.
+    cook_max_in_flight: int = 3
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     temporal_ui_url: str = ""
     render_timeout: float = 900.0  # seconds one ComfyUI prompt may take, queue included

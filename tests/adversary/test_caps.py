@@ -4,7 +4,10 @@ worker writes only into the folder it was configured with, whatever the server s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -14,9 +17,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.training import NO_FOLDER_TYPE, TrainingComfyActivities
-from domain.jobs import LoraFile
+from adapters.jobs import JobsClient
+from domain.collections import Collection, CollectionConfig
+from domain.errors import TooManyJobs
+from domain.jobs import LoraFile, MakeImageRequest
 from domain.training import ChunkInput, TrainingParams, TrainSpec
 from tests.fixtures.comfy import start_standin, stop_process
+from tests.fixtures.devstack import Stack
 from workers.config import Config
 from workers.devstack import worker_commands
 
@@ -157,3 +164,108 @@ def test_comfyui_dirs_name_a_folder_per_server() -> None:
     assert config.comfyui_dir_for("http://gpu2:8188") == Path("/srv/gpu2")
     assert config.comfyui_dir_for("http://gpu3:8188") == Path("/srv/default")
     assert Config(comfyui_dir="").comfyui_dir_for("http://gpu1:8188") is None
+
+
+# ---- item 5a: a collection cook is one job: one running-job slot, bounded parallelism -------
+
+SMALL: dict[str, int | float | str] = {"width": 256, "height": 256, "steps": 4}
+
+
+async def _user(jobs: JobsClient, points: int = 20_000) -> tuple[str, str]:
+    identity = f"cli:caps-{uuid.uuid4().hex[:8]}"
+    user, _ = await asyncio.to_thread(jobs.stores.users.get_or_create, identity, points)
+    return identity, user.id
+
+
+async def _cookable(jobs: JobsClient, user: str, name: str) -> Collection:
+    return await jobs.create_collection(
+        user,
+        name,
+        supply=9,
+        config=CollectionConfig(master_prompt="a fox", overrides=SMALL, allow_duplicates=True),
+    )
+
+
+def _make(user: str, n: int) -> MakeImageRequest:
+    return MakeImageRequest(
+        user=user, platform="cli", prompt=f"a red fox {n}", overrides=dict(SMALL), request_id=None
+    )
+
+
+async def _stop_everything(jobs: JobsClient, user: str, cooks: list[str], makes: list[str]) -> None:
+    for cid in cooks:
+        with contextlib.suppress(Exception):
+            await jobs.control_cook(cid, user, "cancel")
+    for wid in makes:
+        with contextlib.suppress(Exception):
+            await jobs.cancel(wid)
+
+
+@pytest.mark.stack
+async def test_a_cook_takes_one_slot_so_a_cook_and_makes_never_pass_the_cap(
+    jobs: JobsClient, dev_stack: Stack
+) -> None:
+    assert jobs.config.max_running_jobs == 3
+    user, uid = await _user(jobs)
+    dev_stack.faults(render_time=0.5)  # every job stays running for the whole test
+    first, second = [await _cookable(jobs, user, f"foxes {n}") for n in range(2)]
+    makes: list[str] = []
+    try:
+        cook = await jobs.start_cook(first.id, user, in_flight=50)
+        for n in range(2):
+            makes.append((await jobs.start_make(_make(user, n))).workflow_id)
+        held = await asyncio.to_thread(jobs.slots.running, uid)
+        assert sorted(held) == sorted([cook.workflow_id, *makes])
+
+        with pytest.raises(TooManyJobs):
+            await jobs.start_make(_make(user, 9))
+        with pytest.raises(TooManyJobs) as refused:
+            await jobs.start_cook(second.id, user)
+        assert "3 jobs are already running (limit 3)" in refused.value.message
+        untouched = await jobs.collection(second.id, user)
+        assert untouched.last_cook == "" and not untouched.cook_started, "a refused cook froze"
+
+        # Its own parallelism is bounded: asked for 50 in flight, it runs at most the cap.
+        seen = 0
+        for _ in range(20):
+            seen = max(seen, (await jobs.cook_progress(first.id, user)).in_flight)
+            await asyncio.sleep(0.1)
+        assert 1 <= seen <= jobs.config.cook_max_in_flight
+
+        # Cancelled, the cook has given its slot back by the time the cancel answers.
+        cancelled = await jobs.control_cook(first.id, user, "cancel")
+        assert cancelled.state.value == "cancelled"
+        assert cook.workflow_id not in await asyncio.to_thread(jobs.slots.running, uid)
+        again = await jobs.start_cook(second.id, user)
+        assert again.workflow_id in await asyncio.to_thread(jobs.slots.running, uid)
+    finally:
+        dev_stack.reset_faults()
+        await _stop_everything(jobs, user, [first.id, second.id], makes)
+
+
+@pytest.mark.stack
+async def test_a_fourth_cook_is_refused_and_a_cancelled_cook_frees_its_slot(
+    jobs: JobsClient, dev_stack: Stack
+) -> None:
+    user, uid = await _user(jobs)
+    dev_stack.faults(render_time=0.5)
+    cols = [await _cookable(jobs, user, f"herd {n}") for n in range(4)]
+    try:
+        cooks = [(await jobs.start_cook(c.id, user)).workflow_id for c in cols[:3]]
+        with pytest.raises(TooManyJobs) as refused:
+            await jobs.start_cook(cols[3].id, user)
+        assert "limit 3" in refused.value.message and "cancel one" in refused.value.message
+        with pytest.raises(TooManyJobs):
+            await jobs.start_make(_make(user, 1))
+        assert sorted(await asyncio.to_thread(jobs.slots.running, uid)) == sorted(cooks)
+
+        await jobs.control_cook(cols[0].id, user, "cancel")
+        fourth = await jobs.start_cook(cols[3].id, user)
+        assert sorted(await asyncio.to_thread(jobs.slots.running, uid)) == sorted(
+            [*cooks[1:], fourth.workflow_id]
+        )
+    finally:
+        dev_stack.reset_faults()
+        await _stop_everything(jobs, user, [c.id for c in cols], [])
+    # Every cook ended: none of them holds a slot any more.
+    assert await asyncio.to_thread(jobs.slots.running, uid) == []

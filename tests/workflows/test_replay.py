@@ -81,5 +81,6 @@ def test_every_path_has_a_saved_history() -> None:
         "cook_points",
         "cook_pause",
         "cook_cancel",
+        "cook_operator_cancel",
     }
     assert expected <= names, f"missing histories: {sorted(expected - names)}"
