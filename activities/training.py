@@ -46,6 +46,7 @@ from comfy.models import RunResult
 from domain.errors import StationError, UserInputError
 from domain.jobs import ActivityNames, ComfyWork, JobPlan, LoraFile
 from domain.training import (
+    CAPTION_PRICE_PER_IMAGE,
     FAMILY_CHECKPOINTS,
     TRAINING_RESOLUTION,
     AddImagesInput,
@@ -74,6 +75,7 @@ from domain.training import (
     dataset_hash,
     lora_filename,
     quote,
+    quote_captions,
 )
 from media.safety import DEFAULT_LIMITS, ImageLimits, load_image
 from store.blobs import BlobNotFound, BlobStore
@@ -251,11 +253,15 @@ class TrainingActivities:
         return CaptionPlan(
             owner=user.id,
             dataset_id=ds.id,
+            dataset_name=ds.name,
             trigger_word=ds.trigger_word,
             work=work,
             comfy_queue=self.comfy_queue,
             render_timeout=self.render_timeout,
             heartbeat_timeout=self.heartbeat_timeout,
+            per_image=CAPTION_PRICE_PER_IMAGE,
+            price=quote_captions(len(work)),
+            balance=user.points,
         )
 
     # ---- dataset images ----------------------------------------------------------------------

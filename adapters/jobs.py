@@ -65,6 +65,7 @@ from domain.jobs import (
 )
 from domain.settings import Limits, UserSettings
 from domain.training import (
+    CAPTION_PRICE_PER_IMAGE,
     MAX_IMAGES,
     TRAINING_RESOLUTION,
     CaptionOutcome,
@@ -77,6 +78,7 @@ from domain.training import (
     TrainRequest,
     check_trigger_clash,
     check_trigger_word,
+    quote_captions,
 )
 from domain.users import JobRecord, LedgerEntry, User
 from media.safety import load_image, normalised_png
@@ -141,6 +143,16 @@ class CookQuote:
     collection_id: str
     piece_price: int
     pieces: int  # still to make
+    total: int
+    balance: int
+
+
+@dataclass(frozen=True)
+class CaptionQuote:
+    dataset_id: str
+    dataset: str
+    images: int  # without a caption: what would be sent to the GPU
+    per_image: int
     total: int
     balance: int
 
@@ -920,13 +932,31 @@ class JobsClient:
             raise UserInputError(result.refused)
         return result
 
+    async def quote_captions(self, user: str, ref: str) -> CaptionQuote:
+        """What `caption_dataset` would cost now: the images without a caption × the price."""
+        owner = await self._owner(user)
+        ds = await asyncio.to_thread(self.stores.datasets.get, owner.id, ref)
+        images = len(ds.uncaptioned())
+        balance = await asyncio.to_thread(self.stores.ledger.balance, owner.id)
+        return CaptionQuote(
+            ds.id, ds.name, images, CAPTION_PRICE_PER_IMAGE, quote_captions(images), balance
+        )
+
     async def caption_dataset(self, user: str, ref: str) -> CaptionOutcome:
-        """Caption the images without a caption (typed captions are never overwritten)."""
-        ds = await self.dataset(user, ref)
+        """Caption the images without a caption (typed captions are never overwritten).
+
+        Paid per image (`quote_captions`): refused at once, with nothing started, when the
+        balance does not cover the quote; the workflow charges `<id>:charge` before the first
+        prompt and refunds the images that got no caption."""
+        quote = await self.quote_captions(user, ref)
+        if quote.images == 0:
+            return CaptionOutcome(dataset_id=quote.dataset_id, balance=quote.balance)
+        if quote.balance < quote.total:
+            raise InsufficientPoints(quote.total, quote.balance)
         outcome: CaptionOutcome = await self.temporal.execute_workflow(
             CaptionDatasetWorkflow.run,
-            CaptionRequest(user=normalise_identity(user), dataset=ds.id),
-            id=f"dataset-caption-{ds.id}-{uuid.uuid4().hex[:8]}",
+            CaptionRequest(user=normalise_identity(user), dataset=quote.dataset_id),
+            id=f"dataset-caption-{quote.dataset_id}-{uuid.uuid4().hex[:8]}",
             task_queue=self.config.task_queues.workflows,
         )
         if outcome.refused:

@@ -7,21 +7,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from PIL import Image
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.training import NO_FOLDER_TYPE, TrainingComfyActivities
 from adapters.jobs import JobsClient
 from domain.collections import Collection, CollectionConfig
-from domain.errors import TooManyJobs
+from domain.errors import InsufficientPoints, TooManyJobs
 from domain.jobs import LoraFile, MakeImageRequest
-from domain.training import ChunkInput, TrainingParams, TrainSpec
+from domain.training import (
+    CAPTION_PRICE_PER_IMAGE,
+    ChunkInput,
+    Dataset,
+    TrainingParams,
+    TrainSpec,
+)
 from tests.fixtures.comfy import start_standin, stop_process
 from tests.fixtures.devstack import Stack
 from workers.config import Config
@@ -269,3 +277,71 @@ async def test_a_fourth_cook_is_refused_and_a_cancelled_cook_frees_its_slot(
         await _stop_everything(jobs, user, [c.id for c in cols], [])
     # Every cook ended: none of them holds a slot any more.
     assert await asyncio.to_thread(jobs.slots.running, uid) == []
+
+
+# ---- item 5b: captioning is paid, quoted first, and charged again when repeated -------------
+
+
+def _photos(n: int) -> list[tuple[bytes, str]]:
+    out = []
+    for k in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (160, 160), (40 * k, 200 - 30 * k, 90)).save(buf, "PNG")
+        out.append((buf.getvalue(), f"photo{k}.png"))
+    return out
+
+
+async def _dataset(jobs: JobsClient, user: str) -> Dataset:
+    tag = uuid.uuid4().hex[:6]
+    ds = await jobs.create_dataset(user, f"caps-{tag}", trigger_word=f"zxq{tag}", family="sd15")
+    await jobs.add_dataset_images(user, ds.id, _photos(4))
+    return await jobs.dataset(user, ds.id)
+
+
+async def _balance(jobs: JobsClient, uid: str) -> int:
+    return await asyncio.to_thread(jobs.stores.ledger.balance, uid)
+
+
+@pytest.mark.stack
+async def test_clearing_captions_and_captioning_again_is_charged_each_time(
+    jobs: JobsClient,
+) -> None:
+    user, uid = await _user(jobs, points=200)
+    ds = await _dataset(jobs, user)
+    price = 4 * CAPTION_PRICE_PER_IMAGE
+    assert price > 0
+
+    quote = await jobs.quote_captions(user, ds.id)
+    assert (quote.images, quote.per_image, quote.total) == (4, CAPTION_PRICE_PER_IMAGE, price)
+    before = await _balance(jobs, uid)
+    assert quote.balance == before
+
+    first = await jobs.caption_dataset(user, ds.id)
+    assert (first.captioned, first.price, first.refunded) == (4, price, 0)
+    assert await _balance(jobs, uid) == before - price == first.balance
+    charge = await asyncio.to_thread(jobs.stores.ledger.entry, f"{first.workflow_id}:charge")
+    assert charge is not None and charge.amount == price
+
+    # Nothing left to caption: nothing started, nothing charged.
+    none = await jobs.caption_dataset(user, ds.id)
+    assert none.captioned == 0 and none.price == 0
+    assert await _balance(jobs, uid) == before - price
+
+    # Clear every caption and caption again: 4 more GPU prompts, paid again.
+    for n in range(1, 5):
+        await jobs.set_caption(user, ds.id, n, "")
+    second = await jobs.caption_dataset(user, ds.id)
+    assert second.captioned == 4 and second.workflow_id != first.workflow_id
+    assert await _balance(jobs, uid) == before - 2 * price
+
+
+@pytest.mark.stack
+async def test_captioning_without_the_points_is_refused_before_anything_runs(
+    jobs: JobsClient,
+) -> None:
+    user, uid = await _user(jobs, points=4 * CAPTION_PRICE_PER_IMAGE - 1)
+    ds = await _dataset(jobs, user)
+    with pytest.raises(InsufficientPoints):
+        await jobs.caption_dataset(user, ds.id)
+    assert await _balance(jobs, uid) == 4 * CAPTION_PRICE_PER_IMAGE - 1
+    assert all(not im.caption for im in (await jobs.dataset(user, ds.id)).images)
