@@ -40,12 +40,13 @@ from activities.heartbeat import heartbeat_forever
 from activities.jobs import plan_or_refusal
 from comfy.client import ComfyClient
 from comfy.errors import ComfyError
-from comfy.lora_cache import LoraCache, root_from_argv
+from comfy.lora_cache import LoraCache
 from comfy.models import Progress as ComfyProgress
 from comfy.models import RunResult
 from domain.errors import StationError, UserInputError
 from domain.jobs import ActivityNames, ComfyWork, JobPlan, LoraFile
 from domain.training import (
+    CAPTION_PRICE_PER_IMAGE,
     FAMILY_CHECKPOINTS,
     TRAINING_RESOLUTION,
     AddImagesInput,
@@ -74,6 +75,7 @@ from domain.training import (
     dataset_hash,
     lora_filename,
     quote,
+    quote_captions,
 )
 from media.safety import DEFAULT_LIMITS, ImageLimits, load_image
 from store.blobs import BlobNotFound, BlobStore
@@ -82,6 +84,11 @@ from store.db import Stores
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 2.0
+NO_FOLDER = (
+    "no folder is configured for this ComfyUI server (COMFYUI_DIRS or COMFYUI_DIR of its "
+    "comfy worker)"
+)
+NO_FOLDER_TYPE = "comfyui_dir_not_configured"
 PROGRESS_EVERY = 1.0  # seconds between training_progress signals
 TRAIN_NODE = "4"  # TrainLoraNode's id in templates/train-lora.json (progress comes from it)
 
@@ -246,11 +253,15 @@ class TrainingActivities:
         return CaptionPlan(
             owner=user.id,
             dataset_id=ds.id,
+            dataset_name=ds.name,
             trigger_word=ds.trigger_word,
             work=work,
             comfy_queue=self.comfy_queue,
             render_timeout=self.render_timeout,
             heartbeat_timeout=self.heartbeat_timeout,
+            per_image=CAPTION_PRICE_PER_IMAGE,
+            price=quote_captions(len(work)),
+            balance=user.points,
         )
 
     # ---- dataset images ----------------------------------------------------------------------
@@ -359,12 +370,11 @@ class TrainingComfyActivities:
         await self.comfy.aclose()
 
     async def root(self) -> Path | None:
-        """The server's base folder: configured (COMFYUI_DIR), else its own command line."""
-        if self._root is None:
-            with contextlib.suppress(Exception):
-                stats = await self.comfy.system_stats()
-                argv = stats.get("system", {}).get("argv") or []
-                self._root = root_from_argv([str(a) for a in argv])
+        """The server's base folder as configured (COMFYUI_DIRS / COMFYUI_DIR), or None.
+
+        Never taken from the server's own answer (`/system_stats` argv): that is the server's
+        word, and a worker that writes datasets and LoRA files wherever a server says could be
+        pointed at any folder of its host (/etc, another service's data)."""
         return self._root
 
     async def cache(self) -> LoraCache | None:
@@ -385,8 +395,11 @@ class TrainingComfyActivities:
             return
         cache = await self.cache()
         if cache is None:
-            log.warning("no ComfyUI folder known for %s: cannot place LoRA files", self.server_url)
-            return
+            raise ApplicationError(
+                f"{self.server_url} cannot use LoRA files: {NO_FOLDER}",
+                type=NO_FOLDER_TYPE,
+                non_retryable=True,
+            )
         await cache.ensure_all(loras)
 
     @activity.defn(name=ActivityNames.TRAIN_LORA_CHUNK)
@@ -399,8 +412,9 @@ class TrainingComfyActivities:
         cache = await self.cache()
         if root is None or cache is None:
             raise ApplicationError(
-                f"the comfy worker of {self.server_url} does not know the server's folder "
-                "(set COMFYUI_DIR)"
+                f"{self.server_url} cannot train: {NO_FOLDER}",
+                type=NO_FOLDER_TYPE,
+                non_retryable=True,
             )
         info = activity.info()
         beat: dict[str, Any] = {}

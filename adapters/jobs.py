@@ -65,6 +65,7 @@ from domain.jobs import (
 )
 from domain.settings import Limits, UserSettings
 from domain.training import (
+    CAPTION_PRICE_PER_IMAGE,
     MAX_IMAGES,
     TRAINING_RESOLUTION,
     CaptionOutcome,
@@ -77,10 +78,11 @@ from domain.training import (
     TrainRequest,
     check_trigger_clash,
     check_trigger_word,
+    quote_captions,
 )
 from domain.users import JobRecord, LedgerEntry, User
 from media.safety import load_image, normalised_png
-from store.collections import MADE_STATES, Piece
+from store.collections import MADE_STATES, Piece, next_cook_id
 from store.db import Stores
 from store.slots import JobSlots
 from workers.config import Config
@@ -141,6 +143,16 @@ class CookQuote:
     collection_id: str
     piece_price: int
     pieces: int  # still to make
+    total: int
+    balance: int
+
+
+@dataclass(frozen=True)
+class CaptionQuote:
+    dataset_id: str
+    dataset: str
+    images: int  # without a caption: what would be sent to the GPU
+    per_image: int
     total: int
     balance: int
 
@@ -673,10 +685,16 @@ class JobsClient:
     ) -> StartedJob:
         """Start cooking (or, with `numbers`, regenerating those pieces: new seed, same traits).
 
-        Refused at once, with nothing charged or frozen, when the config cannot be cooked or the
-        balance does not cover one piece; one cook at a time per collection.
+        Refused at once, with nothing charged or frozen, when the config cannot be cooked, the
+        balance does not cover one piece or the user's running-job slots are all taken; one
+        cook at a time per collection.
+
+        A cook is one job: it takes ONE of the user's `max_running_jobs` slots for its whole
+        life (given back by the cook when it ends, cancelled included) and runs at most
+        `in_flight` pieces at once, capped by `cook_max_in_flight`; its pieces take no slot.
         """
         user = normalise_identity(user)
+        in_flight = max(1, min(in_flight, self.config.cook_max_in_flight))
         quote = await self.quote_cook(cid, user)
         if quote.balance < quote.piece_price:
             raise InsufficientPoints(quote.piece_price, quote.balance)
@@ -694,41 +712,52 @@ class JobsClient:
                     "only made, rejected or failed pieces can be regenerated"
                     + (f": not {', '.join(map(str, bad))}" if bad else "")
                 )
-        col = await asyncio.to_thread(
-            self.stores.collections.start_cook, cid, user, regenerate=numbers is not None
-        )
-        wid = col.last_cook
-        inp = CookInput(
-            collection_id=cid,
-            user=user,
-            platform=platform,
-            supply=col.supply,
-            config_hash=col.config_hash,
-            numbers=numbers,
-            regenerate=numbers is not None,
-            in_flight=in_flight,
-            continue_after=continue_after,
-            balance_poll_seconds=balance_poll_seconds,
-            piece_price=quote.piece_price,
-        )
-        await self.temporal.start_workflow(
-            CookCollectionWorkflow.run,
-            inp,
-            id=wid,
-            task_queue=self.config.task_queues.workflows,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(USER_ID, user),
-                    SearchAttributePair(PLATFORM, platform),
-                    SearchAttributePair(JOB_KIND, "cook"),
-                    SearchAttributePair(JOB_STATE, "running"),
-                ]
-            ),
-            static_summary=f"cook {col.name} ({cid}) for {user}",
-            static_details=f"**collection** {col.name} ({cid})\n\n**supply** {col.supply}\n\n"
-            f"**price per piece** {quote.piece_price}",
-        )
+        # The slot is taken under the id the cook will get before the collection is touched:
+        # a refused cook freezes nothing. The cook gives it back when it ends.
+        owner = await asyncio.to_thread(self.stores.users.get, user)
+        wid = next_cook_id(col, regenerate=numbers is not None)
+        await self._take_slot(owner.id, wid)
+        try:
+            col = await asyncio.to_thread(
+                self.stores.collections.start_cook, cid, user, regenerate=numbers is not None
+            )
+            if col.last_cook != wid:  # another start of this collection won the race
+                raise UserInputError(f"a cook of {cid} was just started ({col.last_cook})")
+            inp = CookInput(
+                collection_id=cid,
+                user=user,
+                platform=platform,
+                supply=col.supply,
+                config_hash=col.config_hash,
+                numbers=numbers,
+                regenerate=numbers is not None,
+                in_flight=in_flight,
+                continue_after=continue_after,
+                balance_poll_seconds=balance_poll_seconds,
+                piece_price=quote.piece_price,
+                user_id=owner.id,
+            )
+            await self.temporal.start_workflow(
+                CookCollectionWorkflow.run,
+                inp,
+                id=wid,
+                task_queue=self.config.task_queues.workflows,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(USER_ID, user),
+                        SearchAttributePair(PLATFORM, platform),
+                        SearchAttributePair(JOB_KIND, "cook"),
+                        SearchAttributePair(JOB_STATE, "running"),
+                    ]
+                ),
+                static_summary=f"cook {col.name} ({cid}) for {user}",
+                static_details=f"**collection** {col.name} ({cid})\n\n**supply** {col.supply}"
+                f"\n\n**price per piece** {quote.piece_price}\n\n**in flight** {in_flight}",
+            )
+        except BaseException:
+            await asyncio.to_thread(self.slots.release, owner.id, wid)
+            raise
         return StartedJob(wid, "cook", user, False, self.job_url(wid))
 
     async def _cook_running(self, wid: str) -> bool:
@@ -918,13 +947,31 @@ class JobsClient:
             raise UserInputError(result.refused)
         return result
 
+    async def quote_captions(self, user: str, ref: str) -> CaptionQuote:
+        """What `caption_dataset` would cost now: the images without a caption × the price."""
+        owner = await self._owner(user)
+        ds = await asyncio.to_thread(self.stores.datasets.get, owner.id, ref)
+        images = len(ds.uncaptioned())
+        balance = await asyncio.to_thread(self.stores.ledger.balance, owner.id)
+        return CaptionQuote(
+            ds.id, ds.name, images, CAPTION_PRICE_PER_IMAGE, quote_captions(images), balance
+        )
+
     async def caption_dataset(self, user: str, ref: str) -> CaptionOutcome:
-        """Caption the images without a caption (typed captions are never overwritten)."""
-        ds = await self.dataset(user, ref)
+        """Caption the images without a caption (typed captions are never overwritten).
+
+        Paid per image (`quote_captions`): refused at once, with nothing started, when the
+        balance does not cover the quote; the workflow charges `<id>:charge` before the first
+        prompt and refunds the images that got no caption."""
+        quote = await self.quote_captions(user, ref)
+        if quote.images == 0:
+            return CaptionOutcome(dataset_id=quote.dataset_id, balance=quote.balance)
+        if quote.balance < quote.total:
+            raise InsufficientPoints(quote.total, quote.balance)
         outcome: CaptionOutcome = await self.temporal.execute_workflow(
             CaptionDatasetWorkflow.run,
-            CaptionRequest(user=normalise_identity(user), dataset=ds.id),
-            id=f"dataset-caption-{ds.id}-{uuid.uuid4().hex[:8]}",
+            CaptionRequest(user=normalise_identity(user), dataset=quote.dataset_id),
+            id=f"dataset-caption-{quote.dataset_id}-{uuid.uuid4().hex[:8]}",
             task_queue=self.config.task_queues.workflows,
         )
         if outcome.refused:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -134,19 +133,3 @@ class LoraCache:
     async def ensure_all(self, loras: list[LoraFile]) -> None:
         for lora in loras:
             await asyncio.to_thread(self.ensure, lora)
-
-
-def root_from_argv(argv: list[str]) -> Path | None:
-    """ComfyUI's base folder from its command line (`/system_stats` → `system.argv`):
-    the stand-in's `--root`, or ComfyUI's `--base-directory`."""
-    for flag in ("--root", "--base-directory"):
-        for n, arg in enumerate(argv):
-            if arg == flag and n + 1 < len(argv):
-                return Path(argv[n + 1])
-            if arg.startswith(flag + "="):
-                return Path(arg.split("=", 1)[1])
-    return None
-
-
-def describe_argv(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)

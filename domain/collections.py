@@ -562,6 +562,9 @@ class CookInput(BaseModel):
     balance_poll_seconds: float = 30.0
     piece_price: int = 0  # the quote per piece when the cook started (balance checks)
     cursor: CookCursor | None = None
+    # The user id whose running-job slot the cook holds (taken by the jobs client at start,
+    # given back by the cook when it ends); empty for cooks started before slots were taken.
+    user_id: str = ""
 
 
 class CookProgress(BaseModel):

@@ -209,7 +209,8 @@ class RegisterModelInput(BaseModel):
 
 
 class CaptionRequest(BaseModel):
-    """`dataset caption`: caption every uncaptioned image of a dataset (free)."""
+    """`dataset caption`: caption every uncaptioned image of a dataset (paid per image, see
+    `quote_captions`)."""
 
     user: str
     dataset: str
@@ -230,6 +231,12 @@ class CaptionPlan(BaseModel):
     render_timeout: float = 900.0
     heartbeat_timeout: float = 30.0
     parallel: int = 3
+    # The quote (`quote_captions`): charged before the first prompt, refunded per image that
+    # got no caption. Zero in plans from before captioning was paid.
+    dataset_name: str = ""
+    per_image: int = 0
+    price: int = 0
+    balance: int = 0
 
 
 class CaptionOutcome(BaseModel):
@@ -237,6 +244,10 @@ class CaptionOutcome(BaseModel):
     captioned: int = 0
     failed: dict[str, str] = Field(default_factory=dict)
     refused: str | None = None
+    workflow_id: str = ""
+    price: int = 0  # charged (before any refund)
+    refunded: int = 0  # given back for the images that got no caption
+    balance: int | None = None  # after the charge and refund
 
 
 class DatasetImagesRequest(BaseModel):
@@ -610,3 +621,18 @@ class ChunkBeat(BaseModel):
     server_url: str
     prompt_id: str
     step: int = 0
+
+
+# ---- the price of `dataset caption` ---------------------------------------------------------
+
+# Points per image `dataset caption` sends to the GPU (DOMAIN.md style: quoted first, charged
+# once, refunded per image that got no caption). Training's own captioning stage is part of the
+# training price and stays free.
+CAPTION_PRICE_PER_IMAGE = 2
+
+
+def quote_captions(images: int, per_image: int = CAPTION_PRICE_PER_IMAGE) -> int:
+    """`per_image × images`: what captioning `images` images costs."""
+    if images < 0 or per_image < 0:
+        raise ValueError("images and the price per image cannot be negative")
+    return per_image * images

@@ -69,6 +69,13 @@ class Piece(BaseModel):
     updated_at: datetime | None = None
 
 
+def next_cook_id(col: Collection, *, regenerate: bool = False) -> str:
+    """The workflow id `start_cook` will give the collection's next cook (`cook-<id>-<n>`, or
+    `cook-<id>-regen-<n>`), so a caller can take a resource under it before anything changes."""
+    n = col.cooks + 1
+    return f"cook-{col.id}-regen-{n}" if regenerate else f"cook-{col.id}-{n}"
+
+
 def piece_id(collection_id: str, number: int) -> str:
     return f"{collection_id}:{number:06d}"
 
@@ -216,11 +223,12 @@ class CollectionRepo:
         `cook-<id>-<n>`, or `cook-<id>-regen-<n>` for a regeneration."""
         current = self.get_for_edit(cid, actor)
         validate_config(current.config, current.supply, cooking=True)
-        n = current.cooks + 1
-        wid = f"cook-{cid}-regen-{n}" if regenerate else f"cook-{cid}-{n}"
+        wid = next_cook_id(current, regenerate=regenerate)
         return self._write(
             current,
-            current.model_copy(update={"cook_started": True, "cooks": n, "last_cook": wid}),
+            current.model_copy(
+                update={"cook_started": True, "cooks": current.cooks + 1, "last_cook": wid}
+            ),
         )
 
     def _write(self, current: Collection, updated: Collection) -> Collection:

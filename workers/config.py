@@ -132,6 +132,9 @@ class Config(BaseSettings):
     # Business rules that belong in configuration (DOMAIN.md)
     starter_grant: int = 500
     max_running_jobs: int = 3
+    # Pieces of one collection cook rendered at once (a cook takes one running-job slot; this
+    # bounds what that one slot can put on the GPUs). `--in-flight` above it is lowered to it.
+    cook_max_in_flight: int = 3
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     temporal_ui_url: str = ""
     render_timeout: float = 900.0  # seconds one ComfyUI prompt may take, queue included
@@ -139,10 +142,13 @@ class Config(BaseSettings):
     workflow_worker_threads: int = 16  # threads for the sync (pymongo) activities
 
     # LoRA training and use. A comfy worker shares its ComfyUI server's file system: it writes
-    # training datasets under <comfyui_dir>/input and puts LoRA files into models/loras. Empty:
-    # read the folder from the server's own command line (/system_stats argv: the stand-in's
-    # --root or ComfyUI's --base-directory).
+    # training datasets under <folder>/input and puts LoRA files into models/loras. The folder
+    # is configured, never read from the server (its reported argv is the server's word, and a
+    # worker writing wherever a server says is a write-anywhere primitive). `comfyui_dirs`
+    # names one folder per server URL (`URL=DIR,URL=DIR`); `comfyui_dir` is the folder of any
+    # server not named there. A server with neither cannot train or place LoRA files.
     comfyui_dir: str = ""
+    comfyui_dirs: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     lora_cache_bytes: int = 20 * 1024**3  # size cap of the LoRA files a worker keeps
     training_chunk_steps: int = 250  # steps per training prompt (a crash redoes at most this)
     training_chunk_timeout: float = 3600.0  # seconds one chunk may take, queue included
@@ -174,6 +180,20 @@ class Config(BaseSettings):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
 
+    @field_validator("comfyui_dirs", mode="before")
+    @classmethod
+    def _split_comfyui_dirs(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            pairs = [p.strip() for p in v.split(",") if p.strip()]
+            out: dict[str, str] = {}
+            for pair in pairs:
+                url, sep, folder = pair.rpartition("=")
+                if not sep or not url.strip() or not folder.strip():
+                    raise ValueError(f"COMFYUI_DIRS: expected URL=DIR, got {pair!r}")
+                out[url.strip()] = folder.strip()
+            return out
+        return v
+
     @field_validator("devstack_dir", mode="after")
     @classmethod
     def _anchor_devstack(cls, v: Path) -> Path:
@@ -196,6 +216,20 @@ class Config(BaseSettings):
     @property
     def comfyui_url_list(self) -> list[str]:
         return [u.strip().rstrip("/") for u in self.comfyui_urls.split(",") if u.strip()]
+
+    def comfyui_dir_for(self, url: str) -> Path | None:
+        """The configured folder of the ComfyUI server at `url`, or None (no training there)."""
+        wanted = url.strip().rstrip("/")
+        for key, folder in self.comfyui_dirs.items():
+            if key.strip().rstrip("/") == wanted:
+                return Path(folder)
+        return Path(self.comfyui_dir) if self.comfyui_dir else None
+
+    @property
+    def standin_root(self) -> Path:
+        """The embedded ComfyUI stand-in's folder (`stationthis up` starts it with this
+        `--root` and passes the same folder to its comfy worker)."""
+        return self.devstack_dir / "comfy"
 
     @property
     def runtime_file(self) -> Path:

@@ -140,7 +140,16 @@ def worker_commands(config: Config) -> list[ExtraCommand]:
             for i, url in enumerate(urls)
         ]
         if urls
-        else [ExtraCommand("comfy-worker", stationthis_command("comfy-worker", "--slots", slots))]
+        else [
+            # The embedded stand-in's folder is ours: passed explicitly, never read from the
+            # server's answer.
+            ExtraCommand(
+                "comfy-worker",
+                stationthis_command(
+                    "comfy-worker", "--slots", slots, "--comfyui-dir", str(config.standin_root)
+                ),
+            )
+        ]
     )
     commands = [
         ExtraCommand("worker", stationthis_command("worker")),
@@ -455,7 +464,7 @@ class DevStack:
                         "--port",
                         str(port),
                         "--root",
-                        str(root / "comfy"),
+                        str(cfg.standin_root),
                         "--step-delay",
                         str(cfg.comfyui.step_delay),
                     ],

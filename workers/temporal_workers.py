@@ -77,13 +77,28 @@ def workflow_worker(
 
 
 def comfy_workers(
-    client: Client, config: Config, stores: Stores, url: str, slots: int
+    client: Client,
+    config: Config,
+    stores: Stores,
+    url: str,
+    slots: int,
+    *,
+    comfyui_dir: Path | None = None,
 ) -> list[Worker]:
+    """The `comfy` and `comfy-io` workers of one server. Its folder is `comfyui_dir`, else the
+    configured one (COMFYUI_DIRS / COMFYUI_DIR); never what the server reports about itself."""
+    folder = comfyui_dir or config.comfyui_dir_for(url)
+    if folder is None:
+        log.error(
+            "no folder configured for the ComfyUI server %s (COMFYUI_DIRS or COMFYUI_DIR): "
+            "it renders, but training and LoRA files are refused on it",
+            url,
+        )
     training = TrainingComfyActivities(
         url,
         client,
         stores,
-        comfyui_dir=Path(config.comfyui_dir) if config.comfyui_dir else None,
+        comfyui_dir=folder,
         cache_bytes=config.lora_cache_bytes,
     )
     acts = ComfyActivities(url, client, stores.blobs, ensure_loras=training.ensure_loras)

@@ -14,6 +14,12 @@ child's start lives in this workflow's history. Pieces are planned and recorded 
   continues as new with its cursor, so the history stays bounded for any supply.
 - Cancel (update or `temporal workflow cancel`) cancels the in-flight children; their own saga
   refunds them.
+- The cook holds ONE of its user's running-job slots for its whole life (the jobs client took
+  it at start, under the cook's id; continue-as-new keeps the id, so the slot too). Its pieces
+  take none: they are the cook's bounded parallelism (`in_flight`, capped by the client). The
+  slot is given back before the cook reports its final state, so a cancel that has answered
+  has freed it. A terminated cook cannot give it back; the jobs client frees the slots of ended
+  workflows when the user next hits the cap (`JobsClient._take_slot`).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
         RecordPieceInput,
         RecordPieceResult,
     )
-    from domain.jobs import JobState, JobStatus, MakeImageRequest
+    from domain.jobs import ActivityNames, JobState, JobStatus, MakeImageRequest, SlotInput
     from workflows import policies
     from workflows.make_image import MakeImageWorkflow
 
@@ -68,6 +74,7 @@ POINTS = "insufficient_points"
 class CookCollectionWorkflow:
     def __init__(self) -> None:
         self._regular_activities = True
+        self._holds_slot = True
         self._inp = CookInput(collection_id="", user="")
         self._c = CookCursor()
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -162,6 +169,9 @@ class CookCollectionWorkflow:
         self._c = inp.cursor or CookCursor()
         # Asked first, before any local activity (see job_saga.py on asking patches late).
         self._regular_activities = workflow.patched("cook-regular-activities")
+        # Cooks from before this patch took no slot and give none back (histories kept in
+        # tests/workflows/histories/before-cook-slot). Retire once no such cook runs.
+        self._holds_slot = workflow.patched("cook-holds-a-slot")
         self._set_state(force=True)
         try:
             await self._loop()
@@ -169,17 +179,20 @@ class CookCollectionWorkflow:
             # `temporal workflow cancel`: the same as the user's cancel, then end as cancelled.
             self._cancel = self._cancel or CookControl(reason="cancelled by an operator")
             await self._stop_all()
+            await self._free_slot()
             self._finish(CookState.CANCELLED)
             raise
         if self._cancel is not None:
             await self._stop_all()
             self._c.reason = self._cancel.reason or "cancelled by the user"
+            await self._free_slot()
             self._finish(CookState.CANCELLED)
         elif self._remaining():
             await workflow.wait_condition(workflow.all_handlers_finished)
             self._c.runs += 1
             workflow.continue_as_new(inp.model_copy(update={"cursor": self._c}))
         else:
+            await self._free_slot()
             self._finish(CookState.DONE)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.progress()
@@ -208,6 +221,18 @@ class CookCollectionWorkflow:
                 await self._wait_for_points()
                 continue
             await self._until_woken()
+
+    async def _free_slot(self) -> None:
+        """Give back the running-job slot the cook held (before the final state is shown, so
+        whoever sees the cook ended can start the next job)."""
+        if not self._holds_slot or not self._inp.user_id:
+            return
+        await workflow.execute_activity(
+            ActivityNames.RELEASE_JOB_SLOT,
+            SlotInput(user_id=self._inp.user_id, workflow_id=workflow.info().workflow_id),
+            start_to_close_timeout=policies.LEDGER_TIMEOUT,
+            retry_policy=policies.LEDGER_RETRY,
+        )
 
     async def _until_woken(self) -> None:
         """Wait for a piece to end or an update to arrive."""

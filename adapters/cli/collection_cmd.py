@@ -80,7 +80,12 @@ def register(subparsers: Any) -> None:
     k = sub.add_parser("cook", help="generate every piece (paid per piece), and follow it")
     k.add_argument("id")
     _user(k)
-    k.add_argument("--in-flight", type=int, default=3)
+    k.add_argument(
+        "--in-flight",
+        type=int,
+        default=3,
+        help="pieces rendered at once (at most COOK_MAX_IN_FLIGHT)",
+    )
     k.add_argument("--continue-after", type=int, default=200)
     k.add_argument("--yes", action="store_true", help="do not ask to confirm the quote")
     k.add_argument("--detach", action="store_true", help="start and return")

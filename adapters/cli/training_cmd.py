@@ -5,7 +5,7 @@ from the command line.
 S=.venv/bin/stationthis; U=telegram:5472638766
 $S dataset create me --trigger zxq_me --user $U
 $S dataset add me a.jpg b.jpg c.jpg d.jpg --user $U     # checked, square-cropped, resized
-$S dataset caption me --user $U                          # auto-caption what has no caption
+$S dataset caption me --user $U                          # auto-caption what has none (paid)
 $S dataset caption me --image 2 --text "zxq_me smiling" --user $U   # typed: never overwritten
 $S dataset show me --user $U
 $S train me --family sdxl --steps 1500 --user $U         # quote, charge, progress bar, Ctrl-C
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ def register(subparsers: Any) -> None:
     cp = _sub(dsub, "caption", "caption the images that have none, or set one caption")
     cp.add_argument("--image", help="1-based number (or id) of the image to caption by hand")
     cp.add_argument("--text", help="the caption (with --image); at most 1000 characters")
+    cp.add_argument("--quote", action="store_true", help="only show what captioning costs")
+    cp.add_argument("--yes", action="store_true", help="do not ask to confirm the quote")
     cp.set_defaults(handler=lambda a: run_cli(_caption(a)))
 
     tr = _sub(dsub, "trigger", "set the trigger word")
@@ -160,10 +163,26 @@ async def _caption(a: argparse.Namespace) -> int:
                 raise UserInputError("--image needs --text")
             ds = await jobs.set_caption(a.user, a.name, a.image, a.text)
         else:
+            quote = await jobs.quote_captions(a.user, a.name)
+            print(
+                f"{quote.images} image(s) without a caption at {quote.per_image} points = "
+                f"{quote.total} points (balance {quote.balance})"
+            )
+            if a.quote:
+                return 0
+            if quote.images and not a.yes and sys.stdin.isatty():
+                answer = await asyncio.to_thread(input, "caption? [y/N] ")
+                if not answer.strip().lower().startswith("y"):
+                    print("not captioned, nothing charged")
+                    return 1
             outcome = await jobs.caption_dataset(a.user, a.name)
-            print(f"captioned {outcome.captioned} image(s)")
+            paid = f" for {outcome.price} points" if outcome.price else ""
+            back = f", {outcome.refunded} refunded" if outcome.refunded else ""
+            print(f"captioned {outcome.captioned} image(s){paid}{back}")
             for image_id, why in outcome.failed.items():
                 print(f"  failed {image_id}: {why}")
+            if outcome.balance is not None:
+                print(f"balance {outcome.balance}")
             ds = await jobs.dataset(a.user, a.name)
     _print_dataset(ds)
     return 0

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from workers.config import Config
@@ -30,6 +31,11 @@ def register(subparsers: Any) -> None:
     )
     c.add_argument("--url", help="the ComfyUI server (default: the first of COMFYUI_URLS)")
     c.add_argument("--slots", type=int, default=1, help="prompts the server runs at once")
+    c.add_argument(
+        "--comfyui-dir",
+        help="the server's folder on this host (default: COMFYUI_DIRS / COMFYUI_DIR); "
+        "without one the server cannot train or use LoRAs",
+    )
     c.set_defaults(handler=_comfy_worker_cmd)
     m = subparsers.add_parser(
         "media-worker", help="run the Pillow worker for resize and convert (queue `media`)"
@@ -58,10 +64,10 @@ async def _workflow_worker() -> int:
 def _comfy_worker_cmd(args: argparse.Namespace) -> int:
     if args.slots < 1:
         raise SystemExit("--slots must be at least 1")
-    return asyncio.run(_comfy_worker(args.url, args.slots))
+    return asyncio.run(_comfy_worker(args.url, args.slots, args.comfyui_dir))
 
 
-async def _comfy_worker(url: str | None, slots: int) -> int:
+async def _comfy_worker(url: str | None, slots: int, comfyui_dir: str | None = None) -> int:
     config = Config()
     endpoints = resolve_endpoints(config)
     url = url or (endpoints.comfyui_urls[0] if endpoints.comfyui_urls else None)
@@ -69,7 +75,8 @@ async def _comfy_worker(url: str | None, slots: int) -> int:
         raise SystemExit("no ComfyUI server: pass --url or set COMFYUI_URLS")
     client = await connect_temporal(config, endpoints)
     stores = open_stores(config, endpoints, indexes=False)
-    workers = comfy_workers(client, config, stores, url, slots)
+    folder = Path(comfyui_dir) if comfyui_dir else None
+    workers = comfy_workers(client, config, stores, url, slots, comfyui_dir=folder)
     log.info("comfy worker for %s with %d slot(s)", url, slots)
     await run_until_signalled(workers)
     return 0

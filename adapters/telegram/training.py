@@ -357,12 +357,18 @@ async def _review(update: Update, context: Ctx, ds: Dataset) -> None:
     _set_flow(context, chat.id, "captioning", ds=ds.id, name=ds.name)
     failed = 0
     if ds.uncaptioned():
-        note = await answer(update, f"⏳ Captioning {len(ds.uncaptioned())} photo(s)…")
+        # Captioning is paid per photo (refunded for the ones that get no caption): the
+        # price is in the message, and too few points refuse it before anything starts.
+        quote = await d.jobs.quote_captions(who, ds.id)
+        note = await answer(
+            update, f"⏳ Captioning {quote.images} photo(s) for {quote.total} points…"
+        )
         await chat.send_action("typing")
         outcome = await d.jobs.caption_dataset(who, ds.id)
         failed = len(outcome.failed)
         if note is not None:
-            await note.edit_text(f"✓ captioned {outcome.captioned} photo(s)")
+            paid = outcome.price - outcome.refunded
+            await note.edit_text(f"✓ captioned {outcome.captioned} photo(s) for {paid} points")
         ds = await d.jobs.dataset(who, ds.id)
     for n, im in enumerate(ds.images, 1):
         data = await asyncio.to_thread(d.jobs.image, StoredOutput(blob_id=im.image_id))

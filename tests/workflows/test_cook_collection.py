@@ -16,7 +16,12 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -142,6 +147,7 @@ async def start_cook(
         user="telegram:5472638766",
         supply=kw.pop("supply", 5),
         piece_price=PRICE,
+        user_id=kw.pop("user_id", "u1"),
         **kw,
     )
     return await env.client.start_workflow(
@@ -186,6 +192,8 @@ async def test_a_cook_makes_every_piece_once_and_charges_each(temporal_ts_env) -
     assert result.points_spent == 5 * PRICE and fakes.book.balance == 1000 - 5 * PRICE
     assert fakes.made() == [1, 2, 3, 4, 5]
     assert sorted(fakes.prepared) == sorted(f"{handle.id}-piece-{n}" for n in range(1, 6))
+    # The cook held one slot of its user (taken by the jobs client) and gave it back once.
+    assert fakes.released.count(handle.id) == 1
 
 
 async def test_a_failed_piece_is_refunded_and_the_cook_goes_on(temporal_ts_env) -> None:
@@ -214,6 +222,7 @@ async def test_a_big_supply_continues_as_new_with_its_cursor(temporal_ts_env) ->
     assert sorted(fakes.plans) == list(range(1, 8)), "each piece planned exactly once"
     assert fakes.made() == list(range(1, 8))
     assert len(fakes.book.charges()) == 7
+    assert fakes.released.count(handle.id) == 1, "the slot is kept across continue-as-new"
 
 
 async def test_running_out_of_points_pauses_and_a_top_up_resumes(temporal_ts_env) -> None:
@@ -278,6 +287,7 @@ async def test_cancel_stops_the_cook_and_refunds_pieces_in_flight(temporal_dev_e
         result = await handle.execute_update(
             "cancel", CookControl(reason="changed my mind"), result_type=CookProgress
         )
+        assert handle.id in fakes.released, "the slot is free once the cancel has answered"
         final = await handle.result()
         await save_history(handle, "cook_cancel")
     assert result.state is CookState.CANCELLED and final.state is CookState.CANCELLED
@@ -285,6 +295,34 @@ async def test_cancel_stops_the_cook_and_refunds_pieces_in_flight(temporal_dev_e
     assert sorted(fakes.book.refunds()) == [PRICE] * 3
     assert fakes.book.balance == 1000 and final.points_spent == 0
     assert len(fakes.prepared) == 3, "nothing started after the cancel"
+
+
+async def test_an_operator_cancel_refunds_the_pieces_and_frees_the_cooks_slot(
+    temporal_dev_env,
+) -> None:
+    env, tq = temporal_dev_env, new_queue()
+    fakes = CookFakes(env.client)
+    fakes.gate = asyncio.Event()
+    async with cook_worker(env, fakes, tq):
+        handle = await start_cook(env, tq, supply=4, in_flight=2)
+        await wait_progress(handle, lambda _: len(fakes.book.charges()) == 2)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        await save_history(handle, "cook_operator_cancel")
+        final = await handle.query(CookCollectionWorkflow.progress)
+    assert final.state is CookState.CANCELLED
+    assert sorted(fakes.book.refunds()) == [PRICE] * 2 and fakes.book.balance == 1000
+    assert fakes.released.count(handle.id) == 1
+
+
+async def test_a_cook_started_without_a_slot_gives_none_back(temporal_ts_env) -> None:
+    env, tq = temporal_ts_env, new_queue()
+    fakes = CookFakes(env.client)
+    async with cook_worker(env, fakes, tq):
+        handle = await start_cook(env, tq, supply=1, user_id="")
+        await handle.result()
+    assert handle.id not in fakes.released
 
 
 async def test_a_worker_restart_mid_cook_makes_no_piece_twice(temporal_dev_env) -> None:

@@ -19,7 +19,7 @@ from temporalio.worker import Replayer
 from workflows.cook_collection import CookCollectionWorkflow
 from workflows.make_image import MakeImageWorkflow
 from workflows.media_job import MediaJobWorkflow
-from workflows.train_lora import TrainLoraWorkflow
+from workflows.train_lora import CaptionDatasetWorkflow, TrainLoraWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").rglob("*.json"))
 CURRENT = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -28,6 +28,7 @@ WORKFLOWS: dict[str, list[type]] = {
     "media": [MediaJobWorkflow],
     "cook": [CookCollectionWorkflow, MakeImageWorkflow],
     "train": [TrainLoraWorkflow],
+    "caption": [CaptionDatasetWorkflow],
 }
 
 
@@ -81,5 +82,9 @@ def test_every_path_has_a_saved_history() -> None:
         "cook_points",
         "cook_pause",
         "cook_cancel",
+        "cook_operator_cancel",
+        "caption_done",
+        "caption_partly_failed",
+        "caption_refused",
     }
     assert expected <= names, f"missing histories: {sorted(expected - names)}"
