@@ -44,7 +44,7 @@ from domain.jobs import (
     StoredOutput,
     StoreOutputsInput,
 )
-from store.blobs import BlobStore
+from store.blobs import BlobNotFound, BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,19 @@ class ComfyActivities:
 
     async def _with_uploads(self, comfy: ComfyClient, inp: ComfyRunInput) -> dict[str, Any]:
         graph = {k: dict(v) for k, v in inp.work.graph.items()}
+        owner = inp.work.owner_id
         for node_id, blob_id in inp.work.uploads.items():
-            data = await asyncio.to_thread(self.blobs.get, blob_id)
+            try:
+                if owner:  # owner-checked again, and marked used by this (charged) job
+                    data = await asyncio.to_thread(
+                        self.blobs.get_owned, blob_id, owner, used_by=inp.workflow_id
+                    )
+                else:  # a plan made before uploads named their owner: prepare checked it
+                    data = await asyncio.to_thread(self.blobs.get, blob_id)
+            except BlobNotFound:
+                raise ApplicationError(
+                    f"source image {blob_id!r} not found", type="bad_input", non_retryable=True
+                ) from None
             name = await comfy.upload_image(data, f"{blob_id}.png", overwrite=True)
             node = graph[node_id]
             node["inputs"] = {**node.get("inputs", {}), "image": name}
@@ -267,6 +278,7 @@ class ComfyActivities:
                 key=key,
                 metadata={
                     "user_id": inp.user_id,
+                    "kind": "output",
                     "workflow_id": inp.workflow_id,
                     "seed": inp.seed,
                     "width": width,

@@ -294,7 +294,8 @@ class DatasetMediaActivities:
         if done is not None:
             return done
         try:
-            data = self.blobs.get(inp.original_id)
+            # Owner-checked again inside the workflow: its input, not the client, is what runs.
+            data = self.blobs.get_owned(inp.original_id, inp.user_id, used_by=inp.workflow_id)
         except BlobNotFound:
             raise ApplicationError(
                 f"image {inp.original_id!r} not found", type="bad_input", non_retryable=True
@@ -313,6 +314,7 @@ class DatasetMediaActivities:
             key=key,
             metadata={
                 "user_id": inp.user_id,
+                "kind": "dataset",
                 "original_id": inp.original_id,
                 "width": inp.resolution,
                 "height": inp.resolution,
