@@ -84,7 +84,7 @@ from store.blobs import OWNER_FIELD
 from store.collections import MADE_STATES, Piece
 from store.db import Stores
 from store.slots import JobSlots
-from store.storage import DATASET, EXPORT, SOURCE, check_quota
+from store.storage import DATASET, EXPORT, SOURCE, StorageQuotaExceeded, check_quota
 from workers.config import Config
 from workers.sweeper import storage_policy
 from workflows.cook_collection import CookCollectionWorkflow
@@ -950,7 +950,9 @@ class JobsClient:
             try:
                 originals.append(await self.store_source(user, data, filename, kind=DATASET))
             except UserInputError as err:
-                raise UserInputError(f"{filename} (image {n}): {err.message}") from None
+                # Naming the file; a quota refusal keeps its own code.
+                kind = StorageQuotaExceeded if isinstance(err, StorageQuotaExceeded) else None
+                raise (kind or UserInputError)(f"{filename} (image {n}): {err.message}") from None
         request = DatasetImagesRequest(
             user=normalise_identity(user),
             dataset=ds.id,

@@ -126,8 +126,8 @@ def check_quota(db: Database[Any], owner_id: str, adding: int, policy: StoragePo
     if used + adding > policy.quota_bytes:
         hours = policy.source_ttl.total_seconds() / 3600
         raise StorageQuotaExceeded(
-            f"storage quota exceeded: this image needs {adding / MB:.1f} MB and you keep "
-            f"{used / MB:.1f} MB of {policy.quota_bytes / MB:.0f} MB in uploads and datasets. "
+            f"storage quota exceeded: this image needs {_size(adding)} and you keep "
+            f"{_size(used)} of {_size(policy.quota_bytes)} in uploads and datasets. "
             f"Uploads no job used are removed after {hours:g} h; deleting a dataset frees its "
             "images too."
         )
@@ -194,6 +194,10 @@ def sweep(stores_db: Database[Any], now: datetime, policy: StoragePolicy) -> Swe
             report.bytes,
         )
     return report
+
+
+def _size(n: int) -> str:
+    return f"{n / MB:.1f} MB" if n >= MB else f"{max(1, round(n / 1024))} KB"
 
 
 def _aware(when: datetime) -> datetime:
