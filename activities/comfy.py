@@ -135,8 +135,12 @@ class ComfyActivities:
         blobs: BlobStore,
         *,
         ensure_loras: EnsureLoras | None = None,
+        max_output_bytes: int | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
+        # The largest output read from ComfyUI and so stored in GridFS (config
+        # COMFY_MAX_OUTPUT_BYTES): a bigger /view answer fails the job, refunded.
+        self.max_output_bytes = max_output_bytes
         self.client = client
         self.blobs = blobs
         # Puts the LoRA files a graph names into this server's loras folder (comfy/lora_cache.py)
@@ -144,7 +148,7 @@ class ComfyActivities:
         # One long-lived client per server: building an httpx client per call costs ~20 ms of
         # CPU (docs/performance.md). It keeps one WebSocket per prompt, so concurrent
         # activities do not share event streams.
-        self.comfy = ComfyClient(self.server_url)
+        self.comfy = ComfyClient(self.server_url, max_view_bytes=max_output_bytes)
 
     async def aclose(self) -> None:
         await self.comfy.aclose()
@@ -153,7 +157,7 @@ class ComfyActivities:
         """The shared client for our server, or a temporary one for another (caller closes)."""
         if url.rstrip("/") == self.server_url:
             return self.comfy, False
-        return ComfyClient(url), True
+        return ComfyClient(url, max_view_bytes=self.max_output_bytes), True
 
     @activity.defn(name=ActivityNames.RUN_COMFY_PROMPT)
     async def run_comfy_prompt(self, inp: ComfyRunInput) -> ComfyRunResult:
