@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,8 @@ from store.storage import (
     sweep,
     used_bytes,
 )
+from workers.config import Config
+from workers.sweeper import sweep_forever
 
 POLICY = StoragePolicy(
     quota_bytes=1000, source_ttl=timedelta(hours=24), export_ttl=timedelta(days=7)
@@ -129,3 +132,19 @@ def test_a_source_claimed_by_a_job_during_the_sweep_is_kept(
     monkeypatch.setattr(BlobStore, "delete_if", claim_first)
     assert sweep(stores.db, LATER, POLICY).removed == 0
     assert exists(stores, src)
+
+
+async def test_the_worker_sweeps_on_its_own_every_interval(stores: Stores) -> None:
+    """workers/sweeper.py: the loop the workflow worker runs, here with a 0 s lifetime."""
+    config = Config(storage_sweep_interval=0.05, source_ttl=0.0)
+    src = stores.blobs.put(b"x", "s.png", "image/png", metadata={"user_id": "u1", "kind": SOURCE})
+    task = asyncio.create_task(sweep_forever(stores, config))
+    try:
+        for _ in range(100):
+            if not exists(stores, src):
+                break
+            await asyncio.sleep(0.05)
+        assert not exists(stores, src), "the sweeper removed the unused source"
+    finally:
+        task.cancel()
+    assert await sweep_forever(stores, Config(storage_sweep_interval=0)) is None, "0: off"
