@@ -545,7 +545,7 @@ class TrainingComfyActivities:
                 "steps_done": total,
                 "filename": filename,
                 "sha256": digest,
-                "owner": inp.spec.owner,
+                "user_id": inp.spec.owner,  # store.blobs.OWNER_FIELD (was `owner`: still read)
             },
         )
         cache.put(filename, data)  # the next chunk on this server needs no copy

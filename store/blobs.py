@@ -7,10 +7,11 @@ files collection; GridFS writes the chunks before the file document, so a losing
 upload deletes its own chunks and returns the winner's id.
 
 Ownership: every blob a user can name (a source, an output, a dataset image, an export) carries
-its owner's user id in `metadata.user_id` (`OWNER_FIELD`; sources stored before it was unified
-say `metadata.user`, still read). A user-named id is read only through `get_owned` /
-`info_owned`, whose one query states the owner: another user's blob and a missing one take the
-same query, find nothing and raise the same `BlobNotFound`. `get` / `info` stay for ids the
+its owner's user id in `metadata.user_id` (`OWNER_FIELD`; written before it was unified,
+sources say `metadata.user` and model files `metadata.owner`: both still read). A user-named id
+is read only through `get_owned` / `info_owned`, whose one query states the owner: another
+user's blob and a missing one take the same query, find nothing and raise the same
+`BlobNotFound`. `get` / `info` stay for ids the
 system itself holds (outputs it just stored, pieces of a collection the caller may see).
 """
 
@@ -35,8 +36,9 @@ BUCKETS = ("images", "models")
 
 # The metadata field naming a blob's owner (a User.id), for every new write.
 OWNER_FIELD = "user_id"
-# Older writes named the owner under another field (sources before the fields were unified).
-LEGACY_OWNER_FIELDS = ("user",)
+# Older writes named the owner under another field (before the fields were unified): sources
+# said `user`, LoRA chunk files in bucket `models` said `owner`.
+LEGACY_OWNER_FIELDS = ("user", "owner")
 
 
 class BlobNotFound(KeyError):

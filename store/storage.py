@@ -36,7 +36,7 @@ from typing import Any
 from pymongo.database import Database
 
 from domain.errors import UserInputError
-from store.blobs import LEGACY_OWNER_FIELDS, OWNER_FIELD, BlobStore
+from store.blobs import OWNER_FIELD, BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,10 @@ MB = 1024 * 1024
 
 # Before blob kinds: sources named their owner in `metadata.user`; prepared dataset images had
 # `metadata.original_id`; exports `metadata.collection_id` and `metadata.pieces`.
+_LEGACY_SOURCE_OWNER = "metadata.user"
 _LEGACY_SOURCE: dict[str, Any] = {
     "metadata.kind": {"$exists": False},
-    "$or": [{f"metadata.{f}": {"$exists": True}} for f in LEGACY_OWNER_FIELDS],
+    _LEGACY_SOURCE_OWNER: {"$exists": True},
 }
 _LEGACY_DATASET: dict[str, Any] = {
     "metadata.kind": {"$exists": False},
@@ -100,10 +101,7 @@ def _counted(owner_id: str) -> dict[str, Any]:
             {OWNER_FIELD_PATH: owner_id, "metadata.kind": SOURCE, **_UNUSED},
             {OWNER_FIELD_PATH: owner_id, "metadata.kind": DATASET},
             {OWNER_FIELD_PATH: owner_id, **_LEGACY_DATASET},
-            *(
-                {f"metadata.{f}": owner_id, "metadata.kind": {"$exists": False}, **_UNUSED}
-                for f in LEGACY_OWNER_FIELDS
-            ),
+            {_LEGACY_SOURCE_OWNER: owner_id, "metadata.kind": {"$exists": False}, **_UNUSED},
         ]
     }
 
