@@ -44,7 +44,7 @@ from domain.jobs import (
     StoredOutput,
     StoreOutputsInput,
 )
-from store.blobs import BlobStore
+from store.blobs import BlobNotFound, BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,12 @@ class ComfyActivities:
         blobs: BlobStore,
         *,
         ensure_loras: EnsureLoras | None = None,
+        max_output_bytes: int | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
+        # The largest output read from ComfyUI and so stored in GridFS (config
+        # COMFY_MAX_OUTPUT_BYTES): a bigger /view answer fails the job, refunded.
+        self.max_output_bytes = max_output_bytes
         self.client = client
         self.blobs = blobs
         # Puts the LoRA files a graph names into this server's loras folder (comfy/lora_cache.py)
@@ -144,7 +148,7 @@ class ComfyActivities:
         # One long-lived client per server: building an httpx client per call costs ~20 ms of
         # CPU (docs/performance.md). It keeps one WebSocket per prompt, so concurrent
         # activities do not share event streams.
-        self.comfy = ComfyClient(self.server_url)
+        self.comfy = ComfyClient(self.server_url, max_view_bytes=max_output_bytes)
 
     async def aclose(self) -> None:
         await self.comfy.aclose()
@@ -153,7 +157,7 @@ class ComfyActivities:
         """The shared client for our server, or a temporary one for another (caller closes)."""
         if url.rstrip("/") == self.server_url:
             return self.comfy, False
-        return ComfyClient(url), True
+        return ComfyClient(url, max_view_bytes=self.max_output_bytes), True
 
     @activity.defn(name=ActivityNames.RUN_COMFY_PROMPT)
     async def run_comfy_prompt(self, inp: ComfyRunInput) -> ComfyRunResult:
@@ -229,8 +233,19 @@ class ComfyActivities:
 
     async def _with_uploads(self, comfy: ComfyClient, inp: ComfyRunInput) -> dict[str, Any]:
         graph = {k: dict(v) for k, v in inp.work.graph.items()}
+        owner = inp.work.owner_id
         for node_id, blob_id in inp.work.uploads.items():
-            data = await asyncio.to_thread(self.blobs.get, blob_id)
+            try:
+                if owner:  # owner-checked again, and marked used by this (charged) job
+                    data = await asyncio.to_thread(
+                        self.blobs.get_owned, blob_id, owner, used_by=inp.workflow_id
+                    )
+                else:  # a plan made before uploads named their owner: prepare checked it
+                    data = await asyncio.to_thread(self.blobs.get, blob_id)
+            except BlobNotFound:
+                raise ApplicationError(
+                    f"source image {blob_id!r} not found", type="bad_input", non_retryable=True
+                ) from None
             name = await comfy.upload_image(data, f"{blob_id}.png", overwrite=True)
             node = graph[node_id]
             node["inputs"] = {**node.get("inputs", {}), "image": name}
@@ -267,6 +282,7 @@ class ComfyActivities:
                 key=key,
                 metadata={
                     "user_id": inp.user_id,
+                    "kind": "output",
                     "workflow_id": inp.workflow_id,
                     "seed": inp.seed,
                     "width": width,

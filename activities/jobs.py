@@ -136,7 +136,7 @@ class JobActivities:
             raise UnknownTemplate(name, [n for n in self.stores.templates.names()])
         uploads: dict[str, str] = {}
         if template.kind == "img2img":
-            uploads = self._img2img_source(template, req.source_image_id)
+            uploads = self._img2img_source(template, req.source_image_id, user.id)
         base_seed = settings.seed if settings.seed >= 0 else secrets.randbelow(SEED_SPACE)
         seeds = [(base_seed + i) % SEED_SPACE for i in range(settings.batch)]
         values: dict[str, Any] = {k: getattr(settings, k) for k in GRAPH_SETTINGS}
@@ -156,6 +156,7 @@ class JobActivities:
                 loras=loras,
                 uploads=uploads,
                 seed=seed,
+                owner_id=user.id if uploads else "",
             )
             for seed in seeds
         ]
@@ -213,14 +214,16 @@ class JobActivities:
         template = self.stores.templates.get(template_name)
         return choices_for(template.family, self.checkpoint_inventory())
 
-    def _img2img_source(self, template: Template, blob_id: str | None) -> dict[str, str]:
+    def _img2img_source(
+        self, template: Template, blob_id: str | None, owner_id: str
+    ) -> dict[str, str]:
         if not blob_id:
             raise UserInputError(f"template {template.name!r} needs a source image")
         ref = template.inputs.get("image")
         if ref is None:
             raise TemplateGraphError(f"template {template.name!r} has no input_image node")
         try:
-            data = self.stores.blobs.get(blob_id)
+            data = self.stores.blobs.get_owned(blob_id, owner_id)  # another's reads as missing
         except (BlobNotFound, ValueError):
             raise UserInputError(f"source image {blob_id!r} not found") from None
         try:

@@ -55,7 +55,9 @@ class MediaActivities:
             log.info("media result %s already stored as %s", key, done)
             return self._stored(done)
         try:
-            source = self.blobs.get(inp.work.source_id)
+            # Owner-checked again (the workflow input is what runs, whoever started it), and
+            # marked used by this charged job so the storage sweeper keeps it.
+            source = self.blobs.get_owned(inp.work.source_id, inp.user_id, used_by=inp.workflow_id)
         except BlobNotFound:
             raise ApplicationError(
                 f"source image {inp.work.source_id!r} not found",
@@ -78,6 +80,7 @@ class MediaActivities:
             key=key,
             metadata={
                 "user_id": inp.user_id,
+                "kind": "output",
                 "workflow_id": inp.workflow_id,
                 "index": inp.index,
                 "op": inp.work.op,

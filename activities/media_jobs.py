@@ -96,7 +96,7 @@ class MediaJobActivities:
         """
         req = inp.request
         user = self.stores.users.get(req.user)
-        source = self._load_source(req.source_image_id)
+        source = self._load_source(req.source_image_id, user.id)
         price = quote_media(req.kind, self.stores.rules.prices)
         settings: dict[str, Any] = {
             "source_width": source.width,
@@ -109,7 +109,7 @@ class MediaJobActivities:
         }
         plan = JobPlan(user_id=user.id, kind=req.kind, price=price, units=1, balance=user.points)
         if req.kind in COMFY_TEMPLATES:
-            work, params, summary = self._comfy_work(req, source)
+            work, params, summary = self._comfy_work(req, source, user.id)
             template = COMFY_TEMPLATES[req.kind]
             plan = plan.model_copy(update={"comfy": [work], "template": template})
         else:
@@ -121,16 +121,20 @@ class MediaJobActivities:
 
     # ---- pieces ----------------------------------------------------------------------------
 
-    def _load_source(self, blob_id: str) -> LoadedImage:
-        """The source must exist and pass the safety checks every entry point uses."""
+    def _load_source(self, blob_id: str, owner_id: str) -> LoadedImage:
+        """The source must be the user's own and pass the safety checks every entry point uses.
+
+        Another user's image reads exactly as a missing one (one owner-checked query, the same
+        message), so ids cannot be probed.
+        """
         try:
-            data = self.stores.blobs.get(blob_id)
+            data = self.stores.blobs.get_owned(blob_id, owner_id)
         except (BlobNotFound, ValueError):
             raise UserInputError(f"source image {blob_id!r} not found") from None
         return load_image(data)
 
     def _comfy_work(
-        self, req: MediaRequest, source: LoadedImage
+        self, req: MediaRequest, source: LoadedImage, owner_id: str
     ) -> tuple[ComfyWork, dict[str, Any], str]:
         template = self.stores.templates.get(COMFY_TEMPLATES[req.kind])
         if template.kind != req.kind:
@@ -162,7 +166,9 @@ class MediaJobActivities:
             params = {}
             summary = f"rmbg {source.width}x{source.height}"
         graph = template.inject(values)
-        work = ComfyWork(graph=graph, uploads={image_ref.node: req.source_image_id})
+        work = ComfyWork(
+            graph=graph, uploads={image_ref.node: req.source_image_id}, owner_id=owner_id
+        )
         return work, params, summary
 
     def _scale(self, params: Mapping[str, Any]) -> int:

@@ -305,7 +305,8 @@ class DatasetMediaActivities:
         if done is not None:
             return done
         try:
-            data = self.blobs.get(inp.original_id)
+            # Owner-checked again inside the workflow: its input, not the client, is what runs.
+            data = self.blobs.get_owned(inp.original_id, inp.user_id, used_by=inp.workflow_id)
         except BlobNotFound:
             raise ApplicationError(
                 f"image {inp.original_id!r} not found", type="bad_input", non_retryable=True
@@ -324,6 +325,7 @@ class DatasetMediaActivities:
             key=key,
             metadata={
                 "user_id": inp.user_id,
+                "kind": "dataset",
                 "original_id": inp.original_id,
                 "width": inp.resolution,
                 "height": inp.resolution,
@@ -557,7 +559,7 @@ class TrainingComfyActivities:
                 "steps_done": total,
                 "filename": filename,
                 "sha256": digest,
-                "owner": inp.spec.owner,
+                "user_id": inp.spec.owner,  # store.blobs.OWNER_FIELD (was `owner`: still read)
             },
         )
         cache.put(filename, data)  # the next chunk on this server needs no copy

@@ -48,7 +48,7 @@ from domain.collections import (
     validate_config,
 )
 from domain.errors import InsufficientPoints, StationError, TooManyJobs, UserInputError
-from domain.identity import normalise_identity, parse_identity
+from domain.identity import id_fragment, normalise_identity, parse_identity
 from domain.jobs import (
     CancelRequest,
     CancelResult,
@@ -82,10 +82,13 @@ from domain.training import (
 )
 from domain.users import JobRecord, LedgerEntry, User
 from media.safety import load_image, normalised_png
+from store.blobs import OWNER_FIELD
 from store.collections import MADE_STATES, Piece, next_cook_id
 from store.db import Stores
 from store.slots import JobSlots
+from store.storage import DATASET, EXPORT, SOURCE, StorageQuotaExceeded, check_quota
 from workers.config import Config
+from workers.sweeper import storage_policy
 from workflows.cook_collection import CookCollectionWorkflow
 from workflows.job_saga import PaidJobWorkflow
 from workflows.make_image import MakeImageWorkflow
@@ -188,6 +191,7 @@ class JobsClient:
         )
         self._media_planner = MediaJobActivities(stores)
         self._collections = CollectionActivities(stores, self._planner)
+        self.storage = storage_policy(config)
 
     # ---- starting --------------------------------------------------------------------------
 
@@ -204,27 +208,41 @@ class JobsClient:
             "make", request, summary=request.prompt, details=_static_details(request)
         )
 
-    async def store_source(self, user: str, data: bytes, filename: str) -> str:
+    async def store_source(
+        self, user: str, data: bytes, filename: str, *, kind: str = SOURCE
+    ) -> str:
         """Check an image a user sent and keep it for a media job; returns its GridFS id.
 
         The bytes pass `media.safety.load_image` (real image content, size and pixel limits,
         bombs, frames, orientation, colour modes) here, before any job exists, so a bad file is
         refused with nothing charged or started. What is stored is the normalised PNG, so every
-        later step reads one well-formed format. The same file sent twice is stored once.
+        later step reads one well-formed format; its size is checked too. The user's storage
+        quota is checked before anything is written (store/storage.py). The same file sent
+        twice is stored once (and its unused-source lifetime starts again). `kind` is `source`
+        (a job's input) or `dataset` (a dataset original, kept while a dataset refers to it).
         """
         found = await asyncio.to_thread(self.stores.users.get, normalise_identity(user))
         loaded = await asyncio.to_thread(load_image, data)
         png = await asyncio.to_thread(normalised_png, loaded)
         digest = hashlib.sha256(png).hexdigest()
+        key = f"{kind}:{found.id}:{digest}"
+        now = datetime.now(UTC)
+        existing = await asyncio.to_thread(self.stores.blobs.find_by_key, key)
+        if existing is not None:
+            await asyncio.to_thread(self.stores.blobs.touch, existing, now)
+            return existing
+        await asyncio.to_thread(check_quota, self.stores.db, found.id, len(png), self.storage)
         return await asyncio.to_thread(
             self.stores.blobs.put,
             png,
             filename,
             "image/png",
             bucket="images",
-            key=f"source:{found.id}:{digest}",
+            key=key,
             metadata={
-                "user": found.id,
+                OWNER_FIELD: found.id,
+                "kind": kind,
+                "fresh_at": now,
                 "filename": filename,
                 "width": loaded.width,
                 "height": loaded.height,
@@ -357,8 +375,35 @@ class JobsClient:
     def handle(self, wid: str) -> WorkflowHandle[Any, JobStatus]:
         return self.temporal.get_workflow_handle(wid, result_type=JobStatus)
 
-    async def status(self, wid: str) -> JobStatus:
-        """Live status from the workflow; for jobs long gone, the history record."""
+    async def _job_owners(self, wid: str, user: str) -> frozenset[str]:
+        """The identities of `user` if `wid` can be one of their jobs, else JobNotFound.
+
+        A job id names its user (`<kind>-<identity>-<request>`, domain.jobs.new_job_id), so
+        an id of another user's job is refused here with no Temporal call at all: it costs the
+        same as a missing id of that shape and says the same words. The caller compares the
+        job's own user with these identities too (ids of odd shapes, identities containing
+        `-`).
+        """
+        found = await asyncio.to_thread(self.stores.users.find, normalise_identity(user))
+        owners = frozenset(found.identities) if found is not None else frozenset()
+        rest = wid.partition("-")[2]
+        if not any(rest.startswith(f"{id_fragment(i)}-") for i in owners):
+            raise JobNotFound(f"no job {wid!r}")
+        return owners
+
+    async def status(self, wid: str, *, user: str | None = None) -> JobStatus:
+        """Live status from the workflow; for jobs long gone, the history record.
+
+        With `user` (any adapter acting for a person), another user's job is "no job", exactly
+        like a missing one; without it (operators), any job.
+        """
+        owners = await self._job_owners(wid, user) if user is not None else None
+        status = await self._any_status(wid)
+        if owners is not None and status.user not in owners:
+            raise JobNotFound(f"no job {wid!r}")
+        return status
+
+    async def _any_status(self, wid: str) -> JobStatus:
         try:
             # Every job kind inherits the `status` query from the one saga.
             return await self.handle(wid).query(PaidJobWorkflow.status)
@@ -370,11 +415,14 @@ class JobsClient:
                 raise JobNotFound(f"no job {wid!r}") from err
             return _status_from_record(record)
 
-    async def watch(self, wid: str, *, interval: float = 0.25) -> AsyncIterator[JobStatus]:
-        """Yield the status each time it changes, ending with the final one."""
+    async def watch(
+        self, wid: str, *, interval: float = 0.25, user: str | None = None
+    ) -> AsyncIterator[JobStatus]:
+        """Yield the status each time it changes, ending with the final one (`user`: as in
+        `status`)."""
         last: JobStatus | None = None
         while True:
-            status = await self.status(wid)
+            status = await self.status(wid, user=user)
             if status != last:
                 yield status
                 last = status
@@ -389,12 +437,20 @@ class JobsClient:
         except Exception:
             return await self.status(wid)
 
-    async def cancel(self, wid: str, *, reason: str = "cancelled by the user") -> CancelResult:
-        """Cancel with refund; a job that is delivering or finished says why it cannot be."""
+    async def cancel(
+        self, wid: str, *, reason: str = "cancelled by the user", user: str | None = None
+    ) -> CancelResult:
+        """Cancel with refund; a job that is delivering or finished says why it cannot be.
+
+        With `user`, only their own job: another user's reads as "no job" and is not touched.
+        """
+        if user is not None:
+            await self.status(wid, user=user)
+        by = normalise_identity(user) if user is not None else ""
         for attempt in range(6):
             try:
                 result: CancelResult = await self.handle(wid).execute_update(
-                    "cancel", CancelRequest(reason=reason), result_type=CancelResult
+                    "cancel", CancelRequest(reason=reason, by=by), result_type=CancelResult
                 )
                 return result
             except WorkflowUpdateFailedError as err:
@@ -580,8 +636,11 @@ class JobsClient:
         req = self._repeat(user, run, keep_seed=n is not None, rid=request_id, platform=platform)
         return await self.start_make(req.model_copy(update={"reply": reply}))
 
-    async def reply_target(self, wid: str) -> ReplyTarget | None:
-        """Where a running job replies: read from its start input (nothing else to store)."""
+    async def reply_target(self, wid: str, *, user: str | None = None) -> ReplyTarget | None:
+        """Where a running job replies: read from its start input (nothing else to store).
+        With `user`, only their own job (another user's reads as "no job")."""
+        if user is not None:
+            await self.status(wid, user=user)
         async for event in self.handle(wid).fetch_history_events():
             attrs = event.workflow_execution_started_event_attributes
             payloads = list(attrs.input.payloads)
@@ -839,14 +898,23 @@ class JobsClient:
             raise UserInputError(f"no approved pieces in {cid} yet: review some first")
         data, summary = await asyncio.to_thread(self._collections.export_zip, col, pieces)
         digest = hashlib.sha256(data).hexdigest()
+        now = datetime.now(UTC)
         blob = await asyncio.to_thread(
             self.stores.blobs.put,
             data,
             f"{cid}-export.zip",
             "application/zip",
             key=f"export:{cid}:{digest}",
-            metadata={"collection_id": cid, "pieces": len(pieces)},
+            metadata={
+                OWNER_FIELD: (await self._owner(user)).id,
+                "kind": EXPORT,
+                "fresh_at": now,
+                "collection_id": cid,
+                "pieces": len(pieces),
+            },
         )
+        # Kept `export_ttl` from the latest export of the same zip (store/storage.py).
+        await asyncio.to_thread(self.stores.blobs.touch, blob, now)
         return CollectionExport(blob, data, summary)
 
     # ---- LoRA training (datasets, training, models) ---------------------------------------
@@ -924,9 +992,11 @@ class JobsClient:
         originals: list[str] = []
         for n, (data, filename) in enumerate(files, 1):
             try:
-                originals.append(await self.store_source(user, data, filename))
+                originals.append(await self.store_source(user, data, filename, kind=DATASET))
             except UserInputError as err:
-                raise UserInputError(f"{filename} (image {n}): {err.message}") from None
+                # Naming the file; a quota refusal keeps its own code.
+                kind = StorageQuotaExceeded if isinstance(err, StorageQuotaExceeded) else None
+                raise (kind or UserInputError)(f"{filename} (image {n}): {err.message}") from None
         request = DatasetImagesRequest(
             user=normalise_identity(user),
             dataset=ds.id,

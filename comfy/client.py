@@ -57,6 +57,7 @@ from comfy.errors import (
     ComfyExecutionError,
     ComfyInterrupted,
     ComfyMissingNode,
+    ComfyOutputTooLarge,
     ComfyTimeout,
     ComfyUnavailable,
     ComfyValidationError,
@@ -324,6 +325,9 @@ class ComfyClient:
             is up (a socket can go silent without closing).
         outage_grace: while following a prompt, how long the server may stay unreachable before
             `ComfyUnavailable` is raised (a restart usually takes less).
+        max_view_bytes: the largest file `view` reads; a bigger answer is cut off while it
+            streams (`ComfyOutputTooLarge`) instead of being read whole into memory. None: no
+            cap.
     """
 
     def __init__(
@@ -335,8 +339,10 @@ class ComfyClient:
         poll_interval: float = 0.5,
         check_interval: float = 5.0,
         outage_grace: float = 60.0,
+        max_view_bytes: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.max_view_bytes = max_view_bytes
         self.client_id = client_id or uuid.uuid4().hex
         self.timeout = timeout
         self.poll_interval = poll_interval
@@ -833,16 +839,44 @@ class ComfyClient:
     # ------------------------------------------------------------------ files and metadata
 
     async def view(self, file: OutputFile) -> bytes:
-        """Download one output file through GET /view."""
+        """Download one output file through GET /view, at most `max_view_bytes` of it.
+
+        The answer is streamed: a declared Content-Length over the cap is refused before the
+        body is read, and a body that grows past the cap (no or a false length) is cut off
+        there, so memory holds at most the cap whatever the server sends.
+        """
         params = {"filename": file.filename, "subfolder": file.subfolder, "type": file.type}
-        resp = await self._request("GET", "view", params=params)
-        if resp.status_code != 200:
-            raise ComfyError(
-                f"GET /view {file.type}/{file.subfolder}/{file.filename} answered HTTP "
-                f"{resp.status_code}",
-                status_code=resp.status_code,
-            )
-        return resp.content
+        what = f"{file.type}/{file.subfolder}/{file.filename}"
+        limit = self.max_view_bytes
+        try:
+            async with self._http.stream("GET", "view", params=params) as resp:
+                if resp.status_code >= 500:
+                    raise ComfyUnavailable(
+                        f"GET {resp.url} answered HTTP {resp.status_code}",
+                        status_code=resp.status_code,
+                    )
+                if resp.status_code != 200:
+                    raise ComfyError(
+                        f"GET /view {what} answered HTTP {resp.status_code}",
+                        status_code=resp.status_code,
+                    )
+                declared = resp.headers.get("content-length", "")
+                if limit is not None and declared.isdigit() and int(declared) > limit:
+                    raise ComfyOutputTooLarge(what, limit)
+                body = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    body += chunk
+                    if limit is not None and len(body) > limit:
+                        raise ComfyOutputTooLarge(what, limit)
+                return bytes(body)
+        except httpx.TimeoutException as exc:
+            raise ComfyUnavailable(
+                f"GET {self.base_url}/view timed out after {self.timeout:g} s"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ComfyUnavailable(
+                f"GET {self.base_url}/view failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def upload_image(
         self, data: bytes, filename: str, *, subfolder: str = "", overwrite: bool = False

@@ -12,6 +12,7 @@ it to a retryable error or to a non-retryable `ApplicationError` without knowing
 | ComfyInterrupted | the run was interrupted (`execution_interrupted`) | no |
 | PromptLost | the server has no trace of the prompt (restart lost its queue) | yes: resubmit |
 | ComfyTimeout | the caller's deadline passed before the prompt finished | yes |
+| ComfyOutputTooLarge | an output file read through /view is bigger than the client's cap | no |
 
 `ComfyExecutionError` is retryable only when the failure looks like running out of memory: that
 depends on what else the GPU holds at the moment and often passes, while every other node
@@ -191,3 +192,15 @@ class ComfyTimeout(ComfyError):
         self.prompt_id = prompt_id
         self.timeout = timeout
         super().__init__(f"prompt {prompt_id} did not finish within {timeout:g} s")
+
+
+class ComfyOutputTooLarge(ComfyError):
+    """A /view answer is bigger than the cap the client was given (`max_view_bytes`): the read
+    stopped there, so a misbehaving or hostile server cannot fill the worker's memory or the
+    store. Not retried: the same file is as big the next time."""
+
+    retryable = False
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"output {what} is larger than the {limit:,} byte cap on outputs")

@@ -114,6 +114,9 @@ class ComfyWork(BaseModel):
     seed: int | None = None
     expected_outputs: int = 1
     loras: list[LoraFile] = Field(default_factory=list)
+    # The user id the uploads must belong to: the comfy worker reads them owner-checked again
+    # (empty in plans made before the check existed: those were checked by prepare only).
+    owner_id: str = ""
 
 
 MediaKind = Literal["upscale", "rmbg", "resize", "convert"]

@@ -179,15 +179,26 @@ def load_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> LoadedImage
     )
 
 
-def normalised_png(loaded: LoadedImage) -> bytes:
+def normalised_png(loaded: LoadedImage, limits: ImageLimits = DEFAULT_LIMITS) -> bytes:
     """The PNG a job stores as its source: upright RGB(A), ICC profile kept for RGB sources,
-    all other metadata (EXIF, GPS, text chunks) dropped."""
+    all other metadata (EXIF, GPS, text chunks) dropped.
+
+    The size limit applies to this PNG too, not only to the file as sent: a 13 MB JPEG can
+    become a 113 MB PNG, and every job reads the stored PNG through `load_image` again (so a
+    PNG over the limit could never be used, only stored).
+    """
     buf = io.BytesIO()
     icc = loaded.image.info.get("icc_profile")
     if icc:
         loaded.image.save(buf, "PNG", compress_level=6, icc_profile=icc)
     else:
         loaded.image.save(buf, "PNG", compress_level=6)
+    size = buf.tell()
+    if size > limits.max_bytes:
+        raise BadImage(
+            f"the image would be {_mb(size)} MB once converted to PNG; the limit is "
+            f"{_mb_limit(limits.max_bytes)} MB: send a smaller image"
+        )
     return buf.getvalue()
 
 

@@ -5,6 +5,14 @@ Blobs never travel in Temporal payloads: activities store them here and pass the
 first upload. The key lives in `metadata.key` with a unique (partial) index on each bucket's
 files collection; GridFS writes the chunks before the file document, so a losing concurrent
 upload deletes its own chunks and returns the winner's id.
+
+Ownership: every blob a user can name (a source, an output, a dataset image, an export) carries
+its owner's user id in `metadata.user_id` (`OWNER_FIELD`; written before it was unified,
+sources say `metadata.user` and model files `metadata.owner`: both still read). A user-named id
+is read only through `get_owned` / `info_owned`, whose one query states the owner: another
+user's blob and a missing one take the same query, find nothing and raise the same
+`BlobNotFound`. `get` / `info` stay for ids the
+system itself holds (outputs it just stored, pieces of a collection the caller may see).
 """
 
 from __future__ import annotations
@@ -25,6 +33,12 @@ from pymongo.errors import DuplicateKeyError
 log = logging.getLogger(__name__)
 
 BUCKETS = ("images", "models")
+
+# The metadata field naming a blob's owner (a User.id), for every new write.
+OWNER_FIELD = "user_id"
+# Older writes named the owner under another field (before the fields were unified): sources
+# said `user`, LoRA chunk files in bucket `models` said `owner`.
+LEGACY_OWNER_FIELDS = ("user", "owner")
 
 
 class BlobNotFound(KeyError):
@@ -126,15 +140,66 @@ class BlobStore:
         doc = self.db[f"{bucket}.files"].find_one({"_id": _oid(blob_id)})
         if doc is None:
             raise BlobNotFound(blob_id)
-        meta = dict(doc.get("metadata") or {})
-        return BlobInfo(
-            id=blob_id,
-            bucket=bucket,
-            filename=str(doc.get("filename", "")),
-            content_type=str(meta.get("content_type", "application/octet-stream")),
-            length=int(doc["length"]),
-            uploaded_at=doc["uploadDate"],
-            metadata=meta,
+        return _info(blob_id, bucket, doc)
+
+    # ---- reads on behalf of a user ---------------------------------------------------------
+
+    def _owned(self, blob_id: str, owner_id: str) -> dict[str, Any]:
+        """The filter of `owner_id`'s blob `blob_id`: one query whatever the answer."""
+        if not owner_id:  # never a blob written without an owner
+            raise BlobNotFound(blob_id)
+        fields = (OWNER_FIELD, *LEGACY_OWNER_FIELDS)
+        return {"_id": _oid(blob_id), "$or": [{f"metadata.{f}": owner_id} for f in fields]}
+
+    def info_owned(self, blob_id: str, owner_id: str, bucket: str = "images") -> BlobInfo:
+        """The blob's description if `owner_id` owns it; `BlobNotFound` otherwise — the same
+        error, after the same one query, for another user's blob as for a missing one."""
+        self._bucket(bucket)
+        doc = self.db[f"{bucket}.files"].find_one(self._owned(blob_id, owner_id))
+        if doc is None:
+            raise BlobNotFound(blob_id)
+        return _info(blob_id, bucket, doc)
+
+    def get_owned(
+        self,
+        blob_id: str,
+        owner_id: str,
+        bucket: str = "images",
+        *,
+        used_by: str | None = None,
+    ) -> bytes:
+        """The bytes of `owner_id`'s blob; `BlobNotFound` for another user's blob exactly as for
+        a missing one.
+
+        With `used_by` (a workflow id), the blob is also marked as used by that job in the
+        same query, so the storage sweeper (store/storage.py) keeps it: a source counts as
+        used only once a charged job really reads it, never by a refused one.
+        """
+        b = self._bucket(bucket)
+        files = self.db[f"{bucket}.files"]
+        query = self._owned(blob_id, owner_id)
+        if used_by:
+            doc = files.find_one_and_update(
+                query,
+                {"$addToSet": {"metadata.used_by": used_by}},
+                projection={"_id": 1},
+            )
+        else:
+            doc = files.find_one(query, {"_id": 1})
+        if doc is None:
+            raise BlobNotFound(blob_id)
+        try:
+            with b.open_download_stream(doc["_id"]) as stream:
+                return stream.read()
+        except gridfs.errors.NoFile:
+            raise BlobNotFound(blob_id) from None
+
+    def touch(self, blob_id: str, when: datetime, bucket: str = "images") -> None:
+        """Mark a blob fresh again (`metadata.fresh_at`): the same file stored a second time
+        starts its unused-source lifetime anew instead of being swept under the new job."""
+        self._bucket(bucket)
+        self.db[f"{bucket}.files"].update_one(
+            {"_id": _oid(blob_id)}, {"$set": {"metadata.fresh_at": when}}
         )
 
     def delete(self, blob_id: str, bucket: str = "images") -> bool:
@@ -144,3 +209,29 @@ class BlobStore:
         except gridfs.errors.NoFile:
             return False
         return True
+
+    def delete_if(self, blob_id: str, condition: Mapping[str, Any], bucket: str = "images") -> bool:
+        """Remove a blob only while its file document still matches `condition`, in one atomic
+        step (a source a job claims meanwhile is not removed); then its chunks. True if removed.
+        """
+        self._bucket(bucket)
+        doc = self.db[f"{bucket}.files"].find_one_and_delete(
+            {**condition, "_id": _oid(blob_id)}, projection={"_id": 1}
+        )
+        if doc is None:
+            return False
+        self.db[f"{bucket}.chunks"].delete_many({"files_id": doc["_id"]})
+        return True
+
+
+def _info(blob_id: str, bucket: str, doc: Mapping[str, Any]) -> BlobInfo:
+    meta = dict(doc.get("metadata") or {})
+    return BlobInfo(
+        id=blob_id,
+        bucket=bucket,
+        filename=str(doc.get("filename", "")),
+        content_type=str(meta.get("content_type", "application/octet-stream")),
+        length=int(doc["length"]),
+        uploaded_at=doc["uploadDate"],
+        metadata=meta,
+    )

@@ -158,6 +158,18 @@ class Config(BaseSettings):
     # the same family as the template; the price follows the checkpoint's family.
     checkpoints: dict[str, str] = Field(default_factory=dict)
 
+    # Storage of uploads (store/storage.py). Free storage — sources no job used yet and
+    # dataset images — is capped per user; unused sources and orphaned dataset images are
+    # removed `source_ttl` seconds after their upload, exports `export_ttl` seconds after they
+    # were made; the workflow worker sweeps every `storage_sweep_interval` seconds (0: never).
+    storage_quota_bytes: int = 1024**3
+    source_ttl: float = 24 * 3600.0
+    export_ttl: float = 7 * 24 * 3600.0
+    storage_sweep_interval: float = 3600.0
+    # Largest ComfyUI output file read through /view and stored in GridFS: a bigger answer is
+    # cut off while streaming and fails the job (refunded) instead of filling memory.
+    comfy_max_output_bytes: int = 100 * 1024**2
+
     # Telegram
     telegram_bot_token: SecretStr | None = None
     # Bot API endpoints; point them at a local stand-in in tests (python-telegram-bot's

@@ -101,7 +101,13 @@ def comfy_workers(
         comfyui_dir=folder,
         cache_bytes=config.lora_cache_bytes,
     )
-    acts = ComfyActivities(url, client, stores.blobs, ensure_loras=training.ensure_loras)
+    acts = ComfyActivities(
+        url,
+        client,
+        stores.blobs,
+        ensure_loras=training.ensure_loras,
+        max_output_bytes=config.comfy_max_output_bytes,
+    )
     return [
         Worker(
             client,

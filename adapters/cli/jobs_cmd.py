@@ -60,9 +60,11 @@ def register(subparsers: Any) -> None:
     show = sub.add_parser("show", help="one job's live status")
     show.add_argument("id")
     show.add_argument("--json", action="store_true")
+    show.add_argument("--user", help="act as this user: only their own jobs exist")
     show.set_defaults(handler=lambda a: run_cli(_show(a)))
     cancel = sub.add_parser("cancel", help="cancel a job; refunds what it did not produce")
     cancel.add_argument("id")
+    cancel.add_argument("--user", help="act as this user: only their own jobs exist")
     cancel.set_defaults(handler=lambda a: run_cli(_cancel(a)))
     hist = sub.add_parser("history", help="the user's last runs with settings and seeds")
     hist.add_argument("--user", required=True)
@@ -204,7 +206,7 @@ async def _list(args: argparse.Namespace) -> int:
 
 async def _show(args: argparse.Namespace) -> int:
     async with jobs_client() as jobs:
-        s = await jobs.status(args.id)
+        s = await jobs.status(args.id, user=args.user)
         url = jobs.job_url(args.id)
     if args.json:
         print(json.dumps(s.model_dump(mode="json"), indent=2))
@@ -225,7 +227,9 @@ async def _show(args: argparse.Namespace) -> int:
 
 async def _cancel(args: argparse.Namespace) -> int:
     async with jobs_client() as jobs:
-        result = await jobs.cancel(args.id, reason="cancelled from the command line")
+        result = await jobs.cancel(
+            args.id, reason="cancelled from the command line", user=args.user
+        )
     print(f"{result.state}, refunded {result.refund}")
     return 0
 

@@ -12,6 +12,7 @@ from typing import Any
 from workers.config import Config
 from workers.devstack import resolve_endpoints
 from workers.runtime import connect_temporal, open_stores
+from workers.sweeper import sweep_forever
 from workers.temporal_workers import (
     comfy_workers,
     media_slots,
@@ -54,10 +55,14 @@ async def _workflow_worker() -> int:
     endpoints = resolve_endpoints(config)
     client = await connect_temporal(config, endpoints)
     stores = open_stores(config, endpoints)
-    with ThreadPoolExecutor(max_workers=config.workflow_worker_threads) as pool:
-        worker = workflow_worker(client, config, stores, pool)
-        log.info("workflow worker polling %s", config.task_queues.workflows)
-        await run_until_signalled([worker])
+    sweeper = asyncio.create_task(sweep_forever(stores, config))
+    try:
+        with ThreadPoolExecutor(max_workers=config.workflow_worker_threads) as pool:
+            worker = workflow_worker(client, config, stores, pool)
+            log.info("workflow worker polling %s", config.task_queues.workflows)
+            await run_until_signalled([worker])
+    finally:
+        sweeper.cancel()
     return 0
 
 

@@ -595,17 +595,17 @@ async def cancel_button(update: Update, context: Ctx) -> None:
     d = deps(context)
     wid = query.data.split(":", 2)[2]
     who = normalise_identity(identity(update))
-    try:
-        status = await d.jobs.status(wid)
+    try:  # the presser's own jobs only: another user's id reads as a missing one
+        status = await d.jobs.status(wid, user=who)
     except JobNotFound:
         await query.answer("That job is gone.")
         return
-    if status.user != who:
-        await query.answer("That is not your job.", show_alert=True)
-        return
     await query.answer("Cancelling…")
     try:
-        result = await d.jobs.cancel(wid, reason=f"cancelled by {who}")
+        result = await d.jobs.cancel(wid, reason=f"cancelled by {who}", user=who)
+    except JobNotFound:
+        await query.edit_message_text("That job is gone.")
+        return
     except NotCancellable as err:
         await query.edit_message_text(f"{err.message}.")
         return

@@ -162,7 +162,7 @@ async def test_odd_updates_get_a_polite_answer_or_none_and_the_bot_survives(
             user=owner, prompt="not yours", overrides={"width": 256, "height": 256, "steps": 2}
         )
     )
-    await jobs.result(theirs.workflow_id)
+    their_output = (await jobs.result(theirs.workflow_id)).outputs[0].blob_id
 
     cases: list[Case] = []
 
@@ -328,7 +328,9 @@ async def test_odd_updates_get_a_polite_answer_or_none_and_the_bot_survives(
         ("cancel, no id", "job:cancel", None),
         ("cancel, empty id", "job:cancel:", "gone"),
         ("cancel, unknown job", "job:cancel:make-nope-1", "gone"),
-        ("cancel another user's job", f"job:cancel:{other}", "not your job"),
+        # Another user's job or image reads exactly as a missing one (issue 13, item 1).
+        ("cancel another user's job", f"job:cancel:{other}", "gone"),
+        ("res up another user's output", f"res:up:{their_output}", "not found"),
         ("regen 0", "regen:0", None),
         ("res up unknown blob", "res:up:nope", None),
         ("res up empty", "res:up:", None),

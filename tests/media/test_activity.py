@@ -83,7 +83,7 @@ def test_a_retried_job_stores_nothing_twice(blobs: BlobStore) -> None:
 
 
 def test_a_source_that_is_not_an_image_fails_without_retrying(blobs: BlobStore) -> None:
-    src = blobs.put(b"not an image at all\n", "cat.png", "image/png")
+    src = blobs.put(b"not an image at all\n", "cat.png", "image/png", metadata={"user_id": "u1"})
     with pytest.raises(ApplicationError) as caught:
         run(blobs, job(src, "resize", width=10))
     assert caught.value.type == "bad_image"
@@ -106,3 +106,23 @@ def test_a_missing_source_fails_without_retrying(blobs: BlobStore) -> None:
         run(blobs, job("0123456789abcdef01234567", "resize", width=10))
     assert caught.value.non_retryable
     assert "not found" in caught.value.message
+
+
+def test_another_users_source_fails_inside_the_workflow_like_a_missing_one(
+    blobs: BlobStore,
+) -> None:
+    """Defence in depth: the workflow input is what runs, so the activity checks the owner
+    again; the source is left unmarked (a sweep may remove it as unused)."""
+    theirs = source(blobs, Image.new("RGB", (10, 10)))
+    stolen = job(theirs, "resize", width=5).model_copy(update={"user_id": "u2"})
+    with pytest.raises(ApplicationError) as caught:
+        run(blobs, stolen)
+    assert caught.value.non_retryable
+    assert caught.value.message == f"source image {theirs!r} not found"
+    assert "used_by" not in blobs.info(theirs).metadata
+
+
+def test_a_source_read_by_its_job_is_marked_used(blobs: BlobStore) -> None:
+    src = source(blobs, Image.new("RGB", (10, 10)))
+    run(blobs, job(src, "resize", width=5))
+    assert blobs.info(src).metadata["used_by"] == ["resize-u1-abc"]

@@ -257,3 +257,16 @@ def test_loaded_image_reports_what_it_holds() -> None:
     assert loaded == LoadedImage(
         image=loaded.image, format="BMP", width=3, height=2, frames=1, original_mode="RGB"
     )
+
+
+def test_the_size_limit_applies_to_the_normalised_png_too() -> None:
+    """A JPEG under the limit can become a PNG far over it (13 MB → 113 MB in issue 13): the
+    PNG that would be stored is refused with a message that says so."""
+    jpeg = encode(noise("RGB", (400, 300)), "JPEG")
+    png_size = len(normalised_png(load_image(jpeg)))
+    limits = ImageLimits(max_bytes=(len(jpeg) + png_size) // 2)
+    assert len(jpeg) < limits.max_bytes < png_size
+    loaded = load_image(jpeg, limits)  # the file as sent passes
+    with pytest.raises(BadImage) as caught:
+        normalised_png(loaded, limits)
+    assert "once converted to PNG" in caught.value.message

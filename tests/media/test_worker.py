@@ -44,7 +44,7 @@ async def test_the_media_worker_resizes_an_image_on_its_own_queue(
     stores = Stores(mongo_db)
     stores.blobs.ensure_indexes()
     data = normalised_png(load_image(encode(Image.new("RGB", (300, 200), (9, 99, 199)), "JPEG")))
-    source_id = stores.blobs.put(data, "source.png", "image/png")
+    source_id = stores.blobs.put(data, "source.png", "image/png", metadata={"user_id": "u1"})
     tq = f"tq-{uuid.uuid4().hex[:8]}"
     config = Config(task_queues=TaskQueues(media=f"{tq}-media"))
     client = temporal_ts_env.client

@@ -71,3 +71,35 @@ def test_blobs_without_a_key_are_all_kept(stores: Stores) -> None:
     a = stores.blobs.put(b"same", "a.png", "image/png")
     b = stores.blobs.put(b"same", "a.png", "image/png")
     assert a != b
+
+
+def test_an_owner_checked_read_finds_only_the_owners_blob(stores: Stores) -> None:
+    """Another user's blob and a missing one: the same BlobNotFound, from the same query."""
+    mine = stores.blobs.put(b"mine", "a.png", "image/png", metadata={"user_id": "u1"})
+    legacy = stores.blobs.put(b"old", "b.png", "image/png", metadata={"user": "u1"})
+    assert stores.blobs.get_owned(mine, "u1") == b"mine"
+    assert stores.blobs.get_owned(legacy, "u1") == b"old", "the older owner field still reads"
+    assert stores.blobs.info_owned(mine, "u1").length == 4
+    gap = "0123456789abcdef01234567"
+    for blob_id in (mine, legacy, gap):
+        with pytest.raises(BlobNotFound) as caught:
+            stores.blobs.get_owned(blob_id, "u2")
+        assert caught.value.args == (blob_id,)
+        with pytest.raises(BlobNotFound):
+            stores.blobs.info_owned(blob_id, "u2")
+    with pytest.raises(BlobNotFound):
+        stores.blobs.get_owned(mine, "")
+    unowned = stores.blobs.put(b"system", "c.png", "image/png")
+    with pytest.raises(BlobNotFound):
+        stores.blobs.get_owned(unowned, "")
+
+
+def test_a_read_for_a_job_marks_the_blob_used_once_per_job(stores: Stores) -> None:
+    blob = stores.blobs.put(b"src", "a.png", "image/png", metadata={"user_id": "u1"})
+    for _ in range(2):  # a retried activity
+        stores.blobs.get_owned(blob, "u1", used_by="upscale-u1-1")
+    stores.blobs.get_owned(blob, "u1", used_by="resize-u1-2")
+    assert stores.blobs.info(blob).metadata["used_by"] == ["upscale-u1-1", "resize-u1-2"]
+    with pytest.raises(BlobNotFound):
+        stores.blobs.get_owned(blob, "u2", used_by="make-u2-1")
+    assert "make-u2-1" not in stores.blobs.info(blob).metadata["used_by"]
