@@ -29,7 +29,11 @@ POLICY = StoragePolicy(
     quota_bytes=1000, source_ttl=timedelta(hours=24), export_ttl=timedelta(days=7)
 )
 NOW = datetime.now(UTC)
-LATER = NOW + timedelta(hours=24, minutes=1)  # just past the source lifetime
+
+
+def later() -> datetime:
+    """Just past the source lifetime of anything stored so far (uploads carry real times)."""
+    return datetime.now(UTC) + timedelta(hours=24, minutes=1)
 
 
 def put(stores: Stores, kind: str | None, size: int = 100, owner: str = "u1", **meta: Any) -> str:
@@ -75,15 +79,18 @@ def test_a_sweep_removes_unused_sources_after_their_lifetime_and_keeps_used_ones
     legacy = stores.blobs.put(b"old", "old.png", "image/png", metadata={"user": "u1"})
     output = put(stores, OUTPUT)
 
+    # The legacy blob's clock is its upload time (now), not NOW from the module's import,
+    # which may be minutes earlier in a long test session.
+    later = datetime.now(UTC) + timedelta(hours=24, minutes=1)
     assert sweep(stores.db, NOW + timedelta(hours=23), POLICY).removed == 0, "not yet"
-    report = sweep(stores.db, LATER, POLICY)
+    report = sweep(stores.db, later, POLICY)
     assert report.sources == 2
     assert not exists(stores, unused) and not exists(stores, legacy)
     assert exists(stores, used), "a source a job used is kept"
     assert exists(stores, refreshed), "a re-sent source starts its lifetime again"
     assert exists(stores, output), "outputs are never swept"
-    assert sweep(stores.db, LATER, POLICY).removed == 0, "a second sweep removes nothing"
-    assert sweep(stores.db, LATER + timedelta(hours=2), POLICY).sources == 1
+    assert sweep(stores.db, later, POLICY).removed == 0, "a second sweep removes nothing"
+    assert sweep(stores.db, later + timedelta(hours=2), POLICY).sources == 1
 
 
 def test_a_sweep_keeps_dataset_images_a_dataset_refers_to(stores: Stores) -> None:
@@ -97,13 +104,13 @@ def test_a_sweep_keeps_dataset_images_a_dataset_refers_to(stores: Stores) -> Non
         b"p", "p.png", "image/png", metadata={"user_id": "u1", "original_id": legacy_original}
     )
     stores.datasets.add_images("u1", ds.id, [(legacy_original, legacy_prepared)])
-    report = sweep(stores.db, LATER, POLICY)
+    report = sweep(stores.db, later(), POLICY)
     assert (report.sources, report.datasets) == (0, 1)
     assert not exists(stores, orphan)
     for kept in (original, prepared, legacy_original, legacy_prepared):
         assert exists(stores, kept)
     stores.datasets.delete("u1", ds.id)
-    assert sweep(stores.db, LATER, POLICY).removed == 4, "a deleted dataset frees its images"
+    assert sweep(stores.db, later(), POLICY).removed == 4, "a deleted dataset frees its images"
 
 
 def test_exports_expire_after_their_own_lifetime(stores: Stores) -> None:
@@ -111,8 +118,8 @@ def test_exports_expire_after_their_own_lifetime(stores: Stores) -> None:
     legacy = stores.blobs.put(
         b"zip", "c-export.zip", "application/zip", metadata={"collection_id": "c", "pieces": 1}
     )
-    assert sweep(stores.db, LATER, POLICY).exports == 0
-    report = sweep(stores.db, NOW + timedelta(days=7, minutes=1), POLICY)
+    assert sweep(stores.db, later(), POLICY).exports == 0
+    report = sweep(stores.db, datetime.now(UTC) + timedelta(days=7, minutes=1), POLICY)
     assert report.exports == 2
     assert not exists(stores, export) and not exists(stores, legacy)
 
@@ -130,7 +137,7 @@ def test_a_source_claimed_by_a_job_during_the_sweep_is_kept(
         return real_delete_if(self, blob_id, condition, bucket)
 
     monkeypatch.setattr(BlobStore, "delete_if", claim_first)
-    assert sweep(stores.db, LATER, POLICY).removed == 0
+    assert sweep(stores.db, later(), POLICY).removed == 0
     assert exists(stores, src)
 
 
