@@ -49,6 +49,7 @@ async def test_anonymous_admins_send_as_their_group(bot: Bot, telegram: Telegram
     assert message is not None and message.from_user is not None
     assert message.from_user.id == GROUP_ANONYMOUS_BOT_ID
     assert message.sender_chat is not None and message.sender_chat.id == GROUP
+    assert message.text == "/balance"
     assert not telegram.messages(GROUP)[0]["from_bot"]
 
 

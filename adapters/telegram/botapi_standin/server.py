@@ -16,8 +16,9 @@ Control side (what a test uses; JSON, never seen by the bot):
         -> {"update_id", "message_id"}: the user edits a message; an `edited_message` update
   POST /_control/chats/{chat_id}/messages/{message_id}/redeliver -> {"update_id"}: the same
         message again as a `message` update with a new update id (a replayed update)
-  POST /_control/users/{user_id}/press  {"chat_id"?, "message_id", "data"}
-        -> {"update_id", "callback_query_id"}
+  POST /_control/users/{user_id}/press  {"chat_id"?, "message_id", "data", "forge"?}
+        -> {"update_id", "callback_query_id"}; `forge` skips the check that the message has
+        a button with that data (a modified client can send any callback data)
   GET  /_control/chats/{chat_id}/messages -> [message view, ...] (see `_message_view`)
   GET  /_control/files/{file_id}          -> the stored bytes
   GET  /_control/calls?method=X           -> [{"method", "params", "time", "status", ...}]
@@ -1204,11 +1205,12 @@ async def control_send(request: web.Request) -> web.Response:
     chat_id = int(body.get("chat_id") or (user_id if chat_type == "private" else -user_id))
     chat = state.chat(chat_id, chat_type=chat_type, title=body.get("chat_title"))
     message: dict[str, Any] = {}
+    sender_chat: dict[str, Any] | None = None
     if body.get("anonymous") or body.get("sender_chat_id") is not None:
         if chat.type == "private":
             raise control_error("anonymous admins and channel senders exist only in groups")
         if body.get("anonymous"):
-            message["sender_chat"] = chat.as_telegram()
+            sender_chat = chat.as_telegram()
             user = {
                 "id": GROUP_ANONYMOUS_BOT_ID,
                 "is_bot": True,
@@ -1217,7 +1219,7 @@ async def control_send(request: web.Request) -> web.Response:
             }
         else:
             channel = state.chat(int(body["sender_chat_id"]), chat_type="channel")
-            message["sender_chat"] = channel.as_telegram()
+            sender_chat = channel.as_telegram()
             user = {
                 "id": CHANNEL_BOT_ID,
                 "is_bot": True,
@@ -1251,6 +1253,8 @@ async def control_send(request: web.Request) -> web.Response:
         if target is None:
             raise control_error(f"message {reply_to} not found in chat {chat_id}")
         message["reply_to_message"] = _without_reply(target.message)
+    if sender_chat is not None:
+        message["sender_chat"] = sender_chat
     stored = state.add_message(chat, message, user)
     update_id = state.enqueue("message", dict(stored.message))
     return web.json_response({"update_id": update_id, "message_id": stored.message["message_id"]})
@@ -1322,7 +1326,9 @@ async def control_press(request: web.Request) -> web.Response:
     if target is None:
         raise control_error(f"message {message_id} not found (or deleted) in chat {chat_id}")
     available = _buttons(target.message)
-    if data not in available:
+    # `forge`: a modified client sends callback data no button of the message carries (the
+    # bot must treat callback data as user input).
+    if data not in available and not body.get("forge"):
         raise control_error(f"message {message_id} has no button {data!r}; it has {available}")
     user = state.user(user_id, body.get("first_name"), body.get("username"))
     query_id = f"{next(state._callback_ids)}{secrets.randbelow(10**9):09d}"
