@@ -263,17 +263,13 @@ def answered(tg: TelegramStandin, needle: str) -> bool:
 # ---- items 1 and 7: forged callback data ---------------------------------------------------
 
 
-async def test_forged_buttons_naming_another_users_job_or_image_find_nothing_and_cost_nothing(
+async def test_a_forged_cancel_button_for_another_users_job_reads_as_not_found(
     bot: BotProcess, telegram: TelegramStandin, jobs: JobsClient, dev_stack: Stack, user_id: int
 ) -> None:
     tg = telegram
     victim, thief = user_id, user_id + 1
-    victims_photo = await one_image(tg, jobs, victim, "a private portrait")
-    [upscale] = [b for b in victims_photo["buttons"] if b.startswith("res:up:")]
+    await started(tg, victim)
     thiefs_photo = await one_image(tg, jobs, thief, "a decoy")
-    paid = await balance(jobs, f"telegram:{thief}")
-
-    # The victim starts a slow job; the thief forges its Cancel button.
     dev_stack.faults(render_time=20)
     try:
         tg.send(victim, "/make a slow secret")
@@ -282,13 +278,31 @@ async def test_forged_buttons_naming_another_users_job_or_image_find_nothing_and
         forged = f"job:cancel:{victims_job}"
         tg.press(thief, thief, thiefs_photo["message_id"], forged, forge=True)
         tg.wait_for(thief, lambda ms: answered(tg, "not found"))
+        # Word for word what a job that does not exist gets: the forger learns nothing.
+        tg.press(thief, thief, thiefs_photo["message_id"], f"{forged}x", forge=True)
+        tg.wait_for(thief, lambda ms: len(tg.answered_callbacks()) == 2)
+        first, second = (a["text"] for a in tg.answered_callbacks())
+        assert first == second
         assert (await jobs.status(victims_job)).state.cancellable
     finally:
         dev_stack.reset_faults()
 
-    # NOTE: the "not found" for another user's output id comes from the ownership check in
-    # JobsClient.start_media (issue 13 item 1, another helper's work). This part fails until
-    # that check lands: the thief would receive the victim's image upscaled and pay for it.
+
+@pytest.mark.xfail(
+    reason="needs the ownership check of issue 13 item 1 in JobsClient.start_media (another "
+    "helper's work): until it lands the forger receives the victim's image upscaled and pays "
+    "for it. Remove this mark once that check is merged.",
+    strict=False,
+)
+async def test_a_forged_upscale_button_naming_another_users_image_finds_nothing_and_costs_nothing(
+    bot: BotProcess, telegram: TelegramStandin, jobs: JobsClient, user_id: int
+) -> None:
+    tg = telegram
+    victim, thief = user_id, user_id + 1
+    victims_photo = await one_image(tg, jobs, victim, "a private portrait")
+    [upscale] = [b for b in victims_photo["buttons"] if b.startswith("res:up:")]
+    thiefs_photo = await one_image(tg, jobs, thief, "a decoy")
+    paid = await balance(jobs, f"telegram:{thief}")
     tg.press(thief, thief, thiefs_photo["message_id"], upscale, forge=True)
     tg.wait_for(thief, lambda ms: "not found" in bot_texts(tg, thief).lower())
     await asyncio.sleep(SETTLE)
