@@ -35,7 +35,7 @@ def update(kind: str = "message", update_id: int = 1, **extra: Any) -> Update:
     return Update.de_json({"update_id": update_id, kind: message(**extra)}, None)
 
 
-ANONYMOUS = {
+ANONYMOUS: dict[str, Any] = {
     "from": {"id": 1087968824, "is_bot": True, "first_name": "Group"},
     "sender_chat": {"id": GROUP, "type": "supergroup", "title": "G"},
 }
@@ -50,12 +50,11 @@ def test_an_anonymous_admin_is_the_group_and_a_channel_sender_is_the_channel() -
     assert identity(anonymous) == f"telegram:{GROUP}"
     assert normalise_identity(identity(anonymous)) == f"telegram:{GROUP}"  # a valid identity
     assert speaks_as_chat(anonymous)
-    channel = update(
-        **{
-            "from": {"id": 136817688, "is_bot": True, "first_name": "Channel"},
-            "sender_chat": {"id": CHANNEL, "type": "channel", "title": "C"},
-        }
-    )
+    on_behalf: dict[str, Any] = {
+        "from": {"id": 136817688, "is_bot": True, "first_name": "Channel"},
+        "sender_chat": {"id": CHANNEL, "type": "channel", "title": "C"},
+    }
+    channel = update(**on_behalf)
     assert identity(channel) == f"telegram:{CHANNEL}"
     assert not speaks_as_chat(channel)
 
