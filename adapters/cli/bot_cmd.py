@@ -29,9 +29,11 @@ def register(subparsers: Any) -> None:
 
 
 def _bot_cmd(args: argparse.Namespace) -> int:
-    # httpx logs every request URL at INFO, and Bot API URLs contain the token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # httpx logs every request (a long poll every few seconds) at INFO: only with -v. The
+    # token in those URLs is masked either way (adapters/telegram/log_redaction.py).
+    if not getattr(args, "verbose", False):
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("httpcore").setLevel(logging.WARNING)
     from adapters.telegram.bot import run_bot
 
     return asyncio.run(

@@ -38,6 +38,7 @@ from adapters.telegram import collections as coll
 from adapters.telegram import handlers as h
 from adapters.telegram import training as train
 from adapters.telegram.delivery import TelegramDelivery
+from adapters.telegram.log_redaction import install_redaction
 from adapters.telegram.ratelimit import EditPacer, RateLimiter
 from adapters.telegram.render import MEDIA_COMMANDS, bot_commands
 from adapters.telegram.status_watch import StatusWatchers
@@ -91,7 +92,11 @@ def build_application(config: Config, jobs: JobsClient, pacer: EditPacer) -> App
     limiter = RateLimiter(config.telegram_command_rate, config.telegram_command_window)
     app.bot_data["deps"] = h.BotDeps(jobs=jobs, config=config, watchers=watchers, limiter=limiter)
 
-    app.add_handler(TypeHandler(Update, h.rate_gate), group=-1)
+    # Gates before every handler, in this order: the rate limit (group -2), then edited
+    # messages (-1): PTB's CommandHandler and MessageHandler match `edited_message` too, so
+    # this one place keeps every command, prompt and flow step from running a second time.
+    app.add_handler(TypeHandler(Update, h.rate_gate), group=-2)
+    app.add_handler(MessageHandler(filters.UpdateType.EDITED, h.edited_message), group=-1)
     commands: dict[str, Callable[[Update, h.Ctx], Coroutine[Any, Any, None]]] = {
         "start": h.start,
         "help": h.help_cmd,
@@ -127,7 +132,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
 async def start_webhook(
-    app: Application, config: Config, webhook_url: str, listen_port: int | None
+    app: Application, config: Config, webhook_url: str, listen_port: int | None, secret: str
 ) -> web.AppRunner:
     """Serve Telegram's webhook POSTs and tell Telegram where they go.
 
@@ -136,7 +141,6 @@ async def start_webhook(
     header (403 otherwise), put the update on the Application's queue and answer at once,
     so Telegram never waits for a job to start.
     """
-    secret = webhook_secret(config)
     path = "/" + (urlparse(webhook_url).path.strip("/") or "telegram")
 
     async def receive(request: web.Request) -> web.Response:
@@ -174,7 +178,15 @@ def webhook_secret(config: Config) -> str:
 async def run_bot(
     config: Config, *, webhook_url: str | None = None, listen_port: int | None = None
 ) -> int:
-    """Run until SIGINT/SIGTERM: handlers, the delivery worker and the status watchers."""
+    """Run until SIGINT/SIGTERM: handlers, the delivery worker and the status watchers.
+
+    Configure logging before: the bot token and webhook secret are masked in every handler
+    from here on (log_redaction.py)."""
+    token = config.telegram_bot_token
+    redactor = install_redaction(token.get_secret_value() if token is not None else None)
+    secret = webhook_secret(config) if webhook_url else None
+    if secret is not None:
+        redactor.add(secret)
     endpoints = resolve_endpoints(config)
     temporal = await connect_temporal(config, endpoints)
     stores = open_stores(config, endpoints, indexes=False)
@@ -200,8 +212,8 @@ async def run_bot(
             await app.bot.set_my_commands(bot_commands())
             await app.start()
             try:
-                if webhook_url:
-                    webhook = await start_webhook(app, config, webhook_url, listen_port)
+                if webhook_url and secret is not None:
+                    webhook = await start_webhook(app, config, webhook_url, listen_port, secret)
                 else:
                     assert app.updater is not None
                     await app.updater.start_polling(allowed_updates=Update.ALL_TYPES)

@@ -37,7 +37,15 @@ from telegram.ext import (
 
 from adapters.jobs import JobsClient
 from adapters.telegram import render
-from adapters.telegram.handlers import PENDING, Ctx, answer, deps, identity, user_error_text
+from adapters.telegram.handlers import (
+    PENDING,
+    Ctx,
+    answer,
+    answer_private,
+    deps,
+    identity,
+    user_error_text,
+)
 from adapters.telegram.ratelimit import EditPacer
 from adapters.telegram.status_watch import retry_seconds
 from domain.collections import MAX_SUPPLY, CollectionConfig, CookProgress, parse_master_prompt
@@ -156,8 +164,11 @@ async def collections_cmd(update: Update, context: Ctx) -> None:
         await _show(update, context, args[0])
         return
     cols = await deps(context).jobs.collections(identity(update))
-    await answer(
-        update, render.collections_text(cols), reply_markup=render.collections_keyboard(cols)
+    await answer_private(
+        update,
+        context,
+        render.collections_text(cols),
+        reply_markup=render.collections_keyboard(cols),
     )
 
 

@@ -10,8 +10,13 @@ key that could close it. In that case the retry sends that one image again.
 Errors become retry decisions: Telegram's flood control (RetryAfter) is a retry after exactly
 the delay Telegram asked for (`next_retry_delay`); network errors are plain exceptions retried
 by the policy (workflows/policies.py DELIVER_RETRY); a chat that blocked the bot ends the
-delivery successfully (there is nobody to tell, and the job itself did not fail); a request
-Telegram refuses for good (chat not found) is a non-retryable `undeliverable` error.
+delivery successfully (there is nobody to tell, and the job itself did not fail). A group that
+became a supergroup answers ChatMigrated (not a BadRequest) with the new chat id: the delivery
+follows it there at once (without reply or status message: those stay in the old chat). A
+request Telegram refuses for good — chat not found, or no right to send media here ("not
+enough rights to send photos": the bot was restricted) — raises a non-retryable
+ApplicationError of type `NOT_DELIVERED`, after telling the chat in text where text is still
+allowed; the saga ends such a job done but not delivered, its result kept.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import logging
 from datetime import timedelta
 
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
-from telegram.error import BadRequest, Forbidden, RetryAfter
+from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -42,6 +47,28 @@ PHOTO_MAX_RATIO = 20
 PHOTO_REFUSALS = ("photo_invalid_dimensions", "too big", "image_process_failed", "photo_")
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+NOT_DELIVERED = "not_delivered"
+"""ApplicationError type of a delivery Telegram refused for good: not retried; the saga
+(workflows/job_saga.py) reads it as "done, not delivered"."""
+
+# Telegram's words for a bot restricted in a chat (per media kind, or altogether).
+RIGHTS_REFUSALS = (
+    "not enough rights",
+    "have no rights",
+    "need administrator rights",
+    "chat_send_",  # CHAT_SEND_PHOTOS_FORBIDDEN, CHAT_SEND_MEDIA_FORBIDDEN, …
+    "chat_write_forbidden",
+)
+NO_RIGHTS_TEXT = (
+    "I'm not allowed to send images in this chat, so this result was not delivered here. "
+    "An admin can allow me to send photos and files; or ask me in a private chat."
+)
+MAX_MIGRATIONS = 3  # a chat migrates once; more hops means something else is wrong
+
+
+def is_rights_refusal(err: BadRequest) -> bool:
+    return any(s in err.message.lower() for s in RIGHTS_REFUSALS)
 
 
 def fits_photo(out: StoredOutput, size: int) -> bool:
@@ -71,7 +98,7 @@ class TelegramDelivery:
             return
         try:
             async with heartbeating():
-                await self._deliver(status, reply)
+                await self._deliver_following_migrations(status, reply)
         except RetryAfter as err:
             delay = retry_seconds(err)
             log.info("flood control on %s: retrying in %.0f s", status.workflow_id, delay)
@@ -87,12 +114,60 @@ class TelegramDelivery:
                 status.workflow_id,
                 err.message,
             )
-        except BadRequest as err:
-            raise ApplicationError(
-                f"Telegram refused the delivery: {err.message}",
-                type="undeliverable",
-                non_retryable=True,
-            ) from err
+
+    async def _deliver_following_migrations(self, status: JobStatus, reply: ReplyTarget) -> None:
+        """Deliver; where the group became a supergroup, again to the new chat id; a refusal
+        for good is NOT_DELIVERED (the chat told first when it is about rights)."""
+        for _ in range(MAX_MIGRATIONS):
+            try:
+                await self._deliver(status, reply)
+                return
+            except BadRequest as err:
+                if is_rights_refusal(err):
+                    await self._tell_no_rights(reply)
+                raise ApplicationError(
+                    f"Telegram refused the delivery: {err.message}",
+                    type=NOT_DELIVERED,
+                    non_retryable=True,
+                ) from err
+            except ChatMigrated as err:
+                log.info(
+                    "chat %s is now supergroup %s: delivering %s there",
+                    reply.chat_id,
+                    err.new_chat_id,
+                    status.workflow_id,
+                )
+                reply = reply.model_copy(
+                    update={
+                        "chat_id": str(err.new_chat_id),
+                        "message_id": None,
+                        "status_message_id": None,
+                    }
+                )
+        raise ApplicationError(
+            f"chat of {status.workflow_id} migrated more than {MAX_MIGRATIONS} times",
+            type=NOT_DELIVERED,
+            non_retryable=True,
+        )
+
+    async def _tell_no_rights(self, reply: ReplyTarget) -> None:
+        """Say in text why nothing arrives: in place of the status message if it is still
+        there, else as a new message; if text is refused too, there is nobody to tell."""
+        try:
+            if reply.status_message_id is not None:
+                mid = reply.status_message_id
+                self.pacer.close(reply.chat_id, mid)
+                async with self.pacer.lock(reply.chat_id, mid):
+                    try:
+                        await self.bot.edit_message_text(
+                            NO_RIGHTS_TEXT, chat_id=reply.chat_id, message_id=mid
+                        )
+                        return
+                    except BadRequest as err:
+                        log.info("status message %s not editable (%s)", mid, err.message)
+            await self.bot.send_message(reply.chat_id, NO_RIGHTS_TEXT)
+        except TelegramError as err:
+            log.info("chat %s cannot be told either (%s)", reply.chat_id, err.message)
 
     async def _deliver(self, status: JobStatus, reply: ReplyTarget) -> None:
         sent = await self.jobs.delivered_parts(status.workflow_id)
@@ -164,7 +239,10 @@ class TelegramDelivery:
                     filename=filename,
                 )
             except BadRequest as err:
-                if not any(s in err.message.lower() for s in PHOTO_REFUSALS):
+                # Photos refused (too big, odd shape) or not allowed: a document may still go.
+                if not (
+                    is_rights_refusal(err) or any(s in err.message.lower() for s in PHOTO_REFUSALS)
+                ):
                     raise
                 log.info("photo refused (%s); sending %s as a document", err.message, filename)
         return await self.bot.send_document(

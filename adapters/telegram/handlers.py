@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Chat, Message, ReplyParameters, Update
 from telegram.constants import ChatType
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from adapters.jobs import JobNotFound, JobsClient, NotCancellable, StartedJob
 from adapters.telegram import render
 from adapters.telegram.ratelimit import RateLimiter
+from adapters.telegram.request_keys import Claims, identity, request_key, speaks_as_chat
 from adapters.telegram.status_watch import StatusWatchers
 from domain.errors import SettingsError, StationError, UnknownUser, UserInputError
 from domain.identity import normalise_identity
@@ -41,6 +42,7 @@ class BotDeps:
     config: Config
     watchers: StatusWatchers
     limiter: RateLimiter
+    claims: Claims = field(default_factory=Claims)
 
 
 Ctx = ContextTypes.DEFAULT_TYPE
@@ -49,13 +51,6 @@ Ctx = ContextTypes.DEFAULT_TYPE
 def deps(context: Ctx) -> BotDeps:
     found: BotDeps = context.application.bot_data["deps"]
     return found
-
-
-def identity(update: Update) -> str:
-    user = update.effective_user
-    if user is None:
-        raise UserInputError("this message has no sender")
-    return f"telegram:{user.id}"
 
 
 def is_group(chat: Chat | None) -> bool:
@@ -73,6 +68,40 @@ async def answer(update: Update, text: str, **kwargs: Any) -> Message | None:
             msg.message_id, allow_sending_without_reply=True
         )
     return await chat.send_message(text, **kwargs)
+
+
+PRIVATE_SENT = "I sent you a private message."
+ALREADY_STARTED = "This was already started: one tap is enough."
+EDIT_HINT = "Edits are not run again: send a new message instead."
+JOB_NOT_FOUND = "That job was not found."
+
+
+async def answer_private(update: Update, context: Ctx, text: str, **kwargs: Any) -> None:
+    """Personal data (balance, ledger, history, settings values, running jobs) is answered in a
+    private chat only: asked in a group, it goes to the asker's private chat and the group
+    reads a pointer. Where the bot cannot write first (the person never opened a chat with it:
+    403) or the sender is a channel, the group is told so, without the data. An anonymous admin
+    speaks as the group itself (`speaks_as_chat`): that account's data is the group's own."""
+    chat = update.effective_chat
+    if not is_group(chat) or speaks_as_chat(update):
+        await answer(update, text, **kwargs)
+        return
+    msg = update.effective_message
+    user = update.effective_user
+    if (msg is not None and msg.sender_chat is not None) or user is None:
+        await answer(update, "I show account details only in a private chat with me.")
+        return
+    try:
+        await context.bot.send_message(user.id, text, **kwargs)
+    except Forbidden:
+        name = f" @{context.bot.username}" if context.bot.username else ""
+        await answer(
+            update,
+            f"I can't message you privately yet: open a chat with me{name}, send /start, "
+            "and ask there.",
+        )
+        return
+    await answer(update, PRIVATE_SENT)
 
 
 def user_error_text(err: StationError) -> str:
@@ -98,18 +127,21 @@ def user_error_text(err: StationError) -> str:
 
 async def rate_gate(update: Update, context: Ctx) -> None:
     """Per-user rate limit on everything a user sends; polite once per window, then silent."""
-    user = update.effective_user
-    if user is None or (update.effective_message is None and update.callback_query is None):
+    if update.effective_message is None and update.callback_query is None:
+        return
+    try:
+        who = identity(update)  # anonymous admins of different groups are limited apart
+    except UserInputError:
         return
     if _training_photo(update, context):
         return
     d = deps(context)
-    wait = d.limiter.check(user.id)
+    wait = d.limiter.check(who)
     if wait <= 0:
         return
     if update.callback_query is not None:
         await update.callback_query.answer(render.rate_limited_text(wait), show_alert=False)
-    elif d.limiter.should_warn(user.id):
+    elif d.limiter.should_warn(who):
         await answer(update, render.rate_limited_text(wait))
     raise ApplicationHandlerStop
 
@@ -130,10 +162,35 @@ def _training_photo(update: Update, context: Ctx) -> bool:
 # ---- basics ------------------------------------------------------------------------------
 
 
+async def edited_message(update: Update, context: Ctx) -> None:
+    """An edited message: never run again (a new update id, the same request); the sender is
+    told, in a private chat or when the message was for this bot, and nothing else runs."""
+    msg = update.effective_message
+    chat = update.effective_chat
+    if msg is not None and chat is not None:
+        text = (msg.text or msg.caption or "").strip()
+        mention = f"@{context.bot.username}".lower() if context.bot.username else None
+        mentioned = mention is not None and mention in text.lower()
+        for_me = chat.type == ChatType.PRIVATE or (
+            is_group(chat) and (_command_for_me(text, context) or mentioned)
+        )
+        if for_me:
+            await answer(update, EDIT_HINT)
+    raise ApplicationHandlerStop
+
+
+def _command_for_me(text: str, context: Ctx) -> bool:
+    """A leading /command addressed to no bot or to this one."""
+    if not text.startswith("/"):
+        return False
+    _, _, bot_name = text.split(maxsplit=1)[0].partition("@")
+    return not bot_name or bot_name.lower() == (context.bot.username or "").lower()
+
+
 async def start(update: Update, context: Ctx) -> None:
     """Register the user (starter grant once) and show a short guide."""
     user, created = await deps(context).jobs.register(identity(update))
-    await answer(update, render.welcome_text(user.points, created))
+    await answer_private(update, context, render.welcome_text(user.points, created))
 
 
 async def help_cmd(update: Update, context: Ctx) -> None:
@@ -159,20 +216,49 @@ async def _start_job(
 ) -> None:
     """Send the status message, start the job replying there, and watch it.
 
-    The workflow id comes from the update id, so a redelivered update (after a bot restart)
-    finds its job already running and starts nothing new.
+    The workflow id comes from the request key (request_keys.py: the chat and message, plus
+    the button's data for a tap), so a redelivered update, a second tap of the same button or
+    a tap after the job ended finds its job and starts nothing new; the tap is answered
+    "already started". Claims close the window where two taps are handled at once.
     """
     d = deps(context)
     chat = update.effective_chat
+    query = update.callback_query
     if chat is None:
         return
-    who = identity(update)
-    try:
-        await d.jobs.status(new_job_id(kind, normalise_identity(who), str(update.update_id)))
-        log.info("update %s was handled before; not starting it again", update.update_id)
+    key = request_key(update)
+    wid = new_job_id(kind, normalise_identity(identity(update)), key)
+    if not d.claims.claim(wid) or await _known_job(d, wid):
+        log.info("request %s was handled before (%s); not starting it again", key, wid)
+        if query is not None:
+            await query.answer(ALREADY_STARTED)
         return
+    try:
+        started = await _start_claimed(update, d, chat, start)
+    except BaseException:
+        d.claims.release(wid)
+        raise
+    if not started:
+        d.claims.release(wid)  # refused with nothing started: the same tap may try again
+
+
+async def _known_job(d: BotDeps, wid: str) -> bool:
+    try:
+        await d.jobs.status(wid)
     except JobNotFound:
-        pass
+        return False
+    return True
+
+
+async def _start_claimed(
+    update: Update,
+    d: BotDeps,
+    chat: Chat,
+    start: Callable[[ReplyTarget], Awaitable[StartedJob]],
+) -> bool:
+    """Status message, start, watch; False if the start was refused (the user was told)."""
+    if update.callback_query is not None:
+        await update.callback_query.answer()
     msg = update.effective_message
     status_msg = await chat.send_message(
         "⏳ starting…",
@@ -190,11 +276,12 @@ async def _start_job(
         started = await start(target)
     except StationError as err:
         await status_msg.edit_text(user_error_text(err))
-        return
+        return False
     if started.existing:
         await status_msg.edit_text("This request was already handled above.")
-        return
+        return True
     d.watchers.watch(started.workflow_id, target.chat_id, status_msg.message_id)
+    return True
 
 
 async def _make(update: Update, context: Ctx, prompt: str) -> None:
@@ -209,7 +296,7 @@ async def _make(update: Update, context: Ctx, prompt: str) -> None:
                 prompt=prompt,
                 overrides={"batch": 1} if group else {},
                 reply=target,
-                request_id=str(update.update_id),
+                request_id=request_key(update),
             )
         )
 
@@ -319,7 +406,7 @@ async def _media(update: Update, context: Ctx, kind: str, args: list[str]) -> No
                 source_image_id=blob,
                 params=params,
                 reply=target,
-                request_id=str(update.update_id),
+                request_id=request_key(update),
             )
         )
 
@@ -369,7 +456,9 @@ async def regen(update: Update, context: Ctx) -> None:
         await _repeat(update, context, int(args[0]))
         return
     runs = await d.jobs.recent_runs(who, 5)
-    await answer(update, render.regen_text(runs), reply_markup=render.regen_keyboard(runs))
+    await answer_private(
+        update, context, render.regen_text(runs), reply_markup=render.regen_keyboard(runs)
+    )
 
 
 async def again(update: Update, context: Ctx) -> None:
@@ -382,7 +471,7 @@ async def _repeat(update: Update, context: Ctx, n: int | None) -> None:
 
     async def go(target: ReplyTarget) -> StartedJob:
         return await deps(context).jobs.start_repeat(
-            who, n=n, platform="telegram", reply=target, request_id=str(update.update_id)
+            who, n=n, platform="telegram", reply=target, request_id=request_key(update)
         )
 
     await _start_job(update, context, "make", go)
@@ -395,15 +484,13 @@ async def regen_button(update: Update, context: Ctx) -> None:
     """`regen:<n>` from the /regen list."""
     query = update.callback_query
     assert query is not None and query.data is not None
-    await query.answer()
-    await _repeat(update, context, int(query.data.split(":")[1]))
+    await _repeat(update, context, int(query.data.split(":")[1]))  # answers the tap
 
 
 async def result_button(update: Update, context: Ctx) -> None:
-    """Regen / Again / Upscale under a delivered image."""
+    """Regen / Again / Upscale under a delivered image (`_start_job` answers the tap)."""
     query = update.callback_query
     assert query is not None and query.data is not None
-    await query.answer()
     d = deps(context)
     who = identity(update)
     _, action, *rest = query.data.split(":", 2)
@@ -415,7 +502,7 @@ async def result_button(update: Update, context: Ctx) -> None:
         if rest and rest[0] in ids:
             await _repeat(update, context, ids.index(rest[0]) + 1)
         else:
-            await answer(update, "That image is not among your last 5 any more: see /regen.")
+            await query.answer("That image is not among your last 5 any more: see /regen.")
     elif action == "up" and rest:
         blob = rest[0]
 
@@ -428,11 +515,13 @@ async def result_button(update: Update, context: Ctx) -> None:
                     source_image_id=blob,
                     params={"scale": 2},
                     reply=target,
-                    request_id=str(update.update_id),
+                    request_id=request_key(update),
                 )
             )
 
         await _start_job(update, context, "upscale", go)
+    else:
+        await query.answer()
 
 
 # ---- settings ----------------------------------------------------------------------------
@@ -453,7 +542,7 @@ async def settings_cmd(update: Update, context: Ctx) -> None:
     if context.user_data is not None:
         context.user_data.pop(PENDING, None)
     text, keyboard = await _settings_view(update, context)
-    await answer(update, text, reply_markup=keyboard)
+    await answer_private(update, context, text, reply_markup=keyboard)
 
 
 async def _show_settings_in(update: Update, context: Ctx, note: str = "") -> None:
@@ -471,6 +560,10 @@ async def settings_button(update: Update, context: Ctx) -> None:
     """`settings:*` buttons: pick a setting, a choice, back, reset."""
     query = update.callback_query
     assert query is not None and query.data is not None
+    if is_group(update.effective_chat):
+        # The presser's values would be shown to the group: settings live in private chats.
+        await query.answer("Use /settings in a private chat with me.", show_alert=True)
+        return
     d = deps(context)
     who = identity(update)
     parts = query.data.split(":", 3)
@@ -534,7 +627,9 @@ async def _typed_setting(update: Update, context: Ctx, field: str, text: str) ->
     if context.user_data is not None:
         context.user_data.pop(PENDING, None)
     text_view, keyboard = await _settings_view(update, context)
-    await answer(update, f"✓ {field} set to {value}\n\n{text_view}", reply_markup=keyboard)
+    await answer_private(
+        update, context, f"✓ {field} set to {value}\n\n{text_view}", reply_markup=keyboard
+    )
 
 
 async def set_cmd(update: Update, context: Ctx) -> None:
@@ -568,13 +663,15 @@ async def balance(update: Update, context: Ctx) -> None:
     who = identity(update)
     points, entries = await d.jobs.balance_summary(who, 5)
     limits = await d.jobs.limits(who)
-    await answer(update, render.balance_text(points, limits, entries))
+    await answer_private(update, context, render.balance_text(points, limits, entries))
 
 
 async def status_cmd(update: Update, context: Ctx) -> None:
     """/status: every running job with a Cancel button."""
     statuses = await deps(context).jobs.active(identity(update))
-    await answer(update, render.jobs_text(statuses), reply_markup=render.jobs_keyboard(statuses))
+    await answer_private(
+        update, context, render.jobs_text(statuses), reply_markup=render.jobs_keyboard(statuses)
+    )
 
 
 async def cancel_cmd(update: Update, context: Ctx) -> None:
@@ -589,7 +686,8 @@ async def cancel_cmd(update: Update, context: Ctx) -> None:
 
 
 async def cancel_button(update: Update, context: Ctx) -> None:
-    """`job:cancel:<wid>`: cancel that job (the presser's own only)."""
+    """`job:cancel:<wid>`: cancel that job (the presser's own only; anyone else's job reads as
+    not found, word for word, so a forged button learns nothing)."""
     query = update.callback_query
     assert query is not None and query.data is not None
     d = deps(context)
@@ -598,7 +696,7 @@ async def cancel_button(update: Update, context: Ctx) -> None:
     try:  # the presser's own jobs only: another user's id reads as a missing one
         status = await d.jobs.status(wid, user=who)
     except JobNotFound:
-        await query.answer("That job is gone.")
+        await query.answer(JOB_NOT_FOUND)
         return
     await query.answer("Cancelling…")
     try:
@@ -617,9 +715,9 @@ async def cancel_button(update: Update, context: Ctx) -> None:
 async def grant(update: Update, context: Ctx) -> None:
     """/grant USER N, for admins in the configuration."""
     d = deps(context)
-    user = update.effective_user
+    who = identity(update)  # an anonymous admin is the group, not a configured admin
     admins = set(d.config.admin_ids)
-    if user is None or not ({f"telegram:{user.id}", str(user.id)} & admins):
+    if not ({who, who.removeprefix("telegram:")} & admins):
         await unknown(update, context)
         return
     args = context.args or []
@@ -630,8 +728,8 @@ async def grant(update: Update, context: Ctx) -> None:
     new_balance = await d.jobs.grant(
         normalise_identity(target),
         int(args[1]),
-        by=f"telegram:{user.id}",
-        key=f"telegram-grant:{update.update_id}",
+        by=who,
+        key=f"telegram-grant:{request_key(update)}",
     )
     await answer(update, f"✓ granted {args[1]} points to {target}; balance now {new_balance}.")
 

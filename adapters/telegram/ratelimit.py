@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 
 class RateLimiter:
-    """At most `rate` events per `window` seconds per key."""
+    """At most `rate` events per `window` seconds per key (the sender's identity)."""
 
     def __init__(
         self, rate: int, window: float, clock: Callable[[], float] = time.monotonic
@@ -21,10 +21,10 @@ class RateLimiter:
         self.rate = rate
         self.window = window
         self.clock = clock
-        self._events: dict[int, deque[float]] = {}
-        self._warned: dict[int, float] = {}
+        self._events: dict[str, deque[float]] = {}
+        self._warned: dict[str, float] = {}
 
-    def check(self, key: int) -> float:
+    def check(self, key: str) -> float:
         """Record one event; 0 if allowed, else the seconds until the next one is."""
         now = self.clock()
         q = self._events.setdefault(key, deque())
@@ -35,7 +35,7 @@ class RateLimiter:
         q.append(now)
         return 0.0
 
-    def should_warn(self, key: int) -> bool:
+    def should_warn(self, key: str) -> bool:
         """Say "slow down" once per window, not once per refused command."""
         now = self.clock()
         if now - self._warned.get(key, -1e18) < self.window:

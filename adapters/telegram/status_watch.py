@@ -14,7 +14,7 @@ import logging
 from datetime import timedelta
 
 from telegram import Bot
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
 from adapters.jobs import JobNotFound, JobsClient
 from adapters.telegram.ratelimit import EditPacer
@@ -114,8 +114,8 @@ class StatusWatchers:
                         else:
                             log.info("status message of %s gone (%s)", wid, err.message)
                             return
-                    except Forbidden:
-                        return
+                    except (Forbidden, ChatMigrated):
+                        return  # nobody to show it to here (the delivery follows a migration)
                     except TelegramError as err:
                         log.info("status edit of %s failed (%s); will retry", wid, err)
                     self.pacer.mark(chat_id, message_id)

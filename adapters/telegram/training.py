@@ -36,6 +36,7 @@ from adapters.telegram.handlers import (
     PENDING,
     Ctx,
     answer,
+    answer_private,
     deps,
     identity,
     is_group,
@@ -541,8 +542,11 @@ async def train_button(update: Update, context: Ctx) -> None:
 async def _send_models(update: Update, context: Ctx, note: str = "") -> None:
     models = await deps(context).jobs.models(identity(update), include_public=False)
     text = render.models_text(models)
-    await answer(
-        update, f"{note}\n\n{text}" if note else text, reply_markup=render.models_keyboard(models)
+    await answer_private(
+        update,
+        context,
+        f"{note}\n\n{text}" if note else text,
+        reply_markup=render.models_keyboard(models),
     )
 
 

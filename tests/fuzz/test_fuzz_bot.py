@@ -229,6 +229,27 @@ async def test_odd_updates_get_a_polite_answer_or_none_and_the_bot_survives(
         text="/make " + long_prompt,
         chat_type="group",
     )
+    # Groups are shared: account details go to the private chat; anonymous admins and channel
+    # senders are their chat (unknown here, so told to /start), never one shared user.
+    await send(
+        "group balance", "bot: groups", "private message", text="/balance", chat_type="group"
+    )
+    await send(
+        "anonymous admin balance",
+        "bot: groups",
+        "/start",
+        text="/balance",
+        chat_type="supergroup",
+        anonymous=True,
+    )
+    await send(
+        "channel sender make",
+        "bot: groups",
+        "/start",
+        text="/make a fox",
+        chat_type="supergroup",
+        sender_chat_id=-(10**13) - next(_ids),
+    )
 
     # ---- photos and documents ----------------------------------------------------------------
     good: bytes = dict(corpus.odd_good_images())["palette png"]
@@ -315,6 +336,14 @@ async def test_odd_updates_get_a_polite_answer_or_none_and_the_bot_survives(
         ),
     ]:
         await raw(label, "bot: raw updates", build)
+    # An edit is never run again (nothing charged: checked with every case below), and says so.
+    for label, text in [("edited /make", "/make a cat"), ("edited prompt", "a cat, no, a dog")]:
+        await raw(
+            label,
+            "bot: edited messages",
+            lambda u, t=text: {"edited_message": _message(u, u, text=t, edit_date=1)},
+            "edits are not run again",
+        )
     other = theirs.workflow_id
     for label, cb_data, expect in [
         ("no feature", "nonsense", None),
@@ -326,10 +355,9 @@ async def test_odd_updates_get_a_polite_answer_or_none_and_the_bot_survives(
         ("settings set nan cfg", "settings:set:cfg:nan", "cfg"),
         ("settings reset junk", "settings:reset:maybe", None),
         ("cancel, no id", "job:cancel", None),
-        ("cancel, empty id", "job:cancel:", "gone"),
-        ("cancel, unknown job", "job:cancel:make-nope-1", "gone"),
-        # Another user's job or image reads exactly as a missing one (issue 13, item 1).
-        ("cancel another user's job", f"job:cancel:{other}", "gone"),
+        ("cancel, empty id", "job:cancel:", "not found"),
+        ("cancel, unknown job", "job:cancel:make-nope-1", "not found"),
+        ("cancel another user's job", f"job:cancel:{other}", "not found"),  # the same words
         ("res up another user's output", f"res:up:{their_output}", "not found"),
         ("regen 0", "regen:0", None),
         ("res up unknown blob", "res:up:nope", None),

@@ -9,14 +9,26 @@ Telegram side (what the bot sees), as in https://core.telegram.org/bots/api:
 Control side (what a test uses; JSON, never seen by the bot):
   POST /_control/users/{user_id}/send   {"text", "chat_id"?, "chat_type"?, "chat_title"?,
         "reply_to_message_id"?, "photo"? (base64), "document"? (base64) + "filename"?,
-        "mime_type"?, "caption"?, "first_name"?, "username"?} -> {"update_id", "message_id"}
-  POST /_control/users/{user_id}/press  {"chat_id"?, "message_id", "data"}
-        -> {"update_id", "callback_query_id"}
+        "mime_type"?, "caption"?, "first_name"?, "username"?, "anonymous"? (an anonymous group
+        admin: `from` is GroupAnonymousBot, `sender_chat` the group), "sender_chat_id"? (sent
+        on behalf of that channel)} -> {"update_id", "message_id"}
+  POST /_control/users/{user_id}/edit   {"chat_id"?, "message_id", "text"? | "caption"?}
+        -> {"update_id", "message_id"}: the user edits a message; an `edited_message` update
+  POST /_control/chats/{chat_id}/messages/{message_id}/redeliver -> {"update_id"}: the same
+        message again as a `message` update with a new update id (a replayed update)
+  POST /_control/users/{user_id}/press  {"chat_id"?, "message_id", "data", "forge"?}
+        -> {"update_id", "callback_query_id"}; `forge` skips the check that the message has
+        a button with that data (a modified client can send any callback data)
   GET  /_control/chats/{chat_id}/messages -> [message view, ...] (see `_message_view`)
   GET  /_control/files/{file_id}          -> the stored bytes
   GET  /_control/calls?method=X           -> [{"method", "params", "time", "status", ...}]
   POST /_control/faults  {"method", "error_code", "retry_after"?, "count"?, "description"?,
         "chat_id"?, "drop"?, "delay"?} | {"blocked_chat_id"} | {"unblocked_chat_id"}
+        | {"migrated_chat_id", "migrate_to_chat_id"} (the group became that supergroup)
+        | {"no_media_chat_id"} | {"media_allowed_chat_id"} (the bot may not send media there)
+  POST /_control/options {"private_needs_start"?: bool} (sending to a private chat whose user
+        never wrote to the bot is 403 "bot can't initiate conversation", as on Telegram; off
+        by default so tests may talk to any user first)
   POST /_control/reset   {"all"?: bool}
   GET  /_control/commands, /_control/answered_callbacks, /_control/updates, /_control/webhook,
        /_control/health
@@ -24,7 +36,8 @@ Control side (what a test uses; JSON, never seen by the bot):
 Deliberate simplifications: a chat the bot has never seen is created on first use (positive id
 = private chat, negative = group) instead of answering "chat not found"; photos keep their
 original bytes as the largest size (Telegram would re-encode to JPEG), plus a real 320-px
-thumbnail; webhook updates are delivered one at a time, in order.
+thumbnail; webhook updates are delivered one at a time, in order. The reset at the start of
+each test also clears every standing refusal (blocked, migrated, no media rights, options).
 """
 
 from __future__ import annotations
@@ -50,6 +63,19 @@ from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
+
+GROUP_ANONYMOUS_BOT_ID = 1087968824
+"""The `from` of every message an anonymous group admin sends (its `sender_chat` is the group)."""
+CHANNEL_BOT_ID = 136817688
+"""The `from` of messages sent on behalf of a channel (its `sender_chat` is the channel)."""
+MEDIA_METHODS = {
+    "sendphoto": "photos",
+    "senddocument": "documents",
+    "sendmediagroup": "photos",
+    "sendanimation": "animations",
+    "sendvideo": "videos",
+    "sendsticker": "stickers",
+}
 
 DEFAULT_TOKEN = "123456:TEST-TOKEN"
 """The token the stand-in accepts unless told otherwise (`--token`)."""
@@ -257,6 +283,9 @@ class StandinState:
         self.calls: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.blocked: set[int] = set()
+        self.migrated: dict[int, int] = {}  # old group id -> its supergroup's id
+        self.no_media: set[int] = set()  # chats where the bot has no right to send media
+        self.private_needs_start = False  # see `refuse_chat`
         self.callback_queries: dict[str, dict[str, Any]] = {}
         self.answered_callbacks: list[dict[str, Any]] = []
         self.updates.clear()
@@ -404,7 +433,8 @@ class StandinState:
             "from": sender,
         }
         message.update({k: v for k, v in body.items() if v is not None})
-        stored = ChatMessage(message, from_bot=sender.get("is_bot", False))
+        # GroupAnonymousBot and Channel_Bot are bots too, but their messages are a user's.
+        stored = ChatMessage(message, from_bot=sender.get("id") == self.bot_user["id"])
         chat.messages[message_id] = stored
         return stored
 
@@ -513,6 +543,30 @@ class StandinState:
         return next((f for f in self.files.values() if f.file_path == file_path), None)
 
     # ------------------------------------------------------------------------ faults
+
+    def refuse_chat(self, method: str, chat_id: int) -> None:
+        """The standing refusals of a chat, in the order Telegram checks them: blocked,
+        migrated to a supergroup (400 with `migrate_to_chat_id`, which PTB turns into
+        ChatMigrated), a private chat the user never opened, no right to send media."""
+        if chat_id in self.blocked:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        new_id = self.migrated.get(chat_id)
+        if new_id is not None:
+            raise ApiError(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                {"migrate_to_chat_id": new_id},
+            )
+        if self.private_needs_start and chat_id > 0 and not self.user_wrote(chat_id):
+            raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
+        media = MEDIA_METHODS.get(method.lower())
+        if media is not None and chat_id in self.no_media:
+            raise bad_request(f"not enough rights to send {media} to the chat")
+
+    def user_wrote(self, chat_id: int) -> bool:
+        """Whether the user of this private chat ever wrote to the bot there (/start)."""
+        chat = self.chats.get(chat_id)
+        return chat is not None and any(not m.from_bot for m in chat.messages.values())
 
     def take_fault(self, method: str, chat_id: int | None) -> Fault | None:
         for fault in self.faults:
@@ -1064,8 +1118,8 @@ async def bot_api(request: web.Request) -> web.StreamResponse:
                     request.transport.close()
                 return web.Response(status=502)
             raise fault.error()
-        if chat_id is not None and chat_id in state.blocked:
-            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        if chat_id is not None:
+            state.refuse_chat(name, chat_id)
         result = await handler(state, params)
     except ApiError as exc:
         entry.update(status=exc.code, description=exc.description, duration=time.time() - started)
@@ -1151,6 +1205,27 @@ async def control_send(request: web.Request) -> web.Response:
     chat_id = int(body.get("chat_id") or (user_id if chat_type == "private" else -user_id))
     chat = state.chat(chat_id, chat_type=chat_type, title=body.get("chat_title"))
     message: dict[str, Any] = {}
+    sender_chat: dict[str, Any] | None = None
+    if body.get("anonymous") or body.get("sender_chat_id") is not None:
+        if chat.type == "private":
+            raise control_error("anonymous admins and channel senders exist only in groups")
+        if body.get("anonymous"):
+            sender_chat = chat.as_telegram()
+            user = {
+                "id": GROUP_ANONYMOUS_BOT_ID,
+                "is_bot": True,
+                "first_name": "Group",
+                "username": "GroupAnonymousBot",
+            }
+        else:
+            channel = state.chat(int(body["sender_chat_id"]), chat_type="channel")
+            sender_chat = channel.as_telegram()
+            user = {
+                "id": CHANNEL_BOT_ID,
+                "is_bot": True,
+                "first_name": "Channel",
+                "username": "Channel_Bot",
+            }
     text = body.get("text")
     caption = body.get("caption")
     try:
@@ -1178,9 +1253,58 @@ async def control_send(request: web.Request) -> web.Response:
         if target is None:
             raise control_error(f"message {reply_to} not found in chat {chat_id}")
         message["reply_to_message"] = _without_reply(target.message)
+    if sender_chat is not None:
+        message["sender_chat"] = sender_chat
     stored = state.add_message(chat, message, user)
     update_id = state.enqueue("message", dict(stored.message))
     return web.json_response({"update_id": update_id, "message_id": stored.message["message_id"]})
+
+
+async def control_edit(request: web.Request) -> web.Response:
+    """A user edits one of their messages; Telegram sends it again as `edited_message`."""
+    state = _state(request)
+    user_id = int(request.match_info["user_id"])
+    body = await _body(request)
+    chat_id = int(body.get("chat_id") or user_id)
+    if body.get("message_id") is None:
+        raise control_error("edit needs message_id")
+    found = state.find_message(chat_id, int(body["message_id"]))
+    if found is None or found.from_bot:
+        raise control_error(f"no user message {body['message_id']} in chat {chat_id}")
+    sender = found.message["from"]["id"]
+    if sender != user_id and "sender_chat" not in found.message:
+        raise control_error(f"message {body['message_id']} was sent by {sender}, not {user_id}")
+    msg = found.message
+    if body.get("text") is not None:
+        if "text" not in msg:
+            raise control_error("that message has no text (edit its caption)")
+        msg["text"] = str(body["text"])
+        msg["entities"] = _entities(msg["text"]) or None
+    elif body.get("caption") is not None:
+        msg["caption"] = str(body["caption"])
+        msg["caption_entities"] = _entities(msg["caption"]) or None
+    else:
+        raise control_error("edit needs text or caption")
+    for key in ("entities", "caption_entities"):
+        if msg.get(key) is None:
+            msg.pop(key, None)
+    now = time.time()
+    msg["edit_date"] = int(now)
+    found.edit_times.append(now)
+    update_id = state.enqueue("edited_message", dict(msg))
+    return web.json_response({"update_id": update_id, "message_id": msg["message_id"]})
+
+
+async def control_redeliver(request: web.Request) -> web.Response:
+    """The same message once more as a new `message` update (a replay with a new update id)."""
+    state = _state(request)
+    chat_id = int(request.match_info["chat_id"])
+    message_id = int(request.match_info["message_id"])
+    found = state.find_message(chat_id, message_id)
+    if found is None or found.from_bot:
+        raise control_error(f"no user message {message_id} in chat {chat_id}")
+    update_id = state.enqueue("message", dict(found.message))
+    return web.json_response({"update_id": update_id})
 
 
 def _buttons(message: dict[str, Any]) -> list[str]:
@@ -1202,7 +1326,9 @@ async def control_press(request: web.Request) -> web.Response:
     if target is None:
         raise control_error(f"message {message_id} not found (or deleted) in chat {chat_id}")
     available = _buttons(target.message)
-    if data not in available:
+    # `forge`: a modified client sends callback data no button of the message carries (the
+    # bot must treat callback data as user input).
+    if data not in available and not body.get("forge"):
         raise control_error(f"message {message_id} has no button {data!r}; it has {available}")
     user = state.user(user_id, body.get("first_name"), body.get("username"))
     query_id = f"{next(state._callback_ids)}{secrets.randbelow(10**9):09d}"
@@ -1293,6 +1419,15 @@ async def control_faults(request: web.Request) -> web.Response:
         state.blocked.add(int(body["blocked_chat_id"]))
     if "unblocked_chat_id" in body:
         state.blocked.discard(int(body["unblocked_chat_id"]))
+    if "migrated_chat_id" in body:
+        old, new = int(body["migrated_chat_id"]), int(body["migrate_to_chat_id"])
+        old_chat = state.chat(old, chat_type="group")
+        state.chat(new, chat_type="supergroup", title=old_chat.title)
+        state.migrated[old] = new
+    if "no_media_chat_id" in body:
+        state.no_media.add(int(body["no_media_chat_id"]))
+    if "media_allowed_chat_id" in body:
+        state.no_media.discard(int(body["media_allowed_chat_id"]))
     if "method" in body:
         code = int(body.get("error_code", 429))
         state.faults.append(
@@ -1314,7 +1449,17 @@ def _faults_view(state: StandinState) -> dict[str, Any]:
     return {
         "faults": [f.__dict__ for f in state.faults],
         "blocked_chat_ids": sorted(state.blocked),
+        "migrated_chat_ids": {str(k): v for k, v in state.migrated.items()},
+        "no_media_chat_ids": sorted(state.no_media),
     }
+
+
+async def control_options(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await _body(request)
+    if "private_needs_start" in body:
+        state.private_needs_start = bool(body["private_needs_start"])
+    return web.json_response({"private_needs_start": state.private_needs_start})
 
 
 async def control_faults_get(request: web.Request) -> web.Response:
@@ -1381,6 +1526,11 @@ def create_app(token: str = DEFAULT_TOKEN) -> web.Application:
     app.router.add_get("/file/bot{token}/{path:.+}", file_download)
     app.router.add_post("/_control/users/{user_id}/send", control_send)
     app.router.add_post("/_control/users/{user_id}/press", control_press)
+    app.router.add_post("/_control/users/{user_id}/edit", control_edit)
+    app.router.add_post(
+        "/_control/chats/{chat_id}/messages/{message_id}/redeliver", control_redeliver
+    )
+    app.router.add_post("/_control/options", control_options)
     app.router.add_get("/_control/chats/{chat_id}/messages", control_messages)
     app.router.add_get("/_control/files/{file_id}", control_file)
     app.router.add_get("/_control/calls", control_calls)
