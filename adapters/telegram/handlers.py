@@ -26,12 +26,16 @@ from adapters.telegram.status_watch import StatusWatchers
 from domain.errors import SettingsError, StationError, UnknownUser, UserInputError
 from domain.identity import normalise_identity
 from domain.jobs import MakeImageRequest, MediaRequest, ReplyTarget, new_job_id
+from domain.training import MAX_IMAGES
 from workers.config import Config
 
 log = logging.getLogger(__name__)
 
 MAX_DOWNLOAD = 20 * 1024 * 1024  # getFile's limit for bots
 PENDING = "pending_setting"  # context.user_data key: the setting whose value is typed next
+
+
+TRAIN_PHOTO_WINDOW = 60.0  # seconds of the /train photo budget
 
 
 @dataclass
@@ -43,6 +47,11 @@ class BotDeps:
     watchers: StatusWatchers
     limiter: RateLimiter
     claims: Claims = field(default_factory=Claims)
+    # Photos for /train's dataset have their own budget: an album of MAX_IMAGES passes, a
+    # flood of photos (each downloaded, checked and stored) does not.
+    photo_limiter: RateLimiter = field(
+        default_factory=lambda: RateLimiter(2 * MAX_IMAGES, TRAIN_PHOTO_WINDOW)
+    )
 
 
 Ctx = ContextTypes.DEFAULT_TYPE
@@ -133,10 +142,9 @@ async def rate_gate(update: Update, context: Ctx) -> None:
         who = identity(update)  # anonymous admins of different groups are limited apart
     except UserInputError:
         return
-    if _training_photo(update, context):
-        return
     d = deps(context)
-    wait = d.limiter.check(who)
+    limiter = d.photo_limiter if _training_photo(update, context) else d.limiter
+    wait = limiter.check(who)
     if wait <= 0:
         return
     if update.callback_query is not None:
@@ -148,7 +156,7 @@ async def rate_gate(update: Update, context: Ctx) -> None:
 
 def _training_photo(update: Update, context: Ctx) -> bool:
     """A photo for the dataset /train is collecting (training.py's `train_flow`): an album of
-    up to 20 must not trip the command limit; the dataset's own limit of 20 bounds them."""
+    up to MAX_IMAGES must not trip the command limit, so these count against `photo_limiter`."""
     flow = (context.user_data or {}).get("train_flow")
     msg = update.effective_message
     return (

@@ -666,7 +666,10 @@ def models_text(models: Sequence[LoraModel]) -> str:
             "You have no models yet. /train makes one from 4 … 20 photos of your subject: "
             "a person, a pet, an object or a style."
         )
-    lines = ["Your LoRA models (use one by putting its trigger word in a prompt):"]
+    lines = [
+        "Your LoRA models: your own apply when their trigger word is in a prompt; anyone "
+        "else's public model only when the prompt names it, <lora:NAME>."
+    ]
     for i, m in enumerate(models, 1):
         shared = "public" if m.public else "private"
         lines.append(

@@ -50,6 +50,8 @@ from domain.training import (
     STEPS_DEFAULT,
     STEPS_MAX,
     STEPS_MIN,
+    TRIGGER_MAX,
+    TRIGGER_MIN,
     Dataset,
     NotFound,
     TrainingParams,
@@ -252,8 +254,9 @@ async def _ask_trigger(update: Update, context: Ctx, ds: Dataset) -> None:
     _set_flow(context, chat.id, "trigger", ds=ds.id, name=ds.name)
     await answer(
         update,
-        "(3/5) Pick a trigger word: one made-up word (2-32 letters, digits, '_' or '-', starting "
-        "with a letter) that calls your model in prompts, e.g. zxrex. A rare word works best.",
+        f"(3/5) Pick a trigger word: one made-up word ({TRIGGER_MIN}-{TRIGGER_MAX} letters, "
+        "digits, '_' or '-', starting with a letter, not an ordinary English word) that calls "
+        "your model in prompts, e.g. zxrex.",
     )
 
 
