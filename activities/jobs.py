@@ -197,14 +197,28 @@ class JobActivities:
 
     @activity.defn(name=ActivityNames.CHARGE_POINTS)
     def charge_points(self, inp: ChargeInput) -> ChargeResult:
-        """Charge once by key; too few points is an answer (ok=False), not an error."""
+        """Charge once by key; too few points is an answer (ok=False), not an error.
+
+        With `top_up`, only what the job's standing charge lacks (a reset run): nothing when the
+        job is already paid. The result names the key, which a reset run reads from history.
+        """
+        ledger = self.stores.ledger
         try:
-            res = self.stores.ledger.charge(
-                inp.user_id, inp.amount, inp.key, job_id=inp.job_id, reason=inp.reason
-            )
+            if inp.top_up:
+                res = ledger.charge_up_to(
+                    inp.user_id, inp.amount, inp.key, job_id=inp.job_id, reason=inp.reason
+                )
+            else:
+                res = ledger.charge(
+                    inp.user_id, inp.amount, inp.key, job_id=inp.job_id, reason=inp.reason
+                )
         except InsufficientPoints as err:
-            return ChargeResult(ok=False, balance=err.balance, reason=err.message)
-        return ChargeResult(ok=True, balance=res.entry.balance_after, charged=res.entry.amount)
+            return ChargeResult(ok=False, balance=err.balance, reason=err.message, key=inp.key)
+        if res is None:
+            return ChargeResult(ok=True, balance=ledger.balance(inp.user_id), key=inp.key)
+        return ChargeResult(
+            ok=True, balance=res.entry.balance_after, charged=res.entry.amount, key=inp.key
+        )
 
     @activity.defn(name=ActivityNames.REFUND_POINTS)
     def refund_points(self, inp: RefundInput) -> RefundResult:
@@ -240,6 +254,7 @@ class JobActivities:
                 refund=s.refund,
                 state=s.state.value,
                 error=s.reason or "",
+                not_delivered=s.not_delivered or "",
                 created_at=now,
                 finished_at=now if s.final else None,
             )
