@@ -224,3 +224,27 @@ async def test_a_reset_of_a_terminated_job_pays_for_it_exactly_once(
         assert new_charges == [f"{wid}:{new_run}:charge"], "the reset run pays again"
     else:
         assert new_charges == [], "nothing more when the first charge stands"
+
+
+async def test_a_reset_after_a_refund_that_cannot_pay_is_refused_with_nothing_given(
+    temporal_dev_env,
+) -> None:
+    env = temporal_dev_env
+    fakes = new_fakes(env.client, behaviour=["hang"])
+    async with workers(env, fakes, deliver=False):
+        handle = await start(env, fakes, MakeImageRequest(user="cli:op", prompt="a red fox"))
+        await wait_state(handle, JobState.RUNNING)
+        first_run = (await handle.describe()).run_id
+        await handle.terminate("operator: stuck")
+        operator_refund(fakes, handle.id, first_run, 35)
+        fakes.book.balance = 10  # spent since
+        fakes.behaviour[0] = "ok"
+        new_run = await reset(env.client, handle, "last")
+        result = await env.client.get_workflow_handle(
+            handle.id, run_id=new_run, result_type=JobStatus
+        ).result()
+    assert result.state is JobState.REFUSED and result.refused_code == "insufficient_points"
+    assert result.outputs == [], "what the unpaid run made is withheld"
+    assert "restarted after its refund" in (result.reason or "")
+    assert fakes.book.balance == 10
+    assert fakes.records[-1].status.outputs == []
