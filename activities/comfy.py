@@ -62,7 +62,7 @@ class Attempt(BaseModel):
     stage: str = "queued"
 
 
-def prompt_id_for(workflow_id: str, index: int, attempt: int, run_id: str = "") -> str:
+def prompt_id_for(workflow_id: str, index: int, attempt: int, run_id: str | None = None) -> str:
     """The prompt id an attempt submits: derived, so the next attempt can find it.
 
     The run id is part of it: a run an operator reset (`temporal workflow reset`, a new run of

@@ -200,7 +200,7 @@ class JobActivities:
         """Charge once by key; too few points is an answer (ok=False), not an error.
 
         With `top_up`, only what the job's standing charge lacks (a reset run): nothing when the
-        job is already paid. The result names the key, which a reset run reads from history.
+        job is already paid.
         """
         ledger = self.stores.ledger
         try:
@@ -213,12 +213,10 @@ class JobActivities:
                     inp.user_id, inp.amount, inp.key, job_id=inp.job_id, reason=inp.reason
                 )
         except InsufficientPoints as err:
-            return ChargeResult(ok=False, balance=err.balance, reason=err.message, key=inp.key)
+            return ChargeResult(ok=False, balance=err.balance, reason=err.message)
         if res is None:
-            return ChargeResult(ok=True, balance=ledger.balance(inp.user_id), key=inp.key)
-        return ChargeResult(
-            ok=True, balance=res.entry.balance_after, charged=res.entry.amount, key=inp.key
-        )
+            return ChargeResult(ok=True, balance=ledger.balance(inp.user_id))
+        return ChargeResult(ok=True, balance=res.entry.balance_after, charged=res.entry.amount)
 
     @activity.defn(name=ActivityNames.REFUND_POINTS)
     def refund_points(self, inp: RefundInput) -> RefundResult:

@@ -200,9 +200,6 @@ class ChargeResult(BaseModel):
     balance: int
     charged: int = 0
     reason: str | None = None  # why not ok (insufficient points)
-    # The key the charge was booked under. A reset run replays an earlier run's charge from
-    # history: this says which run's key it was ("" in results from before the field).
-    key: str = ""
 
 
 class RefundInput(BaseModel):

@@ -1,5 +1,5 @@
-"""The one skeleton every paid job kind runs on: prepare, charge, produce, record, deliver,
-and refund on any failure or cancel after the charge.
+"""The one skeleton every paid job kind runs on: prepare, charge, produce, settle, record, free
+the slot, deliver (within a deadline), and refund on any failure or cancel after the charge.
 
 The short MongoDB steps without consequences for the path taken (prepare reads, record and
 release upsert) are local activities: they run inside the workflow worker's task, which saves a
@@ -75,7 +75,6 @@ class PaidJobWorkflow:
         self._ledger_as_activities = True
         self._run_keys = True
         self._bounded_delivery = True
-        self._charge_key = ""
         self._charge_started = False
         self._units = 1
         self._plan_user_id = ""
@@ -190,7 +189,8 @@ class PaidJobWorkflow:
 
         A retried activity reuses its input, so a retry within the run stays idempotent. A
         reset run replays the steps before its reset point from history (nothing is booked
-        again) and books the steps after it under its own run's keys; see `_settle`.
+        again) and books the steps after it under its own run's keys; see `_settle`. Job
+        workflows never continue as new; one that did would have to pass its charge key on.
         """
         info = workflow.info()
         if not self._run_keys:
@@ -211,11 +211,9 @@ class PaidJobWorkflow:
     async def _charge_and_produce(self, plan: JobPlan, wid: str) -> None:
         self._set_state(JobState.CHARGING)
         self._charge_started = True
-        charge_input = self._charge_input(plan)
         charge: ChargeResult = await self._ledger_step(
-            ActivityNames.CHARGE_POINTS, charge_input, ChargeResult
+            ActivityNames.CHARGE_POINTS, self._charge_input(plan), ChargeResult
         )
-        self._charge_key = charge.key or charge_input.key
         self._status.balance = charge.balance
         if not charge.ok:
             self._status.refused_code = "insufficient_points"
@@ -240,9 +238,9 @@ class PaidJobWorkflow:
         reason = failure or "cancelled"
         if cancelled:
             reason = self._cancel.reason if self._cancel else "cancelled by an operator"
-        if produced_units > 0 and self._run_keys and not await self._settle(plan):
-            pass  # refused by _settle: what was made is withheld, nothing to refund
-        else:
+        # A refusal by _settle withholds what was made; there is nothing to refund then.
+        settled = produced_units == 0 or not self._run_keys or await self._settle(plan)
+        if settled:
             await self._refund(plan, produced_units=produced_units, reason=reason)
             if cancelled:
                 self._finish(JobState.CANCELLED, reason=reason)

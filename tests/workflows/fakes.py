@@ -134,24 +134,23 @@ class FakeActivities:
         self.book.calls.append(inp.key)
         if inp.key in self.book.entries:
             charged = self.book.entries[inp.key][1]
-            return ChargeResult(ok=True, balance=self.book.balance, charged=charged, key=inp.key)
+            return ChargeResult(ok=True, balance=self.book.balance, charged=charged)
         amount = inp.amount
         if getattr(inp, "top_up", False):  # (absent before per-run keys)
             book = self.book
             amount -= book.total(inp.job_id, "charge") - book.total(inp.job_id, "refund")
             if amount <= 0:
-                return ChargeResult(ok=True, balance=self.book.balance, key=inp.key)
+                return ChargeResult(ok=True, balance=self.book.balance)
         if amount > self.book.balance:
             return ChargeResult(
                 ok=False,
                 balance=self.book.balance,
                 reason=f"this job costs {amount} points and the balance is {self.book.balance}",
-                key=inp.key,
             )
         self.book.balance -= amount
         self.book.entries[inp.key] = ("charge", amount)
         self.book.job_of[inp.key] = inp.job_id
-        return ChargeResult(ok=True, balance=self.book.balance, charged=amount, key=inp.key)
+        return ChargeResult(ok=True, balance=self.book.balance, charged=amount)
 
     @activity.defn(name=ActivityNames.REFUND_POINTS)
     async def refund_points(self, inp: RefundInput) -> RefundResult:
