@@ -62,8 +62,17 @@ class Attempt(BaseModel):
     stage: str = "queued"
 
 
-def prompt_id_for(workflow_id: str, index: int, attempt: int) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stationthis:{workflow_id}:{index}:{attempt}"))
+def prompt_id_for(workflow_id: str, index: int, attempt: int, run_id: str | None = None) -> str:
+    """The prompt id an attempt submits: derived, so the next attempt can find it.
+
+    The run id is part of it: a run an operator reset (`temporal workflow reset`, a new run of
+    the same workflow id, attempts counted from 1 again) must render anew, neither re-attach to
+    the replaced run's prompt nor be interrupted when that run's activity is cancelled.
+    """
+    suffix = f":{run_id}" if run_id else ""
+    return str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"stationthis:{workflow_id}:{index}:{attempt}{suffix}")
+    )
 
 
 class PromptRef(Protocol):
@@ -166,7 +175,7 @@ class ComfyActivities:
         beat: dict[str, Any] = {}
         ticker = asyncio.create_task(heartbeat_forever(lambda: beat.get("attempt")))
         comfy = self.comfy
-        prompt_id = prompt_id_for(inp.workflow_id, inp.index, info.attempt)
+        prompt_id = prompt_id_for(inp.workflow_id, inp.index, info.attempt, info.workflow_run_id)
         try:
             result = await self._reattach(comfy, inp, info.attempt, beat, reporter)
             if result is None:
@@ -210,7 +219,9 @@ class ComfyActivities:
         previous = (
             Attempt(
                 server_url=self.server_url,
-                prompt_id=prompt_id_for(inp.workflow_id, inp.index, attempt - 1),
+                prompt_id=prompt_id_for(
+                    inp.workflow_id, inp.index, attempt - 1, activity.info().workflow_run_id
+                ),
             )
             if attempt > 1
             else None

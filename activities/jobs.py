@@ -237,13 +237,25 @@ class JobActivities:
 
     @activity.defn(name=ActivityNames.CHARGE_POINTS)
     def charge_points(self, inp: ChargeInput) -> ChargeResult:
-        """Charge once by key; too few points is an answer (ok=False), not an error."""
+        """Charge once by key; too few points is an answer (ok=False), not an error.
+
+        With `top_up`, only what the job's standing charge lacks (a reset run): nothing when the
+        job is already paid.
+        """
+        ledger = self.stores.ledger
         try:
-            res = self.stores.ledger.charge(
-                inp.user_id, inp.amount, inp.key, job_id=inp.job_id, reason=inp.reason
-            )
+            if inp.top_up:
+                res = ledger.charge_up_to(
+                    inp.user_id, inp.amount, inp.key, job_id=inp.job_id, reason=inp.reason
+                )
+            else:
+                res = ledger.charge(
+                    inp.user_id, inp.amount, inp.key, job_id=inp.job_id, reason=inp.reason
+                )
         except InsufficientPoints as err:
             return ChargeResult(ok=False, balance=err.balance, reason=err.message)
+        if res is None:
+            return ChargeResult(ok=True, balance=ledger.balance(inp.user_id))
         return ChargeResult(ok=True, balance=res.entry.balance_after, charged=res.entry.amount)
 
     @activity.defn(name=ActivityNames.REFUND_POINTS)
@@ -280,6 +292,7 @@ class JobActivities:
                 refund=s.refund,
                 state=s.state.value,
                 error=s.reason or "",
+                not_delivered=s.not_delivered or "",
                 created_at=now,
                 finished_at=now if s.final else None,
             )

@@ -50,6 +50,7 @@ from domain.collections import (
 from domain.errors import InsufficientPoints, StationError, TooManyJobs, UserInputError
 from domain.identity import id_fragment, normalise_identity, parse_identity
 from domain.jobs import (
+    PUSH_PLATFORMS,
     CancelRequest,
     CancelResult,
     JobPlan,
@@ -309,10 +310,27 @@ class JobsClient:
             regen_of=run.workflow_id,
         )
 
+    def _delivery(self, request: JobRequest) -> JobRequest:
+        """Where the result goes: the requester's platform, not the paying identity's.
+
+        A push platform (Telegram) needs a chat to push to; a request without one (the CLI or a
+        script acting for a Telegram user) is started as a pull job, so no delivery step waits
+        for a bot. A pushed result waits at most `Config.delivery_deadline` for it.
+        """
+        if request.platform in PUSH_PLATFORMS and request.reply is None:
+            return request.model_copy(update={"platform": "cli"})
+        if request.reply is not None and request.reply.deliver_within is None:
+            reply = request.reply.model_copy(
+                update={"deliver_within": self.config.delivery_deadline}
+            )
+            return request.model_copy(update={"reply": reply})
+        return request
+
     async def _start(
         self, kind: str, request: JobRequest, *, summary: str, details: str
     ) -> StartedJob:
         """Start `WORKFLOW_TYPES[kind]` for the request, once per request id."""
+        request = self._delivery(request)
         user = await asyncio.to_thread(self.stores.users.get, request.user)
         wid = new_job_id(kind, request.user, request.request_id)
         await self._take_slot(user.id, wid)
@@ -521,8 +539,13 @@ class JobsClient:
     # ---- operators -------------------------------------------------------------------------
 
     async def refund_terminated(self, wid: str) -> int:
-        """Refund a job an operator terminated (no compensation ran), once, by the same key the
-        workflow would have used; refuses jobs that still run or ended normally."""
+        """Refund a job an operator terminated (no compensation ran), once, under a key of the
+        terminated run (`<id>:<run id>:refund`, as that run's own refund would have been);
+        refuses jobs that still run, ended normally, or had already made their work.
+
+        A later `temporal workflow reset` of the job is a new run with keys of its own: it pays
+        again (the saga's `_settle`), so a refund followed by a reset gives nothing away.
+        """
         desc = await self.handle(wid).describe()
         if desc.status == WorkflowExecutionStatus.RUNNING:
             raise UserInputError(f"{wid} is still running: cancel it instead (refund included)")
@@ -534,20 +557,26 @@ class JobsClient:
                 f"{wid} ended as {desc.status.name if desc.status else '?'}: "
                 "its own compensation already ran"
             )
+        job = await asyncio.to_thread(self.stores.jobs.get, wid)
+        if job is not None and job.outputs and job.state in (JobState.DELIVERING, JobState.DONE):
+            raise UserInputError(
+                f"{wid} had made its {len(job.outputs)} output(s) before it ended: it keeps "
+                "its charge (the result is retrievable with `stationthis jobs show`)"
+            )
         totals = await asyncio.to_thread(self.stores.ledger.job_totals, wid)
         if totals.user_id is None or totals.refundable <= 0:
             return 0
-        record = await asyncio.to_thread(self.stores.ledger.entry, f"{wid}:refund")
-        if record is not None:
-            return 0
+        key = f"{wid}:{desc.run_id}:refund"
         res = await asyncio.to_thread(
             self.stores.ledger.refund,
             totals.user_id,
             totals.refundable,
-            f"{wid}:refund",
+            key,
             job_id=wid,
             reason="operator refund of a terminated job",
         )
+        if res.replayed:
+            return 0
         slot_user = totals.user_id
         await asyncio.to_thread(self.slots.release, slot_user, wid)
         return res.entry.amount
@@ -1137,6 +1166,7 @@ def _status_from_record(record: JobRecord) -> JobStatus:
         price=record.price,
         refund=record.refund,
         reason=record.error or None,
+        not_delivered=record.not_delivered or None,
         seeds=record.seeds,
         prompt=record.prompt,
         template=record.template,

@@ -77,6 +77,11 @@ class ReplyTarget(BaseModel):
     message_id: int | None = None
     status_message_id: int | None = None
     group_chat: bool = False
+    # How long the result may wait for the push platform's delivery worker, in seconds: the
+    # jobs client sets it from `Config.delivery_deadline`; None (requests from before it
+    # existed) means `workflows.policies.DELIVER_DEADLINE`. After it the job ends done but
+    # not delivered, and the result stays retrievable by id.
+    deliver_within: float | None = None
 
 
 class MakeImageRequest(BaseModel):
@@ -187,6 +192,10 @@ class ChargeInput(BaseModel):
     key: str
     job_id: str
     reason: str = ""
+    # Charge only what the job's standing charge (its charges minus its refunds, over every
+    # run) lacks of `amount`: a run that an operator reset pays for the job once, whether or
+    # not the earlier run's charge was refunded (store/ledger.py `Ledger.charge`).
+    top_up: bool = False
 
 
 class ChargeResult(BaseModel):
@@ -284,6 +293,10 @@ class JobStatus(BaseModel):
     # Machine-readable reason of a refusal (`insufficient_points`, `bad_input`, ...): the
     # collection cook pauses on `insufficient_points` instead of counting a failed piece.
     refused_code: str | None = None
+    # Why a finished job's result (or final message) did not reach its chat: the delivery
+    # deadline passed, or the platform refused it for good (`not_delivered`). The job keeps
+    # its state and charge; the outputs stay retrievable by id (`stationthis jobs show`).
+    not_delivered: str | None = None
     # LoRA training: stage (submitted, captioning, training), step counter, the model made
     stage: str = ""
     step: int = 0
@@ -312,6 +325,8 @@ class JobStatus(BaseModel):
             return f"cancelled, refunded {self.refund}"
         if s is JobState.REFUSED:
             return f"refused: {self.reason}"
+        if s is JobState.DONE and self.not_delivered:
+            return f"done, not delivered: {self.not_delivered}"
         return s.value
 
 

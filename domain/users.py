@@ -126,5 +126,6 @@ class JobRecord(BaseModel):
     refund: int = 0
     state: JobState | str = "queued"
     error: str = ""
+    not_delivered: str = ""  # why the result did not reach its chat (JobStatus.not_delivered)
     created_at: UtcDatetime
     finished_at: UtcDatetime | None = None

@@ -7,6 +7,7 @@ at start and again at the end) leaves exactly one document; `created_at` keeps i
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -65,6 +66,11 @@ class JobRepo:
             query["state"] = {"$in": states}
         cursor = self.coll.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
         return [_job(d) for d in cursor.limit(max(0, n))]
+
+    def done_with_outputs(self) -> Iterator[JobRecord]:
+        """Every job that ended done having produced outputs (for `points audit`)."""
+        for doc in self.coll.find({"state": "done", "outputs.0": {"$exists": True}}):
+            yield _job(doc)
 
 
 def _job(doc: dict[str, Any]) -> JobRecord:

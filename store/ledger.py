@@ -32,8 +32,9 @@ charges and refunds per job.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
@@ -45,6 +46,7 @@ from domain.errors import InsufficientPoints, LedgerRefused, UnknownUser
 from domain.users import (
     LEDGER_KINDS,
     Discrepancy,
+    JobRecord,
     LedgerEntry,
     LedgerKind,
     LedgerResult,
@@ -56,6 +58,7 @@ from store.users import resolve_user_id
 log = logging.getLogger(__name__)
 
 UserRef = User | str
+T = TypeVar("T")
 
 
 class JobTotals(BaseModel):
@@ -74,6 +77,20 @@ class JobTotals(BaseModel):
     @property
     def refundable(self) -> int:
         return self.charged - self.refunded
+
+
+class UnpaidJob(BaseModel):
+    """A done job with outputs whose charge was refunded in full (or never booked)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    user_id: str
+    identity: str
+    price: int
+    outputs: int
+    charged: int
+    refunded: int
 
 
 def _entry(doc: dict[str, Any]) -> LedgerEntry:
@@ -118,6 +135,37 @@ class Ledger:
             {"job_id": job_id, "reason": reason, "gpu_seconds": gpu_seconds},
         )
 
+    def charge_up_to(
+        self, user: UserRef, amount: int, key: str, *, job_id: str, reason: str
+    ) -> LedgerResult | None:
+        """Charge what `job_id`'s standing charge (charges − refunds) lacks of `amount`, once per
+        key; None, and nothing written, when the job is already paid that much.
+
+        Each run of a job workflow charges under a key of its own run, so an operator's reset
+        after a refund pays again; topping up rather than adding means a reset of a run whose
+        charge still stands pays nothing more. Read and write share one transaction, as in
+        `charge`. A replayed key returns its first entry whatever this call's amount.
+        """
+        _check_amount(amount)
+        user_id = resolve_user_id(self.users_coll, user)
+        fields = {"job_id": job_id, "reason": reason, "gpu_seconds": None}
+
+        def step(session: ClientSession) -> LedgerResult | None:
+            existing = self.entries_coll.find_one({"key": key}, session=session)
+            if existing is not None:
+                return self._replay(existing, "charge", user_id, int(existing["amount"]))
+            totals = self._totals(job_id, session)
+            if totals.charges and totals.user_id != user_id:
+                raise LedgerRefused(
+                    f"job {job_id} was charged to user {totals.user_id}, not {user_id}"
+                )
+            missing = amount - max(0, totals.refundable)
+            if missing <= 0:
+                return None
+            return self.apply_in_session(session, "charge", user_id, missing, key, fields)
+
+        return self._transact(key, step)
+
     def refund(
         self, user: UserRef, amount: int, key: str, *, job_id: str, reason: str
     ) -> LedgerResult:
@@ -138,12 +186,15 @@ class Ledger:
         if not key:
             raise ValueError("an idempotency key is required")
         user_id = resolve_user_id(self.users_coll, user)
+        return self._transact(
+            key, lambda s: self.apply_in_session(s, kind, user_id, amount, key, fields)
+        )
+
+    def _transact(self, key: str, step: Callable[[ClientSession], T]) -> T:
+        """Run one keyed step in a transaction; a concurrent commit of the key replays it."""
         for _ in range(20):
             try:
-                return run_transaction(
-                    self.db.client,
-                    lambda s: self.apply_in_session(s, kind, user_id, amount, key, fields),
-                )
+                return run_transaction(self.db.client, step)
             except DuplicateKeyError:
                 # Another caller committed this key after our snapshot began: read theirs.
                 log.debug("ledger key %s applied concurrently; replaying", key)
@@ -343,6 +394,47 @@ class Ledger:
             if uid not in seen:
                 found.append(_discrepancy(uid, [], None, per_kind))
         return found
+
+    def unpaid_jobs(self, done: Iterable[JobRecord]) -> list[UnpaidJob]:
+        """Jobs that ended done with outputs and a price but hold no standing charge.
+
+        The balance audit cannot see these: a charge refunded in full balances perfectly. They
+        are work given away, typically a job an operator refunded and then reset, or a reset of
+        a run from before per-run ledger keys.
+        """
+        sums = _job_sums(self)
+        found: list[UnpaidJob] = []
+        for job in done:
+            if not job.outputs or job.price <= 0:
+                continue
+            per_kind = sums.get(job.workflow_id, {"charge": 0, "refund": 0})
+            if per_kind["charge"] - per_kind["refund"] <= 0:
+                found.append(
+                    UnpaidJob(
+                        job_id=job.workflow_id,
+                        user_id=job.user_id,
+                        identity=job.identity,
+                        price=job.price,
+                        outputs=len(job.outputs),
+                        charged=per_kind["charge"],
+                        refunded=per_kind["refund"],
+                    )
+                )
+        return found
+
+
+def _job_sums(ledger: Ledger) -> dict[str, dict[str, int]]:
+    """Charged and refunded points per job id, in one pass over the ledger."""
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"kind": {"$in": ["charge", "refund"]}, "job_id": {"$ne": None}}},
+        {"$group": {"_id": {"j": "$job_id", "k": "$kind"}, "total": {"$sum": "$amount"}}},
+    ]
+    sums: dict[str, dict[str, int]] = {}
+    for row in ledger.entries_coll.aggregate(pipeline):
+        sums.setdefault(row["_id"]["j"], {"charge": 0, "refund": 0})[row["_id"]["k"]] = int(
+            row["total"]
+        )
+    return sums
 
 
 def _discrepancy(

@@ -138,6 +138,10 @@ class Config(BaseSettings):
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     temporal_ui_url: str = ""
     render_timeout: float = 900.0  # seconds one ComfyUI prompt may take, queue included
+    # Seconds a finished job's result may wait for its chat's delivery worker (the bot): after
+    # that the job ends done but not delivered, the result retrievable by id. Its running-job
+    # slot is freed before delivery either way.
+    delivery_deadline: float = 3600.0
     comfy_heartbeat_timeout: float = 30.0  # a comfy worker silent this long is presumed dead
     workflow_worker_threads: int = 16  # threads for the sync (pymongo) activities
 

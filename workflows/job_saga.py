@@ -1,5 +1,5 @@
-"""The one skeleton every paid job kind runs on: prepare, charge, produce, record, deliver,
-and refund on any failure or cancel after the charge.
+"""The one skeleton every paid job kind runs on: prepare, charge, produce, settle, record, free
+the slot, deliver (within a deadline), and refund on any failure or cancel after the charge.
 
 The short MongoDB steps without consequences for the path taken (prepare reads, record and
 release upsert) are local activities: they run inside the workflow worker's task, which saves a
@@ -73,6 +73,8 @@ class PaidJobWorkflow:
         self._media_queue = "media"
         self._kind = self.kind
         self._ledger_as_activities = True
+        self._run_keys = True
+        self._bounded_delivery = True
         self._charge_started = False
         self._units = 1
         self._plan_user_id = ""
@@ -144,6 +146,15 @@ class PaidJobWorkflow:
         # Asked before the first local activity: a patch first asked right after a local
         # activity's result cannot be replayed (the marker lands in the next task's events).
         self._ledger_as_activities = workflow.patched("ledger-as-activities")
+        # Ledger keys of this run (`<id>:<run id>:charge`) instead of the workflow's, so an
+        # operator's reset after a refund pays again; older histories keep `<id>:charge`.
+        # Retire: deprecate_patch once no job started before it runs (jobs end within days),
+        # remove with the `before-run-keys/` histories a release later.
+        self._run_keys = workflow.patched("per-run-ledger-keys")
+        # The slot is freed before delivery, delivery has a deadline and a failed one ends the
+        # job done but not delivered; older histories waited up to 7 days holding the slot.
+        # Retire like `per-run-ledger-keys` (both were added together).
+        self._bounded_delivery = workflow.patched("bounded-delivery")
         plan: JobPlan | None = None
         try:
             plan = await workflow.execute_local_activity(
@@ -173,19 +184,35 @@ class PaidJobWorkflow:
             await self._after(plan, platform, reply)
         return self._status
 
+    def _ledger_key(self, step: str) -> str:
+        """`<workflow id>:<run id>:<step>`: each run books its own charge and refund.
+
+        A retried activity reuses its input, so a retry within the run stays idempotent. A
+        reset run replays the steps before its reset point from history (nothing is booked
+        again) and books the steps after it under its own run's keys; see `_settle`. Job
+        workflows never continue as new; one that did would have to pass its charge key on.
+        """
+        info = workflow.info()
+        if not self._run_keys:
+            return f"{info.workflow_id}:{step}"
+        return f"{info.workflow_id}:{info.run_id}:{step}"
+
+    def _charge_input(self, plan: JobPlan) -> ChargeInput:
+        wid = workflow.info().workflow_id
+        return ChargeInput(
+            user_id=plan.user_id,
+            amount=plan.price,
+            key=self._ledger_key("charge"),
+            job_id=wid,
+            reason=f"{self._kind}: {plan.summary}"[:200],
+            top_up=self._run_keys,
+        )
+
     async def _charge_and_produce(self, plan: JobPlan, wid: str) -> None:
         self._set_state(JobState.CHARGING)
         self._charge_started = True
         charge: ChargeResult = await self._ledger_step(
-            ActivityNames.CHARGE_POINTS,
-            ChargeInput(
-                user_id=plan.user_id,
-                amount=plan.price,
-                key=f"{wid}:charge",
-                job_id=wid,
-                reason=f"{self._kind}: {plan.summary}"[:200],
-            ),
-            ChargeResult,
+            ActivityNames.CHARGE_POINTS, self._charge_input(plan), ChargeResult
         )
         self._status.balance = charge.balance
         if not charge.ok:
@@ -211,16 +238,44 @@ class PaidJobWorkflow:
         reason = failure or "cancelled"
         if cancelled:
             reason = self._cancel.reason if self._cancel else "cancelled by an operator"
-        await self._refund(plan, produced_units=produced_units, reason=reason)
-        if cancelled:
-            self._finish(JobState.CANCELLED, reason=reason)
-        elif not produced:
-            self._finish(JobState.FAILED, reason=failure or "no output")
-        else:
-            self._status.reason = failure  # a partly failed batch says what failed
-            self._set_state(JobState.DELIVERING)
+        # A refusal by _settle withholds what was made; there is nothing to refund then.
+        settled = produced_units == 0 or not self._run_keys or await self._settle(plan)
+        if settled:
+            await self._refund(plan, produced_units=produced_units, reason=reason)
+            if cancelled:
+                self._finish(JobState.CANCELLED, reason=reason)
+            elif not produced:
+                self._finish(JobState.FAILED, reason=failure or "no output")
+            else:
+                self._status.reason = failure  # a partly failed batch says what failed
+                self._set_state(JobState.DELIVERING)
         if operator_cancel is not None:
             raise operator_cancel
+
+    async def _settle(self, plan: JobPlan) -> bool:
+        """Make sure the job still holds its charge now that work was made; False if it cannot.
+
+        In a plain run this replays the run's own charge key: nothing is booked. It matters in a
+        run an operator reset to a point after the charge: the charge came from history, the
+        earlier run may have been refunded since (`stationthis jobs refund`), and this run just
+        rendered again. Under this run's key the job is topped up to its price (nothing if the
+        earlier charge still stands). Always asked once work exists, never only in reset runs:
+        a condition that differs between a run and its reset would change the commands of the
+        history the reset copies. Too few points ends the job refused, its outputs withheld.
+        """
+        result: ChargeResult = await self._ledger_step(
+            ActivityNames.CHARGE_POINTS, self._charge_input(plan), ChargeResult
+        )
+        self._status.balance = result.balance
+        if result.ok:
+            return True
+        self._status.outputs = []
+        self._status.refused_code = "insufficient_points"
+        self._finish(
+            JobState.REFUSED,
+            reason=f"this job was restarted after its refund, and {result.reason}",
+        )
+        return False
 
     async def _refund(self, plan: JobPlan, *, produced_units: int, reason: str) -> None:
         """Give back the share of the price that produced nothing, once, by key."""
@@ -233,7 +288,7 @@ class PaidJobWorkflow:
             RefundInput(
                 user_id=plan.user_id,
                 amount=amount,
-                key=f"{wid}:refund",
+                key=self._ledger_key("refund"),
                 job_id=wid,
                 reason=reason[:200],
             ),
@@ -355,8 +410,12 @@ class PaidJobWorkflow:
         return [out]
 
     async def _after(self, plan: JobPlan | None, platform: str, reply: ReplyTarget | None) -> None:
-        """Record, deliver, free the user's job slot: runs whatever happened before."""
-        wid = workflow.info().workflow_id
+        """Record, free the user's job slot, deliver: runs whatever happened before.
+
+        The slot is freed before delivery: it caps GPU work, and the work is made by now. A
+        delivery that fails for good or misses its deadline ends the job as it was (done, with
+        its charge: the work was made) and says `not_delivered`; the outputs stay retrievable.
+        """
         if self._status.state is JobState.DELIVERING and platform not in PUSH_PLATFORMS:
             self._status.state = JobState.DONE  # pull platforms fetch the result themselves
         await workflow.execute_local_activity(
@@ -365,7 +424,12 @@ class PaidJobWorkflow:
             start_to_close_timeout=policies.LEDGER_TIMEOUT,
             retry_policy=policies.LEDGER_RETRY,
         )
+        holds_slot = plan is not None and bool(plan.user_id)
+        if holds_slot and plan is not None and self._bounded_delivery:
+            await self._release_slot(plan)
+            holds_slot = False
         if platform in PUSH_PLATFORMS:
+            deadline = self._deliver_deadline(reply)
             try:
                 await workflow.execute_activity(
                     ActivityNames.DELIVER_RESULT,
@@ -373,32 +437,46 @@ class PaidJobWorkflow:
                     task_queue=f"deliver-{platform}",
                     start_to_close_timeout=policies.DELIVER_TIMEOUT,
                     heartbeat_timeout=policies.DELIVER_HEARTBEAT,
-                    schedule_to_close_timeout=policies.DELIVER_DEADLINE,
+                    schedule_to_close_timeout=deadline,
                     retry_policy=policies.DELIVER_RETRY,
                 )
             except ActivityError as err:
                 workflow.logger.warning("delivery ended without success: %s", err.cause or err)
+                if self._bounded_delivery:
+                    self._status.not_delivered = describe_delivery_failure(err, deadline)
         delivered = self._status.state is JobState.DELIVERING
         if delivered:
             self._status.state = JobState.DONE
         self._set_state(self._status.state)
         # Histories from before this patch recorded a pushed job only as `delivering`, which
-        # hid it from /regen and /again; new runs record the final state too.
-        if delivered and workflow.patched("record-after-delivery"):
+        # hid it from /regen and /again; new runs record the final state too (and a result
+        # that was not delivered, which only runs with `bounded-delivery` can have).
+        if (delivered or self._status.not_delivered) and workflow.patched("record-after-delivery"):
             await workflow.execute_local_activity(
                 ActivityNames.RECORD_JOB,
                 JobRecordInput(status=self._status, platform=platform, user_id=self._plan_user_id),
                 start_to_close_timeout=policies.LEDGER_TIMEOUT,
                 retry_policy=policies.LEDGER_RETRY,
             )
-        if plan is not None and plan.user_id:
-            await workflow.execute_local_activity(
-                ActivityNames.RELEASE_JOB_SLOT,
-                SlotInput(user_id=plan.user_id, workflow_id=wid),
-                start_to_close_timeout=policies.LEDGER_TIMEOUT,
-                retry_policy=policies.LEDGER_RETRY,
-            )
+        if holds_slot and plan is not None:
+            await self._release_slot(plan)
         await workflow.wait_condition(workflow.all_handlers_finished)
+
+    async def _release_slot(self, plan: JobPlan) -> None:
+        await workflow.execute_local_activity(
+            ActivityNames.RELEASE_JOB_SLOT,
+            SlotInput(user_id=plan.user_id, workflow_id=workflow.info().workflow_id),
+            start_to_close_timeout=policies.LEDGER_TIMEOUT,
+            retry_policy=policies.LEDGER_RETRY,
+        )
+
+    def _deliver_deadline(self, reply: ReplyTarget | None) -> timedelta:
+        """How long the result may wait for the delivery worker (the request's, else policy)."""
+        if not self._bounded_delivery:
+            return policies.DELIVER_DEADLINE_UNBOUNDED
+        if reply is not None and reply.deliver_within:
+            return timedelta(seconds=reply.deliver_within)
+        return policies.DELIVER_DEADLINE
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -443,6 +521,27 @@ class PaidJobWorkflow:
         if s.outputs:
             lines.append("outputs: " + ", ".join(o.blob_id for o in s.outputs))
         return "\n\n".join(lines)
+
+
+def describe_delivery_failure(err: ActivityError, deadline: timedelta) -> str:
+    """Why a result did not reach its chat, as `JobStatus.not_delivered` says it."""
+    cause = err.cause
+    if isinstance(cause, TimeoutError):
+        return f"the chat's delivery worker did not deliver it within {_span(deadline)}"
+    if isinstance(cause, CancelledError):
+        return "the delivery was cancelled"
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause or err)
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 def describe_failure(exc: BaseException) -> str:

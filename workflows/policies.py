@@ -10,8 +10,11 @@
 - store_comfy_outputs (comfy-io): start-to-close 2 min; 10 attempts.
 - record_job, release_job_slot (stationthis): start-to-close 15 s; retried forever (upserts).
 - deliver_result (deliver-<platform>): start-to-close 2 min, heartbeat 20 s (a bot killed
-  mid-send is noticed in seconds), schedule-to-close 7 days, retried
-  within that: a bot that is down receives the result when it is back.
+  mid-send is noticed in seconds), schedule-to-close = the request's `reply.deliver_within`
+  (`Config.delivery_deadline`, default 1 h), retried within that: a bot that is down
+  receives the result when it is back within the hour; after it the job ends done but not
+  delivered (its slot was freed before delivery, its result stays retrievable by id).
+  `not_delivered` and `undeliverable` (the platform refused for good) are never retried.
 
 "Forever" means no maximum attempts with the interval capped, because each of those activities is
 idempotent by key and a stuck one shows up in the Web UI as a pending activity with its last
@@ -71,12 +74,13 @@ STORE_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(second
 
 DELIVER_TIMEOUT = timedelta(minutes=2)
 DELIVER_HEARTBEAT = timedelta(seconds=20)  # a bot killed mid-send is noticed in seconds
-DELIVER_DEADLINE = timedelta(days=7)
+DELIVER_DEADLINE = timedelta(hours=1)  # when the request does not say (Config default too)
+DELIVER_DEADLINE_UNBOUNDED = timedelta(days=7)  # histories from before `bounded-delivery`
 DELIVER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=0,
-    non_retryable_error_types=["undeliverable"],
+    non_retryable_error_types=["undeliverable", "not_delivered"],
 )
 
 MEDIA_TIMEOUT = timedelta(minutes=2)

@@ -12,7 +12,6 @@ from typing import Any
 from adapters.cli.context import jobs_client
 from adapters.jobs import JobsClient, StartedJob
 from domain.errors import StationError
-from domain.identity import parse_identity
 from domain.jobs import JobState, JobStatus, MakeImageRequest
 from workers.config import REPO_ROOT
 
@@ -61,6 +60,9 @@ def register(subparsers: Any) -> None:
     show.add_argument("id")
     show.add_argument("--json", action="store_true")
     show.add_argument("--user", help="act as this user: only their own jobs exist")
+    show.add_argument(
+        "--out", type=Path, help="save the outputs into this folder (a result never delivered)"
+    )
     show.set_defaults(handler=lambda a: run_cli(_show(a)))
     cancel = sub.add_parser("cancel", help="cancel a job; refunds what it did not produce")
     cancel.add_argument("id")
@@ -93,10 +95,11 @@ async def _make(args: argparse.Namespace) -> int:
         for k in ("steps", "width", "height", "seed", "batch", "cfg", "negative")
         if getattr(args, k) is not None
     }
-    platform, _ = parse_identity(args.user)
+    # The identity pays; the result stays with the CLI (a pull platform), whichever platform
+    # the identity belongs to: no delivery step waits for a Telegram bot.
     request = MakeImageRequest(
         user=args.user,
-        platform=platform,
+        platform="cli",
         prompt=args.prompt,
         template=args.template,
         overrides=overrides,
@@ -165,7 +168,8 @@ async def _interrupted(jobs: JobsClient, wid: str) -> int:
     return 130
 
 
-async def _report(jobs: JobsClient, s: JobStatus, out: Path, balance_before: int) -> int:
+async def _save_outputs(jobs: JobsClient, s: JobStatus, out: Path) -> list[Path]:
+    """Write the job's outputs into `out/<workflow id>/`; returns the files written."""
     folder = out / s.workflow_id
     paths: list[Path] = []
     for i, o in enumerate(s.outputs):
@@ -175,6 +179,12 @@ async def _report(jobs: JobsClient, s: JobStatus, out: Path, balance_before: int
         path = folder / f"{stem}.{_extension(o.content_type)}"
         path.write_bytes(data)
         paths.append(path)
+    return paths
+
+
+async def _report(jobs: JobsClient, s: JobStatus, out: Path, balance_before: int) -> int:
+    folder = out / s.workflow_id
+    paths = await _save_outputs(jobs, s, out)
     balance = await asyncio.to_thread(jobs.stores.ledger.balance, s.user)
     print(f"{s.headline()}")
     if s.clamps:
@@ -208,6 +218,7 @@ async def _show(args: argparse.Namespace) -> int:
     async with jobs_client() as jobs:
         s = await jobs.status(args.id, user=args.user)
         url = jobs.job_url(args.id)
+        saved = await _save_outputs(jobs, s, args.out) if args.out else []
     if args.json:
         print(json.dumps(s.model_dump(mode="json"), indent=2))
         return 0
@@ -220,6 +231,8 @@ async def _show(args: argparse.Namespace) -> int:
     print(f"  price {s.price}, refund {s.refund}, seeds {s.seeds}")
     for o in s.outputs:
         print(f"  output {o.blob_id} {o.width}x{o.height} {o.content_type} seed {o.seed}")
+    for p in saved:
+        print(f"  saved {p}")
     if url:
         print(f"  {url}")
     return 0

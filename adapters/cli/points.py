@@ -62,7 +62,8 @@ def register(subparsers: Any) -> None:
 
     audit = sub.add_parser(
         "audit",
-        help="prove balance = grants − charges + refunds for every user (exit 1 if not)",
+        help="prove balance = grants − charges + refunds for every user, and that every done "
+        "job with outputs holds a charge not refunded in full (exit 1 if not)",
     )
     audit.set_defaults(handler=run_audit)
 
@@ -135,11 +136,24 @@ def run_audit(args: argparse.Namespace) -> int:
     try:
         users = stores.users.all(limit=1_000_000)
         problems = stores.ledger.audit()
+        unpaid = stores.ledger.unpaid_jobs(stores.jobs.done_with_outputs())
     finally:
         stores.close()
-    if not problems:
+    if not problems and not unpaid:
         print(f"ledger OK: {len(users)} users, balance = grants − charges + refunds for each")
+        print("jobs OK: every done job with outputs holds a charge")
         return 0
+    if unpaid:
+        print(f"{'done job with outputs but no standing charge':<50} {'user':<26} ", end="")
+        print(f"{'price':>6} {'charged':>8} {'refunded':>9}")
+        for job in unpaid:
+            print(
+                f"{job.job_id:<50} {job.identity or job.user_id:<26} {job.price:>6} "
+                f"{job.charged:>8} {job.refunded:>9}"
+            )
+        print(f"{len(unpaid)} done jobs given away", file=sys.stderr)
+    if not problems:
+        return 1
     header = f"{'user':<26} {'identities':<30} {'balance':>9} {'expected':>9} "
     header += f"{'grants':>9} {'charges':>9} {'refunds':>9}"
     print(header)

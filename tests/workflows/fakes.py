@@ -43,6 +43,13 @@ class FakeBook:
     balance: int = 1000
     entries: dict[str, tuple[str, int]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    job_of: dict[str, str] = field(default_factory=dict)  # key -> job id
+
+    def total(self, job_id: str, kind: str) -> int:
+        """Points of one kind (charge, refund) booked for a job, over all its runs' keys."""
+        return sum(
+            a for k, (kd, a) in self.entries.items() if kd == kind and self.job_of[k] == job_id
+        )
 
     def charges(self) -> list[int]:
         return [a for k, (kind, a) in self.entries.items() if kind == "charge"]
@@ -66,6 +73,7 @@ class FakeActivities:
         queue: str = "",
         refuse: str | None = None,
         deliver_gate: asyncio.Event | None = None,
+        deliver_error: str | None = None,
     ) -> None:
         self.client = client
         self.book = FakeBook(balance=balance)
@@ -76,6 +84,8 @@ class FakeActivities:
         self.queue = queue
         self.refuse = refuse
         self.deliver_gate = deliver_gate
+        self.deliver_error = deliver_error  # an ApplicationError type delivery fails with
+        self.events: list[str] = []  # "release:<id>", "deliver:<id>" in the order they ran
         self.attempts: dict[int, int] = {}
         self.interrupted: list[int] = []
         self.records: list[JobRecordInput] = []
@@ -123,23 +133,38 @@ class FakeActivities:
     async def charge_points(self, inp: ChargeInput) -> ChargeResult:
         self.book.calls.append(inp.key)
         if inp.key in self.book.entries:
-            return ChargeResult(ok=True, balance=self.book.balance, charged=inp.amount)
-        if inp.amount > self.book.balance:
+            charged = self.book.entries[inp.key][1]
+            return ChargeResult(ok=True, balance=self.book.balance, charged=charged)
+        amount = inp.amount
+        if getattr(inp, "top_up", False):  # (absent before per-run keys)
+            book = self.book
+            amount -= book.total(inp.job_id, "charge") - book.total(inp.job_id, "refund")
+            if amount <= 0:
+                return ChargeResult(ok=True, balance=self.book.balance)
+        if amount > self.book.balance:
             return ChargeResult(
                 ok=False,
                 balance=self.book.balance,
-                reason=f"this job costs {inp.amount} points and the balance is {self.book.balance}",
+                reason=f"this job costs {amount} points and the balance is {self.book.balance}",
             )
-        self.book.balance -= inp.amount
-        self.book.entries[inp.key] = ("charge", inp.amount)
-        return ChargeResult(ok=True, balance=self.book.balance, charged=inp.amount)
+        self.book.balance -= amount
+        self.book.entries[inp.key] = ("charge", amount)
+        self.book.job_of[inp.key] = inp.job_id
+        return ChargeResult(ok=True, balance=self.book.balance, charged=amount)
 
     @activity.defn(name=ActivityNames.REFUND_POINTS)
     async def refund_points(self, inp: RefundInput) -> RefundResult:
         self.book.calls.append(inp.key)
         if inp.key not in self.book.entries:
-            self.book.balance += inp.amount
-            self.book.entries[inp.key] = ("refund", inp.amount)
+            book = self.book
+            amount = min(
+                inp.amount, book.total(inp.job_id, "charge") - book.total(inp.job_id, "refund")
+            )
+            if amount <= 0:
+                return RefundResult(refunded=0, balance=book.balance)
+            book.balance += amount
+            book.entries[inp.key] = ("refund", amount)
+            book.job_of[inp.key] = inp.job_id
         return RefundResult(refunded=self.book.entries[inp.key][1], balance=self.book.balance)
 
     @activity.defn(name=ActivityNames.RUN_COMFY_PROMPT)
@@ -197,6 +222,7 @@ class FakeActivities:
     @activity.defn(name=ActivityNames.RELEASE_JOB_SLOT)
     async def release_job_slot(self, inp: SlotInput) -> None:
         self.released.append(inp.workflow_id)
+        self.events.append(f"release:{inp.workflow_id}")
 
     @activity.defn(name=ActivityNames.DELIVER_RESULT)
     async def deliver_result(self, inp: DeliverInput) -> None:
@@ -204,6 +230,13 @@ class FakeActivities:
             while not self.deliver_gate.is_set():
                 activity.heartbeat()
                 await asyncio.sleep(0.1)
+        self.events.append(f"deliver:{inp.status.workflow_id}")
+        if self.deliver_error:
+            raise ApplicationError(
+                "the bot may not send photos to this chat",
+                type=self.deliver_error,
+                non_retryable=True,
+            )
         self.delivered.append(inp)
 
 

@@ -113,9 +113,8 @@ class CookFakes(FakeActivities):
     @activity.defn(name=CookNames.RECORD_PIECE)
     async def record_collection_piece(self, inp: RecordPieceInput) -> RecordPieceResult:
         self.recorded.append(inp)
-        e = self.book.entries
-        charged = e.get(f"{inp.child_id}:charge", ("", 0))[1]
-        refunded = e.get(f"{inp.child_id}:refund", ("", 0))[1]
+        charged = self.book.total(inp.child_id, "charge")
+        refunded = self.book.total(inp.child_id, "refund")
         return RecordPieceResult(charged=charged, refunded=refunded)
 
     @activity.defn(name=CookNames.CHECK_BALANCE)

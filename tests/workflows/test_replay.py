@@ -2,7 +2,8 @@
 
 The histories are written by the saga tests the first time they run (or with SAVE_HISTORIES=1
 after an intended, versioned change) and committed. Subfolders keep the histories of earlier
-versions (`before-ledger-patch/`: charge and refund as local activities), which must keep
+versions (`before-ledger-patch/`: charge and refund as local activities; `before-run-keys/`:
+ledger keys per workflow id, the slot held through a delivery of up to 7 days), which must keep
 replaying through their `workflow.patched` branches.
 """
 
@@ -60,6 +61,8 @@ def test_every_path_has_a_saved_history() -> None:
         "make_cancel_hang",
         "make_cancel_queued-hang",
         "make_operator_cancel",
+        "make_not_delivered",
+        "make_delivery_refused",
         "media_upscale_done",
         "media_rmbg_done",
         "media_resize_done",
