@@ -336,8 +336,13 @@ class DatasetMediaActivities:
 # ---- comfy queue ---------------------------------------------------------------------------
 
 
-def chunk_prompt_id(workflow_id: str, chunk: int, attempt: int) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stationthis:{workflow_id}:chunk{chunk}:{attempt}"))
+def chunk_prompt_id(workflow_id: str, chunk: int, attempt: int, run_id: str | None = None) -> str:
+    """Derived, so the next attempt finds the prompt; per run for the same reason as
+    `activities.comfy.prompt_id_for` (a reset run trains anew, untouched by the old run)."""
+    suffix = f":{run_id}" if run_id else ""
+    return str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"stationthis:{workflow_id}:chunk{chunk}:{attempt}{suffix}")
+    )
 
 
 def dataset_folder_name(spec: TrainSpec, captions: dict[str, str]) -> str:
@@ -422,7 +427,7 @@ class TrainingComfyActivities:
         beat: dict[str, Any] = {}
         ticker = asyncio.create_task(heartbeat_forever(lambda: beat.get("beat")))
         reporter = _TrainingReporter(self.client, inp.workflow_id)
-        prompt_id = chunk_prompt_id(inp.workflow_id, inp.chunk, info.attempt)
+        prompt_id = chunk_prompt_id(inp.workflow_id, inp.chunk, info.attempt, info.workflow_run_id)
         reattached = False
         try:
             result = await self._reattach(inp, info.attempt, beat, reporter)
@@ -459,7 +464,9 @@ class TrainingComfyActivities:
         previous = (
             ChunkBeat(
                 server_url=self.server_url,
-                prompt_id=chunk_prompt_id(inp.workflow_id, inp.chunk, attempt - 1),
+                prompt_id=chunk_prompt_id(
+                    inp.workflow_id, inp.chunk, attempt - 1, activity.info().workflow_run_id
+                ),
             )
             if attempt > 1
             else None
