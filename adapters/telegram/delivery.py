@@ -175,11 +175,21 @@ class TelegramDelivery:
             await self._send_trained_model(status, reply, sent)
         elif status.outputs and status.state in (JobState.DELIVERING, JobState.DONE):
             await self._send_images(status, reply, sent)
+        elif status.outputs:
+            # Cancelled after part of a batch was made: that part kept its points, so it is
+            # sent too, after the status message says what was cancelled and refunded.
+            await self._send_text(status, reply, sent)
+            await self._send_images(status, reply, sent, retire_status=False)
         else:
             await self._send_text(status, reply, sent)
 
     async def _send_images(
-        self, status: JobStatus, reply: ReplyTarget, sent: dict[str, int]
+        self,
+        status: JobStatus,
+        reply: ReplyTarget,
+        sent: dict[str, int],
+        *,
+        retire_status: bool = True,
     ) -> None:
         as_file = await self._send_as_file(status.user)
         for i, out in enumerate(status.outputs):
@@ -197,7 +207,7 @@ class TelegramDelivery:
                 as_file=as_file or not fits_photo(out, len(data)),
             )
             await self.jobs.mark_delivered(status.workflow_id, part, msg.message_id)
-        if reply.status_message_id is not None and "status" not in sent:
+        if retire_status and reply.status_message_id is not None and "status" not in sent:
             await self._retire_status(reply.chat_id, reply.status_message_id)
             await self.jobs.mark_delivered(status.workflow_id, "status", reply.status_message_id)
 
