@@ -8,6 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pymongo.errors import ConnectionFailure
+
+from workers.devstack import StackNotRunningError
+
 # Each module exposes `register(subparsers)`; the handlers it registers take the parsed
 # namespace and return an exit code.
 COMMAND_MODULES: list[str] = [
@@ -33,15 +37,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Long-running services log what they do; every other command is a client whose output is
+# its answer, so its library log lines (INFO) appear only with -v.
+SERVICE_COMMANDS = frozenset({"up", "worker", "comfy-worker", "media-worker", "bot"})
+
+# A client command run while the stack is down exits with this code and one line.
+EXIT_STACK_DOWN = 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet = logging.INFO if args.command in SERVICE_COMMANDS else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except StackNotRunningError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_STACK_DOWN
+    except (ConnectionFailure, OSError) as err:
+        print(f"error: {unreachable(err)}", file=sys.stderr)
+        return EXIT_STACK_DOWN
+    except RuntimeError as err:
+        # temporalio raises RuntimeError("Failed client connect: …") for an unreachable server.
+        if "connect" not in str(err).lower():
+            raise
+        print(f"error: {unreachable(err)}", file=sys.stderr)
+        return EXIT_STACK_DOWN
     return code
+
+
+def unreachable(err: BaseException) -> str:
+    """One line for a service that does not answer: which, and what to run."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (
+        f"a StationThis service does not answer ({first[:200]}): is the stack running? "
+        "Start it with `stationthis up` (or check TEMPORAL_ADDRESS, MONGODB_URI, COMFYUI_URLS)"
+    )
 
 
 if __name__ == "__main__":

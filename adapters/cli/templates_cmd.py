@@ -44,11 +44,7 @@ def run_load(args: argparse.Namespace) -> int:
             failed = True
     if failed:
         return 1
-    try:
-        stores = open_stores()
-    except Exception as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    stores = open_stores()  # a stack that is down: one line from main()
     try:
         for t in parsed:
             r = stores.templates.load(t)
@@ -60,11 +56,7 @@ def run_load(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    try:
-        stores = open_stores()
-    except Exception as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    stores = open_stores()  # a stack that is down: one line from main()
     try:
         infos = stores.templates.list()
     finally:
