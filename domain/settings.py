@@ -49,6 +49,7 @@ class Limits(BaseModel):
     max_size: int
     max_batch: int
     max_steps: int
+    balance: int = 0  # the balance these limits were computed from (for the error text)
 
 
 class Clamp(BaseModel):
@@ -71,6 +72,34 @@ def limits_for(points: int, rules: LimitRules = DEFAULT_RULES.limits) -> Limits:
         max_size=min(rules.base_size + rules.size_step * tiers, rules.size_cap),
         max_batch=min(rules.base_batch + max(0, points) // rules.batch_per_points, rules.batch_cap),
         max_steps=min(rules.base_steps + rules.steps_step * tiers, rules.steps_cap),
+        balance=max(0, points),
+    )
+
+
+def balance_needed(field: str, value: int, rules: LimitRules = DEFAULT_RULES.limits) -> int | None:
+    """The balance at which `value` of a balance-limited setting becomes allowed; None if no
+    balance allows it (above the cap) or the field is not balance-limited."""
+    if field in ("width", "height"):
+        base, step, cap, per = rules.base_size, rules.size_step, rules.size_cap, rules.per_points
+    elif field == "steps":
+        base, step, cap, per = rules.base_steps, rules.steps_step, rules.steps_cap, rules.per_points
+    elif field == "batch":
+        base, step, cap, per = rules.base_batch, 1, rules.batch_cap, rules.batch_per_points
+    else:
+        return None
+    if value > cap:
+        return None
+    return max(0, -(-(value - base) // step)) * per
+
+
+def _over_limit(field: str, value: int, limits: Limits, rules: LimitRules, top: int) -> str:
+    """Why a value above the balance-based limit is refused, and what would allow it."""
+    needed = balance_needed(field, value, rules)
+    if needed is None or needed <= limits.balance:
+        return ""
+    return (
+        f": the limit comes from your balance — {field} {value} needs a balance of {needed} "
+        f"points; you have {limits.balance} (up to {top} now)"
     )
 
 
@@ -130,21 +159,24 @@ def validate_setting(
     if field in ("width", "height"):
         v = _as_int(field, value)
         if not r.min_size <= v <= limits.max_size:
-            raise ValueError(f"must be {r.min_size} … {limits.max_size}, got {v}")
+            why = _over_limit(field, v, limits, rules.limits, limits.max_size)
+            raise ValueError(f"must be {r.min_size} … {limits.max_size}, got {v}{why}")
         if v % r.size_multiple:
             raise ValueError(f"must be a multiple of {r.size_multiple}, got {v}")
         return v
     if field == "steps":
         v = _as_int(field, value)
         if not 1 <= v <= limits.max_steps:
-            raise ValueError(f"must be 1 … {limits.max_steps}, got {v}")
+            why = _over_limit(field, v, limits, rules.limits, limits.max_steps)
+            raise ValueError(f"must be 1 … {limits.max_steps}, got {v}{why}")
         return v
     if field == "batch":
         v = _as_int(field, value)
         top = 1 if group_chat else limits.max_batch
         if not 1 <= v <= top:
             where = " in group chats" if group_chat else ""
-            raise ValueError(f"must be 1 … {top}{where}, got {v}")
+            why = "" if group_chat else _over_limit(field, v, limits, rules.limits, top)
+            raise ValueError(f"must be 1 … {top}{where}, got {v}{why}")
         return v
     if field == "seed":
         v = _as_int(field, value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from domain.pricing import family_base, partial_refund, quote_image, quote_media, quote_training
-from domain.settings import limits_for
+from domain.settings import limits_for, validate_setting
 
 
 def test_a_1024_square_at_30_steps_costs_35() -> None:
@@ -51,3 +51,18 @@ def test_a_batch_that_made_some_images_refunds_the_failed_share() -> None:
 def test_limits_grow_with_the_balance(points: int, size: int, batch: int, steps: int) -> None:
     limits = limits_for(points)
     assert (limits.max_size, limits.max_batch, limits.max_steps) == (size, batch, steps)
+
+
+def test_a_limit_error_says_it_comes_from_the_balance_and_what_would_allow_it() -> None:
+    """The README's `make --batch 2` after a 1000-point grant (1485 left) used to say only
+    "must be 1 … 1, got 2" (issue 15)."""
+    with pytest.raises(ValueError) as caught:
+        validate_setting("batch", 2, limits_for(1485))
+    assert "batch 2 needs a balance of 2000 points; you have 1485" in str(caught.value)
+    with pytest.raises(ValueError) as caught:
+        validate_setting("width", 1280, limits_for(500))
+    assert "width 1280 needs a balance of 2000 points; you have 500" in str(caught.value)
+    with pytest.raises(ValueError) as caught:  # above the cap no balance helps: no promise
+        validate_setting("batch", 9, limits_for(99_999))
+    assert "balance" not in str(caught.value)
+    validate_setting("batch", 2, limits_for(2000))  # exactly the balance it names
