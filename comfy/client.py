@@ -1,4 +1,4 @@
-"""Async client for one ComfyUI server (HTTP + WebSocket), per shared/comfyui-protocol.md.
+"""Async client for one ComfyUI server (HTTP + WebSocket), per docs/comfyui-protocol.md.
 
 Why it looks the way it does:
 

@@ -1,6 +1,6 @@
 """Typed results of the ComfyUI client.
 
-The server speaks loose JSON (shared/comfyui-protocol.md); these models are the small, stable
+The server speaks loose JSON (docs/comfyui-protocol.md); these models are the small, stable
 shapes the rest of StationThis relies on. They are pydantic models so activities can return
 them through Temporal's pydantic data converter unchanged. Every field has a default or is
 required from the start, so payloads already in running histories keep decoding.

@@ -9,7 +9,7 @@ that is why it is not the source, and why an error never lists it.
 A template of family `sdxl` (or `flux`, `sd15`) takes only checkpoints of its family; a template
 of family `any` takes every known one. The price base is the template's own when the checkpoint
 is of the template's family (the template's base is that family's price), else the checkpoint
-family's base (DOMAIN.md "Points"), so a Flux checkpoint always costs a Flux price.
+family's base (docs/domain.md "Prices"), so a Flux checkpoint always costs a Flux price.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Collections: trait-based generation rules (DOMAIN.md "Collections").
+"""Collections: trait-based generation rules (docs/domain.md "Collections").
 
 Pure and deterministic, so the cook workflow's activities, the store and the adapters share one
 definition of: trait values (`name|prompt|rarity` lines), the master prompt syntax, weighted seeded
@@ -92,7 +92,7 @@ class CollectionConfig(BaseModel):
     master_prompt: str = ""
     template: str = "make"
     traits: list[TraitType] = Field(default_factory=list)
-    # Not part of the config hash (DOMAIN.md): they change how pieces are rendered or checked,
+    # Not part of the config hash (docs/domain.md): they change how pieces are rendered or checked,
     # not which prompts exist.
     overrides: dict[str, int | float | str] = Field(default_factory=dict)
     allow_duplicates: bool = False
@@ -340,7 +340,7 @@ def validate_config(
 
 
 def combination_count(config: CollectionConfig) -> int:
-    """Product of the value counts (DOMAIN.md); 1 for a collection without traits."""
+    """Product of the value counts (docs/domain.md); 1 for a collection without traits."""
     return math.prod(len(t.values) for t in config.traits if t.values) if config.traits else 1
 
 
@@ -478,7 +478,7 @@ def recover_traits(
 
 
 def config_hash(config: CollectionConfig, supply: int) -> str:
-    """SHA-256 of `masterPrompt|<sorted trait prompts joined by '|'>|totalSupply` (DOMAIN.md).
+    """SHA-256 of `masterPrompt|<sorted trait prompts joined by '|'>|totalSupply` (docs/domain.md).
 
     Trait prompts are every value's prompt text (`prompt`, or its name when the prompt is blank).
     A rename or a description edit leaves it unchanged.

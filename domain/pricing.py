@@ -1,4 +1,4 @@
-"""Quotes: what a job costs, computed before it runs (DOMAIN.md "Points")."""
+"""Quotes: what a job costs, computed before it runs (docs/domain.md "Prices")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The numbers of DOMAIN.md, gathered so they can come from configuration instead of code."""
+"""The numbers of docs/domain.md, gathered so they can come from configuration instead of code."""
 
 from __future__ import annotations
 

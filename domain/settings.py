@@ -21,7 +21,7 @@ DEFAULT_SCHEDULERS = ("normal", "karras", "exponential", "simple", "sgm_uniform"
 
 
 class UserSettings(BaseModel):
-    """What a user has saved; every field has the DOMAIN.md default."""
+    """What a user has saved; every field has the docs/domain.md default."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -66,7 +66,7 @@ class Clamp(BaseModel):
 
 
 def limits_for(points: int, rules: LimitRules = DEFAULT_RULES.limits) -> Limits:
-    """Limits grow with the balance (DOMAIN.md "Settings")."""
+    """Limits grow with the balance (docs/domain.md "Settings")."""
     tiers = max(0, points) // rules.per_points
     return Limits(
         max_size=min(rules.base_size + rules.size_step * tiers, rules.size_cap),

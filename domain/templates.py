@@ -1,4 +1,4 @@
-"""ComfyUI templates: API-format graphs with named, injectable inputs (DOMAIN.md "Templates").
+"""ComfyUI templates: API-format graphs with named, injectable inputs (docs/domain.md "Templates").
 
 A graph is `{node_id: {"class_type": str, "inputs": {name: literal | [node_id, output_index]},
 "_meta": {"title": str}}}`. A template names some literal inputs (`prompt`, `seed`, ...) either
@@ -279,7 +279,7 @@ class Template(BaseModel):
 
     @property
     def base_price(self) -> int:
-        """The template's own base, else the family's (DOMAIN.md "Points")."""
+        """The template's own base, else the family's (docs/domain.md "Prices")."""
         return self.price_base if self.price_base is not None else family_base(self.family)
 
     @property

@@ -1,5 +1,6 @@
-"""LoRA training rules (DOMAIN.md "LoRA training"): datasets, parameters, quotes, trigger words,
-and how a prompt asks for a trained model (`<lora:NAME:WEIGHT>` or a model's trigger word).
+"""LoRA training rules (docs/domain.md "LoRA training"): datasets, parameters, quotes, trigger
+words, and how a prompt asks for a trained model (`<lora:NAME:WEIGHT>` or a model's trigger
+word).
 
 Pure and deterministic: the workflow sandbox imports these models, and the jobs client runs the
 same checks before it starts anything, so bad input is refused with nothing charged.
@@ -625,9 +626,9 @@ class ChunkBeat(BaseModel):
 
 # ---- the price of `dataset caption` ---------------------------------------------------------
 
-# Points per image `dataset caption` sends to the GPU (DOMAIN.md style: quoted first, charged
-# once, refunded per image that got no caption). Training's own captioning stage is part of the
-# training price and stays free.
+# Points per image `dataset caption` sends to the GPU (docs/domain.md "Prices": quoted first,
+# charged once, refunded per image that got no caption). Training's own captioning stage is part
+# of the training price and stays free.
 CAPTION_PRICE_PER_IMAGE = 2
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 from domain.errors import FieldError, UserInputError
 from media.safety import LoadedImage
 
-MAX_SIDE: Final = 4096  # px: the largest side any media job may produce (DOMAIN.md)
+MAX_SIDE: Final = 4096  # px: the largest side any media job may produce (docs/domain.md)
 RESIZE_MODES: Final = ("fit", "fill", "exact")
 FORMATS: Final = ("png", "jpeg", "webp")
 CONTENT_TYPES: Final = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}

@@ -129,7 +129,7 @@ class Config(BaseSettings):
     comfyui: ComfyDev = Field(default_factory=ComfyDev)
     task_queues: TaskQueues = Field(default_factory=TaskQueues)
 
-    # Business rules that belong in configuration (DOMAIN.md)
+    # Business rules that belong in configuration (docs/domain.md)
     starter_grant: int = 500
     max_running_jobs: int = 3
     # Pieces of one collection cook rendered at once (a cook takes one running-job slot; this

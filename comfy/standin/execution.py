@@ -1,4 +1,4 @@
-"""Runs one queued prompt and emits v0.3.64's WebSocket events (comfyui-protocol.md §4).
+"""Runs one queued prompt and emits v0.3.64's WebSocket events (docs/comfyui-protocol.md §4).
 
 The executor keeps ComfyUI's "classic" cache: node outputs and UI outputs keyed by an input
 signature (class_type, literal inputs and the signatures of linked nodes, recursively), kept for

@@ -296,7 +296,7 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-# ---- LoRA training (comfyui-protocol.md §8.1, §8.5) -----------------------------------------
+# ---- LoRA training (docs/comfyui-protocol.md §8.1, §8.5) -----------------------------------
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 LORA_MODULES = ("input_blocks.4.1.proj_in", "middle_block.1.proj_in", "output_blocks.3.1.proj_out")

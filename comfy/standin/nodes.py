@@ -1,7 +1,7 @@
 """Node specifications of the stand-in: the `/object_info` a ComfyUI v0.3.64 server reports.
 
 Each `NodeSpec` carries a node's real input names, types, defaults, ranges and output order
-(comfyui-protocol.md §2 and §8). Combo lists that come from model folders are callables so they
+(docs/comfyui-protocol.md §2 and §8). Combo lists that come from model folders are callables so they
 are rebuilt from disk on every call, as ComfyUI does. Legacy nodes encode combos as
 `[["a", "b"], {...}]`; schema-V3 nodes (UpscaleModelLoader, ...) as `["COMBO", {"options": [...]}]`.
 """
@@ -618,7 +618,8 @@ def _existing_loras(folders: Folders) -> list[str]:
 
 _TRAIN = "comfy_extras.nodes_train"
 
-# comfyui-protocol.md §8.1, [C] (schema-v3): training, saving and applying an in-graph LoRA.
+# docs/comfyui-protocol.md §8.1 (newer, schema-v3 nodes): training, saving and applying an
+# in-graph LoRA.
 TRAINING_NODE_SPECS: tuple[NodeSpec, ...] = (
     NodeSpec(
         "LoadImageTextDataSetFromFolder",

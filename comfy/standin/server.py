@@ -1,7 +1,7 @@
 """The stand-in's HTTP + WebSocket server: routes, the prompt queue and its single worker.
 
 Reproduces ComfyUI v0.3.64's `server.py` / `main.py` behaviour for the routes StationThis uses
-(comfyui-protocol.md §0-§7): every route is served as `/X` and `/api/X`; unhandled errors (bad
+(docs/comfyui-protocol.md §0-§7): every route is served as `/X` and `/api/X`; unhandled errors (bad
 JSON, bad query values) surface as aiohttp's plain-text 500 exactly as in ComfyUI. The
 `/_standin/...` routes are not ComfyUI's: they steer fault injection for reliability tests.
 """

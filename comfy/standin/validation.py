@@ -1,4 +1,4 @@
-"""Prompt validation with v0.3.64's error shapes (comfyui-protocol.md §1).
+"""Prompt validation with v0.3.64's error shapes (docs/comfyui-protocol.md §1).
 
 Follows `execution.validate_prompt` / `validate_inputs`: the class_type check on every node
 first, then per output node a depth-first validation whose results are shared between outputs.

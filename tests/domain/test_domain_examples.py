@@ -1,4 +1,4 @@
-"""The numbers DOMAIN.md states, as examples."""
+"""The numbers docs/domain.md states, as examples."""
 
 from __future__ import annotations
 

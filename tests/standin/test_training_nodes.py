@@ -1,6 +1,6 @@
-"""The stand-in's training and LoRA nodes at the protocol level (comfyui-protocol.md §8.1/§8.5):
-progress per step, a real safetensors file with the real naming and counter rules, resuming
-from `existing_lora`, and LoraLoader refusing files it does not list."""
+"""The stand-in's training and LoRA nodes at the protocol level (docs/comfyui-protocol.md
+§8.1/§8.5): progress per step, a real safetensors file with the real naming and counter rules,
+resuming from `existing_lora`, and LoraLoader refusing files it does not list."""
 
 from __future__ import annotations
 
