@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "adapters.cli.templates_cmd",
     "adapters.cli.workers_cmd",
     "adapters.cli.jobs_cmd",
+    "adapters.cli.settings_cmd",
     "adapters.cli.media_cmd",
     "adapters.cli.training_cmd",
     "adapters.cli.collection_cmd",
