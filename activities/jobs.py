@@ -147,6 +147,12 @@ class JobActivities:
         family: str | None = None  # None: the template's default checkpoint
         if settings.checkpoint and "checkpoint" in template.inputs:
             family = check_checkpoint(settings.checkpoint, template, self.checkpoint_inventory())
+            installed = self.stores.inventory.checkpoints()
+            if installed is not None and settings.checkpoint not in installed:
+                raise UserInputError(
+                    f"checkpoint {settings.checkpoint!r} is not installed on any GPU server now; "
+                    "pick another with /set checkpoint or ask the operator"
+                )
             values["checkpoint"] = settings.checkpoint
         works = [
             ComfyWork(

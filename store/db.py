@@ -95,6 +95,7 @@ class Stores:
         from store.blobs import BlobStore
         from store.collections import CollectionRepo
         from store.datasets import DatasetRepo
+        from store.inventory import ComfyInventory
         from store.jobs import JobRepo
         from store.ledger import Ledger
         from store.models import ModelRepo
@@ -111,6 +112,7 @@ class Stores:
         self.collections = CollectionRepo(self.db, self.users)
         self.datasets = DatasetRepo(self.db)
         self.models = ModelRepo(self.db)
+        self.inventory = ComfyInventory(self.db)
 
     @classmethod
     def from_uri(

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -31,6 +32,7 @@ from activities.jobs import JobActivities
 from activities.media import MediaActivities
 from activities.media_jobs import MediaJobActivities
 from activities.training import DatasetMediaActivities, TrainingActivities, TrainingComfyActivities
+from comfy.client import ComfyClient, ComfyError
 from store.db import Stores
 from workers.config import Config
 from workflows import ALL_WORKFLOWS
@@ -126,6 +128,31 @@ def comfy_workers(
             graceful_shutdown_timeout=GRACE,
         ),
     ]
+
+
+INVENTORY_REFRESH = 600.0  # seconds between reads of a server's /object_info
+
+
+async def record_inventory(stores: Stores, url: str) -> bool:
+    """Record the checkpoint files server `url` has (its CheckpointLoaderSimple choices), so a
+    job naming one no server has is refused before its charge; False if the server did not
+    answer (its last record stays and ages out)."""
+    try:
+        async with ComfyClient(url, timeout=10.0) as comfy:
+            names = await comfy.combo_options("CheckpointLoaderSimple", "ckpt_name")
+    except (ComfyError, OSError, httpx.HTTPError) as err:
+        log.warning("inventory of %s not read: %s", url, err)
+        return False
+    await asyncio.to_thread(stores.inventory.record, url, names)
+    log.info("inventory of %s: %d checkpoint(s)", url, len(names))
+    return True
+
+
+async def keep_inventory(stores: Stores, url: str, every: float = INVENTORY_REFRESH) -> None:
+    """Record the server's inventory now and every `every` seconds (run as a task)."""
+    while True:
+        await record_inventory(stores, url)
+        await asyncio.sleep(every)
 
 
 def training_activities(config: Config, stores: Stores) -> TrainingActivities:

@@ -15,6 +15,7 @@ from workers.runtime import connect_temporal, open_stores
 from workers.sweeper import sweep_forever
 from workers.temporal_workers import (
     comfy_workers,
+    keep_inventory,
     media_slots,
     media_worker,
     run_until_signalled,
@@ -83,7 +84,11 @@ async def _comfy_worker(url: str | None, slots: int, comfyui_dir: str | None = N
     folder = Path(comfyui_dir) if comfyui_dir else None
     workers = comfy_workers(client, config, stores, url, slots, comfyui_dir=folder)
     log.info("comfy worker for %s with %d slot(s)", url, slots)
-    await run_until_signalled(workers)
+    inventory = asyncio.create_task(keep_inventory(stores, url))
+    try:
+        await run_until_signalled(workers)
+    finally:
+        inventory.cancel()
     return 0
 
 

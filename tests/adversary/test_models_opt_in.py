@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -224,6 +225,25 @@ def test_a_checkpoint_is_priced_by_its_own_family(stores: Stores) -> None:
     stores.templates.load(Template.parse({**fixed, "name": "make-fixed"}))
     ignored = plan(stores, B, "a fox", template="make-fixed", checkpoint=FLUX)
     assert ignored.price == 15 and ignored.comfy[0].graph["4"]["inputs"]["ckpt_name"] == SDXL
+
+
+def test_a_checkpoint_no_gpu_server_has_is_refused_before_any_charge(stores: Stores) -> None:
+    """Known to the config, but no server reported it in its /object_info: refused at prepare
+    (the job would otherwise be charged, fail on ComfyUI and be refunded)."""
+    spare = "sdxl-spare.safetensors"
+    request = MakeImageRequest(user=B, prompt="a fox", overrides={**SMALL, "checkpoint": spare})
+    planner = JobActivities(stores, checkpoints={spare: "sdxl"})
+    inp = PrepareInput(workflow_id="", request=request)
+    assert planner.plan_make_image(inp).price == 15, "no server reported yet: nothing to refuse"
+    stores.inventory.record("http://gpu-1:8188", [SDXL, FLUX])
+    with pytest.raises(UserInputError, match="not installed on any GPU server"):
+        planner.plan_make_image(inp)
+    stores.inventory.record("http://gpu-2:8188", [spare])
+    assert planner.plan_make_image(inp).price == 15, "a second server has it"
+    long_ago = datetime.now(UTC) - timedelta(days=1)
+    stores.inventory.record("http://gpu-2:8188", [spare], now=long_ago)
+    with pytest.raises(UserInputError, match="not installed on any GPU server"):
+        planner.plan_make_image(inp)  # the server that had it has not been seen for a day
 
 
 # ---- item 10: the negative prompt is cleaned like the prompt ---------------------------------

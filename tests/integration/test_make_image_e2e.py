@@ -209,3 +209,17 @@ async def test_slots_left_by_starts_that_never_happened_are_freed(
     started = await jobs.start_make(small(user))
     assert (await jobs.result(started.workflow_id)).state is JobState.DONE
     assert await asyncio.to_thread(jobs.slots.running, found.id) == []
+
+
+async def test_the_comfy_worker_records_its_servers_checkpoints(
+    dev_stack: Stack, jobs: JobsClient
+) -> None:
+    """The inventory the planner checks a `checkpoint` setting against (store/inventory.py)."""
+
+    async def recorded() -> set[str]:
+        while not (found := await asyncio.to_thread(jobs.stores.inventory.checkpoints)):
+            await asyncio.sleep(0.2)
+        return found
+
+    found = await asyncio.wait_for(recorded(), 30)
+    assert {"sdxl-base-1.0.safetensors", "flux1-dev.safetensors"} <= found
