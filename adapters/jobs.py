@@ -498,10 +498,13 @@ class JobsClient:
         running: bool = False,
         limit: int = 50,
         platform: str | None = None,
+        pieces: bool = False,
     ) -> list[JobListing]:
         """Jobs by search attribute, newest first: what an operator's `temporal workflow list`
-        query shows."""
+        query shows. A cook's pieces are left out (the cook is the job) unless `pieces`."""
         clauses = ["JobKind IS NOT NULL"]
+        if not pieces:
+            clauses.append("ParentJob IS NULL")
         if user:
             clauses.append(f'UserId="{normalise_identity(user)}"')
         if state:

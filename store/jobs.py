@@ -59,7 +59,8 @@ class JobRepo:
         states: list[str] | None = None,
     ) -> list[JobRecord]:
         """The user's `n` most recent jobs, newest first (optionally only some kinds/states)."""
-        query: dict[str, Any] = {"user_id": user_id}
+        # A cook's pieces (`cook-…-piece-N`) are the collection's, not runs to repeat or list.
+        query: dict[str, Any] = {"user_id": user_id, "workflow_id": {"$not": {"$regex": "^cook-"}}}
         if kinds:
             query["kind"] = {"$in": kinds}
         if states:

@@ -27,6 +27,7 @@ DEFAULT_SEARCH_ATTRIBUTES = {
     "Platform": "Keyword",
     "JobKind": "Keyword",
     "JobState": "Keyword",
+    "ParentJob": "Keyword",  # a cook's id on each of its pieces: lists leave pieces out
 }
 
 

@@ -66,6 +66,7 @@ USER_ID = SearchAttributeKey.for_keyword("UserId")
 PLATFORM = SearchAttributeKey.for_keyword("Platform")
 JOB_KIND = SearchAttributeKey.for_keyword("JobKind")
 JOB_STATE = SearchAttributeKey.for_keyword("JobState")
+PARENT_JOB = SearchAttributeKey.for_keyword("ParentJob")
 
 POINTS = "insufficient_points"
 
@@ -331,6 +332,8 @@ class CookCollectionWorkflow:
                         SearchAttributePair(PLATFORM, inp.platform),
                         SearchAttributePair(JOB_KIND, "make"),
                         SearchAttributePair(JOB_STATE, JobState.STARTING.value),
+                        # Lists and /status show the cook, not its pieces (`ParentJob IS NULL`).
+                        SearchAttributePair(PARENT_JOB, workflow.info().workflow_id),
                     ]
                 ),
                 static_summary=f"piece {number} of {inp.collection_id}",

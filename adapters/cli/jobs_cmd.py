@@ -55,6 +55,7 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--state", help="starting, queued, running, done, failed, cancelled, ...")
     ls.add_argument("--running", action="store_true")
     ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--pieces", action="store_true", help="also each piece of a cook")
     ls.set_defaults(handler=lambda a: run_cli(_list(a)))
     show = sub.add_parser("show", help="one job's live status")
     show.add_argument("id")
@@ -206,7 +207,11 @@ def _extension(content_type: str) -> str:
 async def _list(args: argparse.Namespace) -> int:
     async with jobs_client() as jobs:
         rows = await jobs.list_jobs(
-            user=args.user, state=args.state, running=args.running, limit=args.limit
+            user=args.user,
+            state=args.state,
+            running=args.running,
+            limit=args.limit,
+            pieces=args.pieces,
         )
     print(f"{'workflow id':<50} {'kind':<8} {'state':<11} {'status':<10} started")
     for r in rows:

@@ -92,6 +92,13 @@ async def test_the_cli_cooks_reviews_and_exports_a_12_piece_collection(
 
     pieces = await jobs.collection_pieces(cid, user)
     assert [p.number for p in pieces] == list(range(1, 13))
+    # The cook is the job: its pieces stay out of the user's list and runs (issue 15).
+    wid = (await jobs.collection(cid, user)).last_cook
+    listed = {j.workflow_id: j.kind for j in await jobs.list_jobs(user=user, limit=100)}
+    assert listed == {wid: "cook"}, listed
+    everything = await jobs.list_jobs(user=user, limit=100, pieces=True)
+    assert len(everything) == 13, "with --pieces, the cook and its 12 pieces"
+    assert await jobs.recent_runs(user, 5) == [], "nothing to /regen: the pieces are the cook's"
     assert all(p.state == "pending_review" and p.blob_id for p in pieces)
     assert len({p.combo for p in pieces}) == 12, "12 pieces, 12 combinations: none repeats"
 
