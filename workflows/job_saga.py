@@ -12,7 +12,10 @@ How a job ends, in Temporal's words: done, refused and a user's cancel (the `can
 whose answer carries the refund) complete with the final JobStatus as the result; an
 operator's `temporal workflow cancel` ends canceled; a failed job, after its refund, record,
 slot release and delivery, fails with a non-retryable ApplicationError of type `JobFailed`
-whose detail is the final JobStatus (`status_from_failure` reads it back).
+whose detail is the final JobStatus (`status_from_failure` reads it back). A user's cancel stays
+completed on purpose: the SDK ends a workflow canceled only after a cancel request reached the
+server, which skips the update's "can it still be cancelled" validator and its refund answer;
+`JobState="cancelled"` finds those jobs.
 
 A job kind is a subclass that names its prepare activity and defines `@workflow.run`; the
 handlers (status query, progress signal, cancel update) and the saga live here, once.
