@@ -16,14 +16,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
+    WorkflowHistoryEventFilterType,
     WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    QueryRejectCondition,
     SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
@@ -50,6 +57,7 @@ from domain.collections import (
 from domain.errors import InsufficientPoints, StationError, TooManyJobs, UserInputError
 from domain.identity import id_fragment, normalise_identity, parse_identity
 from domain.jobs import (
+    FINAL_STATES,
     PUSH_PLATFORMS,
     CancelRequest,
     CancelResult,
@@ -91,7 +99,7 @@ from store.storage import DATASET, EXPORT, SOURCE, StorageQuotaExceeded, check_q
 from workers.config import Config
 from workers.sweeper import storage_policy
 from workflows.cook_collection import CookCollectionWorkflow
-from workflows.job_saga import PaidJobWorkflow
+from workflows.job_saga import PaidJobWorkflow, status_from_failure
 from workflows.make_image import MakeImageWorkflow
 from workflows.media_job import MediaJobWorkflow
 from workflows.train_lora import (
@@ -176,6 +184,32 @@ class JobListing:
     state: str
     status: str
     started: str
+
+
+@dataclass(frozen=True)
+class StuckJob:
+    """A running job whose current activity cannot progress (`stationthis jobs stuck`)."""
+
+    workflow_id: str
+    kind: str
+    user: str
+    activity: str
+    task_queue: str
+    attempt: int
+    why: str
+
+
+@dataclass(frozen=True)
+class Terminated:
+    """What `stationthis jobs terminate` did: the refund it booked and the final status."""
+
+    refund: int
+    status: JobStatus
+
+
+# Temporal statuses of a job that ended without its saga's compensation (no refund, record,
+# slot release or final JobState ran): an operator's terminate or an execution timeout.
+ENDED_BY_OPERATOR = (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT)
 
 
 class JobsClient:
@@ -422,16 +456,80 @@ class JobsClient:
         return status
 
     async def _any_status(self, wid: str) -> JobStatus:
+        """A running job answers its `status` query; an ended one reads its outcome, and one
+        that was terminated or timed out reads as such (its last query would still say
+        "rendering 48%")."""
         try:
             # Every job kind inherits the `status` query from the one saga.
-            return await self.handle(wid).query(PaidJobWorkflow.status)
+            return await self.handle(wid).query(
+                PaidJobWorkflow.status, reject_condition=QueryRejectCondition.NOT_OPEN
+            )
+        except WorkflowQueryRejectedError as rejected:
+            if rejected.status in ENDED_BY_OPERATOR:
+                return await self._ended_by_operator(wid, rejected.status)
+            try:
+                return await self._final_status(self.handle(wid))
+            except (RPCError, WorkflowFailureError):
+                return await self._last_status(wid)  # cancelled: the saga's own final status
         except (RPCError, WorkflowQueryFailedError) as err:
             # A query fails (not RPCError) for an empty id or a workflow that is no job (a
             # cook has no `status` query): both read as "no such job", never as a crash.
-            record = await asyncio.to_thread(self.stores.jobs.get, wid)
-            if record is None:
-                raise JobNotFound(f"no job {wid!r}") from err
+            return await self._recorded_status(wid, err)
+
+    async def _last_status(self, wid: str) -> JobStatus:
+        """The status an ended workflow's replay answers, else the history record."""
+        try:
+            return await self.handle(wid).query(PaidJobWorkflow.status)
+        except (RPCError, WorkflowQueryFailedError) as err:
+            return await self._recorded_status(wid, err)
+
+    async def _recorded_status(self, wid: str, err: BaseException | None = None) -> JobStatus:
+        record = await asyncio.to_thread(self.stores.jobs.get, wid)
+        if record is None:
+            raise JobNotFound(f"no job {wid!r}") from err
+        return _status_from_record(record)
+
+    async def _final_status(self, handle: WorkflowHandle[Any, JobStatus]) -> JobStatus:
+        """The one place a job's outcome is read: the result of a job that completed (done,
+        refused, cancelled by its user), or the JobStatus a failed job's `JobFailed` error
+        carries (workflows/job_saga.py). Other failures (an operator's cancel) raise."""
+        try:
+            return await handle.result()
+        except WorkflowFailureError as err:
+            status = status_from_failure(err)
+            if status is None:
+                raise
+            return status
+
+    async def _ended_by_operator(self, wid: str, how: WorkflowExecutionStatus) -> JobStatus:
+        """A terminated or timed-out job: failed (done, if its work was made) with why.
+
+        `stationthis jobs terminate` records its final state; a job terminated another way
+        (the UI, `temporal workflow terminate`) reads its last status with the state and the
+        ledger's refund set here.
+        """
+        record = await asyncio.to_thread(self.stores.jobs.get, wid)
+        if record is not None and record.finished_at is not None:
             return _status_from_record(record)
+        status = (await self._last_status(wid)).model_copy(deep=True)
+        why = "timed out"
+        if how == WorkflowExecutionStatus.TERMINATED:
+            why = "terminated by an operator"
+            async for event in self.handle(wid).fetch_history_events(
+                event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
+            ):
+                said = event.workflow_execution_terminated_event_attributes.reason
+                why += f": {said}" if said else ""
+        made = status.state in (JobState.DELIVERING, JobState.DONE) and bool(status.outputs)
+        if made:
+            status.state = JobState.DONE
+            status.not_delivered = status.not_delivered or f"{why} before delivery"
+        elif not status.final:
+            status.state, status.reason = JobState.FAILED, why
+        status.queue_position = None
+        totals = await asyncio.to_thread(self.stores.ledger.job_totals, wid)
+        status.refund = totals.refunded
+        return status
 
     async def watch(
         self, wid: str, *, interval: float = 0.25, user: str | None = None
@@ -451,7 +549,7 @@ class JobsClient:
     async def result(self, wid: str) -> JobStatus:
         """Wait for the job to end. A job an operator cancelled ends as `cancelled` too."""
         try:
-            return await self.handle(wid).result()
+            return await self._final_status(self.handle(wid))
         except Exception:
             return await self.status(wid)
 
@@ -501,32 +599,50 @@ class JobsClient:
         pieces: bool = False,
     ) -> list[JobListing]:
         """Jobs by search attribute, newest first: what an operator's `temporal workflow list`
-        query shows. A cook's pieces are left out (the cook is the job) unless `pieces`."""
+        query shows. A cook's pieces are left out (the cook is the job) unless `pieces`.
+
+        One row per job: a reset job has a run per reset under one id; the newest run is the
+        job. A terminated or timed-out job keeps the JobState its saga last set (no code runs
+        after a terminate), so it lists as `failed` (found by `--state failed`, not as
+        running)."""
         clauses = ["JobKind IS NOT NULL"]
         if not pieces:
             clauses.append("ParentJob IS NULL")
         if user:
             clauses.append(f'UserId="{normalise_identity(user)}"')
         if state:
-            clauses.append(f'JobState="{JobState(state).value}"')
+            wanted = JobState(state)
+            clause = f'JobState="{wanted.value}"'
+            if wanted is JobState.FAILED:
+                clause = f'({clause} OR ExecutionStatus="Terminated" OR ExecutionStatus="TimedOut")'
+            elif not wanted.final:
+                clause += ' AND ExecutionStatus="Running"'
+            clauses.append(clause)
         if running:
             clauses.append('ExecutionStatus="Running"')
         if platform:
             clauses.append(f'Platform="{platform}"')
-        out: list[JobListing] = []
-        async for wf in self.temporal.list_workflows(" AND ".join(clauses), limit=limit):
+        newest: dict[str, tuple[datetime, JobListing]] = {}
+        async for wf in self.temporal.list_workflows(" AND ".join(clauses)):
             sa = wf.typed_search_attributes
-            out.append(
-                JobListing(
-                    workflow_id=wf.id,
-                    kind=sa.get(JOB_KIND) or "",
-                    user=sa.get(USER_ID) or "",
-                    state=sa.get(JOB_STATE) or "",
-                    status=wf.status.name if wf.status else "",
-                    started=wf.start_time.isoformat(timespec="seconds"),
-                )
+            job_state = sa.get(JOB_STATE) or ""
+            if wf.status in ENDED_BY_OPERATOR and job_state not in FINAL_STATES:
+                job_state = JobState.FAILED.value
+            row = JobListing(
+                workflow_id=wf.id,
+                kind=sa.get(JOB_KIND) or "",
+                user=sa.get(USER_ID) or "",
+                state=job_state,
+                status=wf.status.name if wf.status else "",
+                started=wf.start_time.isoformat(timespec="seconds"),
             )
-        return out
+            seen = newest.get(wf.id)
+            if seen is None or wf.start_time > seen[0]:
+                newest[wf.id] = (wf.start_time, row)
+            if len(newest) >= limit and seen is None:
+                break
+        rows = sorted(newest.values(), key=lambda pair: pair[0], reverse=True)
+        return [row for _, row in rows]
 
     async def active(self, user: str) -> list[JobStatus]:
         """Every running job of the user, with live stage and progress."""
@@ -583,6 +699,119 @@ class JobsClient:
         slot_user = totals.user_id
         await asyncio.to_thread(self.slots.release, slot_user, wid)
         return res.entry.amount
+
+    async def terminate(self, wid: str, reason: str) -> Terminated:
+        """Terminate a job that cannot be cancelled (a stuck activity, a wedged worker) and do
+        what its saga would have done: refund what was not produced (`refund_terminated`, keyed
+        by the run, so a repeat refunds nothing), free the slot, and record the final state
+        (failed, or done if its work was made) so `jobs show`, `jobs list --state failed` and
+        /regen tell the truth. Safe to repeat on a job it already terminated.
+        """
+        if not reason.strip():
+            raise UserInputError("say why: --reason is written into the job's history")
+        handle = self.handle(wid)
+        try:
+            desc = await handle.describe()
+        except RPCError as err:
+            raise JobNotFound(f"no job {wid!r}") from err
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate(reason=reason)
+        elif desc.status != WorkflowExecutionStatus.TERMINATED:
+            raise UserInputError(
+                f"{wid} already ended as {desc.status.name if desc.status else '?'}: "
+                "its own compensation ran"
+            )
+        try:
+            refund = await self.refund_terminated(wid)
+        except UserInputError:
+            refund = 0  # it made its work before it was stopped: it keeps its charge
+        status = await self._ended_by_operator(wid, WorkflowExecutionStatus.TERMINATED)
+        owner = await asyncio.to_thread(self.stores.users.find, status.user)
+        if owner is not None:
+            await asyncio.to_thread(self.slots.release, owner.id, wid)
+            now = datetime.now(UTC)
+            await asyncio.to_thread(
+                self.stores.jobs.record,
+                JobRecord(
+                    workflow_id=wid,
+                    user_id=owner.id,
+                    identity=status.user,
+                    kind=status.kind,
+                    prompt=status.prompt or "",
+                    template=status.template or "",
+                    settings=status.settings,
+                    seeds=status.seeds,
+                    outputs=[o.blob_id for o in status.outputs],
+                    price=status.price,
+                    refund=status.refund,
+                    state=status.state.value,
+                    error=status.reason or "",
+                    not_delivered=status.not_delivered or "",
+                    created_at=now,
+                    finished_at=now,
+                ),
+            )
+        return Terminated(refund=refund, status=status)
+
+    async def stuck(self, *, limit: int = 200) -> list[StuckJob]:
+        """Running jobs whose pending activity cannot progress: its task queue has no poller
+        (no worker, no bot), or it is past its schedule-to-close deadline. What the UI shows
+        only inside each job ("Attempt 1 / ∞" on a pending `deliver_result`)."""
+        pollers: dict[str, bool] = {}
+        now = datetime.now(UTC)
+        out: list[StuckJob] = []
+        for job in await self.list_jobs(running=True, limit=limit):
+            try:
+                desc = await self.handle(job.workflow_id).describe()
+            except RPCError:
+                continue  # ended between the list and now
+            for pa in desc.raw_description.pending_activities:
+                queue = pa.activity_options.task_queue.name or await self._activity_queue(
+                    job.workflow_id, pa.activity_id
+                )
+                if queue not in pollers:
+                    pollers[queue] = await self._has_pollers(queue)
+                why = ""
+                if not pollers[queue]:
+                    why = f"nobody polls task queue {queue!r}"
+                elif pa.HasField("expiration_time") and pa.expiration_time.ToDatetime(UTC) < now:
+                    why = "past its deadline"
+                if why:
+                    out.append(
+                        StuckJob(
+                            job.workflow_id,
+                            job.kind,
+                            job.user,
+                            pa.activity_type.name,
+                            queue,
+                            pa.attempt,
+                            why,
+                        )
+                    )
+        return out
+
+    async def _activity_queue(self, wid: str, activity_id: str) -> str:
+        """The task queue an activity was scheduled on (servers that do not report it in the
+        pending activity's options): from its scheduled event."""
+        async for event in self.handle(wid).fetch_history_events():
+            attrs = event.activity_task_scheduled_event_attributes
+            if event.HasField("activity_task_scheduled_event_attributes") and (
+                attrs.activity_id == activity_id
+            ):
+                return attrs.task_queue.name
+        return ""
+
+    async def _has_pollers(self, queue: str) -> bool:
+        """Whether any worker polled `queue` for activities recently (the server keeps pollers
+        seen in the last minutes)."""
+        resp = await self.temporal.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.temporal.namespace,
+                task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            )
+        )
+        return len(resp.pollers) > 0
 
     def job_url(self, wid: str) -> str:
         if not self.ui_url:

@@ -84,6 +84,7 @@ from workers.config import ComfyDev, Config, TemporalDev
 from workers.devstack import DevStack
 from workers.processes import ManagedProcess, free_port
 from workers.runtime import connect_temporal, open_stores
+from workflows.job_saga import status_from_failure
 
 log = logging.getLogger("bench.chaos")
 
@@ -803,10 +804,13 @@ class Driver:
             try:
                 status: JobStatus = await asyncio.wait_for(handle.result(), remaining)
             except WorkflowFailureError as err:
-                run.state = "lost"
-                run.lost_reason = f"workflow failed: {err.cause!r}"
-                run.ended_at = time.monotonic()
-                return
+                failed = status_from_failure(err)  # a failed job fails its workflow
+                if failed is None:
+                    run.state = "lost"
+                    run.lost_reason = f"workflow failed: {err.cause!r}"
+                    run.ended_at = time.monotonic()
+                    return
+                status = failed
             except TimeoutError:
                 continue
             except Exception as err:

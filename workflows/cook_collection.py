@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.jobs import ActivityNames, JobState, JobStatus, MakeImageRequest, SlotInput
     from workflows import policies
+    from workflows.job_saga import status_from_failure
     from workflows.make_image import MakeImageWorkflow
 
 USER_ID = SearchAttributeKey.for_keyword("UserId")
@@ -353,8 +354,11 @@ class CookCollectionWorkflow:
         except asyncio.CancelledError:
             state, reason = "cancelled", "cancelled with the cook"
         except ChildWorkflowError as err:
+            failed = status_from_failure(err)  # a piece that failed (refunded) fails its child
             if isinstance(err.cause, CancelledError):
                 state, reason = "cancelled", "cancelled with the cook"
+            elif failed is not None:
+                reason = failed.reason or failed.state.value
             else:
                 reason = str(err.cause or err)
         except WorkflowAlreadyStartedError:

@@ -8,6 +8,15 @@ activities: a local activity's side effect can outlive a workflow task that fail
 replayed down another path (see `_ledger_step`). The GPU, storage, media and delivery steps
 are ordinary activities on their own queues.
 
+How a job ends, in Temporal's words: done, refused and a user's cancel (the `cancel` update,
+whose answer carries the refund) complete with the final JobStatus as the result; an
+operator's `temporal workflow cancel` ends canceled; a failed job, after its refund, record,
+slot release and delivery, fails with a non-retryable ApplicationError of type `JobFailed`
+whose detail is the final JobStatus (`status_from_failure` reads it back). A user's cancel stays
+completed on purpose: the SDK ends a workflow canceled only after a cancel request reached the
+server, which skips the update's "can it still be cancelled" validator and its refund answer;
+`JobState="cancelled"` finds those jobs.
+
 A job kind is a subclass that names its prepare activity and defines `@workflow.run`; the
 handlers (status query, progress signal, cancel update) and the saga live here, once.
 """
@@ -53,6 +62,11 @@ with workflow.unsafe.imports_passed_through():
 
 JOB_STATE = SearchAttributeKey.for_keyword("JobState")
 
+# The `ApplicationError.type` a failed job's workflow fails with (after its refund, record,
+# slot release and delivery ran). Its first detail is the final `JobStatus`; read it back with
+# `status_from_failure`. A documented contract: operators filter failures by this type.
+JOB_FAILED_ERROR = "JobFailed"
+
 
 class JobFailed(Exception):
     """A unit of work failed for a reason the user is told."""
@@ -75,6 +89,7 @@ class PaidJobWorkflow:
         self._ledger_as_activities = True
         self._run_keys = True
         self._bounded_delivery = True
+        self._failed_jobs_fail = True
         self._charge_started = False
         self._units = 1
         self._plan_user_id = ""
@@ -155,6 +170,12 @@ class PaidJobWorkflow:
         # job done but not delivered; older histories waited up to 7 days holding the slot.
         # Retire like `per-run-ledger-keys` (both were added together).
         self._bounded_delivery = workflow.patched("bounded-delivery")
+        # A failed job ends as a failed workflow (JOB_FAILED_ERROR), so Temporal's own status,
+        # the UI's Failures view and the SDK's failure metrics count it; older histories ended
+        # completed with the failed status as their result. Retire like `per-run-ledger-keys`:
+        # deprecate_patch once no job started before it runs, remove with the
+        # `before-failed-status/` histories a release later.
+        self._failed_jobs_fail = workflow.patched("failed-jobs-fail")
         plan: JobPlan | None = None
         try:
             plan = await workflow.execute_local_activity(
@@ -182,6 +203,9 @@ class PaidJobWorkflow:
             raise
         finally:
             await self._after(plan, platform, reply)
+        if self._failed_jobs_fail and self._status.state is JobState.FAILED:
+            # Everything a failed job owes (refund, record, slot, the user's message) is done.
+            raise job_failed_error(self._status)
         return self._status
 
     def _ledger_key(self, step: str) -> str:
@@ -521,6 +545,32 @@ class PaidJobWorkflow:
         if s.outputs:
             lines.append("outputs: " + ", ".join(o.blob_id for o in s.outputs))
         return "\n\n".join(lines)
+
+
+def job_failed_error(status: JobStatus) -> ApplicationError:
+    """The error a failed job's workflow fails with: non-retryable (a retry would charge
+    again), of type JOB_FAILED_ERROR, carrying the final status as its only detail."""
+    reason = status.reason or "unknown error"
+    return ApplicationError(
+        f"{status.kind} failed: {reason} (refunded {status.refund})",
+        status,
+        type=JOB_FAILED_ERROR,
+        non_retryable=True,
+    )
+
+
+def status_from_failure(err: BaseException | None) -> JobStatus | None:
+    """The final JobStatus a failed job's workflow carries, found anywhere in `err`'s cause
+    chain (a client's WorkflowFailureError, a parent's ChildWorkflowError); None otherwise."""
+    while err is not None:
+        if isinstance(err, ApplicationError) and err.type == JOB_FAILED_ERROR and err.details:
+            detail = err.details[0]
+            if isinstance(detail, JobStatus):
+                return detail
+            return JobStatus.model_validate(detail)
+        cause = getattr(err, "cause", None)
+        err = cause if isinstance(cause, BaseException) else err.__cause__
+    return None
 
 
 def describe_delivery_failure(err: ActivityError, deadline: timedelta) -> str:

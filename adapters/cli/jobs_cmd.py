@@ -1,4 +1,5 @@
-"""`stationthis make|regen|again` and `stationthis jobs list|show|cancel|history|refund`."""
+"""`stationthis make|regen|again` and `stationthis jobs list|show|save|cancel|history|refund`,
+plus the operator commands `jobs terminate` and `jobs stuck`."""
 
 from __future__ import annotations
 
@@ -78,6 +79,23 @@ def register(subparsers: Any) -> None:
     )
     refund.add_argument("id")
     refund.set_defaults(handler=lambda a: run_cli(_refund(a)))
+    save = sub.add_parser("save", help="write a job's outputs to files (jobs show ID --out DIR)")
+    save.add_argument("id")
+    save.add_argument("--out", type=Path, default=OUT_DIR, help="folder for the files")
+    save.add_argument("--user", help="act as this user: only their own jobs exist")
+    save.set_defaults(handler=lambda a: run_cli(_show(a)), json=False)
+    term = sub.add_parser(
+        "terminate",
+        help="operator: stop a job that cannot be cancelled, refund what it did not make",
+    )
+    term.add_argument("id")
+    term.add_argument("--reason", required=True, help="kept in the job's history and record")
+    term.set_defaults(handler=lambda a: run_cli(_terminate(a)))
+    stuck = sub.add_parser(
+        "stuck", help="operator: running jobs waiting on a queue nobody polls or past deadline"
+    )
+    stuck.add_argument("--limit", type=int, default=200, help="running jobs to look at")
+    stuck.set_defaults(handler=lambda a: run_cli(_stuck(a)))
 
 
 def run_cli(coro: Any) -> int:
@@ -273,3 +291,24 @@ async def _refund(args: argparse.Namespace) -> int:
         f"refunded {amount}" if amount else "nothing to refund (already refunded or never charged)"
     )
     return 0
+
+
+async def _terminate(args: argparse.Namespace) -> int:
+    async with jobs_client() as jobs:
+        done = await jobs.terminate(args.id, args.reason)
+    print(f"{args.id}: {done.status.headline()}")
+    print(f"  refunded {done.refund} now" if done.refund else "  nothing (more) to refund")
+    return 0
+
+
+async def _stuck(args: argparse.Namespace) -> int:
+    """Exit 1 when a job is stuck, so a cron line or an alert can use it as is."""
+    async with jobs_client() as jobs:
+        rows = await jobs.stuck(limit=args.limit)
+    if not rows:
+        print("no stuck jobs")
+        return 0
+    print(f"{'workflow id':<50} {'activity':<20} {'queue':<18} {'try':>3}  why")
+    for r in rows:
+        print(f"{r.workflow_id:<50} {r.activity:<20} {r.task_queue:<18} {r.attempt:>3}  {r.why}")
+    return 1

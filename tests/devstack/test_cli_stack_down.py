@@ -14,6 +14,9 @@ from workers.processes import free_port, venv_bin
 COMMANDS = [
     ["jobs", "list"],
     ["jobs", "show", "make-cli-x-1"],
+    ["jobs", "save", "make-cli-x-1"],
+    ["jobs", "stuck"],
+    ["jobs", "terminate", "make-cli-x-1", "--reason", "stuck"],
     ["make", "a fox", "--user", "cli:x"],
     ["points", "balance", "cli:x"],
     ["points", "audit"],

@@ -7,8 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.exceptions import ApplicationError
 
 from domain.jobs import (
@@ -22,6 +28,7 @@ from domain.jobs import (
     JobPlan,
     JobRecordInput,
     JobState,
+    JobStatus,
     MediaPrepareInput,
     MediaWork,
     OutputRef,
@@ -34,6 +41,7 @@ from domain.jobs import (
     StoredOutput,
     StoreOutputsInput,
 )
+from workflows.job_saga import JOB_FAILED_ERROR, status_from_failure
 
 
 @dataclass
@@ -315,3 +323,18 @@ class FakeMediaActivities(FakeActivities):
             height=int(inp.work.params.get("height", 64)),
             content_type=MEDIA_CONTENT_TYPES.get(fmt, "image/png"),
         )
+
+
+async def failed_result(handle: WorkflowHandle[Any, Any]) -> JobStatus:
+    """The final status of a job that failed: its workflow FAILED (Temporal's own status, so
+    the UI's Failures view and `ExecutionStatus="Failed"` find it) with a non-retryable
+    `JobFailed` ApplicationError whose detail is the JobStatus; returns that status."""
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError), cause
+    assert cause.type == JOB_FAILED_ERROR and cause.non_retryable
+    assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+    status = status_from_failure(caught.value)
+    assert status is not None and status.state is JobState.FAILED
+    return status

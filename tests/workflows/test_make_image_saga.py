@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -27,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from domain.jobs import CancelRequest, CancelResult, JobState, JobStatus, MakeImageRequest
-from tests.workflows.fakes import FakeActivities
+from tests.workflows.fakes import FakeActivities, failed_result
 from workflows.make_image import MakeImageWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -107,7 +108,7 @@ async def test_a_graph_comfyui_rejects_fails_and_is_refunded_in_full(temporal_ts
     env = temporal_ts_env
     async with running(env, fakes_with(behaviour=["invalid"])) as (fakes, tq):
         handle = await start(env, tq, request())
-        result = await handle.result()
+        result = await failed_result(handle)
         await save_history(handle, "make_invalid")
     assert result.state is JobState.FAILED
     assert "smaller than min" in (result.reason or "")
@@ -130,7 +131,7 @@ async def test_a_render_that_times_out_is_refunded(temporal_ts_env) -> None:
     env = temporal_ts_env
     async with running(env, fakes_with(behaviour=["hang"], render_timeout=2)) as (fakes, tq):
         handle = await start(env, tq, request())
-        result = await handle.result()
+        result = await failed_result(handle)
         await save_history(handle, "make_timeout")
     assert result.state is JobState.FAILED
     assert result.reason == "ComfyUI did not finish in time"
@@ -143,6 +144,8 @@ async def test_too_few_points_is_refused_and_nothing_is_charged(temporal_ts_env)
         handle = await start(env, tq, request())
         result = await handle.result()
         await save_history(handle, "make_refused")
+        # A refusal is an answer, not a failure: the workflow completes (issue 15).
+        assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
     assert result.state is JobState.REFUSED
     assert "costs 35 points and the balance is 20" in (result.reason or "")
     assert fakes.book.charges() == [] and fakes.attempts == {}

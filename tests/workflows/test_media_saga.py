@@ -25,7 +25,7 @@ from domain.jobs import (
     MediaRequest,
     new_job_id,
 )
-from tests.workflows.fakes import MEDIA_PRICES, FakeMediaActivities
+from tests.workflows.fakes import MEDIA_PRICES, FakeMediaActivities, failed_result
 from tests.workflows.test_make_image_saga import save_history, wait_state
 from workflows.media_job import MediaJobWorkflow
 
@@ -112,7 +112,7 @@ async def test_an_image_the_media_worker_cannot_read_fails_with_a_full_refund(
     env = temporal_ts_env
     async with running(env, fakes_with(behaviour=["bad_image"])) as (fakes, tq):
         handle = await start(env, tq, request(kind))
-        result = await handle.result()
+        result = await failed_result(handle)
         if kind == "resize":
             await save_history(handle, "media_bad_image")
     assert result.state is JobState.FAILED
@@ -127,7 +127,7 @@ async def test_a_background_removal_comfyui_rejects_is_refunded_in_full(temporal
     env = temporal_ts_env
     async with running(env, fakes_with(behaviour=["invalid"])) as (fakes, tq):
         handle = await start(env, tq, request("rmbg"))
-        result = await handle.result()
+        result = await failed_result(handle)
         await save_history(handle, "media_comfy_invalid")
     assert result.state is JobState.FAILED and "smaller than min" in (result.reason or "")
     assert fakes.book.charges() == [10] and fakes.book.refunds() == [10]

@@ -3,8 +3,9 @@
 The histories are written by the saga tests the first time they run (or with SAVE_HISTORIES=1
 after an intended, versioned change) and committed. Subfolders keep the histories of earlier
 versions (`before-ledger-patch/`: charge and refund as local activities; `before-run-keys/`:
-ledger keys per workflow id, the slot held through a delivery of up to 7 days), which must keep
-replaying through their `workflow.patched` branches.
+ledger keys per workflow id, the slot held through a delivery of up to 7 days;
+`before-failed-status/`: a failed job completed with its failed status instead of failing), which
+must keep replaying through their `workflow.patched` branches. Every subfolder is replayed.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from domain.jobs import (
     MakeImageRequest,
     ReplyTarget,
 )
-from tests.workflows.fakes import FakeActivities
+from tests.workflows.fakes import FakeActivities, failed_result
 from tests.workflows.test_make_image_saga import save_history, wait_state
 from workflows.make_image import MakeImageWorkflow
 
@@ -128,6 +128,23 @@ async def test_a_delivered_job_frees_its_slot_before_delivery_and_ends_plainly_d
     assert result.state is JobState.DONE and result.not_delivered is None
     assert result.headline() == "done"
     assert fakes.events == [f"release:{handle.id}", f"deliver:{handle.id}"]
+
+
+async def test_a_failed_telegram_job_is_refunded_recorded_freed_and_told_before_it_fails(
+    temporal_ts_env,
+) -> None:
+    """Issue 15: the workflow fails (JobFailed) only after everything a failed job owes."""
+    env = temporal_ts_env
+    fakes = new_fakes(env.client, behaviour=["invalid"])
+    async with workers(env, fakes, deliver=True):
+        handle = await start(env, fakes, telegram_request())
+        result = await failed_result(handle)
+    assert result.refund == 35 and fakes.book.refunds() == [35]
+    assert fakes.records[-1].status.state is JobState.FAILED
+    assert fakes.events == [f"release:{handle.id}", f"deliver:{handle.id}"]
+    [told] = fakes.delivered
+    assert told.status.headline() == result.headline()
+    assert result.headline().endswith(", refunded 35")
 
 
 # ---- per-run ledger keys --------------------------------------------------------------------

@@ -47,7 +47,7 @@ from domain.training import (
     TrainRequest,
     TrainSpec,
 )
-from tests.workflows.fakes import FakeActivities
+from tests.workflows.fakes import FakeActivities, failed_result
 from tests.workflows.test_make_image_saga import save_history, wait_state
 from workflows.train_lora import TrainLoraWorkflow
 
@@ -232,7 +232,7 @@ async def test_a_trained_lora_is_captioned_trained_in_chunks_and_charged_once(
 async def test_a_failed_training_is_refunded_in_full(temporal_ts_env) -> None:
     async with running(temporal_ts_env, chunk_behaviour={1: "fail"}) as (fakes, tq):
         handle = await start(temporal_ts_env, tq)
-        result = await handle.result()
+        result = await failed_result(handle)
         await save_history(handle, "train_failed")
     assert result.state is JobState.FAILED
     assert "out of memory" in (result.reason or "")
