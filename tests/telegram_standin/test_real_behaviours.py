@@ -159,10 +159,10 @@ async def test_an_http_webhook_is_refused_unless_loopback_is_allowed(
     bot: Bot, telegram: TelegramStandin
 ) -> None:
     try:
-        with pytest.raises(BadRequest, match="(?i)https url must be provided"):
+        with pytest.raises(BadRequest, match=r"(?i)https url must be provided"):
             await bot.set_webhook("http://127.0.0.1:9/hook")
         await telegram.options_async(allow_http_webhook=True)
-        with pytest.raises(BadRequest, match="(?i)https url must be provided"):
+        with pytest.raises(BadRequest, match=r"(?i)https url must be provided"):
             await bot.set_webhook("http://example.org/hook")  # loopback only
         assert await bot.set_webhook("http://127.0.0.1:9/hook")
         assert await bot.set_webhook("https://example.org/hook")
