@@ -250,6 +250,7 @@ class Fault:
             400: "Bad Request: injected fault",
             403: "Forbidden: bot was blocked by the user",
             409: "Conflict: injected fault",
+            413: "Request Entity Too Large",
             500: "Internal Server Error",
             502: "Bad Gateway",
             503: "Service Unavailable",
