@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -77,7 +78,7 @@ async def test_privacy_mode_delivers_only_commands_replies_and_mentions_in_group
 ) -> None:
     me = await bot.get_me()
     assert me.can_read_all_group_messages is False
-    kw = {"chat_id": GROUP, "chat_type": "group"}
+    kw: dict[str, Any] = {"chat_id": GROUP, "chat_type": "group"}
     plain = await telegram.send_async(USER, "red", **kw)
     assert plain["delivered"] is False and plain["update_id"] is None
     other_bot = await telegram.send_async(USER, "/help@other_bot", **kw)

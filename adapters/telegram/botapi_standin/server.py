@@ -11,7 +11,9 @@ Control side (what a test uses; JSON, never seen by the bot):
         "reply_to_message_id"?, "photo"? (base64), "document"? (base64) + "filename"?,
         "mime_type"?, "caption"?, "first_name"?, "username"?, "anonymous"? (an anonymous group
         admin: `from` is GroupAnonymousBot, `sender_chat` the group), "sender_chat_id"? (sent
-        on behalf of that channel)} -> {"update_id", "message_id"}
+        on behalf of that channel), "is_forum"?, "message_thread_id"? (a forum topic)}
+        -> {"update_id", "message_id", "delivered"} (privacy mode: a plain group message is
+        stored but not delivered, update_id null)
   POST /_control/users/{user_id}/edit   {"chat_id"?, "message_id", "text"? | "caption"?}
         -> {"update_id", "message_id"}: the user edits a message; an `edited_message` update
   POST /_control/chats/{chat_id}/messages/{message_id}/redeliver -> {"update_id"}: the same
@@ -26,17 +28,20 @@ Control side (what a test uses; JSON, never seen by the bot):
         "chat_id"?, "drop"?, "delay"?} | {"blocked_chat_id"} | {"unblocked_chat_id"}
         | {"migrated_chat_id", "migrate_to_chat_id"} (the group became that supergroup)
         | {"no_media_chat_id"} | {"media_allowed_chat_id"} (the bot may not send media there)
-  POST /_control/options {"private_needs_start"?: bool} (sending to a private chat whose user
-        never wrote to the bot is 403 "bot can't initiate conversation", as on Telegram; off
-        by default so tests may talk to any user first)
+  POST /_control/options {"photo_recompression"?, "privacy_mode"?, "flood"?,
+        "allow_http_webhook"?, "private_needs_start"?: bool, "flood_limits"?: {...}} -> all
+        switches: the modelled real-Telegram behaviours, see README.md next to this file
+        (`private_needs_start`: sending to a private chat whose user never wrote to the bot is
+        403 "bot can't initiate conversation"; off by default so tests may talk to any user)
   POST /_control/reset   {"all"?: bool}
   GET  /_control/commands, /_control/answered_callbacks, /_control/updates, /_control/webhook,
        /_control/health
 
 Deliberate simplifications: a chat the bot has never seen is created on first use (positive id
-= private chat, negative = group) instead of answering "chat not found"; photos keep their
-original bytes as the largest size (Telegram would re-encode to JPEG), plus a real 320-px
-thumbnail; webhook updates are delivered one at a time, in order. The reset at the start of
+= private chat, negative = group) instead of answering "chat not found"; webhook updates are
+delivered one at a time, in order. What it models of real Telegram (photo recompression,
+privacy mode, flood limits, 413, https-only webhooks, forum topics, albums) and what not is in
+README.md next to this file. The reset at the start of
 each test also clears every standing refusal (blocked, migrated, no media rights, options).
 """
 
