@@ -520,8 +520,8 @@ async def _review(update: Update, context: Ctx, cid: str) -> None:
 def _export_too_big(name: str, cid: str, who: str, size: int) -> str:
     """Telegram takes files of at most 50 MB from bots: say so, and how to get it anyway."""
     return (
-        f"The export of {name} is {size / 1024 / 1024:.0f} MB, more than the 50 MB Telegram "
-        "lets me send. It is kept for you: get it with\n"
+        f"The export of {name} ({size / 1024 / 1024:.1f} MB) is too large for Telegram, which "
+        "takes files of at most 50 MB from bots. It is kept for you: get it with\n"
         f"stationthis collection export {cid} --user {who} --out {cid}.zip\n"
         "or reject some pieces and export a smaller part here."
     )

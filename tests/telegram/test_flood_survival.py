@@ -123,7 +123,7 @@ async def test_the_collection_review_of_10_arrives_and_a_too_large_export_is_exp
     await jobs.review_pieces(col.id, who, [1, 2], "approved")
     tg.faults("sendDocument", 413, chat_id=me)
     tg.press(me, me, anchor["message_id"], f"coll:export:{col.id}", forge=True)
-    told = said(tg, me, "more than the 50 MB", timeout=30)
+    told = said(tg, me, "at most 50 MB from bots", timeout=30)
     assert f"stationthis collection export {col.id}" in told["text"]
     [call] = [c for c in tg.calls("sendDocument") if str(c["params"].get("chat_id")) == str(me)]
     assert call["status"] == 413
