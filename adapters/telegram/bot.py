@@ -38,6 +38,7 @@ from adapters.telegram import collections as coll
 from adapters.telegram import handlers as h
 from adapters.telegram import training as train
 from adapters.telegram.delivery import TelegramDelivery
+from adapters.telegram.flood import ChatRateLimiter
 from adapters.telegram.log_redaction import install_redaction
 from adapters.telegram.ratelimit import EditPacer, RateLimiter
 from adapters.telegram.render import MEDIA_COMMANDS, bot_commands
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 GRACE = timedelta(seconds=10)
 
 
-class TolerantBot(ExtBot[None]):
+class TolerantBot(ExtBot[int]):
     """An ExtBot that survives an update it cannot parse.
 
     python-telegram-bot parses a getUpdates batch as a whole: one update it cannot read (a new
@@ -82,10 +83,13 @@ def build_application(config: Config, jobs: JobsClient, pacer: EditPacer) -> App
     """The Application with every handler registered and its dependencies in bot_data."""
     if config.telegram_bot_token is None:
         raise SystemExit("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather")
+    # The one sender: every call of the bot, its handlers, watchers and the delivery worker
+    # passes this limiter (Telegram's flood limits, 429 retried after retry_after; flood.py).
     bot = TolerantBot(
         config.telegram_bot_token.get_secret_value(),
         base_url=config.telegram_base_url,
         base_file_url=config.telegram_base_file_url,
+        rate_limiter=ChatRateLimiter(),
     )
     app = ApplicationBuilder().bot(bot).concurrent_updates(16).build()
     watchers = StatusWatchers(app.bot, jobs, pacer)
@@ -148,11 +152,19 @@ async def start_webhook(
         if not hmac.compare_digest(given.encode(), secret.encode()):
             log.warning("webhook request with a wrong or missing secret token refused")
             return web.Response(status=403, text="forbidden")
+        # An update the bot cannot read is answered 200 and dropped (logged by id): any other
+        # answer makes Telegram send it again and again, holding back every later update.
+        data: Any = None
         try:
             data = await request.json()
             update = Update.de_json(data, app.bot)
-        except ValueError:
-            return web.Response(status=400, text="not an update")
+        except Exception:
+            update_id = data.get("update_id") if isinstance(data, dict) else None
+            log.warning("dropped webhook update %s: python-telegram-bot cannot parse it", update_id)
+            return web.Response(text="dropped")
+        if update is None:
+            log.warning("dropped an empty webhook update")
+            return web.Response(text="dropped")
         await app.update_queue.put(update)
         return web.Response(text="ok")
 

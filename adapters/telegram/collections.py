@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from telegram import Bot, Message, Update
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -47,7 +47,6 @@ from adapters.telegram.handlers import (
     user_error_text,
 )
 from adapters.telegram.ratelimit import EditPacer
-from adapters.telegram.status_watch import retry_seconds
 from domain.collections import MAX_SUPPLY, CollectionConfig, CookProgress, parse_master_prompt
 from domain.errors import StationError, UserInputError
 from domain.jobs import StoredOutput
@@ -57,6 +56,8 @@ log = logging.getLogger(__name__)
 FLOW = "collection_flow"  # context.user_data key of the pending guided step
 WATCHERS = "cook_watchers"  # application.bot_data key of the CookWatchers
 REVIEW_PAGE = 10  # pieces sent per Review tap
+EXPORT_MAX_BYTES = 50 * 1024 * 1024
+"""The largest file a bot may send (Bot API "Sending files": 50 MB for other files)."""
 POLL = 1.0
 
 
@@ -437,11 +438,21 @@ async def _button(update: Update, context: Ctx, action: str, args: list[str]) ->
         await chat.send_action("upload_document")
         col = await d.jobs.collection(cid, who)
         export = await d.jobs.export_collection(cid, who)
-        await chat.send_document(
-            export.data,
-            filename=f"{col.name[:40]}-{cid}.zip".replace(" ", "_"),
-            caption=render.export_caption(col.name, export.summary),
-        )
+        if len(export.data) > EXPORT_MAX_BYTES:
+            await answer(update, _export_too_big(col.name, cid, who, len(export.data)))
+            return
+        try:
+            await chat.send_document(
+                export.data,
+                filename=f"{col.name[:40]}-{cid}.zip".replace(" ", "_"),
+                caption=render.export_caption(col.name, export.summary),
+            )
+        except NetworkError as err:
+            # PTB reports Telegram's HTTP 413 as a NetworkError, not a BadRequest.
+            if "too large" not in str(err).lower() and "413" not in str(err):
+                raise
+            log.info("export of %s refused by Telegram as too large (%s)", cid, err)
+            await answer(update, _export_too_big(col.name, cid, who, len(export.data)))
     else:
         raise UserInputError("that button is out of date: send /collections again")
 
@@ -503,6 +514,16 @@ async def _review(update: Update, context: Ctx, cid: str) -> None:
         update,
         render.review_footer_text(len(page), len(pending)),
         reply_markup=render.review_footer_keyboard(cid, more=len(pending) > len(page)),
+    )
+
+
+def _export_too_big(name: str, cid: str, who: str, size: int) -> str:
+    """Telegram takes files of at most 50 MB from bots: say so, and how to get it anyway."""
+    return (
+        f"The export of {name} ({size / 1024 / 1024:.1f} MB) is too large for Telegram, which "
+        "takes files of at most 50 MB from bots. It is kept for you: get it with\n"
+        f"stationthis collection export {cid} --user {who} --out {cid}.zip\n"
+        "or reject some pieces and export a smaller part here."
     )
 
 
@@ -582,9 +603,6 @@ class CookWatchers:
                     reply_markup=render.cook_keyboard(cid, progress),
                 )
                 return True
-            except RetryAfter as err:
-                await asyncio.sleep(retry_seconds(err))
-                return False
             except BadRequest as err:
                 if "not modified" in err.message.lower():
                     return True
@@ -592,7 +610,7 @@ class CookWatchers:
                 return None
             except Forbidden:
                 return None
-            except TelegramError as err:
+            except TelegramError as err:  # RetryAfter too, after the limiter's own retries
                 log.info("cook message edit of %s failed (%s); will retry", cid, err)
                 return False
             finally:

@@ -106,8 +106,6 @@ class StatusWatchers:
                             text, chat_id=chat_id, message_id=message_id
                         )
                         shown = text
-                    except RetryAfter as err:
-                        await asyncio.sleep(retry_seconds(err))
                     except BadRequest as err:
                         if "not modified" in err.message.lower():
                             shown = text
@@ -117,6 +115,8 @@ class StatusWatchers:
                     except (Forbidden, ChatMigrated):
                         return  # nobody to show it to here (the delivery follows a migration)
                     except TelegramError as err:
+                        # RetryAfter lands here only once the bot's rate limiter (flood.py)
+                        # has waited out MAX_RETRIES 429s: try again at the next poll.
                         log.info("status edit of %s failed (%s); will retry", wid, err)
                     self.pacer.mark(chat_id, message_id)
             await asyncio.sleep(POLL)

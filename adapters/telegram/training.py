@@ -297,6 +297,12 @@ async def flow_text(update: Update, context: Ctx) -> None:
         model = await d.jobs.rename_model(who, str(flow["model"]), text)
         _end_flow(context)
         await _send_models(update, context, f"✓ renamed to {model.name}")
+    elif step == "review":
+        await answer(
+            update,
+            "Your captions are above: tap ✏️ Edit under a photo to change one, or Next: price.",
+            reply_markup=render.train_next_keyboard(str(flow["ds"])),
+        )
     else:
         await answer(update, "Please wait a moment: I'm still working on your photos.")
 
@@ -374,15 +380,21 @@ async def _review(update: Update, context: Ctx, ds: Dataset) -> None:
             paid = outcome.price - outcome.refunded
             await note.edit_text(f"✓ captioned {outcome.captioned} photo(s) for {paid} points")
         ds = await d.jobs.dataset(who, ds.id)
-    for n, im in enumerate(ds.images, 1):
-        data = await asyncio.to_thread(d.jobs.image, StoredOutput(blob_id=im.image_id))
-        await chat.send_photo(
-            data,
-            caption=render.train_caption_text(n, im.caption),
-            reply_markup=render.train_caption_keyboard(ds.id, n),
-            filename=f"{ds.name}-{n}.png",
-        )
-    _set_flow(context, chat.id, "review", ds=ds.id, name=ds.name)
+    try:
+        # Up to 20 photos in a row: the bot's rate limiter (flood.py) paces them to Telegram's
+        # per-chat limit and waits out a 429, so none is lost.
+        for n, im in enumerate(ds.images, 1):
+            data = await asyncio.to_thread(d.jobs.image, StoredOutput(blob_id=im.image_id))
+            await chat.send_photo(
+                data,
+                caption=render.train_caption_text(n, im.caption),
+                reply_markup=render.train_caption_keyboard(ds.id, n),
+                filename=f"{ds.name}-{n}.png",
+            )
+    finally:
+        # Even if Telegram refused a photo for good, the flow leaves "captioning": a user left
+        # there gets "still working on your photos" for every message, forever.
+        _set_flow(context, chat.id, "review", ds=ds.id, name=ds.name)
     await answer(
         update,
         render.train_review_footer_text(ds, failed),

@@ -249,6 +249,8 @@ async def test_webhook_mode_rejects_a_wrong_secret(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/tg-hook"
+    telegram_standin.reset()
+    telegram_standin.options(allow_http_webhook=True)  # loopback without TLS, tests only
     proc = start_bot(
         dev_stack,
         telegram_standin,
@@ -291,9 +293,23 @@ async def test_webhook_mode_rejects_a_wrong_secret(
                 },
                 headers={"X-Telegram-Bot-Api-Secret-Token": "right-secret"},
             )
+            # An update PTB cannot read: 200 and dropped (a 500 makes Telegram resend it
+            # forever), and the bot goes on answering.
+            unreadable = await http.post(
+                url,
+                json={"update_id": 10**6 + 1, "message": {"message_id": 2}},
+                headers={"X-Telegram-Bot-Api-Secret-Token": "right-secret"},
+            )
+            not_json = await http.post(
+                url,
+                content=b"{not json",
+                headers={"X-Telegram-Bot-Api-Secret-Token": "right-secret"},
+            )
         assert wrong.status_code == 403
         assert missing.status_code == 403
         assert right.status_code == 200
+        assert unreadable.status_code == 200, unreadable.text
+        assert not_json.status_code == 200, not_json.text
         bot_text(telegram_standin, 4242, "/make")  # the right secret gets an answer
     finally:
         proc.stop()

@@ -16,6 +16,7 @@ USER = 777001
 
 
 async def test_a_sent_photo_has_its_real_dimensions(bot: Bot, telegram: TelegramStandin) -> None:
+    await telegram.options_async(photo_recompression=False)  # bytes kept (see test_real_photos)
     image = png(640, 480)
     sent = await bot.send_photo(USER, image, caption="a red fox · seed 42 · 12 points")
     largest = sent.photo[-1]
@@ -48,6 +49,7 @@ async def test_a_photo_over_telegrams_limits_is_refused_and_goes_as_a_document(
 
 
 async def test_the_bot_downloads_a_users_photo(bot: Bot, telegram: TelegramStandin) -> None:
+    await telegram.options_async(photo_recompression=False)  # bytes kept (see test_real_photos)
     original = png(300, 200, (10, 200, 30))
     await telegram.send_photo_async(USER, original, caption="/upscale")
     (update,) = await bot.get_updates(timeout=1)

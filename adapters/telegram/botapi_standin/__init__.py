@@ -10,8 +10,9 @@ Bot API methods covered: getMe, getUpdates (long polling, offset/limit/timeout/a
 409 while a webhook is set or when another poller takes over), setWebhook (delivery with the
 secret-token header, retried with back-off), deleteWebhook, getWebhookInfo, sendMessage,
 editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage, sendPhoto,
-sendDocument, sendChatAction, answerCallbackQuery, getFile (+ file download), setMyCommands,
-getMyCommands, deleteMyCommands, getChat. See `server.py` for the control API.
+sendDocument, sendMediaGroup, sendChatAction, answerCallbackQuery, getFile (+ file download),
+setMyCommands, getMyCommands, deleteMyCommands, getChat. See `server.py` for the control API
+and README.md for the real-Telegram behaviours it models (and does not).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ Control side (what a test uses; JSON, never seen by the bot):
         "reply_to_message_id"?, "photo"? (base64), "document"? (base64) + "filename"?,
         "mime_type"?, "caption"?, "first_name"?, "username"?, "anonymous"? (an anonymous group
         admin: `from` is GroupAnonymousBot, `sender_chat` the group), "sender_chat_id"? (sent
-        on behalf of that channel)} -> {"update_id", "message_id"}
+        on behalf of that channel), "is_forum"?, "message_thread_id"? (a forum topic)}
+        -> {"update_id", "message_id", "delivered"} (privacy mode: a plain group message is
+        stored but not delivered, update_id null)
   POST /_control/users/{user_id}/edit   {"chat_id"?, "message_id", "text"? | "caption"?}
         -> {"update_id", "message_id"}: the user edits a message; an `edited_message` update
   POST /_control/chats/{chat_id}/messages/{message_id}/redeliver -> {"update_id"}: the same
@@ -26,17 +28,20 @@ Control side (what a test uses; JSON, never seen by the bot):
         "chat_id"?, "drop"?, "delay"?} | {"blocked_chat_id"} | {"unblocked_chat_id"}
         | {"migrated_chat_id", "migrate_to_chat_id"} (the group became that supergroup)
         | {"no_media_chat_id"} | {"media_allowed_chat_id"} (the bot may not send media there)
-  POST /_control/options {"private_needs_start"?: bool} (sending to a private chat whose user
-        never wrote to the bot is 403 "bot can't initiate conversation", as on Telegram; off
-        by default so tests may talk to any user first)
+  POST /_control/options {"photo_recompression"?, "privacy_mode"?, "flood"?,
+        "allow_http_webhook"?, "private_needs_start"?: bool, "flood_limits"?: {...}} -> all
+        switches: the modelled real-Telegram behaviours, see README.md next to this file
+        (`private_needs_start`: sending to a private chat whose user never wrote to the bot is
+        403 "bot can't initiate conversation"; off by default so tests may talk to any user)
   POST /_control/reset   {"all"?: bool}
   GET  /_control/commands, /_control/answered_callbacks, /_control/updates, /_control/webhook,
        /_control/health
 
 Deliberate simplifications: a chat the bot has never seen is created on first use (positive id
-= private chat, negative = group) instead of answering "chat not found"; photos keep their
-original bytes as the largest size (Telegram would re-encode to JPEG), plus a real 320-px
-thumbnail; webhook updates are delivered one at a time, in order. The reset at the start of
+= private chat, negative = group) instead of answering "chat not found"; webhook updates are
+delivered one at a time, in order. What it models of real Telegram (photo recompression,
+privacy mode, flood limits, 413, https-only webhooks, forum topics, albums) and what not is in
+README.md next to this file. The reset at the start of
 each test also clears every standing refusal (blocked, migrated, no media rights, options).
 """
 
@@ -50,6 +55,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import mimetypes
 import re
 import secrets
@@ -57,6 +63,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 import aiohttp
 from aiohttp import web
@@ -81,12 +88,34 @@ DEFAULT_TOKEN = "123456:TEST-TOKEN"
 """The token the stand-in accepts unless told otherwise (`--token`)."""
 
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
+PHOTO_MAX_SIDE = 2560
+"""Telegram stores a photo as JPEG variants, the largest at most 2560 px a side."""
+PHOTO_VARIANT_SIDES = (90, 320, 800, 1280, 2560)
+"""The PhotoSize variants Telegram makes (each only when the photo is larger than it)."""
+PHOTO_JPEG_QUALITY = 87
 PHOTO_MAX_DIMENSION_SUM = 10000
 PHOTO_MAX_RATIO = 20
 DOCUMENT_MAX_BYTES = 50 * 1024 * 1024
 GET_FILE_MAX_BYTES = 20 * 1024 * 1024
 THUMBNAIL_SIDE = 320
-MAX_BODY_BYTES = 64 * 1024 * 1024
+UPLOAD_MAX_BYTES = 50 * 1024 * 1024
+"""The Bot API server's request size limit: a bigger upload is 413 Request Entity Too Large."""
+MAX_BODY_BYTES = 80 * 1024 * 1024
+COUNTED_SENDS = {
+    "sendmessage",
+    "sendphoto",
+    "senddocument",
+    "sendmediagroup",
+    "sendanimation",
+    "sendvideo",
+    "sendsticker",
+    "sendaudio",
+    "sendvoice",
+    "copymessage",
+    "forwardmessage",
+}
+"""The methods that post a new message: the ones Telegram's flood control counts here."""
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 UPDATE_TYPES = (
     "message",
@@ -180,10 +209,13 @@ class Chat:
     title: str | None = None
     first_name: str | None = None
     username: str | None = None
+    is_forum: bool = False
     messages: dict[int, ChatMessage] = field(default_factory=dict)
 
     def as_telegram(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "type": self.type}
+        if self.is_forum:
+            out["is_forum"] = True
         if self.title is not None:
             out["title"] = self.title
         if self.first_name is not None:
@@ -223,6 +255,7 @@ class Fault:
             400: "Bad Request: injected fault",
             403: "Forbidden: bot was blocked by the user",
             409: "Conflict: injected fault",
+            413: "Request Entity Too Large",
             500: "Internal Server Error",
             502: "Bad Gateway",
             503: "Service Unavailable",
@@ -231,6 +264,69 @@ class Fault:
         return ApiError(
             self.error_code, self.description or defaults.get(self.error_code, "Injected fault")
         )
+
+
+@dataclass
+class Flood:
+    """Telegram's flood control (Bot API FAQ, "My bot is hitting limits"): about one message a
+    second per chat, short bursts allowed (a token bucket of `chat_burst` refilled at
+    `chat_per_second`), and at most `group_per_minute` messages a minute in a group. Over a
+    limit the call answers 429 with `parameters.retry_after` (whole seconds, at least 1)."""
+
+    chat_per_second: float = 1.0
+    chat_burst: int = 20
+    group_per_minute: int = 20
+    _tokens: dict[int, tuple[float, float]] = field(default_factory=dict)
+    _group_sends: dict[int, list[float]] = field(default_factory=dict)
+
+    def take(self, chat_id: int, now: float) -> None:
+        """Count one message to `chat_id`, or raise the 429 Telegram would answer."""
+        tokens, last = self._tokens.get(chat_id, (float(self.chat_burst), now))
+        tokens = min(float(self.chat_burst), tokens + (now - last) * self.chat_per_second)
+        waits: list[float] = []
+        if tokens < 1.0:
+            waits.append((1.0 - tokens) / self.chat_per_second)
+        sent: list[float] = []
+        if chat_id < 0:
+            sent = [t for t in self._group_sends.get(chat_id, []) if now - t < 60.0]
+            self._group_sends[chat_id] = sent
+            if len(sent) >= self.group_per_minute:
+                waits.append(60.0 - (now - sent[len(sent) - self.group_per_minute]))
+        if waits:
+            self._tokens[chat_id] = (tokens, now)
+            wait = max(1, math.ceil(max(waits)))
+            raise ApiError(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
+        self._tokens[chat_id] = (tokens - 1.0, now)
+        if chat_id < 0:
+            sent.append(now)
+
+
+@dataclass
+class Options:
+    """The per-test switches of modelled Telegram behaviours (control API `/_control/options`).
+
+    Defaults are what real Telegram always does, except `allow_http_webhook` (a test's loopback
+    webhook receiver has no TLS) and `private_needs_start` (tests talk to users first)."""
+
+    photo_recompression: bool = True
+    privacy_mode: bool = True
+    flood: bool = True
+    allow_http_webhook: bool = False
+    private_needs_start: bool = False
+
+    def view(self, flood: Flood) -> dict[str, Any]:
+        return {
+            "photo_recompression": self.photo_recompression,
+            "privacy_mode": self.privacy_mode,
+            "flood": self.flood,
+            "flood_limits": {
+                "chat_per_second": flood.chat_per_second,
+                "chat_burst": flood.chat_burst,
+                "group_per_minute": flood.group_per_minute,
+            },
+            "allow_http_webhook": self.allow_http_webhook,
+            "private_needs_start": self.private_needs_start,
+        }
 
 
 @dataclass
@@ -285,7 +381,9 @@ class StandinState:
         self.blocked: set[int] = set()
         self.migrated: dict[int, int] = {}  # old group id -> its supergroup's id
         self.no_media: set[int] = set()  # chats where the bot has no right to send media
-        self.private_needs_start = False  # see `refuse_chat`
+        self.options = Options()
+        self.flood = Flood()
+        self.bot_user["can_read_all_group_messages"] = False
         self.callback_queries: dict[str, dict[str, Any]] = {}
         self.answered_callbacks: list[dict[str, Any]] = []
         self.updates.clear()
@@ -438,6 +536,24 @@ class StandinState:
         chat.messages[message_id] = stored
         return stored
 
+    def delivered_to_bot(self, chat: Chat, message: dict[str, Any]) -> bool:
+        """Privacy mode (Bot API features, "Privacy mode"): in groups the bot gets only
+        commands (unaddressed, or /cmd@this_bot; not /cmd@other_bot), replies to its own
+        messages, and messages that mention it by username. Service messages are not sent by
+        the control API, so not modelled here."""
+        if chat.type == "private" or not self.options.privacy_mode:
+            return True
+        me = str(self.bot_user["username"]).lower()
+        text = message.get("text") or message.get("caption") or ""
+        command = _LEADING_COMMAND_RE.match(text)
+        if command:
+            addressed = command.group(1)
+            return addressed is None or addressed[1:].lower() == me
+        reply = message.get("reply_to_message")
+        if reply is not None and reply.get("from", {}).get("id") == self.bot_user["id"]:
+            return True
+        return any(m.group()[1:].lower() == me for m in _MENTION_RE.finditer(text))
+
     def find_message(self, chat_id: int, message_id: int) -> ChatMessage | None:
         chat = self.chats.get(chat_id)
         if chat is None:
@@ -501,6 +617,8 @@ class StandinState:
             raise bad_request("PHOTO_INVALID_DIMENSIONS")
         if max(width, height) > PHOTO_MAX_RATIO * min(width, height):
             raise bad_request("PHOTO_INVALID_DIMENSIONS")
+        if self.options.photo_recompression:
+            return self._recompressed(data)
         sizes: list[dict[str, Any]] = []
         if max(width, height) > THUMBNAIL_SIDE:
             with Image.open(io.BytesIO(data)) as img:
@@ -512,6 +630,31 @@ class StandinState:
             sizes.append(self._photo_size(buf.getvalue(), "image/jpeg", tw, th))
         mime = Image.MIME.get(fmt or "", "image/jpeg")
         sizes.append(self._photo_size(data, mime, width, height))
+        return sizes
+
+    def _recompressed(self, data: bytes) -> list[dict[str, Any]]:
+        """What Telegram makes of any photo: opaque JPEG variants (alpha flattened onto white,
+        the format and the original bytes gone), the largest at most 2560 px a side, smaller
+        ones at 90/320/800/1280 px where the photo is bigger than that."""
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                full = Image.new("RGB", rgba.size, (255, 255, 255))
+                full.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                full = img.convert("RGB")
+        full.thumbnail((PHOTO_MAX_SIDE, PHOTO_MAX_SIDE))
+        biggest = max(full.size)
+        sides = [side for side in PHOTO_VARIANT_SIDES if side < biggest] + [biggest]
+        sizes: list[dict[str, Any]] = []
+        for side in sides:
+            variant = full.copy()
+            variant.thumbnail((side, side))
+            buf = io.BytesIO()
+            variant.save(buf, format="JPEG", quality=PHOTO_JPEG_QUALITY)
+            vw, vh = variant.size
+            sizes.append(self._photo_size(buf.getvalue(), "image/jpeg", vw, vh))
         return sizes
 
     def _photo_size(self, data: bytes, mime: str, width: int, height: int) -> dict[str, Any]:
@@ -557,7 +700,7 @@ class StandinState:
                 "Bad Request: group chat was upgraded to a supergroup chat",
                 {"migrate_to_chat_id": new_id},
             )
-        if self.private_needs_start and chat_id > 0 and not self.user_wrote(chat_id):
+        if self.options.private_needs_start and chat_id > 0 and not self.user_wrote(chat_id):
             raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         media = MEDIA_METHODS.get(method.lower())
         if media is not None and chat_id in self.no_media:
@@ -725,8 +868,8 @@ async def set_webhook(state: StandinState, p: Params) -> Any:
     if not url:
         state.set_webhook(None)
         return True
-    if not url.startswith(("http://", "https://")):
-        raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+    if not url.startswith("https://") and not _loopback_http_allowed(state, url):
+        raise bad_request("bad webhook: HTTPS url must be provided for webhook")
     secret = p.text("secret_token")
     if secret is not None and not _SECRET_RE.match(secret):
         raise bad_request("secret token contains unallowed characters")
@@ -739,6 +882,17 @@ async def set_webhook(state: StandinState, p: Params) -> Any:
     )
     state.set_webhook(hook)
     return True
+
+
+def _loopback_http_allowed(state: StandinState, url: str) -> bool:
+    """`allow_http_webhook` lets a test's plain-http receiver on loopback through; Telegram
+    itself takes only https (setWebhook: "HTTPS url must be provided")."""
+    parsed = urlparse(url)
+    return (
+        state.options.allow_http_webhook
+        and parsed.scheme == "http"
+        and (parsed.hostname or "") in LOOPBACK_HOSTS
+    )
 
 
 @method("deleteWebhook")
@@ -820,10 +974,21 @@ async def _send(state: StandinState, p: Params, body: dict[str, Any]) -> Any:
     markup = _markup(p)
     if markup is not None:
         body["reply_markup"] = markup
+    _place_in_topic(chat, p, body)
+    return state.add_message(chat, body, dict(state.bot_user)).message
+
+
+def _place_in_topic(chat: Chat, p: Params, body: dict[str, Any]) -> None:
+    """Forum topics (Bot API "sendMessage": message_thread_id, "for forum supergroups only";
+    Message.is_topic_message): a message sent with message_thread_id lands in that topic;
+    without it, in General (python-telegram-bot's Message.reply_* pass the thread of the
+    message they answer; a bare bot.send_* does not). Outside forums it is ignored."""
     thread = p.integer("message_thread_id")
+    if not chat.is_forum:
+        return
     if thread is not None:
         body["message_thread_id"] = thread
-    return state.add_message(chat, body, dict(state.bot_user)).message
+        body["is_topic_message"] = True
 
 
 @method("sendMessage")
@@ -909,6 +1074,63 @@ async def send_document(state: StandinState, p: Params) -> Any:
         if stored.file_name:
             doc["file_name"] = stored.file_name
     return await _send(state, p, {"document": doc, **_caption(p)})
+
+
+@method("sendMediaGroup")
+async def send_media_group(state: StandinState, p: Params) -> Any:
+    """An album (Bot API "sendMediaGroup"): 2-10 photos or 2-10 documents (not mixed), each
+    item its own message with one shared media_group_id; photos are recompressed like
+    sendPhoto. Albums take no reply_markup (Telegram has none for them)."""
+    media = p.parsed("media")
+    if not isinstance(media, list) or not 2 <= len(media) <= 10:
+        raise bad_request("wrong number of media specified: must be 2-10 items")
+    kinds = {str(item.get("type")) if isinstance(item, dict) else "" for item in media}
+    if not kinds <= {"photo", "document"} or len(kinds) != 1:
+        raise bad_request("the stand-in takes albums of photos or of documents, not mixed")
+    chat = state.chat(p.chat_id())
+    bodies: list[dict[str, Any]] = []
+    for item in media:
+        ref = str(item.get("media") or "")
+        caption = item.get("caption")
+        if caption is not None:
+            _check_text(str(caption), 1024, "message caption")
+        upload = p.uploads.get(ref[len("attach://") :]) if ref.startswith("attach://") else None
+        if item["type"] == "photo":
+            if upload is not None:
+                content: Any = state.photo_sizes(upload.data)
+            else:
+                stored = _existing_file(state, ref, "photo")
+                content = [_size_of(f) for f in _photo_siblings(state, stored)]
+        elif upload is not None:
+            content = state.document(upload.data, upload.filename, upload.content_type)
+        else:
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        bodies.append(
+            {
+                item["type"]: content,
+                "caption": caption or None,
+                "caption_entities": item.get("caption_entities"),
+            }
+        )
+    group_id = str(10**17 + next(state._file_ids))
+    reply = _reply_to(state, chat, p)
+    sent: list[dict[str, Any]] = []
+    for body in bodies:
+        body["media_group_id"] = group_id
+        body["reply_to_message"] = reply
+        _place_in_topic(chat, p, body)
+        sent.append(state.add_message(chat, body, dict(state.bot_user)).message)
+    return sent
+
+
+def _size_of(f: StoredFile) -> dict[str, Any]:
+    return {
+        "file_id": f.file_id,
+        "file_unique_id": f.file_unique_id,
+        "file_size": len(f.data),
+        "width": f.width,
+        "height": f.height,
+    }
 
 
 def _editable(state: StandinState, p: Params, what: str) -> ChatMessage:
@@ -1104,6 +1326,8 @@ async def bot_api(request: web.Request) -> web.StreamResponse:
         entry.update(status=refused.code, description=refused.description, params={})
         return web.json_response(refused.body(), status=refused.code)
     try:
+        if (request.content_length or 0) > UPLOAD_MAX_BYTES:
+            raise ApiError(413, "Request Entity Too Large")
         params = await Params.read(request)
         entry["params"] = params.loggable()
         chat_id = _chat_id_or_none(params)
@@ -1120,6 +1344,8 @@ async def bot_api(request: web.Request) -> web.StreamResponse:
             raise fault.error()
         if chat_id is not None:
             state.refuse_chat(name, chat_id)
+            if state.options.flood and name.lower() in COUNTED_SENDS:
+                state.flood.take(chat_id, time.monotonic())
         result = await handler(state, params)
     except ApiError as exc:
         entry.update(status=exc.code, description=exc.description, duration=time.time() - started)
@@ -1255,9 +1481,26 @@ async def control_send(request: web.Request) -> web.Response:
         message["reply_to_message"] = _without_reply(target.message)
     if sender_chat is not None:
         message["sender_chat"] = sender_chat
+    if body.get("is_forum"):
+        if chat.type != "supergroup":
+            raise control_error("only a supergroup can be a forum")
+        chat.is_forum = True
+    thread = body.get("message_thread_id")
+    if thread is not None:
+        if not chat.is_forum:
+            raise control_error("message_thread_id needs a forum supergroup (is_forum)")
+        message["message_thread_id"] = int(thread)
+        message["is_topic_message"] = True
     stored = state.add_message(chat, message, user)
+    if not state.delivered_to_bot(chat, stored.message):
+        # Privacy mode: the message is in the group, but Telegram never tells the bot.
+        return web.json_response(
+            {"update_id": None, "message_id": stored.message["message_id"], "delivered": False}
+        )
     update_id = state.enqueue("message", dict(stored.message))
-    return web.json_response({"update_id": update_id, "message_id": stored.message["message_id"]})
+    return web.json_response(
+        {"update_id": update_id, "message_id": stored.message["message_id"], "delivered": True}
+    )
 
 
 async def control_edit(request: web.Request) -> web.Response:
@@ -1381,6 +1624,8 @@ def _message_view(stored: ChatMessage) -> dict[str, Any]:
         "reply_markup": msg.get("reply_markup"),
         "buttons": _buttons(msg),
         "reply_to_message_id": reply["message_id"] if reply else None,
+        "message_thread_id": msg.get("message_thread_id"),  # None: General (or not a forum)
+        "media_group_id": msg.get("media_group_id"),
         "edits": len(stored.edit_times),
         "edit_times": list(stored.edit_times),
         "deleted": stored.deleted,
@@ -1457,9 +1702,24 @@ def _faults_view(state: StandinState) -> dict[str, Any]:
 async def control_options(request: web.Request) -> web.Response:
     state = _state(request)
     body = await _body(request)
-    if "private_needs_start" in body:
-        state.private_needs_start = bool(body["private_needs_start"])
-    return web.json_response({"private_needs_start": state.private_needs_start})
+    for name in (
+        "photo_recompression",
+        "privacy_mode",
+        "flood",
+        "allow_http_webhook",
+        "private_needs_start",
+    ):
+        if name in body:
+            setattr(state.options, name, bool(body[name]))
+    limits = body.get("flood_limits")
+    if isinstance(limits, dict):
+        state.flood = Flood(
+            chat_per_second=float(limits.get("chat_per_second", state.flood.chat_per_second)),
+            chat_burst=int(limits.get("chat_burst", state.flood.chat_burst)),
+            group_per_minute=int(limits.get("group_per_minute", state.flood.group_per_minute)),
+        )
+    state.bot_user["can_read_all_group_messages"] = not state.options.privacy_mode
+    return web.json_response(state.options.view(state.flood))
 
 
 async def control_faults_get(request: web.Request) -> web.Response:
