@@ -93,6 +93,7 @@ class Stores:
 
     def __post_init__(self) -> None:
         from store.blobs import BlobStore
+        from store.button_tokens import ButtonTokens
         from store.collections import CollectionRepo
         from store.datasets import DatasetRepo
         from store.jobs import JobRepo
@@ -111,6 +112,7 @@ class Stores:
         self.collections = CollectionRepo(self.db, self.users)
         self.datasets = DatasetRepo(self.db)
         self.models = ModelRepo(self.db)
+        self.button_tokens = ButtonTokens(self.db)
 
     @classmethod
     def from_uri(

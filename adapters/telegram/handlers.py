@@ -25,7 +25,13 @@ from adapters.telegram.request_keys import Claims, identity, request_key, speaks
 from adapters.telegram.status_watch import StatusWatchers
 from domain.errors import SettingsError, StationError, UnknownUser, UserInputError
 from domain.identity import normalise_identity
-from domain.jobs import MakeImageRequest, MediaRequest, ReplyTarget, new_job_id
+from domain.jobs import (
+    JOB_REF_LENGTH,
+    MakeImageRequest,
+    MediaRequest,
+    ReplyTarget,
+    new_job_id,
+)
 from domain.training import MAX_IMAGES
 from workers.config import Config
 
@@ -496,21 +502,39 @@ async def regen_button(update: Update, context: Ctx) -> None:
 
 
 async def result_button(update: Update, context: Ctx) -> None:
-    """Regen / Again / Upscale under a delivered image (`_start_job` answers the tap)."""
+    """Regen / Again / Upscale under a delivered image (`_start_job` answers the tap).
+
+    Regen and Again repeat the job the button sits under (`res:regen:<ref>`: its seed;
+    `res:again:<ref>`: a new one), read from that job itself, so they work the moment the image
+    arrives and whatever the user ran since. Buttons of older messages (`res:again`, a full
+    workflow id) keep working."""
     query = update.callback_query
     assert query is not None and query.data is not None
     d = deps(context)
     who = identity(update)
     _, action, *rest = query.data.split(":", 2)
-    if action == "again":
+    if action in ("again", "regen") and rest:
+        try:
+            wid = await _job_of_button(d, rest[0], who)
+            await d.jobs.status(wid, user=normalise_identity(who))
+        except JobNotFound:
+            await query.answer("That image is not among your jobs any more: see /regen.")
+            return
+        keep_seed = action == "regen"
+
+        async def repeat(target: ReplyTarget) -> StartedJob:
+            return await d.jobs.start_repeat_of(
+                who,
+                wid,
+                keep_seed=keep_seed,
+                platform="telegram",
+                reply=target,
+                request_id=request_key(update),
+            )
+
+        await _start_job(update, context, "make", repeat)
+    elif action == "again":
         await _repeat(update, context, None)
-    elif action == "regen":
-        runs = await d.jobs.recent_runs(who, 5)
-        ids = [r.workflow_id for r in runs]
-        if rest and rest[0] in ids:
-            await _repeat(update, context, ids.index(rest[0]) + 1)
-        else:
-            await query.answer("That image is not among your last 5 any more: see /regen.")
     elif action == "up" and rest:
         blob = rest[0]
 
@@ -530,6 +554,14 @@ async def result_button(update: Update, context: Ctx) -> None:
         await _start_job(update, context, "upscale", go)
     else:
         await query.answer()
+
+
+async def _job_of_button(d: BotDeps, ref: str, who: str) -> str:
+    """The workflow id a button names: a `job_ref` (resolved with the owner check) or, on
+    buttons sent before refs existed, the id itself (checked by the status that follows)."""
+    if len(ref) == JOB_REF_LENGTH:
+        return await d.jobs.job_by_ref(ref, normalise_identity(who))
+    return ref
 
 
 # ---- settings ----------------------------------------------------------------------------
@@ -689,19 +721,21 @@ async def cancel_cmd(update: Update, context: Ctx) -> None:
     if len(statuses) != 1:
         await status_cmd(update, context)
         return
-    result = await d.jobs.cancel(statuses[0].workflow_id)
+    who = normalise_identity(identity(update))
+    result = await d.jobs.cancel(statuses[0].workflow_id, reason=f"cancelled by {who}", user=who)
     await answer(update, f"🛑 Cancelled, refunded {result.refund} points.")
 
 
 async def cancel_button(update: Update, context: Ctx) -> None:
-    """`job:cancel:<wid>`: cancel that job (the presser's own only; anyone else's job reads as
-    not found, word for word, so a forged button learns nothing)."""
+    """`job:cancel:<ref>`: cancel that job (the presser's own only; anyone else's job reads as
+    not found, word for word, so a forged button learns nothing). Under /status and under a
+    live status message."""
     query = update.callback_query
     assert query is not None and query.data is not None
     d = deps(context)
-    wid = query.data.split(":", 2)[2]
     who = normalise_identity(identity(update))
     try:  # the presser's own jobs only: another user's id reads as a missing one
+        wid = await _job_of_button(d, query.data.split(":", 2)[2], who)
         status = await d.jobs.status(wid, user=who)
     except JobNotFound:
         await query.answer(JOB_NOT_FOUND)
@@ -715,9 +749,8 @@ async def cancel_button(update: Update, context: Ctx) -> None:
     except NotCancellable as err:
         await query.edit_message_text(f"{err.message}.")
         return
-    await query.edit_message_text(
-        f"🛑 Cancelled {status.prompt or status.kind}: refunded {result.refund} points."
-    )
+    what = status.prompt or status.settings.get("collection") or status.kind
+    await query.edit_message_text(f"🛑 Cancelled {what}: refunded {result.refund} points.")
 
 
 async def grant(update: Update, context: Ctx) -> None:

@@ -18,7 +18,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, Tele
 
 from adapters.jobs import JobNotFound, JobsClient
 from adapters.telegram.ratelimit import EditPacer
-from adapters.telegram.render import status_text
+from adapters.telegram.render import status_keyboard, status_text
 from domain.jobs import JobState
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class StatusWatchers:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, wid: str, chat_id: str, message_id: int) -> None:
-        shown: str | None = None
+        shown: tuple[str, bool] | None = None
         misses = 0
         while True:
             try:
@@ -97,20 +97,22 @@ class StatusWatchers:
             if status.state is JobState.DELIVERING or status.final:
                 return  # the delivery replaces the message
             text = status_text(status)
-            if text != shown and self.pacer.ready_in(chat_id, message_id) == 0:
+            keyboard = status_keyboard(status)  # Cancel while it can be cancelled
+            view = (text, keyboard is not None)
+            if view != shown and self.pacer.ready_in(chat_id, message_id) == 0:
                 async with self.pacer.lock(chat_id, message_id):
                     if self.pacer.is_closed(chat_id, message_id):
                         return
                     try:
                         await self.bot.edit_message_text(
-                            text, chat_id=chat_id, message_id=message_id
+                            text, chat_id=chat_id, message_id=message_id, reply_markup=keyboard
                         )
-                        shown = text
+                        shown = view
                     except RetryAfter as err:
                         await asyncio.sleep(retry_seconds(err))
                     except BadRequest as err:
                         if "not modified" in err.message.lower():
-                            shown = text
+                            shown = view
                         else:
                             log.info("status message of %s gone (%s)", wid, err.message)
                             return

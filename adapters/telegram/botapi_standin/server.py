@@ -28,7 +28,8 @@ Control side (what a test uses; JSON, never seen by the bot):
         | {"no_media_chat_id"} | {"media_allowed_chat_id"} (the bot may not send media there)
   POST /_control/options {"private_needs_start"?: bool} (sending to a private chat whose user
         never wrote to the bot is 403 "bot can't initiate conversation", as on Telegram; off
-        by default so tests may talk to any user first)
+        by default so tests may talk to any user first), {"first_message_id"?: int} (new chats
+        number their messages from there: message ids of busy chats have 10 digits)
   POST /_control/reset   {"all"?: bool}
   GET  /_control/commands, /_control/answered_callbacks, /_control/updates, /_control/webhook,
        /_control/health
@@ -286,6 +287,7 @@ class StandinState:
         self.migrated: dict[int, int] = {}  # old group id -> its supergroup's id
         self.no_media: set[int] = set()  # chats where the bot has no right to send media
         self.private_needs_start = False  # see `refuse_chat`
+        self.first_message_id = 1  # of a chat's first message (busy chats reach 10 digits)
         self.callback_queries: dict[str, dict[str, Any]] = {}
         self.answered_callbacks: list[dict[str, Any]] = []
         self.updates.clear()
@@ -424,7 +426,7 @@ class StandinState:
         return made
 
     def add_message(self, chat: Chat, body: dict[str, Any], sender: dict[str, Any]) -> ChatMessage:
-        message_id = self._next_message_id.get(chat.id, 0) + 1
+        message_id = self._next_message_id.get(chat.id, self.first_message_id - 1) + 1
         self._next_message_id[chat.id] = message_id
         message: dict[str, Any] = {
             "message_id": message_id,
@@ -1459,7 +1461,14 @@ async def control_options(request: web.Request) -> web.Response:
     body = await _body(request)
     if "private_needs_start" in body:
         state.private_needs_start = bool(body["private_needs_start"])
-    return web.json_response({"private_needs_start": state.private_needs_start})
+    if "first_message_id" in body:
+        state.first_message_id = int(body["first_message_id"])
+    return web.json_response(
+        {
+            "private_needs_start": state.private_needs_start,
+            "first_message_id": state.first_message_id,
+        }
+    )
 
 
 async def control_faults_get(request: web.Request) -> web.Response:
