@@ -210,6 +210,15 @@ class JobsClient:
             "make", request, summary=request.prompt, details=_static_details(request)
         )
 
+    async def quote_make(self, request: MakeImageRequest) -> JobPlan:
+        """What `start_make` would charge for the request (the same checks, nothing written):
+        the price a confirmation shows before anything is started."""
+        request = request.model_copy(update={"user": normalise_identity(request.user)})
+        plan: JobPlan = await asyncio.to_thread(
+            self._planner.plan_make_image, PrepareInput(workflow_id="", request=request)
+        )
+        return plan
+
     async def store_source(
         self, user: str, data: bytes, filename: str, *, kind: str = SOURCE
     ) -> str:

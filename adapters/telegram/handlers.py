@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import Chat, Message, ReplyParameters, Update
+from telegram import Chat, ForceReply, Message, MessageEntity, ReplyParameters, Update
 from telegram.constants import ChatType
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
@@ -21,7 +21,13 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 from adapters.jobs import JobNotFound, JobsClient, NotCancellable, StartedJob
 from adapters.telegram import render
 from adapters.telegram.ratelimit import RateLimiter
-from adapters.telegram.request_keys import Claims, identity, request_key, speaks_as_chat
+from adapters.telegram.request_keys import (
+    SHARED_SENDER_IDS,
+    Claims,
+    identity,
+    request_key,
+    speaks_as_chat,
+)
 from adapters.telegram.status_watch import StatusWatchers
 from domain.errors import SettingsError, StationError, UnknownUser, UserInputError
 from domain.identity import normalise_identity
@@ -42,6 +48,7 @@ PENDING = "pending_setting"  # context.user_data key: the setting whose value is
 
 
 TRAIN_PHOTO_WINDOW = 60.0  # seconds of the /train photo budget
+FLOW_RATE, FLOW_WINDOW = 120, 60.0  # flow steps a minute: /train's 20 caption edits are 40
 
 
 @dataclass
@@ -58,6 +65,8 @@ class BotDeps:
     photo_limiter: RateLimiter = field(
         default_factory=lambda: RateLimiter(2 * MAX_IMAGES, TRAIN_PHOTO_WINDOW)
     )
+    # Steps of guided flows (`_flow_step`) have a budget that fits the longest flow.
+    flow_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(FLOW_RATE, FLOW_WINDOW))
 
 
 Ctx = ContextTypes.DEFAULT_TYPE
@@ -83,6 +92,57 @@ async def answer(update: Update, text: str, **kwargs: Any) -> Message | None:
             msg.message_id, allow_sending_without_reply=True
         )
     return await chat.send_message(text, **kwargs)
+
+
+async def ask(update: Update, text: str, **kwargs: Any) -> Message | None:
+    """A question whose answer is typed. In a group the answer is a plain message, which
+    privacy mode (the default) never delivers to the bot; a reply to the bot is delivered, so
+    the question carries a selective ForceReply (Bot API, ForceReply): the asker's app opens a
+    reply to it. Selective targets the sender of the message the question replies to; a tap
+    has no such message of the user, so the question then starts by mentioning the presser."""
+    chat = update.effective_chat
+    if not is_group(chat):
+        return await answer(update, text, **kwargs)
+    kwargs.setdefault(
+        "reply_markup", ForceReply(selective=True, input_field_placeholder="your answer")
+    )
+    user = update.effective_user
+    if update.callback_query is not None and user is not None:
+        name = user.first_name or "you"
+        text = f"{name}: {text}"
+        kwargs["entities"] = [
+            MessageEntity(
+                MessageEntity.TEXT_MENTION, 0, len(name.encode("utf-16-le")) // 2, user=user
+            )
+        ]
+        msg = update.effective_message
+        if msg is not None:  # under the button's message, not as a reply to it
+            kwargs.setdefault(
+                "reply_parameters",
+                ReplyParameters(msg.message_id, allow_sending_without_reply=True),
+            )
+    return await answer(update, text, **kwargs)
+
+
+NOT_YOUR_MENU = "This is not your menu: send the command yourself to get your own."
+
+
+async def menu_owner_gate(update: Update, context: Ctx) -> None:
+    """A tap in a group on a message the bot sent in answer to another member: every member
+    has their own menus and flows, so the tap is answered "not your menu" and nothing runs.
+    The owner is the person the bot's message replies to (answer() replies to the asker in
+    groups); messages answering no person (a channel, an anonymous admin) have no owner here."""
+    query = update.callback_query
+    if query is None or not is_group(update.effective_chat):
+        return
+    msg = query.message
+    asker = msg.reply_to_message if isinstance(msg, Message) else None
+    owner = asker.from_user if asker is not None and asker.sender_chat is None else None
+    if owner is None or owner.is_bot or owner.id in SHARED_SENDER_IDS:
+        return
+    if owner.id != query.from_user.id:
+        await query.answer(NOT_YOUR_MENU, show_alert=True)
+        raise ApplicationHandlerStop
 
 
 PRIVATE_SENT = "I sent you a private message."
@@ -149,7 +209,12 @@ async def rate_gate(update: Update, context: Ctx) -> None:
     except UserInputError:
         return
     d = deps(context)
-    limiter = d.photo_limiter if _training_photo(update, context) else d.limiter
+    if _training_photo(update, context):
+        limiter = d.photo_limiter
+    elif _flow_step(update, context):
+        limiter = d.flow_limiter
+    else:
+        limiter = d.limiter
     wait = limiter.check(who)
     if wait <= 0:
         return
@@ -158,6 +223,28 @@ async def rate_gate(update: Update, context: Ctx) -> None:
     elif d.limiter.should_warn(who):
         await answer(update, render.rate_limited_text(wait))
     raise ApplicationHandlerStop
+
+
+FLOW_BUTTONS = ("settings:", "coll:", "train:", "model:")
+FLOW_KEYS = (PENDING, "collection_flow", "train_flow")  # user_data keys of pending flows
+
+
+def _flow_step(update: Update, context: Ctx) -> bool:
+    """A step of a guided flow (settings, collections, /train, /models): a tap on its
+    buttons, or a typed answer while one waits. A flow takes dozens of these a minute (20
+    captions to edit, trait lines, retries), so they count against `flow_limiter`, not the
+    command limit; commands and prompts (what starts paid work) keep the tighter one."""
+    query = update.callback_query
+    if query is not None:
+        return (query.data or "").startswith(FLOW_BUTTONS)
+    msg = update.effective_message
+    data = context.user_data or {}
+    return (
+        msg is not None
+        and bool(msg.text)
+        and not (msg.text or "").startswith("/")
+        and any(data.get(k) for k in FLOW_KEYS)
+    )
 
 
 def _training_photo(update: Update, context: Ctx) -> bool:
@@ -216,6 +303,8 @@ async def unknown(update: Update, context: Ctx) -> None:
     """An unknown command: say so and show help."""
     msg = update.effective_message
     word = (msg.text or "").split()[0] if msg is not None and msg.text else "that"
+    if word.startswith("/") and not _command_for_me(word, context):
+        return  # `/cmd@other_bot` is for another bot: not a word from here
     await answer(update, f"I don't know {word}.\n\n{render.help_text()}")
 
 
@@ -354,7 +443,45 @@ async def text_message(update: Update, context: Ctx) -> None:
             return
     elif chat is None or chat.type != ChatType.PRIVATE:
         return
+    elif (await deps(context).jobs.settings(identity(update))).confirm_text_prompts:
+        await _confirm_text(update, context, text)
+        return
     await _make(update, context, text)
+
+
+async def _confirm_text(update: Update, context: Ctx, prompt: str) -> None:
+    """Plain text is a paid prompt: quote it and wait for one tap ("hi" cost 30 points when
+    text started a job by itself). The question replies to the prompt, so the tap reads the
+    prompt from there: nothing to keep in memory, and it survives a restart."""
+    msg = update.effective_message
+    assert msg is not None
+    plan = await deps(context).jobs.quote_make(
+        MakeImageRequest(user=identity(update), platform="telegram", prompt=prompt)
+    )
+    await answer(
+        update,
+        render.text_confirm_text(prompt, plan),
+        reply_markup=render.text_confirm_keyboard(plan.price),
+        reply_parameters=ReplyParameters(msg.message_id, allow_sending_without_reply=True),
+    )
+
+
+async def text_confirm_button(update: Update, context: Ctx) -> None:
+    """`tp:go` under a quoted prompt: make it. Keyed by the question's message and the button
+    (request_keys.py), so any number of taps start one job."""
+    query = update.callback_query
+    assert query is not None
+    asked = query.message
+    source = asked.reply_to_message if isinstance(asked, Message) else None
+    prompt = (source.text or "").strip() if source is not None else ""
+    if not prompt:
+        await query.answer("I can't see that prompt any more: send it again.", show_alert=True)
+        return
+    await _make(update, context, prompt)
+    try:
+        await query.edit_message_reply_markup(None)  # asked and answered
+    except TelegramError as err:
+        log.info("confirm button not removed (%s)", err)
 
 
 def media_params(kind: str, args: list[str]) -> dict[str, Any]:

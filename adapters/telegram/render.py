@@ -64,11 +64,13 @@ SETTINGS_FIELDS: tuple[str, ...] = (
     "negative",
     "template",
     "send_as_file",
+    "confirm_text_prompts",
 )
 CHOICES: dict[str, tuple[str, ...]] = {
     "sampler": DEFAULT_SAMPLERS,
     "scheduler": DEFAULT_SCHEDULERS,
     "send_as_file": ("yes", "no"),
+    "confirm_text_prompts": ("yes", "no"),
 }
 
 
@@ -87,16 +89,27 @@ def button(text: str, data: str) -> InlineKeyboardButton:
     return InlineKeyboardButton(text, callback_data=data)
 
 
-def bot_commands() -> list[BotCommand]:
-    """The list setMyCommands publishes (the admin command is not advertised)."""
-    return [BotCommand(name, text) for name, text in COMMANDS]
+PRIVATE_ONLY_COMMANDS = frozenset({"train"})  # refused in groups (training.train_cmd)
+
+
+def bot_commands(group: bool = False) -> list[BotCommand]:
+    """The list setMyCommands publishes (the admin command is not advertised); the group
+    menu (scope all_group_chats) lists only what works in a group."""
+    return [
+        BotCommand(name, text)
+        for name, text in COMMANDS
+        if not (group and name in PRIVATE_ONLY_COMMANDS)
+    ]
 
 
 def help_text() -> str:
     lines = ["StationThis makes images. Commands:"]
     lines += [f"/{name} — {text}" for name, text in COMMANDS]
     lines.append("")
-    lines.append("In a private chat any text you send is a prompt.")
+    lines.append(
+        "In a private chat any text you send is a prompt: I show the price and make it when "
+        "you tap (turn that question off with confirm_text_prompts in /settings)."
+    )
     return "\n".join(lines)
 
 
@@ -137,6 +150,22 @@ def status_keyboard(status: JobStatus) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup(
         [[button("🛑 Cancel", data=f"job:cancel:{job_ref(status.workflow_id)}")]]
     )
+
+
+TEXT_CONFIRM = "tp:go"  # the confirm button under a quoted plain-text prompt
+
+
+def text_confirm_text(prompt: str, plan: JobPlan) -> str:
+    """The question a plain-text prompt gets before anything is charged."""
+    return (
+        f"Make “{prompt[:300]}” for {plan.price} points?\n{plan.summary.split(':')[0]}. "
+        "Nothing is charged before you tap. (/settings → confirm_text_prompts turns this "
+        "question off; /make PROMPT never asks.)"
+    )
+
+
+def text_confirm_keyboard(price: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[button(f"✅ Make it — {price} points", data=TEXT_CONFIRM)]])
 
 
 def final_text(status: JobStatus) -> str:

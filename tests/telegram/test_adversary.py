@@ -126,6 +126,8 @@ async def test_an_edited_plain_text_prompt_charges_once(
     tg = telegram
     await started(tg, user_id)
     sent = tg.send(user_id, "a red fox in teh snow")
+    asked = said(tg, user_id, "points?")
+    tg.press(user_id, user_id, asked["message_id"], "tp:go")  # plain text asks first
     tg.wait_for(user_id, photos, timeout=30)
     tg.edit(user_id, sent["message_id"], "a red fox in the snow")
     await asyncio.sleep(SETTLE)

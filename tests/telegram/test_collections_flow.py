@@ -29,7 +29,7 @@ def bot(
 ) -> Iterator[BotProcess]:
     """This module's bot: the whole story is ~20 taps, more than the default 20 per minute."""
     log_path = tmp_path_factory.mktemp("bot-collections") / "bot.log"
-    proc = start_bot(dev_stack, telegram_standin, log_path, TELEGRAM_COMMAND_RATE="200")
+    proc = start_bot(dev_stack, telegram_standin, log_path)
     running = BotProcess(proc, telegram_standin)
     try:
         running.start()

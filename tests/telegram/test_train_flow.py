@@ -29,7 +29,7 @@ def bot(
 ) -> Iterator[BotProcess]:
     """This module's bot: the story is ~20 messages and taps, above the default rate limit."""
     log_path = tmp_path_factory.mktemp("bot-train") / "bot.log"
-    proc = start_bot(dev_stack, telegram_standin, log_path, TELEGRAM_COMMAND_RATE="200")
+    proc = start_bot(dev_stack, telegram_standin, log_path)
     running = BotProcess(proc, telegram_standin)
     try:
         running.start()
