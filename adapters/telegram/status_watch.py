@@ -1,7 +1,8 @@
 """Live status: one task per running job edits the job's status message as it moves.
 
 A watcher polls the job's status query, edits when the text changed and the message was not
-edited in the last 2 s (the `EditPacer`), and stops once the job is delivering or final: from
+edited in the last 2 s (the `EditPacer`), with a Cancel button while the job can be cancelled
+(an edit without it removes it), and stops once the job is delivering or final: from
 then on the delivery worker owns the message (it replaces it with the result). On startup the
 bot re-attaches watchers to every running Telegram job, reading the chat and status message id
 from the job's own start input, so live status survives a bot restart.
