@@ -305,7 +305,8 @@ async def unknown(update: Update, context: Ctx) -> None:
     word = (msg.text or "").split()[0] if msg is not None and msg.text else "that"
     if word.startswith("/") and not _command_for_me(word, context):
         return  # `/cmd@other_bot` is for another bot: not a word from here
-    await answer(update, f"I don't know {word}.\n\n{render.help_text()}")
+    shown = word if len(word) <= 64 else word[:60] + "…"  # the answer must fit 4096 chars
+    await answer(update, f"I don't know {shown}.\n\n{render.help_text()}")
 
 
 # ---- starting jobs -----------------------------------------------------------------------
