@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from adapters.jobs import JobsClient
+from adapters.jobs import JobNotFound, JobsClient
 from domain.collections import CollectionConfig
 from domain.jobs import JobState, job_ref
 from tests.fixtures.devstack import Stack
@@ -191,3 +191,30 @@ async def test_cancel_command_cancels_the_only_running_cook(
         dev_stack.reset_faults()
     assert (await jobs.status(cook, user=f"telegram:{user_id}")).state is JobState.CANCELLED
     assert "no job" not in "\n".join(m["text"] or "" for m in tg.bot_messages(user_id))
+
+
+async def test_another_users_cook_reads_as_no_job_and_cannot_be_cancelled(
+    jobs: JobsClient, dev_stack: Stack, user_id: int
+) -> None:
+    """The cook path keeps JobsClient.status's ownership check: a cook id names a collection,
+    not its user, so the owner is read from the cook itself."""
+    owner, other = f"telegram:{user_id}", f"telegram:{user_id + 1}"
+    await jobs.register(owner)
+    await jobs.register(other)
+    try:
+        cook = await cooking(jobs, dev_stack, user_id)
+        assert (await jobs.status(cook, user=owner)).kind == "cook"
+        with pytest.raises(JobNotFound) as theirs:
+            await jobs.status(cook, user=other)
+        with pytest.raises(JobNotFound):
+            await jobs.cancel(cook, user=other)
+        with pytest.raises(JobNotFound):
+            await jobs.job_by_ref(job_ref(cook), other)
+        with pytest.raises(JobNotFound) as missing:
+            await jobs.status(cook + "0", user=other)
+        assert str(theirs.value).replace(cook, "") == str(missing.value).replace(cook + "0", "")
+        assert await jobs.job_by_ref(job_ref(cook), owner) == cook
+        assert (await jobs.status(cook)).state is JobState.RUNNING
+    finally:
+        dev_stack.reset_faults()
+        await jobs.cancel(cook, user=owner)
