@@ -50,6 +50,7 @@ from domain.collections import (
     CookControl,
     CookInput,
     CookProgress,
+    CookState,
     Permission,
     parse_trait_lines,
     validate_config,
@@ -70,6 +71,7 @@ from domain.jobs import (
     PrepareInput,
     ReplyTarget,
     StoredOutput,
+    job_ref,
     new_job_id,
 )
 from domain.settings import Limits, UserSettings
@@ -243,6 +245,15 @@ class JobsClient:
             "make", request, summary=request.prompt, details=_static_details(request)
         )
 
+    async def quote_make(self, request: MakeImageRequest) -> JobPlan:
+        """What `start_make` would charge for the request (the same checks, nothing written):
+        the price a confirmation shows before anything is started."""
+        request = request.model_copy(update={"user": normalise_identity(request.user)})
+        plan: JobPlan = await asyncio.to_thread(
+            self._planner.plan_make_image, PrepareInput(workflow_id="", request=request)
+        )
+        return plan
+
     async def store_source(
         self, user: str, data: bytes, filename: str, *, kind: str = SOURCE
     ) -> str:
@@ -326,7 +337,13 @@ class JobsClient:
         )
 
     def _repeat(
-        self, user: str, run: JobRecord, *, keep_seed: bool, rid: str | None, platform: str | None
+        self,
+        user: str,
+        run: JobRecord | JobStatus,
+        *,
+        keep_seed: bool,
+        rid: str | None,
+        platform: str | None,
     ) -> MakeImageRequest:
         saved = run.settings
         keys = ("width", "height", "steps", "cfg", "batch", "sampler", "scheduler", "negative")
@@ -337,7 +354,7 @@ class JobsClient:
         return MakeImageRequest(
             user=user,
             platform=platform,
-            prompt=run.prompt,
+            prompt=run.prompt or "",
             template=run.template or None,
             overrides=overrides,
             request_id=rid,
@@ -396,6 +413,7 @@ class JobsClient:
         except BaseException:
             await asyncio.to_thread(self.slots.release, user.id, wid)
             raise
+        await self.remember_job(wid, request.user)
         return StartedJob(wid, kind, request.user, existing, self.job_url(wid))
 
     async def _take_slot(self, user_id: str, wid: str) -> None:
@@ -449,11 +467,54 @@ class JobsClient:
         With `user` (any adapter acting for a person), another user's job is "no job", exactly
         like a missing one; without it (operators), any job.
         """
+        if is_cook_id(wid):
+            return await self._cook_status(wid, user)
         owners = await self._job_owners(wid, user) if user is not None else None
         status = await self._any_status(wid)
         if owners is not None and status.user not in owners:
             raise JobNotFound(f"no job {wid!r}")
         return status
+
+    async def _owners(self, user: str) -> frozenset[str]:
+        found = await asyncio.to_thread(self.stores.users.find, normalise_identity(user))
+        return frozenset(found.identities) if found is not None else frozenset()
+
+    async def _cook_status(self, wid: str, user: str | None) -> JobStatus:
+        """A cook as one job: its `progress` query (the cook has no `status`) read as a
+        JobStatus. A cook id names its collection, not its user, so ownership is read from the
+        cook's own `UserId` search attribute; another user's cook reads as a missing one."""
+        handle = self.temporal.get_workflow_handle(wid, result_type=CookProgress)
+        try:
+            desc = await handle.describe()
+            progress: CookProgress = await handle.query(CookCollectionWorkflow.progress)
+        except (RPCError, WorkflowQueryFailedError) as err:
+            raise JobNotFound(f"no job {wid!r}") from err
+        owner = desc.typed_search_attributes.get(USER_ID) or ""
+        if user is not None and owner not in await self._owners(user):
+            raise JobNotFound(f"no job {wid!r}")
+        return cook_job_status(wid, owner, progress)
+
+    async def remember_job(self, wid: str, user: str) -> str:
+        """Store the job's fixed-length ref (`job_ref`) with its owner, for buttons."""
+        ref: str = await asyncio.to_thread(
+            self.stores.button_tokens.remember, wid, normalise_identity(user)
+        )
+        return ref
+
+    async def job_by_ref(self, ref: str, user: str) -> str:
+        """The workflow id a button's `job_ref` names, if it is one of `user`'s jobs; another
+        user's ref or an unknown one reads as "no job". Jobs started before refs were stored
+        are found among the user's running jobs."""
+        token = await asyncio.to_thread(self.stores.button_tokens.lookup, ref)
+        owners = await self._owners(user)
+        if token is not None:
+            if token.owner in owners:
+                return token.workflow_id
+            raise JobNotFound(f"no job {ref!r}")
+        for job in await self.list_jobs(user=user, running=True):
+            if job_ref(job.workflow_id) == ref:
+                return job.workflow_id
+        raise JobNotFound(f"no job {ref!r}")
 
     async def _any_status(self, wid: str) -> JobStatus:
         """A running job answers its `status` query; an ended one reads its outcome, and one
@@ -563,6 +624,8 @@ class JobsClient:
         if user is not None:
             await self.status(wid, user=user)
         by = normalise_identity(user) if user is not None else ""
+        if is_cook_id(wid):
+            return await self._cancel_cook(wid, CookControl(reason=reason, by=by))
         for attempt in range(6):
             try:
                 result: CancelResult = await self.handle(wid).execute_update(
@@ -585,6 +648,24 @@ class JobsClient:
                     f"this job can no longer be cancelled: it is {status.state}"
                 ) from err
         raise AssertionError("unreachable")
+
+    async def _cancel_cook(self, wid: str, ctl: CookControl) -> CancelResult:
+        """Cancel a cook through its own `cancel` update: the pieces in flight are cancelled
+        and refunded by their sagas; the answer comes when the cook has ended."""
+        handle = self.temporal.get_workflow_handle(wid, result_type=CookProgress)
+        try:
+            progress: CookProgress = await handle.execute_update(
+                "cancel", ctl, result_type=CookProgress
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            msg = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            raise NotCancellable(msg) from err
+        except RPCError as err:
+            raise NotCancellable("this cook has ended") from err
+        return CancelResult(
+            state=cook_job_status(wid, "", progress).state, refund=progress.refunded
+        )
 
     # ---- listing ---------------------------------------------------------------------------
 
@@ -647,7 +728,9 @@ class JobsClient:
     async def active(self, user: str) -> list[JobStatus]:
         """Every running job of the user, with live stage and progress."""
         listing = await self.list_jobs(user=user, running=True)
-        return list(await asyncio.gather(*(self.status(j.workflow_id) for j in listing)))
+        # A cook is one job: its pieces (child workflows) are shown through its progress.
+        jobs = [j for j in listing if not is_cook_piece_id(j.workflow_id)]
+        return list(await asyncio.gather(*(self.status(j.workflow_id) for j in jobs)))
 
     async def recent_runs(self, user: str, n: int = 5) -> list[JobRecord]:
         found = await asyncio.to_thread(self.stores.users.get, user)
@@ -897,6 +980,25 @@ class JobsClient:
         req = self._repeat(user, run, keep_seed=n is not None, rid=request_id, platform=platform)
         return await self.start_make(req.model_copy(update={"reply": reply}))
 
+    async def start_repeat_of(
+        self,
+        user: str,
+        wid: str,
+        *,
+        keep_seed: bool,
+        platform: str,
+        reply: ReplyTarget | None,
+        request_id: str | None,
+    ) -> StartedJob:
+        """Repeat the make job `wid` itself (the buttons under its image): with its seed (Regen)
+        or a new one (Again). Read from the job's own status, so it works the moment the image
+        arrives (the history record is written after delivery) and whatever ran since."""
+        status = await self.status(wid, user=user)
+        if status.kind != "make" or status.state not in (JobState.DELIVERING, JobState.DONE):
+            raise UserInputError("only a finished image can be repeated")
+        req = self._repeat(user, status, keep_seed=keep_seed, rid=request_id, platform=platform)
+        return await self.start_make(req.model_copy(update={"reply": reply}))
+
     async def reply_target(self, wid: str, *, user: str | None = None) -> ReplyTarget | None:
         """Where a running job replies: read from its start input (nothing else to store).
         With `user`, only their own job (another user's reads as "no job")."""
@@ -1078,6 +1180,7 @@ class JobsClient:
         except BaseException:
             await asyncio.to_thread(self.slots.release, owner.id, wid)
             raise
+        await self.remember_job(wid, user)
         return StartedJob(wid, "cook", user, False, self.job_url(wid))
 
     async def _cook_running(self, wid: str) -> bool:
@@ -1403,4 +1506,43 @@ def _status_from_record(record: JobRecord) -> JobStatus:
         prompt=record.prompt,
         template=record.template,
         settings=record.settings,
+    )
+
+
+def is_cook_id(wid: str) -> bool:
+    """A cook workflow (`cook-<collection>-<n>`, store.collections.next_cook_id), not a piece."""
+    return wid.startswith("cook-") and not is_cook_piece_id(wid)
+
+
+def is_cook_piece_id(wid: str) -> bool:
+    """A piece of a cook: a child workflow `<cook id>-piece-<n>[-retry<k>]`."""
+    return wid.startswith("cook-") and "-piece-" in wid
+
+
+COOK_STATES: dict[CookState, JobState] = {
+    CookState.RUNNING: JobState.RUNNING,
+    CookState.PAUSED: JobState.RUNNING,
+    CookState.WAITING_FOR_POINTS: JobState.RUNNING,
+    CookState.CANCELLING: JobState.RUNNING,
+    CookState.DONE: JobState.DONE,
+    CookState.CANCELLED: JobState.CANCELLED,
+}
+
+
+def cook_job_status(wid: str, owner: str, progress: CookProgress) -> JobStatus:
+    """A cook's progress as the JobStatus /status and /cancel read: its cook state is the stage,
+    its counts (made, failed, in flight, points) the detail."""
+    handled = progress.made + progress.failed + progress.cancelled + progress.skipped
+    return JobStatus(
+        workflow_id=wid,
+        kind="cook",
+        user=owner,
+        state=COOK_STATES[progress.state],
+        percent=100.0 * handled / progress.supply if progress.supply else 0.0,
+        stage=progress.state.value.replace("_", " "),
+        detail=progress.headline(),
+        price=progress.points_spent,
+        refund=progress.refunded,
+        reason=progress.reason,
+        settings={"collection": progress.collection_id},
     )

@@ -7,6 +7,8 @@ Images never travel here: only GridFS ids.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import uuid
 from enum import StrEnum
 from typing import Any, Literal
@@ -362,3 +364,16 @@ def new_job_id(kind: str, user: str, request_id: str | None = None) -> str:
     """`<kind>-<user>-<request id or short uuid>`: a retried platform request maps to one id."""
     suffix = request_id if request_id else uuid.uuid4().hex[:10]
     return f"{kind}-{id_fragment(user)}-{suffix}"
+
+
+JOB_REF_LENGTH = 22
+
+
+def job_ref(workflow_id: str) -> str:
+    """A fixed-length reference to a job for places with a byte budget (Telegram's 64-byte
+    callback_data): 22 base64url characters of the id's SHA-256 (132 bits, so two ids never
+    meet in practice). Workflow ids grow with chat and message ids (`train-telegram-<user>-
+    btn-100<chat>.<message>.<hash>`), so buttons carry this instead; the jobs client stores
+    each job's ref with its owner when it starts the job and resolves it back."""
+    digest = hashlib.sha256(workflow_id.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:JOB_REF_LENGTH]

@@ -38,6 +38,9 @@ class UserSettings(BaseModel):
     negative: str = ""
     template: str = "make"
     send_as_file: bool = False
+    # Plain text in a private chat is a paid prompt: ask first (one tap, with the price),
+    # unless the user turned that off.
+    confirm_text_prompts: bool = True
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(UserSettings.model_fields)
@@ -216,7 +219,7 @@ def validate_setting(
         if len(s) > r.negative_max_chars:
             raise ValueError(f"must be at most {r.negative_max_chars} characters, got {len(s)}")
         return s
-    if field == "send_as_file":
+    if field in ("send_as_file", "confirm_text_prompts"):
         return _as_bool(value)
     raise ValueError(f"unknown setting (known: {', '.join(SETTING_NAMES)})")
 

@@ -93,6 +93,7 @@ class Stores:
 
     def __post_init__(self) -> None:
         from store.blobs import BlobStore
+        from store.button_tokens import ButtonTokens
         from store.collections import CollectionRepo
         from store.datasets import DatasetRepo
         from store.inventory import ComfyInventory
@@ -113,6 +114,7 @@ class Stores:
         self.datasets = DatasetRepo(self.db)
         self.models = ModelRepo(self.db)
         self.inventory = ComfyInventory(self.db)
+        self.button_tokens = ButtonTokens(self.db)
 
     @classmethod
     def from_uri(

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from aiohttp import web
-from telegram import Update
+from telegram import BotCommandScopeAllGroupChats, Update
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -101,6 +101,7 @@ def build_application(config: Config, jobs: JobsClient, pacer: EditPacer) -> App
     # this one place keeps every command, prompt and flow step from running a second time.
     app.add_handler(TypeHandler(Update, h.rate_gate), group=-2)
     app.add_handler(MessageHandler(filters.UpdateType.EDITED, h.edited_message), group=-1)
+    app.add_handler(CallbackQueryHandler(h.menu_owner_gate), group=-1)  # groups: own menus
     commands: dict[str, Callable[[Update, h.Ctx], Coroutine[Any, Any, None]]] = {
         "start": h.start,
         "help": h.help_cmd,
@@ -128,6 +129,7 @@ def build_application(config: Config, jobs: JobsClient, pacer: EditPacer) -> App
     app.add_handler(CallbackQueryHandler(h.cancel_button, pattern=r"^job:cancel:"))
     app.add_handler(CallbackQueryHandler(h.regen_button, pattern=r"^regen:\d+$"))
     app.add_handler(CallbackQueryHandler(h.result_button, pattern=r"^res:"))
+    app.add_handler(CallbackQueryHandler(h.text_confirm_button, pattern=r"^tp:go$"))
     app.add_error_handler(h.on_error)
     return app
 
@@ -222,6 +224,9 @@ async def run_bot(
     try:
         async with app:
             await app.bot.set_my_commands(bot_commands())
+            await app.bot.set_my_commands(
+                bot_commands(group=True), scope=BotCommandScopeAllGroupChats()
+            )
             await app.start()
             try:
                 if webhook_url and secret is not None:

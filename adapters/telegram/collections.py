@@ -42,6 +42,7 @@ from adapters.telegram.handlers import (
     Ctx,
     answer,
     answer_private,
+    ask,
     deps,
     identity,
     user_error_text,
@@ -179,7 +180,7 @@ async def _ask_name(update: Update, context: Ctx) -> None:
         return
     await deps(context).jobs.user(identity(update))  # unknown users are told to /start first
     _start_flow(context, chat.id, "name")
-    await answer(
+    await ask(
         update, "New collection (1/4): what is its name? (send /collections to stop at any step)"
     )
 
@@ -220,7 +221,7 @@ async def traits_cmd(update: Update, context: Ctx) -> None:
         await _flow_trait(update, context, rest)
         return
     _start_flow(context, chat.id, "trait", cid=cid, traits=[trait], prompt=None)
-    await answer(update, f"Send the values of [[{trait}]]: {render.TRAIT_LINES_HELP}")
+    await ask(update, f"Send the values of [[{trait}]]: {render.TRAIT_LINES_HELP}")
 
 
 @_explained
@@ -234,10 +235,10 @@ async def flow_text(update: Update, context: Ctx) -> None:
     step = flow["step"]
     if step == "name":
         flow.update(step="description", name=text[:100])
-        await answer(update, "(2/4) Describe it in a sentence (send - to skip).")
+        await ask(update, "(2/4) Describe it in a sentence (send - to skip).")
     elif step == "description":
         flow.update(step="prompt", description="" if text == "-" else text[:1000])
-        await answer(
+        await ask(
             update,
             "(3/4) The master prompt, with a [[Trait]] slot for each trait type, e.g.\n"
             "a [[Fur]] fox [wearing [[Hat]]] in the snow\n"
@@ -247,21 +248,21 @@ async def flow_text(update: Update, context: Ctx) -> None:
         try:
             traits = parse_master_prompt(text).traits()
         except StationError as err:
-            await answer(update, error_text(err, "Send the master prompt again."))
+            await ask(update, error_text(err, "Send the master prompt again."))
             return
         if not traits:
-            await answer(
+            await ask(
                 update, "Put at least one [[Trait]] slot in it, e.g. a [[Fur]] fox. Send it again."
             )
             return
         flow.update(step="supply", prompt=text, slots=traits)
-        await answer(update, f"(4/4) How many pieces should it have? (1 … {MAX_SUPPLY})")
+        await ask(update, f"(4/4) How many pieces should it have? (1 … {MAX_SUPPLY})")
     elif step == "supply":
         await _flow_supply(update, context, flow, text)
     elif step in ("trait", "trait_name"):
         if step == "trait_name":
             flow.update(step="trait", traits=[text.strip("[] ")])
-            await answer(
+            await ask(
                 update, f"Send the values of [[{text.strip('[] ')}]]: {render.TRAIT_LINES_HELP}"
             )
             return
@@ -272,7 +273,7 @@ async def flow_text(update: Update, context: Ctx) -> None:
                 flow["cid"], identity(update), {"master_prompt": text}
             )
         except StationError as err:
-            await answer(update, error_text(err, "Send the master prompt again."))
+            await ask(update, error_text(err, "Send the master prompt again."))
             return
         _end_flow(context)
         await _show(update, context, flow["cid"], "✓ master prompt set")
@@ -280,7 +281,7 @@ async def flow_text(update: Update, context: Ctx) -> None:
 
 async def _flow_supply(update: Update, context: Ctx, flow: dict[str, Any], text: str) -> None:
     if not text.isdigit() or not 1 <= int(text) <= MAX_SUPPLY:
-        await answer(update, f"The supply is a whole number from 1 to {MAX_SUPPLY}: send it again.")
+        await ask(update, f"The supply is a whole number from 1 to {MAX_SUPPLY}: send it again.")
         return
     col = await deps(context).jobs.create_collection(
         identity(update),
@@ -291,7 +292,7 @@ async def _flow_supply(update: Update, context: Ctx, flow: dict[str, Any], text:
     )
     slots: list[str] = flow["slots"]
     flow.update(step="trait", cid=col.id, traits=slots)
-    await answer(
+    await ask(
         update,
         f"✓ created {col.name} ({col.id}). Now the values of each trait type "
         f"({', '.join(slots)}).\nSend the values of [[{slots[0]}]]: {render.TRAIT_LINES_HELP}",
@@ -310,14 +311,14 @@ async def _flow_trait(update: Update, context: Ctx, lines: str) -> None:
     try:
         col = await d.jobs.set_traits(cid, who, todo[0], lines)
     except StationError as err:
-        await answer(update, error_text(err, f"Send the values of [[{todo[0]}]] again."))
+        await ask(update, error_text(err, f"Send the values of [[{todo[0]}]] again."))
         return
     saved = col.config.trait(todo[0])
     values = len(saved.values) if saved is not None else 0
     done = f"✓ [[{todo[0]}]]: {values} values"
     flow["traits"] = todo = todo[1:]
     if todo:
-        await answer(update, f"{done}\nSend the values of [[{todo[0]}]]: {render.TRAIT_LINES_HELP}")
+        await ask(update, f"{done}\nSend the values of [[{todo[0]}]]: {render.TRAIT_LINES_HELP}")
         return
     _end_flow(context)
     note = done
@@ -370,7 +371,7 @@ async def _button(update: Update, context: Ctx, action: str, args: list[str]) ->
             raise UserInputError("that trait type is gone: send /collections again")
         trait = col.config.traits[i]
         _start_flow(context, chat.id, "trait", cid=cid, traits=[trait.name], prompt=None)
-        await answer(
+        await ask(
             update,
             f"Send the new values of [[{trait.name}]] (they replace the current ones): "
             f"{render.TRAIT_LINES_HELP}",
@@ -378,11 +379,11 @@ async def _button(update: Update, context: Ctx, action: str, args: list[str]) ->
     elif action == "addtrait":
         await d.jobs.collection(cid, who)
         _start_flow(context, chat.id, "trait_name", cid=cid, prompt=None)
-        await answer(update, "Name of the new trait type? (then put [[NAME]] in the prompt)")
+        await ask(update, "Name of the new trait type? (then put [[NAME]] in the prompt)")
     elif action == "prompt":
         col = await d.jobs.collection(cid, who)
         _start_flow(context, chat.id, "prompt_edit", cid=cid)
-        await answer(
+        await ask(
             update,
             f"Send the new master prompt (now: {col.config.master_prompt or 'not set'}). "
             f"Trait types: {', '.join(t.name for t in col.config.traits) or 'none yet'}.",

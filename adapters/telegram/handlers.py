@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import Chat, Message, ReplyParameters, Update
+from telegram import Chat, ForceReply, Message, MessageEntity, ReplyParameters, Update
 from telegram.constants import ChatType
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
@@ -21,11 +21,23 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 from adapters.jobs import JobNotFound, JobsClient, NotCancellable, StartedJob
 from adapters.telegram import render
 from adapters.telegram.ratelimit import RateLimiter
-from adapters.telegram.request_keys import Claims, identity, request_key, speaks_as_chat
+from adapters.telegram.request_keys import (
+    SHARED_SENDER_IDS,
+    Claims,
+    identity,
+    request_key,
+    speaks_as_chat,
+)
 from adapters.telegram.status_watch import StatusWatchers
 from domain.errors import SettingsError, StationError, UnknownUser, UserInputError
 from domain.identity import normalise_identity
-from domain.jobs import MakeImageRequest, MediaRequest, ReplyTarget, new_job_id
+from domain.jobs import (
+    JOB_REF_LENGTH,
+    MakeImageRequest,
+    MediaRequest,
+    ReplyTarget,
+    new_job_id,
+)
 from domain.training import MAX_IMAGES
 from workers.config import Config
 
@@ -36,6 +48,7 @@ PENDING = "pending_setting"  # context.user_data key: the setting whose value is
 
 
 TRAIN_PHOTO_WINDOW = 60.0  # seconds of the /train photo budget
+FLOW_RATE, FLOW_WINDOW = 120, 60.0  # flow steps a minute: /train's 20 caption edits are 40
 
 
 @dataclass
@@ -52,6 +65,8 @@ class BotDeps:
     photo_limiter: RateLimiter = field(
         default_factory=lambda: RateLimiter(2 * MAX_IMAGES, TRAIN_PHOTO_WINDOW)
     )
+    # Steps of guided flows (`_flow_step`) have a budget that fits the longest flow.
+    flow_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(FLOW_RATE, FLOW_WINDOW))
 
 
 Ctx = ContextTypes.DEFAULT_TYPE
@@ -77,6 +92,57 @@ async def answer(update: Update, text: str, **kwargs: Any) -> Message | None:
             msg.message_id, allow_sending_without_reply=True
         )
     return await chat.send_message(text, **kwargs)
+
+
+async def ask(update: Update, text: str, **kwargs: Any) -> Message | None:
+    """A question whose answer is typed. In a group the answer is a plain message, which
+    privacy mode (the default) never delivers to the bot; a reply to the bot is delivered, so
+    the question carries a selective ForceReply (Bot API, ForceReply): the asker's app opens a
+    reply to it. Selective targets the sender of the message the question replies to; a tap
+    has no such message of the user, so the question then starts by mentioning the presser."""
+    chat = update.effective_chat
+    if not is_group(chat):
+        return await answer(update, text, **kwargs)
+    kwargs.setdefault(
+        "reply_markup", ForceReply(selective=True, input_field_placeholder="your answer")
+    )
+    user = update.effective_user
+    if update.callback_query is not None and user is not None:
+        name = user.first_name or "you"
+        text = f"{name}: {text}"
+        kwargs["entities"] = [
+            MessageEntity(
+                MessageEntity.TEXT_MENTION, 0, len(name.encode("utf-16-le")) // 2, user=user
+            )
+        ]
+        msg = update.effective_message
+        if msg is not None:  # under the button's message, not as a reply to it
+            kwargs.setdefault(
+                "reply_parameters",
+                ReplyParameters(msg.message_id, allow_sending_without_reply=True),
+            )
+    return await answer(update, text, **kwargs)
+
+
+NOT_YOUR_MENU = "This is not your menu: send the command yourself to get your own."
+
+
+async def menu_owner_gate(update: Update, context: Ctx) -> None:
+    """A tap in a group on a message the bot sent in answer to another member: every member
+    has their own menus and flows, so the tap is answered "not your menu" and nothing runs.
+    The owner is the person the bot's message replies to (answer() replies to the asker in
+    groups); messages answering no person (a channel, an anonymous admin) have no owner here."""
+    query = update.callback_query
+    if query is None or not is_group(update.effective_chat):
+        return
+    msg = query.message
+    asker = msg.reply_to_message if isinstance(msg, Message) else None
+    owner = asker.from_user if asker is not None and asker.sender_chat is None else None
+    if owner is None or owner.is_bot or owner.id in SHARED_SENDER_IDS:
+        return
+    if owner.id != query.from_user.id:
+        await query.answer(NOT_YOUR_MENU, show_alert=True)
+        raise ApplicationHandlerStop
 
 
 PRIVATE_SENT = "I sent you a private message."
@@ -143,7 +209,12 @@ async def rate_gate(update: Update, context: Ctx) -> None:
     except UserInputError:
         return
     d = deps(context)
-    limiter = d.photo_limiter if _training_photo(update, context) else d.limiter
+    if _training_photo(update, context):
+        limiter = d.photo_limiter
+    elif _flow_step(update, context):
+        limiter = d.flow_limiter
+    else:
+        limiter = d.limiter
     wait = limiter.check(who)
     if wait <= 0:
         return
@@ -152,6 +223,28 @@ async def rate_gate(update: Update, context: Ctx) -> None:
     elif d.limiter.should_warn(who):
         await answer(update, render.rate_limited_text(wait))
     raise ApplicationHandlerStop
+
+
+FLOW_BUTTONS = ("settings:", "coll:", "train:", "model:")
+FLOW_KEYS = (PENDING, "collection_flow", "train_flow")  # user_data keys of pending flows
+
+
+def _flow_step(update: Update, context: Ctx) -> bool:
+    """A step of a guided flow (settings, collections, /train, /models): a tap on its
+    buttons, or a typed answer while one waits. A flow takes dozens of these a minute (20
+    captions to edit, trait lines, retries), so they count against `flow_limiter`, not the
+    command limit; commands and prompts (what starts paid work) keep the tighter one."""
+    query = update.callback_query
+    if query is not None:
+        return (query.data or "").startswith(FLOW_BUTTONS)
+    msg = update.effective_message
+    data = context.user_data or {}
+    return (
+        msg is not None
+        and bool(msg.text)
+        and not (msg.text or "").startswith("/")
+        and any(data.get(k) for k in FLOW_KEYS)
+    )
 
 
 def _training_photo(update: Update, context: Ctx) -> bool:
@@ -210,7 +303,10 @@ async def unknown(update: Update, context: Ctx) -> None:
     """An unknown command: say so and show help."""
     msg = update.effective_message
     word = (msg.text or "").split()[0] if msg is not None and msg.text else "that"
-    await answer(update, f"I don't know {word}.\n\n{render.help_text()}")
+    if word.startswith("/") and not _command_for_me(word, context):
+        return  # `/cmd@other_bot` is for another bot: not a word from here
+    shown = word if len(word) <= 64 else word[:60] + "…"  # the answer must fit 4096 chars
+    await answer(update, f"I don't know {shown}.\n\n{render.help_text()}")
 
 
 # ---- starting jobs -----------------------------------------------------------------------
@@ -348,7 +444,45 @@ async def text_message(update: Update, context: Ctx) -> None:
             return
     elif chat is None or chat.type != ChatType.PRIVATE:
         return
+    elif (await deps(context).jobs.settings(identity(update))).confirm_text_prompts:
+        await _confirm_text(update, context, text)
+        return
     await _make(update, context, text)
+
+
+async def _confirm_text(update: Update, context: Ctx, prompt: str) -> None:
+    """Plain text is a paid prompt: quote it and wait for one tap ("hi" cost 30 points when
+    text started a job by itself). The question replies to the prompt, so the tap reads the
+    prompt from there: nothing to keep in memory, and it survives a restart."""
+    msg = update.effective_message
+    assert msg is not None
+    plan = await deps(context).jobs.quote_make(
+        MakeImageRequest(user=identity(update), platform="telegram", prompt=prompt)
+    )
+    await answer(
+        update,
+        render.text_confirm_text(prompt, plan),
+        reply_markup=render.text_confirm_keyboard(plan.price),
+        reply_parameters=ReplyParameters(msg.message_id, allow_sending_without_reply=True),
+    )
+
+
+async def text_confirm_button(update: Update, context: Ctx) -> None:
+    """`tp:go` under a quoted prompt: make it. Keyed by the question's message and the button
+    (request_keys.py), so any number of taps start one job."""
+    query = update.callback_query
+    assert query is not None
+    asked = query.message
+    source = asked.reply_to_message if isinstance(asked, Message) else None
+    prompt = (source.text or "").strip() if source is not None else ""
+    if not prompt:
+        await query.answer("I can't see that prompt any more: send it again.", show_alert=True)
+        return
+    await _make(update, context, prompt)
+    try:
+        await query.edit_message_reply_markup(None)  # asked and answered
+    except TelegramError as err:
+        log.info("confirm button not removed (%s)", err)
 
 
 def media_params(kind: str, args: list[str]) -> dict[str, Any]:
@@ -496,21 +630,39 @@ async def regen_button(update: Update, context: Ctx) -> None:
 
 
 async def result_button(update: Update, context: Ctx) -> None:
-    """Regen / Again / Upscale under a delivered image (`_start_job` answers the tap)."""
+    """Regen / Again / Upscale under a delivered image (`_start_job` answers the tap).
+
+    Regen and Again repeat the job the button sits under (`res:regen:<ref>`: its seed;
+    `res:again:<ref>`: a new one), read from that job itself, so they work the moment the image
+    arrives and whatever the user ran since. Buttons of older messages (`res:again`, a full
+    workflow id) keep working."""
     query = update.callback_query
     assert query is not None and query.data is not None
     d = deps(context)
     who = identity(update)
     _, action, *rest = query.data.split(":", 2)
-    if action == "again":
+    if action in ("again", "regen") and rest:
+        try:
+            wid = await _job_of_button(d, rest[0], who)
+            await d.jobs.status(wid, user=normalise_identity(who))
+        except JobNotFound:
+            await query.answer("That image is not among your jobs any more: see /regen.")
+            return
+        keep_seed = action == "regen"
+
+        async def repeat(target: ReplyTarget) -> StartedJob:
+            return await d.jobs.start_repeat_of(
+                who,
+                wid,
+                keep_seed=keep_seed,
+                platform="telegram",
+                reply=target,
+                request_id=request_key(update),
+            )
+
+        await _start_job(update, context, "make", repeat)
+    elif action == "again":
         await _repeat(update, context, None)
-    elif action == "regen":
-        runs = await d.jobs.recent_runs(who, 5)
-        ids = [r.workflow_id for r in runs]
-        if rest and rest[0] in ids:
-            await _repeat(update, context, ids.index(rest[0]) + 1)
-        else:
-            await query.answer("That image is not among your last 5 any more: see /regen.")
     elif action == "up" and rest:
         blob = rest[0]
 
@@ -530,6 +682,14 @@ async def result_button(update: Update, context: Ctx) -> None:
         await _start_job(update, context, "upscale", go)
     else:
         await query.answer()
+
+
+async def _job_of_button(d: BotDeps, ref: str, who: str) -> str:
+    """The workflow id a button names: a `job_ref` (resolved with the owner check) or, on
+    buttons sent before refs existed, the id itself (checked by the status that follows)."""
+    if len(ref) == JOB_REF_LENGTH:
+        return await d.jobs.job_by_ref(ref, normalise_identity(who))
+    return ref
 
 
 # ---- settings ----------------------------------------------------------------------------
@@ -689,19 +849,21 @@ async def cancel_cmd(update: Update, context: Ctx) -> None:
     if len(statuses) != 1:
         await status_cmd(update, context)
         return
-    result = await d.jobs.cancel(statuses[0].workflow_id)
+    who = normalise_identity(identity(update))
+    result = await d.jobs.cancel(statuses[0].workflow_id, reason=f"cancelled by {who}", user=who)
     await answer(update, f"🛑 Cancelled, refunded {result.refund} points.")
 
 
 async def cancel_button(update: Update, context: Ctx) -> None:
-    """`job:cancel:<wid>`: cancel that job (the presser's own only; anyone else's job reads as
-    not found, word for word, so a forged button learns nothing)."""
+    """`job:cancel:<ref>`: cancel that job (the presser's own only; anyone else's job reads as
+    not found, word for word, so a forged button learns nothing). Under /status and under a
+    live status message."""
     query = update.callback_query
     assert query is not None and query.data is not None
     d = deps(context)
-    wid = query.data.split(":", 2)[2]
     who = normalise_identity(identity(update))
     try:  # the presser's own jobs only: another user's id reads as a missing one
+        wid = await _job_of_button(d, query.data.split(":", 2)[2], who)
         status = await d.jobs.status(wid, user=who)
     except JobNotFound:
         await query.answer(JOB_NOT_FOUND)
@@ -715,9 +877,8 @@ async def cancel_button(update: Update, context: Ctx) -> None:
     except NotCancellable as err:
         await query.edit_message_text(f"{err.message}.")
         return
-    await query.edit_message_text(
-        f"🛑 Cancelled {status.prompt or status.kind}: refunded {result.refund} points."
-    )
+    what = status.prompt or status.settings.get("collection") or status.kind
+    await query.edit_message_text(f"🛑 Cancelled {what}: refunded {result.refund} points.")
 
 
 async def grant(update: Update, context: Ctx) -> None:

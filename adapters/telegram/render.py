@@ -1,10 +1,12 @@
 """What the bot says and which buttons it shows: pure functions from domain models to text and
 keyboards, so handlers and the delivery worker word things the same way.
 
-Callback data carry a prefix per feature (routed by pattern in `bot.py`) and stay under
-Telegram's 64-byte limit: `settings:<field>`, `settings:set:<field>:<value>`, `settings:back`,
-`settings:reset:yes|no`, `job:cancel:<workflow id>`, `regen:<n>`, `res:regen:<workflow id>`,
-`res:again`, `res:up:<blob id>`.
+Callback data carry a prefix per feature (routed by pattern in `bot.py`) and are built by
+`button`, which refuses anything over Telegram's 64 bytes (never cuts it): `settings:<field>`,
+`settings:set:<field>:<value>`, `settings:back`, `settings:reset:yes|no`, `job:cancel:<ref>`,
+`regen:<n>`, `res:regen:<ref>`, `res:again:<ref>`, `res:up:<blob id>`, where `<ref>` is the
+22-character `job_ref` of a workflow id (ids grow past 64 bytes with 10-digit chat and message
+ids; the jobs client maps a ref back to its job and owner).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 
 from domain.collections import Collection, CookProgress, CookState
-from domain.jobs import JobPlan, JobState, JobStatus
+from domain.jobs import JobPlan, JobState, JobStatus, job_ref
 from domain.settings import DEFAULT_SAMPLERS, DEFAULT_SCHEDULERS, Limits, UserSettings
 from domain.training import MAX_IMAGES, MIN_IMAGES, STEPS_MAX, STEPS_MIN, Dataset, LoraModel
 from domain.users import JobRecord, LedgerEntry
@@ -62,24 +64,52 @@ SETTINGS_FIELDS: tuple[str, ...] = (
     "negative",
     "template",
     "send_as_file",
+    "confirm_text_prompts",
 )
 CHOICES: dict[str, tuple[str, ...]] = {
     "sampler": DEFAULT_SAMPLERS,
     "scheduler": DEFAULT_SCHEDULERS,
     "send_as_file": ("yes", "no"),
+    "confirm_text_prompts": ("yes", "no"),
 }
 
 
-def bot_commands() -> list[BotCommand]:
-    """The list setMyCommands publishes (the admin command is not advertised)."""
-    return [BotCommand(name, text) for name, text in COMMANDS]
+CALLBACK_DATA_LIMIT = 64  # bytes: Telegram refuses longer callback_data (BUTTON_DATA_INVALID)
+
+
+def button(text: str, data: str) -> InlineKeyboardButton:
+    """The one place a callback button is built: its data must fit Telegram's 64 bytes.
+
+    Data are never cut (a cut id names another job): anything that can grow, a workflow id
+    above all, goes as its fixed-length `job_ref`, resolved by the jobs client.
+    """
+    size = len(data.encode())
+    if not 1 <= size <= CALLBACK_DATA_LIMIT:
+        raise ValueError(f"callback_data of {size} bytes (1 … {CALLBACK_DATA_LIMIT}): {data!r}")
+    return InlineKeyboardButton(text, callback_data=data)
+
+
+PRIVATE_ONLY_COMMANDS = frozenset({"train"})  # refused in groups (training.train_cmd)
+
+
+def bot_commands(group: bool = False) -> list[BotCommand]:
+    """The list setMyCommands publishes (the admin command is not advertised); the group
+    menu (scope all_group_chats) lists only what works in a group."""
+    return [
+        BotCommand(name, text)
+        for name, text in COMMANDS
+        if not (group and name in PRIVATE_ONLY_COMMANDS)
+    ]
 
 
 def help_text() -> str:
     lines = ["StationThis makes images. Commands:"]
     lines += [f"/{name} — {text}" for name, text in COMMANDS]
     lines.append("")
-    lines.append("In a private chat any text you send is a prompt.")
+    lines.append(
+        "In a private chat any text you send is a prompt: I show the price and make it when "
+        "you tap (turn that question off with confirm_text_prompts in /settings)."
+    )
     return "\n".join(lines)
 
 
@@ -110,6 +140,32 @@ def status_text(status: JobStatus) -> str:
     if status.clamps:
         line += "\nlowered to fit your balance: " + ", ".join(status.clamps)
     return line
+
+
+def status_keyboard(status: JobStatus) -> InlineKeyboardMarkup | None:
+    """The Cancel button under a live status message, while the job can still be cancelled
+    (an edit without it removes it: delivering and final jobs have none)."""
+    if not status.state.cancellable:
+        return None
+    return InlineKeyboardMarkup(
+        [[button("🛑 Cancel", data=f"job:cancel:{job_ref(status.workflow_id)}")]]
+    )
+
+
+TEXT_CONFIRM = "tp:go"  # the confirm button under a quoted plain-text prompt
+
+
+def text_confirm_text(prompt: str, plan: JobPlan) -> str:
+    """The question a plain-text prompt gets before anything is charged."""
+    return (
+        f"Make “{prompt[:300]}” for {plan.price} points?\n{plan.summary.split(':')[0]}. "
+        "Nothing is charged before you tap. (/settings → confirm_text_prompts turns this "
+        "question off; /make PROMPT never asks.)"
+    )
+
+
+def text_confirm_keyboard(price: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[button(f"✅ Make it — {price} points", data=TEXT_CONFIRM)]])
 
 
 def final_text(status: JobStatus) -> str:
@@ -156,14 +212,16 @@ def result_caption(status: JobStatus, index: int) -> str:
 
 
 def result_keyboard(status: JobStatus, index: int) -> InlineKeyboardMarkup | None:
-    """Regen / Again / Upscale under a delivered image."""
+    """Regen / Again / Upscale under a delivered image: each acts on THIS image's job (its
+    ref) or file, never on whatever ran last."""
     out = status.outputs[index] if index < len(status.outputs) else None
     row: list[InlineKeyboardButton] = []
     if status.kind == "make":
-        row.append(InlineKeyboardButton("Regen", callback_data=f"res:regen:{status.workflow_id}"))
-        row.append(InlineKeyboardButton("Again", callback_data="res:again"))
+        ref = job_ref(status.workflow_id)
+        row.append(button("Regen", data=f"res:regen:{ref}"))
+        row.append(button("Again", data=f"res:again:{ref}"))
     if out is not None and status.kind != "upscale":
-        row.append(InlineKeyboardButton("Upscale", callback_data=f"res:up:{out.blob_id}"))
+        row.append(button("Upscale", data=f"res:up:{out.blob_id}"))
     return InlineKeyboardMarkup([row]) if row else None
 
 
@@ -188,23 +246,19 @@ def settings_text(settings: UserSettings, limits: Limits, points: int) -> str:
 
 def settings_keyboard(settings: UserSettings) -> InlineKeyboardMarkup:
     buttons = [
-        InlineKeyboardButton(
-            f"{name}: {_show(getattr(settings, name))}"[:40], callback_data=f"settings:{name}"
-        )
+        button(f"{name}: {_show(getattr(settings, name))}"[:40], data=f"settings:{name}")
         for name in SETTINGS_FIELDS
     ]
     rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
-    rows.append([InlineKeyboardButton("Reset to defaults", callback_data="settings:reset")])
+    rows.append([button("Reset to defaults", data="settings:reset")])
     return InlineKeyboardMarkup(rows)
 
 
 def choice_keyboard(field: str) -> InlineKeyboardMarkup:
     options = CHOICES[field]
-    buttons = [
-        InlineKeyboardButton(o, callback_data=f"settings:set:{field}:{o}"[:64]) for o in options
-    ]
+    buttons = [button(o, data=f"settings:set:{field}:{o}") for o in options]
     rows = [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
-    rows.append([InlineKeyboardButton("« back", callback_data="settings:back")])
+    rows.append([button("« back", data="settings:back")])
     return InlineKeyboardMarkup(rows)
 
 
@@ -238,8 +292,8 @@ def reset_confirm_keyboard() -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton("Yes, reset", callback_data="settings:reset:yes"),
-                InlineKeyboardButton("No, keep them", callback_data="settings:reset:no"),
+                button("Yes, reset", data="settings:reset:yes"),
+                button("No, keep them", data="settings:reset:no"),
             ]
         ]
     )
@@ -268,6 +322,9 @@ def jobs_text(statuses: Sequence[JobStatus]) -> str:
         return "No jobs running. Send a prompt to make an image."
     lines = ["Your running jobs:"]
     for i, s in enumerate(statuses, 1):
+        if s.kind == "cook":  # one line for the whole cook: its pieces are not listed
+            lines.append(f"{i}. cook {s.settings.get('collection', '')} — {s.detail}")
+            continue
         what = s.prompt or s.kind
         lines.append(f"{i}. {s.kind} — {s.headline()} — {what[:60]}")
     return "\n".join(lines)
@@ -275,7 +332,7 @@ def jobs_text(statuses: Sequence[JobStatus]) -> str:
 
 def jobs_keyboard(statuses: Sequence[JobStatus]) -> InlineKeyboardMarkup | None:
     rows = [
-        [InlineKeyboardButton(f"Cancel {i}", callback_data=f"job:cancel:{s.workflow_id}"[:64])]
+        [button(f"Cancel {i}", data=f"job:cancel:{job_ref(s.workflow_id)}")]
         for i, s in enumerate(statuses, 1)
         if s.state.cancellable
     ]
@@ -295,9 +352,7 @@ def regen_text(runs: Sequence[JobRecord]) -> str:
 def regen_keyboard(runs: Sequence[JobRecord]) -> InlineKeyboardMarkup | None:
     if not runs:
         return None
-    row = [
-        InlineKeyboardButton(str(i), callback_data=f"regen:{i}") for i in range(1, len(runs) + 1)
-    ]
+    row = [button(str(i), data=f"regen:{i}") for i in range(1, len(runs) + 1)]
     return InlineKeyboardMarkup([row])
 
 
@@ -340,11 +395,8 @@ def collections_text(cols: Sequence[Collection]) -> str:
 
 
 def collections_keyboard(cols: Sequence[Collection]) -> InlineKeyboardMarkup:
-    rows = [
-        [InlineKeyboardButton(f"{c.name} ({c.id})"[:40], callback_data=f"coll:show:{c.id}")]
-        for c in cols[:20]
-    ]
-    rows.append([InlineKeyboardButton("➕ New collection", callback_data="coll:new")])
+    rows = [[button(f"{c.name} ({c.id})"[:40], data=f"coll:show:{c.id}")] for c in cols[:20]]
+    rows.append([button("➕ New collection", data="coll:new")])
     return InlineKeyboardMarkup(rows)
 
 
@@ -370,25 +422,25 @@ def collection_keyboard(col: Collection, counts: Mapping[str, int]) -> InlineKey
     rows: list[list[InlineKeyboardButton]] = []
     if not col.cook_started:
         trait_buttons = [
-            InlineKeyboardButton(f"✏️ {t.name}"[:30], callback_data=f"coll:trait:{col.id}:{i}")
+            button(f"✏️ {t.name}"[:30], data=f"coll:trait:{col.id}:{i}")
             for i, t in enumerate(col.config.traits)
         ]
         rows += [trait_buttons[i : i + 3] for i in range(0, len(trait_buttons), 3)]
         rows.append(
             [
-                InlineKeyboardButton("➕ trait type", callback_data=f"coll:addtrait:{col.id}"),
-                InlineKeyboardButton("✏️ prompt", callback_data=f"coll:prompt:{col.id}"),
+                button("➕ trait type", data=f"coll:addtrait:{col.id}"),
+                button("✏️ prompt", data=f"coll:prompt:{col.id}"),
             ]
         )
-    row = [InlineKeyboardButton("🍳 Cook", callback_data=f"coll:cook:{col.id}")]
+    row = [button("🍳 Cook", data=f"coll:cook:{col.id}")]
     if col.last_cook:
-        row.append(InlineKeyboardButton("📊 Status", callback_data=f"coll:status:{col.id}"))
+        row.append(button("📊 Status", data=f"coll:status:{col.id}"))
     rows.append(row)
     if counts.get("pending_review") or counts.get("approved") or counts.get("rejected"):
         rows.append(
             [
-                InlineKeyboardButton("🔍 Review", callback_data=f"coll:review:{col.id}"),
-                InlineKeyboardButton("📦 Export", callback_data=f"coll:export:{col.id}"),
+                button("🔍 Review", data=f"coll:review:{col.id}"),
+                button("📦 Export", data=f"coll:export:{col.id}"),
             ]
         )
     return InlineKeyboardMarkup(rows)
@@ -411,8 +463,8 @@ def cook_confirm_keyboard(cid: str, total: int) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton(f"✅ Cook for {total} points", callback_data=f"coll:go:{cid}"),
-                InlineKeyboardButton("Not now", callback_data=f"coll:keep:{cid}"),
+                button(f"✅ Cook for {total} points", data=f"coll:go:{cid}"),
+                button("Not now", data=f"coll:keep:{cid}"),
             ]
         ]
     )
@@ -442,18 +494,18 @@ def cook_keyboard(cid: str, progress: CookProgress) -> InlineKeyboardMarkup | No
     s = progress.state
     if s in (CookState.RUNNING, CookState.WAITING_FOR_POINTS):
         row = [
-            InlineKeyboardButton("⏸ Pause", callback_data=f"coll:ctl:pause:{cid}"),
-            InlineKeyboardButton("🛑 Cancel", callback_data=f"coll:ctl:cancel:{cid}"),
+            button("⏸ Pause", data=f"coll:ctl:pause:{cid}"),
+            button("🛑 Cancel", data=f"coll:ctl:cancel:{cid}"),
         ]
     elif s is CookState.PAUSED:
         row = [
-            InlineKeyboardButton("▶️ Resume", callback_data=f"coll:ctl:resume:{cid}"),
-            InlineKeyboardButton("🛑 Cancel", callback_data=f"coll:ctl:cancel:{cid}"),
+            button("▶️ Resume", data=f"coll:ctl:resume:{cid}"),
+            button("🛑 Cancel", data=f"coll:ctl:cancel:{cid}"),
         ]
     elif s.final:
         row = [
-            InlineKeyboardButton("🔍 Review", callback_data=f"coll:review:{cid}"),
-            InlineKeyboardButton("📦 Export", callback_data=f"coll:export:{cid}"),
+            button("🔍 Review", data=f"coll:review:{cid}"),
+            button("📦 Export", data=f"coll:export:{cid}"),
         ]
     else:
         return None
@@ -472,8 +524,8 @@ def piece_caption(piece: Piece) -> str:
 
 
 def piece_keyboard(cid: str, piece: Piece) -> InlineKeyboardMarkup:
-    approve = InlineKeyboardButton("✅ Approve", callback_data=f"coll:ok:{cid}:{piece.number}")
-    reject = InlineKeyboardButton("✖ Reject", callback_data=f"coll:no:{cid}:{piece.number}")
+    approve = button("✅ Approve", data=f"coll:ok:{cid}:{piece.number}")
+    reject = button("✖ Reject", data=f"coll:no:{cid}:{piece.number}")
     if piece.state == "approved":
         return InlineKeyboardMarkup([[reject]])
     if piece.state == "rejected":
@@ -490,9 +542,9 @@ def review_footer_text(shown: int, pending: int) -> str:
 
 
 def review_footer_keyboard(cid: str, more: bool) -> InlineKeyboardMarkup:
-    row = [InlineKeyboardButton("📦 Export approved", callback_data=f"coll:export:{cid}")]
+    row = [button("📦 Export approved", data=f"coll:export:{cid}")]
     if more:
-        row.insert(0, InlineKeyboardButton("🔍 Show more", callback_data=f"coll:review:{cid}"))
+        row.insert(0, button("🔍 Show more", data=f"coll:review:{cid}"))
     return InlineKeyboardMarkup([row])
 
 
@@ -591,13 +643,7 @@ def train_photos_text(name: str, count: int) -> str:
 
 def train_photos_keyboard(ds_id: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton(
-                    "✅ Done: next, the trigger word", callback_data=f"train:photos:{ds_id}"
-                )
-            ]
-        ]
+        [[button("✅ Done: next, the trigger word", data=f"train:photos:{ds_id}")]]
     )
 
 
@@ -606,9 +652,7 @@ def train_caption_text(n: int, caption: str) -> str:
 
 
 def train_caption_keyboard(ds_id: str, n: int) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(f"✏️ Edit caption #{n}", callback_data=f"train:edit:{ds_id}:{n}")]]
-    )
+    return InlineKeyboardMarkup([[button(f"✏️ Edit caption #{n}", data=f"train:edit:{ds_id}:{n}")]])
 
 
 def train_review_footer_text(ds: Dataset, failed: int = 0) -> str:
@@ -623,9 +667,7 @@ def train_review_footer_text(ds: Dataset, failed: int = 0) -> str:
 
 
 def train_next_keyboard(ds_id: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton("➡️ Next: price", callback_data=f"train:quote:{ds_id}")]]
-    )
+    return InlineKeyboardMarkup([[button("➡️ Next: price", data=f"train:quote:{ds_id}")]])
 
 
 def train_quote_text(ds: Dataset, plan: JobPlan, steps: int, balance: int) -> str:
@@ -642,20 +684,14 @@ def train_quote_text(ds: Dataset, plan: JobPlan, steps: int, balance: int) -> st
 
 def train_quote_keyboard(ds_id: str, steps: int, price: int) -> InlineKeyboardMarkup:
     choices = [
-        InlineKeyboardButton(
-            f"{'• ' if s == steps else ''}{s} steps", callback_data=f"train:steps:{ds_id}:{s}"
-        )
+        button(f"{'• ' if s == steps else ''}{s} steps", data=f"train:steps:{ds_id}:{s}")
         for s in TRAIN_STEP_CHOICES
     ]
     return InlineKeyboardMarkup(
         [
-            [
-                InlineKeyboardButton(
-                    f"✅ Train for {price} points", callback_data=f"train:go:{ds_id}:{steps}"
-                )
-            ],
+            [button(f"✅ Train for {price} points", data=f"train:go:{ds_id}:{steps}")],
             choices,
-            [InlineKeyboardButton("Not now", callback_data=f"train:stop:{ds_id}")],
+            [button("Not now", data=f"train:stop:{ds_id}")],
         ]
     )
 
@@ -683,14 +719,14 @@ def models_keyboard(models: Sequence[LoraModel]) -> InlineKeyboardMarkup | None:
     rows: list[list[InlineKeyboardButton]] = []
     for i, m in enumerate(models[:30], 1):
         share = (
-            InlineKeyboardButton(f"🔒 Unpublish {i}", callback_data=f"model:priv:{m.id}")
+            button(f"🔒 Unpublish {i}", data=f"model:priv:{m.id}")
             if m.public
-            else InlineKeyboardButton(f"🌐 Publish {i}", callback_data=f"model:pub:{m.id}")
+            else button(f"🌐 Publish {i}", data=f"model:pub:{m.id}")
         )
         rows.append(
             [
-                InlineKeyboardButton(f"✏️ Rename {i}", callback_data=f"model:ren:{m.id}"),
-                InlineKeyboardButton(f"🗑 Delete {i}", callback_data=f"model:del:{m.id}"),
+                button(f"✏️ Rename {i}", data=f"model:ren:{m.id}"),
+                button(f"🗑 Delete {i}", data=f"model:del:{m.id}"),
                 share,
             ]
         )
@@ -701,8 +737,8 @@ def model_delete_keyboard(model_id: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton("🗑 Yes, delete it", callback_data=f"model:delok:{model_id}"),
-                InlineKeyboardButton("No, keep it", callback_data="model:list"),
+                button("🗑 Yes, delete it", data=f"model:delok:{model_id}"),
+                button("No, keep it", data="model:list"),
             ]
         ]
     )

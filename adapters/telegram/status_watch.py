@@ -1,7 +1,8 @@
 """Live status: one task per running job edits the job's status message as it moves.
 
 A watcher polls the job's status query, edits when the text changed and the message was not
-edited in the last 2 s (the `EditPacer`), and stops once the job is delivering or final: from
+edited in the last 2 s (the `EditPacer`), with a Cancel button while the job can be cancelled
+(an edit without it removes it), and stops once the job is delivering or final: from
 then on the delivery worker owns the message (it replaces it with the result). On startup the
 bot re-attaches watchers to every running Telegram job, reading the chat and status message id
 from the job's own start input, so live status survives a bot restart.
@@ -18,7 +19,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, Tele
 
 from adapters.jobs import JobNotFound, JobsClient
 from adapters.telegram.ratelimit import EditPacer
-from adapters.telegram.render import status_text
+from adapters.telegram.render import status_keyboard, status_text
 from domain.jobs import JobState
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class StatusWatchers:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, wid: str, chat_id: str, message_id: int) -> None:
-        shown: str | None = None
+        shown: tuple[str, bool] | None = None
         misses = 0
         while True:
             try:
@@ -97,18 +98,20 @@ class StatusWatchers:
             if status.state is JobState.DELIVERING or status.final:
                 return  # the delivery replaces the message
             text = status_text(status)
-            if text != shown and self.pacer.ready_in(chat_id, message_id) == 0:
+            keyboard = status_keyboard(status)  # Cancel while it can be cancelled
+            view = (text, keyboard is not None)
+            if view != shown and self.pacer.ready_in(chat_id, message_id) == 0:
                 async with self.pacer.lock(chat_id, message_id):
                     if self.pacer.is_closed(chat_id, message_id):
                         return
                     try:
                         await self.bot.edit_message_text(
-                            text, chat_id=chat_id, message_id=message_id
+                            text, chat_id=chat_id, message_id=message_id, reply_markup=keyboard
                         )
-                        shown = text
+                        shown = view
                     except BadRequest as err:
                         if "not modified" in err.message.lower():
-                            shown = text
+                            shown = view
                         else:
                             log.info("status message of %s gone (%s)", wid, err.message)
                             return

@@ -37,6 +37,7 @@ from adapters.telegram.handlers import (
     Ctx,
     answer,
     answer_private,
+    ask,
     deps,
     identity,
     is_group,
@@ -614,7 +615,7 @@ async def model_button(update: Update, context: Ctx) -> None:
         if model is None:
             raise NotFound("that model is gone")
         _set_flow(context, chat.id, "rename", model=ref)
-        await answer(
+        await ask(
             update,
             f"Send the new name for {model.name} (letters, digits, '_', '-' or '.'). "
             f"Its trigger word {model.trigger_word} stays the same.",

@@ -15,6 +15,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 
 from adapters.jobs import JobsClient
+from domain.jobs import job_ref
 from tests.fixtures.devstack import Stack
 from tests.fixtures.telegram import Message, TelegramStandin
 from tests.telegram.conftest import ADMIN_ID, BotProcess
@@ -125,6 +126,8 @@ async def test_an_edited_plain_text_prompt_charges_once(
     tg = telegram
     await started(tg, user_id)
     sent = tg.send(user_id, "a red fox in teh snow")
+    asked = said(tg, user_id, "points?")
+    tg.press(user_id, user_id, asked["message_id"], "tp:go")  # plain text asks first
     tg.wait_for(user_id, photos, timeout=30)
     tg.edit(user_id, sent["message_id"], "a red fox in the snow")
     await asyncio.sleep(SETTLE)
@@ -275,7 +278,7 @@ async def test_a_forged_cancel_button_for_another_users_job_reads_as_not_found(
         tg.send(victim, "/make a slow secret")
         said(tg, victim, "rendering")
         victims_job = await running_job(jobs, f"telegram:{victim}")
-        forged = f"job:cancel:{victims_job}"
+        forged = f"job:cancel:{job_ref(victims_job)}"
         tg.press(thief, thief, thiefs_photo["message_id"], forged, forge=True)
         tg.wait_for(thief, lambda ms: answered(tg, "not found"))
         # Word for word what a job that does not exist gets: the forger learns nothing.

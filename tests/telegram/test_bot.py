@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from adapters.jobs import JobsClient
-from domain.jobs import JobState
+from domain.jobs import JobState, job_ref
 from tests.fixtures.devstack import Stack
 from tests.fixtures.telegram import Message, TelegramStandin
 from tests.telegram.conftest import BotProcess, start_bot
@@ -84,7 +84,8 @@ async def test_start_then_make_delivers_a_photo_and_charges_the_quote(
     caption = photo["caption"]
     assert "a lighthouse at dusk" in caption
     assert "seed " in caption and f"{charge.amount} points" in caption
-    assert {"res:again", f"res:regen:{wid}"} <= set(photo["buttons"])
+    ref = job_ref(wid)  # buttons name the job by its fixed-length ref
+    assert {f"res:again:{ref}", f"res:regen:{ref}"} <= set(photo["buttons"])
     assert any(b.startswith("res:up:") for b in photo["buttons"])
     # The status message was replaced by the result.
     status = telegram.wait_for_message(
@@ -140,9 +141,9 @@ async def test_status_shows_a_running_job_and_its_cancel_button_refunds_it(
     listing = bot_text(telegram, user_id, "Your running jobs")
     wid = await job_of(jobs, user_id)
     assert "a slow painting" in listing["text"]
-    assert f"job:cancel:{wid}" in listing["buttons"]
+    assert f"job:cancel:{job_ref(wid)}" in listing["buttons"]
 
-    telegram.press(user_id, user_id, listing["message_id"], f"job:cancel:{wid}")
+    telegram.press(user_id, user_id, listing["message_id"], f"job:cancel:{job_ref(wid)}")
     done = bot_text(telegram, user_id, "Cancelled")
     price = (await jobs.status(wid)).price
     assert price > 0 and f"refunded {price} points" in done["text"]

@@ -29,10 +29,13 @@ Control side (what a test uses; JSON, never seen by the bot):
         | {"migrated_chat_id", "migrate_to_chat_id"} (the group became that supergroup)
         | {"no_media_chat_id"} | {"media_allowed_chat_id"} (the bot may not send media there)
   POST /_control/options {"photo_recompression"?, "privacy_mode"?, "flood"?,
-        "allow_http_webhook"?, "private_needs_start"?: bool, "flood_limits"?: {...}} -> all
+        "allow_http_webhook"?, "private_needs_start"?: bool, "flood_limits"?: {...},
+        "first_message_id"?: int} -> all
         switches: the modelled real-Telegram behaviours, see README.md next to this file
         (`private_needs_start`: sending to a private chat whose user never wrote to the bot is
         403 "bot can't initiate conversation"; off by default so tests may talk to any user)
+        (`first_message_id`: new chats number their messages from there: message ids of busy
+        chats have 10 digits)
   POST /_control/reset   {"all"?: bool}
   GET  /_control/commands, /_control/answered_callbacks, /_control/updates, /_control/webhook,
        /_control/health
@@ -384,6 +387,7 @@ class StandinState:
         self.options = Options()
         self.flood = Flood()
         self.bot_user["can_read_all_group_messages"] = False
+        self.first_message_id = 1  # of a chat's first message (busy chats reach 10 digits)
         self.callback_queries: dict[str, dict[str, Any]] = {}
         self.answered_callbacks: list[dict[str, Any]] = []
         self.updates.clear()
@@ -522,7 +526,7 @@ class StandinState:
         return made
 
     def add_message(self, chat: Chat, body: dict[str, Any], sender: dict[str, Any]) -> ChatMessage:
-        message_id = self._next_message_id.get(chat.id, 0) + 1
+        message_id = self._next_message_id.get(chat.id, self.first_message_id - 1) + 1
         self._next_message_id[chat.id] = message_id
         message: dict[str, Any] = {
             "message_id": message_id,
@@ -1718,8 +1722,12 @@ async def control_options(request: web.Request) -> web.Response:
             chat_burst=int(limits.get("chat_burst", state.flood.chat_burst)),
             group_per_minute=int(limits.get("group_per_minute", state.flood.group_per_minute)),
         )
+    if "first_message_id" in body:
+        state.first_message_id = int(body["first_message_id"])
     state.bot_user["can_read_all_group_messages"] = not state.options.privacy_mode
-    return web.json_response(state.options.view(state.flood))
+    return web.json_response(
+        {**state.options.view(state.flood), "first_message_id": state.first_message_id}
+    )
 
 
 async def control_faults_get(request: web.Request) -> web.Response:
