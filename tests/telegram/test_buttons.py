@@ -149,7 +149,7 @@ async def cooking(jobs: JobsClient, dev_stack: Stack, user_id: int) -> str:
     started_cook = await jobs.start_cook(col.id, me, platform="telegram", in_flight=2)
 
     async def pieces_running() -> bool:
-        listed = await jobs.list_jobs(user=me, running=True)
+        listed = await jobs.list_jobs(user=me, running=True, pieces=True)
         return sum("-piece-" in j.workflow_id for j in listed) >= 2
 
     await wait_until(pieces_running)
