@@ -28,7 +28,8 @@ from domain.jobs import (
 )
 from domain.pricing import quote_media
 from media.ops import (
-    MAX_SIDE,
+    UPSCALE_MAX_PIXELS,
+    UPSCALE_MAX_SIDE,
     check_output_size,
     resize_target,
     validate_convert_params,
@@ -97,7 +98,6 @@ class MediaJobActivities:
         req = inp.request
         user = self.stores.users.get(req.user)
         source = self._load_source(req.source_image_id, user.id)
-        price = quote_media(req.kind, self.stores.rules.prices)
         settings: dict[str, Any] = {
             "source_width": source.width,
             "source_height": source.height,
@@ -107,15 +107,21 @@ class MediaJobActivities:
             "comfy_io_queue": self.comfy_io_queue,
             "media_queue": self.media_queue,
         }
-        plan = JobPlan(user_id=user.id, kind=req.kind, price=price, units=1, balance=user.points)
+        plan = JobPlan(user_id=user.id, kind=req.kind, price=0, units=1, balance=user.points)
+        output_pixels = 0
         if req.kind in COMFY_TEMPLATES:
             work, params, summary = self._comfy_work(req, source, user.id)
             template = COMFY_TEMPLATES[req.kind]
             plan = plan.model_copy(update={"comfy": [work], "template": template})
+            if req.kind == "upscale":
+                scale = params["scale"]
+                output_pixels = round(source.width * scale) * round(source.height * scale)
         else:
             params, summary = _pillow_params(req, source)
             work_m = MediaWork(op=req.kind, source_id=req.source_image_id, params=params)
             plan = plan.model_copy(update={"media": [work_m]})
+        price = quote_media(req.kind, self.stores.rules.prices, output_pixels=output_pixels)
+        plan = plan.model_copy(update={"price": price})
         settings["params"] = params
         return plan.model_copy(update={"settings": settings, "summary": summary.strip()[:300]})
 
@@ -148,10 +154,11 @@ class MediaJobActivities:
         if req.kind == "upscale":
             scale = self._scale(req.params)
             width, height = round(source.width * scale), round(source.height * scale)
-            if max(width, height) > MAX_SIDE:
+            if max(width, height) > UPSCALE_MAX_SIDE or width * height > UPSCALE_MAX_PIXELS:
                 raise UserInputError(
                     f"upscaling {source.width}x{source.height} by {scale}x would give "
-                    f"{width}x{height}, above the {MAX_SIDE} px cap per side; "
+                    f"{width}x{height} ({width * height / 1e6:.1f} MP), above the upscale cap "
+                    f"of {UPSCALE_MAX_SIDE} px a side and {UPSCALE_MAX_PIXELS // 1_000_000} MP; "
                     "use a smaller scale or resize first"
                 )
             if "model" not in template.inputs:

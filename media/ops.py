@@ -21,7 +21,14 @@ from PIL import Image
 from domain.errors import FieldError, UserInputError
 from media.safety import LoadedImage
 
-MAX_SIDE: Final = 4096  # px: the largest side any media job may produce (DOMAIN.md)
+MAX_SIDE: Final = 4096  # px: the largest side a resize may produce (DOMAIN.md)
+# An upscale runs on ComfyUI, whose ImageUpscaleWithModel works in 512 px tiles (32 px overlap,
+# halving the tile on out-of-memory), so GPU memory does not bound the result; what does is the
+# file: a phone photo (2560×1920, or 1280×960 at 4×) must fit, the PNG must stay under
+# Telegram's 50 MB document limit and below the 40 MP the service decodes (media/safety.py), so
+# the result can be the source of the next job.
+UPSCALE_MAX_SIDE: Final = 8192
+UPSCALE_MAX_PIXELS: Final = 20_000_000
 RESIZE_MODES: Final = ("fit", "fill", "exact")
 FORMATS: Final = ("png", "jpeg", "webp")
 CONTENT_TYPES: Final = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
