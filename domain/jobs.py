@@ -77,6 +77,9 @@ class ReplyTarget(BaseModel):
     message_id: int | None = None
     status_message_id: int | None = None
     group_chat: bool = False
+    # The forum topic the request came from (Telegram's message_thread_id): every message the
+    # job sends there passes it, or it would land in the group's General topic.
+    message_thread_id: int | None = None
 
 
 class MakeImageRequest(BaseModel):

@@ -44,6 +44,7 @@ from adapters.telegram.handlers import (
     answer_private,
     deps,
     identity,
+    thread_of,
     user_error_text,
 )
 from adapters.telegram.ratelimit import EditPacer
@@ -441,6 +442,7 @@ async def _button(update: Update, context: Ctx, action: str, args: list[str]) ->
             export.data,
             filename=f"{col.name[:40]}-{cid}.zip".replace(" ", "_"),
             caption=render.export_caption(col.name, export.summary),
+            message_thread_id=thread_of(update),
         )
     else:
         raise UserInputError("that button is out of date: send /collections again")
@@ -498,6 +500,7 @@ async def _review(update: Update, context: Ctx, cid: str) -> None:
             data,
             caption=render.piece_caption(piece),
             reply_markup=render.piece_keyboard(cid, piece),
+            message_thread_id=thread_of(update),
         )
     await answer(
         update,
