@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
-from telegram import Bot
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaDocument,
+    InputMediaPhoto,
+)
+from telegram.error import BadRequest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -312,3 +319,35 @@ async def test_an_album_without_media_rights_is_not_delivered_and_the_group_is_t
     assert err.value.type == NOT_DELIVERED and err.value.non_retryable
     [told] = bot_msgs(telegram, group)
     assert "not allowed to send images" in told["text"]
+
+
+# ---- the stand-in's sendMediaGroup, as the Bot API documents it ------------------------------
+
+
+async def test_the_standin_album_follows_the_bot_api_rules(
+    bot: Bot, telegram: TelegramStandin
+) -> None:
+
+    chat = chat_id()
+    one, two = opaque((64, 64)), opaque((64, 64), (9, 9, 9))
+    with pytest.raises(BadRequest, match="2-10 items"):
+        await bot.send_media_group(chat, [InputMediaPhoto(one)])
+    with pytest.raises(BadRequest, match="can't be mixed"):
+        await bot.send_media_group(chat, [InputMediaPhoto(one), InputMediaDocument(two)])
+    with pytest.raises(BadRequest, match=r"(?i)message #2 .*photo_invalid_dimensions"):
+        await bot.send_media_group(
+            chat, [InputMediaPhoto(one), InputMediaPhoto(opaque((9000, 1200)))]
+        )
+    assert bot_msgs(telegram, chat) == [], "a refused album sends nothing"
+
+    keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("x", callback_data="x")]])
+    sent = await bot.send_media_group(
+        chat,
+        [InputMediaPhoto(one, caption="first"), InputMediaPhoto(two)],
+        api_kwargs={"reply_markup": keyboard.to_json()},
+    )
+    assert len(sent) == 2 and sent[0].media_group_id == sent[1].media_group_id
+    assert [m.caption for m in sent] == ["first", None]
+    assert all(m["reply_markup"] is None for m in bot_msgs(telegram, chat)), (
+        "albums carry no buttons"
+    )

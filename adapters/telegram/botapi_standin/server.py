@@ -824,6 +824,7 @@ async def _send(state: StandinState, p: Params, body: dict[str, Any]) -> Any:
     thread = p.integer("message_thread_id")
     if thread is not None:
         body["message_thread_id"] = thread
+        body["is_topic_message"] = True
     return state.add_message(chat, body, dict(state.bot_user)).message
 
 
