@@ -150,6 +150,11 @@ async def test_a_request_in_a_forum_topic_is_answered_in_that_topic(
     )
     [photo] = tg.wait_for(forum, photos, timeout=30)
     assert photo["message_thread_id"] == 42
+    # A tap under the result answers in the topic too (the tapped message is in it).
+    [up] = [b for b in photo["buttons"] if b.startswith("res:up:")]
+    tg.press(user_id, forum, photo["message_id"], up)
+    [doc] = tg.wait_for(forum, documents, timeout=30)
+    assert doc["message_thread_id"] == 42
     sent = [m for m in tg.bot_messages(forum, include_deleted=True)]
     assert sent and {m["message_thread_id"] for m in sent} == {42}, [
         (m["text"] or m["caption"], m["message_thread_id"]) for m in sent
