@@ -5,7 +5,9 @@ What the user paid for arrives intact. Telegram re-encodes every sendPhoto as a 
 in the file goes as a document (sendDocument, with a 320 px JPEG `thumbnail` as its preview):
 every media job (upscale, rmbg, resize, convert: their pixels, size, alpha and format are the
 product), and any image with alpha, not PNG/JPEG, over 2560 px a side or beyond sendPhoto's
-limits. Plain makes stay photos. A batch goes as ONE album (sendMediaGroup; photos, or
+limits. A document over Telegram's 50 MB upload limit (a noisy 20 MP upscale as PNG) goes
+re-encoded as JPEG (WebP with alpha) at quality 95, full size, the caption saying so, instead of
+a 413 on every retry. Plain makes stay photos. A batch goes as ONE album (sendMediaGroup; photos, or
 documents if any item must be one, since Telegram does not mix them), and because an album
 cannot carry an inline keyboard, its one button row (Regen, Again, ⬆ 1…N) follows in one
 message. In a forum topic every message passes the topic's `message_thread_id`.
@@ -84,6 +86,7 @@ PHOTO_KEPT_TYPES = frozenset({"image/png", "image/jpeg"})
 FILE_KINDS = frozenset({"upscale", "rmbg", "resize", "convert"})
 """Job kinds whose product is the file itself: sent as documents whatever their size."""
 THUMBNAIL_SIDE = 320  # sendDocument `thumbnail`: JPEG, < 200 kB, at most 320 px a side
+DOCUMENT_MAX_BYTES = 50 * 1024 * 1024  # a bot's upload limit (Bot API "Sending files")
 ALBUM_MAX = 10  # sendMediaGroup takes 2-10 items
 
 NOT_DELIVERED = "not_delivered"
@@ -153,6 +156,27 @@ def preview_jpeg(data: bytes) -> bytes | None:
     except (UnidentifiedImageError, OSError, ValueError):
         return None
     return buf.getvalue() if buf.tell() < 200 * 1024 else None
+
+
+def fit_document(data: bytes, filename: str) -> tuple[bytes, str, str]:
+    """A file over Telegram's 50 MB upload limit (a large upscale of a noisy photo as PNG can
+    be) would be refused with 413 on every retry: send it re-encoded at high quality instead —
+    JPEG, or WebP where it has alpha, at quality 95 (lower only if still too big) — and say so
+    in the caption. Returns (data, filename, note)."""
+    if len(data) <= DOCUMENT_MAX_BYTES:
+        return data, filename, ""
+    alpha = has_alpha(data)
+    fmt, ext = ("WEBP", "webp") if alpha else ("JPEG", "jpg")
+    with Image.open(io.BytesIO(data)) as im:
+        pixels = im.convert("RGBA") if alpha else im.convert("RGB")
+    for quality in (95, 85, 75):
+        buf = io.BytesIO()
+        pixels.save(buf, fmt, quality=quality)
+        if buf.tell() <= DOCUMENT_MAX_BYTES:
+            break
+    stem = filename.rsplit(".", 1)[0]
+    note = f"the PNG is over Telegram's 50 MB: this is {fmt} quality {quality}"
+    return buf.getvalue(), f"{stem}.{ext}", note
 
 
 class TelegramDelivery:
@@ -411,6 +435,10 @@ class TelegramDelivery:
                 ):
                     raise
                 log.info("photo refused (%s); sending %s as a document", err.message, filename)
+        data, filename, note = await asyncio.to_thread(fit_document, data, filename)
+        if note:
+            log.info("%s is over 50 MB: sending it re-encoded", filename)
+            caption = f"{caption} · {note}"[:1024]
         return await self.bot.send_document(
             reply.chat_id,
             data,

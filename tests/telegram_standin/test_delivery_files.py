@@ -351,3 +351,24 @@ async def test_the_standin_album_follows_the_bot_api_rules(
     assert all(m["reply_markup"] is None for m in bot_msgs(telegram, chat)), (
         "albums carry no buttons"
     )
+
+
+async def test_a_result_over_telegrams_50_mb_goes_re_encoded_and_says_so(
+    bot: Bot, telegram: TelegramStandin
+) -> None:
+    """A noisy 18.5 MP upscale is a 55 MB PNG: Telegram would answer 413 to every retry."""
+    chat = chat_id()
+    side = 4300
+    noise = Image.frombytes("RGB", (side, side), random.randbytes(side * side * 3))
+    buf = io.BytesIO()
+    noise.save(buf, "PNG", compress_level=1)
+    data = buf.getvalue()
+    assert len(data) > 50 * 1024 * 1024
+    status, blobs = status_of("upscale", [(data, "image/png")])
+    await deliver(bot, FakeJobs(blobs), status, ReplyTarget(chat_id=str(chat)))
+    [msg] = bot_msgs(telegram, chat)
+    assert msg["document"]["mime_type"] == "image/jpeg"
+    assert msg["document"]["file_name"].endswith(".jpg")
+    got = Image.open(io.BytesIO(telegram.file(msg["document"]["file_id"])))
+    assert got.size == (side, side), "the full size, only the encoding changed"
+    assert "over Telegram's 50 MB" in msg["caption"]
