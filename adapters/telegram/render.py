@@ -147,6 +147,9 @@ def result_caption(status: JobStatus, index: int) -> str:
         out = status.outputs[index] if index < len(status.outputs) else None
         size = f" {out.width}×{out.height}" if out and out.width else ""
         parts.append(f"{status.kind}{size}")
+        reduced = (status.settings.get("params") or {}).get("input_size")
+        if status.kind == "upscale" and reduced:  # the source was too large for the cap
+            parts.append(f"source reduced to {reduced[0]}×{reduced[1]} first to fit the cap")
     parts.append(f"{status.price} points")
     if status.refund:
         parts.append(f"refunded {status.refund}")

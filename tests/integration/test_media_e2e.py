@@ -238,6 +238,16 @@ async def test_a_phone_photo_upscales_at_full_size_priced_by_its_megapixels(
     assert await asyncio.to_thread(jobs.stores.ledger.balance, user) == 500 - price
 
 
+async def test_a_source_too_large_for_the_cap_is_reduced_first_and_says_so(
+    dev_stack: Stack, jobs: JobsClient
+) -> None:
+    user = await new_user(jobs)
+    result, im = await run_media(jobs, user, "upscale", photo((2600, 2000)), scale=4)
+    assert im.size == (5096, 3920), "reduced to 1274x980, then the model's 4x"
+    assert result.settings["params"] == {"scale": 4, "input_size": [1274, 980]}
+    assert result.price == 10 + 2 * 19
+
+
 async def test_a_larger_result_costs_more_than_a_small_one(
     dev_stack: Stack, jobs: JobsClient
 ) -> None:
@@ -289,10 +299,8 @@ async def test_requests_the_rules_forbid_are_refused_naming_the_limit(
     dev_stack: Stack, jobs: JobsClient
 ) -> None:
     user = await new_user(jobs)
-    big = await jobs.store_source(user, disc((2600, 2000)), "big.png")
     small = await jobs.store_source(user, disc((64, 64)), "small.png")
     cases: list[tuple[MediaKind, str, dict[str, object], str]] = [
-        ("upscale", big, {"scale": 4}, "10400x8000 (83.2 MP), above the upscale cap"),
         ("upscale", small, {"scale": 3}, "scale"),
         ("resize", small, {"width": 5000, "mode": "fit"}, "width"),
         ("convert", small, {"format": "gif"}, "format"),
