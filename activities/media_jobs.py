@@ -28,9 +28,11 @@ from domain.jobs import (
 )
 from domain.pricing import quote_media
 from media.ops import (
-    MAX_SIDE,
+    UPSCALE_MAX_PIXELS,
+    UPSCALE_MAX_SIDE,
     check_output_size,
     resize_target,
+    upscale_input_size,
     validate_convert_params,
     validate_resize_params,
 )
@@ -97,7 +99,6 @@ class MediaJobActivities:
         req = inp.request
         user = self.stores.users.get(req.user)
         source = self._load_source(req.source_image_id, user.id)
-        price = quote_media(req.kind, self.stores.rules.prices)
         settings: dict[str, Any] = {
             "source_width": source.width,
             "source_height": source.height,
@@ -107,15 +108,21 @@ class MediaJobActivities:
             "comfy_io_queue": self.comfy_io_queue,
             "media_queue": self.media_queue,
         }
-        plan = JobPlan(user_id=user.id, kind=req.kind, price=price, units=1, balance=user.points)
+        plan = JobPlan(user_id=user.id, kind=req.kind, price=0, units=1, balance=user.points)
+        output_pixels = 0
         if req.kind in COMFY_TEMPLATES:
             work, params, summary = self._comfy_work(req, source, user.id)
             template = COMFY_TEMPLATES[req.kind]
             plan = plan.model_copy(update={"comfy": [work], "template": template})
+            if req.kind == "upscale":
+                in_w, in_h = params.get("input_size", [source.width, source.height])
+                output_pixels = in_w * params["scale"] * in_h * params["scale"]
         else:
             params, summary = _pillow_params(req, source)
             work_m = MediaWork(op=req.kind, source_id=req.source_image_id, params=params)
             plan = plan.model_copy(update={"media": [work_m]})
+        price = quote_media(req.kind, self.stores.rules.prices, output_pixels=output_pixels)
+        plan = plan.model_copy(update={"price": price})
         settings["params"] = params
         return plan.model_copy(update={"settings": settings, "summary": summary.strip()[:300]})
 
@@ -145,20 +152,24 @@ class MediaJobActivities:
         if image_ref is None:
             raise TemplateGraphError(f"template {template.name!r} has no input_image node")
         values: dict[str, Any] = {}
+        prescale: tuple[int, int] | None = None
         if req.kind == "upscale":
             scale = self._scale(req.params)
-            width, height = round(source.width * scale), round(source.height * scale)
-            if max(width, height) > MAX_SIDE:
-                raise UserInputError(
-                    f"upscaling {source.width}x{source.height} by {scale}x would give "
-                    f"{width}x{height}, above the {MAX_SIDE} px cap per side; "
-                    "use a smaller scale or resize first"
-                )
+            in_w, in_h = upscale_input_size(source.width, source.height, scale)
+            width, height = in_w * scale, in_h * scale
             if "model" not in template.inputs:
                 raise TemplateGraphError(f"template {template.name!r} has no input_model node")
             values["model"] = self.upscale_models[scale]
             params: dict[str, Any] = {"scale": scale}
             summary = f"upscale {scale}x {source.width}x{source.height} -> {width}x{height}"
+            if (in_w, in_h) != (source.width, source.height):
+                # Too large for the caps at this scale: reduced first, and the user told so.
+                prescale = (in_w, in_h)
+                params["input_size"] = [in_w, in_h]
+                summary += (
+                    f" (reduced to {in_w}x{in_h} first: results are at most "
+                    f"{UPSCALE_MAX_SIDE} px a side and {UPSCALE_MAX_PIXELS // 1_000_000} MP)"
+                )
         else:
             extra = sorted(set(req.params))
             if extra:
@@ -166,6 +177,8 @@ class MediaJobActivities:
             params = {}
             summary = f"rmbg {source.width}x{source.height}"
         graph = template.inject(values)
+        if prescale is not None:
+            graph = _scale_input_first(graph, image_ref.node, prescale)
         work = ComfyWork(
             graph=graph, uploads={image_ref.node: req.source_image_id}, owner_id=owner_id
         )
@@ -187,6 +200,32 @@ class MediaJobActivities:
         ):
             raise UserInputError(f"scale: must be {allowed}, got {raw!r}")
         return scale
+
+
+def _scale_input_first(
+    graph: dict[str, Any], image_node: str, size: tuple[int, int]
+) -> dict[str, Any]:
+    """The graph with an `ImageScale` (Lanczos) between the loaded image and every node that
+    read it, so the model gets the reduced source."""
+    ids = [int(k) for k in graph if k.isdigit()]
+    node_id = str(max(ids, default=0) + 1)
+    out = {k: dict(v, inputs=dict(v.get("inputs", {}))) for k, v in graph.items()}
+    for node in out.values():
+        for name, value in node["inputs"].items():
+            if value == [image_node, 0]:
+                node["inputs"][name] = [node_id, 0]
+    out[node_id] = {
+        "class_type": "ImageScale",
+        "inputs": {
+            "image": [image_node, 0],
+            "upscale_method": "lanczos",
+            "width": size[0],
+            "height": size[1],
+            "crop": "disabled",
+        },
+        "_meta": {"title": "reduce to fit the upscale cap"},
+    }
+    return out
 
 
 def _pillow_params(req: MediaRequest, source: LoadedImage) -> tuple[dict[str, Any], str]:

@@ -84,6 +84,9 @@ class ReplyTarget(BaseModel):
     # existed) means `workflows.policies.DELIVER_DEADLINE`. After it the job ends done but
     # not delivered, and the result stays retrievable by id.
     deliver_within: float | None = None
+    # The forum topic the request came from (Telegram's message_thread_id): every message the
+    # job sends there passes it, or it would land in the group's General topic.
+    message_thread_id: int | None = None
 
 
 class MakeImageRequest(BaseModel):

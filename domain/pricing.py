@@ -46,7 +46,16 @@ def partial_refund(total: int, batch: int, produced: int) -> int:
     return total - per_image_price(total, batch) * produced
 
 
-def quote_media(kind: str, rules: PriceRules = DEFAULT_RULES.prices) -> int:
+def quote_media(
+    kind: str, rules: PriceRules = DEFAULT_RULES.prices, *, output_pixels: int = 0
+) -> int:
+    """The price of a media job. An upscale is priced by the megapixels it produces (the GPU
+    works tile by tile, so its time grows with the result): `upscale` for the first started
+    megapixel, `upscale_per_megapixel` for each further one — a 64×48 source at 4× costs 10,
+    a 2560×1707 photo at 2× (17.5 MP) costs 10 + 17×2 = 44."""
+    if kind == "upscale" and output_pixels > 0:
+        started_mp = math.ceil(output_pixels / 1_000_000)
+        return rules.upscale + rules.upscale_per_megapixel * max(0, started_mp - 1)
     prices = {
         "upscale": rules.upscale,
         "rmbg": rules.rmbg,

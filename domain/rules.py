@@ -30,7 +30,8 @@ class PriceRules(BaseModel):
     per_megatile: int = 5  # per started 512x512 tile
     per_extra_step: float = 0.5  # per step above free_steps
     free_steps: int = 20
-    upscale: int = 10
+    upscale: int = 10  # an upscale whose result is at most 1 megapixel
+    upscale_per_megapixel: int = 2  # per started megapixel of the result beyond the first
     rmbg: int = 10
     resize: int = 1
     convert: int = 1

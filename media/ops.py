@@ -21,13 +21,38 @@ from PIL import Image
 from domain.errors import FieldError, UserInputError
 from media.safety import LoadedImage
 
-MAX_SIDE: Final = 4096  # px: the largest side any media job may produce (docs/domain.md)
+MAX_SIDE: Final = 4096  # px: the largest side a resize may produce (docs/domain.md)
+# An upscale runs on ComfyUI, whose ImageUpscaleWithModel works in 512 px tiles (32 px overlap,
+# halving the tile on out-of-memory), so GPU memory does not bound the result; what does is the
+# file: a phone photo (2560×1920, or 1280×960 at 4×) must fit, the PNG must stay under
+# Telegram's 50 MB document limit and below the 40 MP the service decodes (media/safety.py), so
+# the result can be the source of the next job.
+UPSCALE_MAX_SIDE: Final = 8192
+UPSCALE_MAX_PIXELS: Final = 20_000_000
 RESIZE_MODES: Final = ("fit", "fill", "exact")
 FORMATS: Final = ("png", "jpeg", "webp")
 CONTENT_TYPES: Final = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 EXTENSIONS: Final = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 # What the encoders can write at all (libwebp: 16383; JPEG: 65535 a side).
 ENCODER_MAX_SIDE: Final = {"webp": 16383, "jpeg": 65535}
+
+
+def upscale_input_size(width: int, height: int, scale: int) -> tuple[int, int]:
+    """The size the upscale model is fed so its result fits the caps: the source's own size
+    when `scale` times it fits, else the source reduced (keeping its aspect) until it does —
+    a 4032×3024 camera photo at 2× is first reduced to 2581×1936, giving 5162×3872."""
+    factor = min(
+        1.0,
+        UPSCALE_MAX_SIDE / (max(width, height) * scale),
+        (UPSCALE_MAX_PIXELS / (width * height * scale * scale)) ** 0.5,
+    )
+    if factor >= 1.0:
+        return width, height
+    w, h = max(1, int(width * factor)), max(1, int(height * factor))
+    while w * h * scale * scale > UPSCALE_MAX_PIXELS or max(w, h) * scale > UPSCALE_MAX_SIDE:
+        w, h = max(1, w - 1), max(1, h - 1)  # float rounding left it a pixel over: rarely
+    return w, h
+
 
 ResizeMode = Literal["fit", "fill", "exact"]
 OutputFormat = Literal["png", "jpeg", "webp"]

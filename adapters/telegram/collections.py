@@ -45,6 +45,7 @@ from adapters.telegram.handlers import (
     ask,
     deps,
     identity,
+    thread_of,
     user_error_text,
 )
 from adapters.telegram.ratelimit import EditPacer
@@ -447,6 +448,7 @@ async def _button(update: Update, context: Ctx, action: str, args: list[str]) ->
                 export.data,
                 filename=f"{col.name[:40]}-{cid}.zip".replace(" ", "_"),
                 caption=render.export_caption(col.name, export.summary),
+                message_thread_id=thread_of(update),
             )
         except NetworkError as err:
             # PTB reports Telegram's HTTP 413 as a NetworkError, not a BadRequest.
@@ -510,6 +512,7 @@ async def _review(update: Update, context: Ctx, cid: str) -> None:
             data,
             caption=render.piece_caption(piece),
             reply_markup=render.piece_keyboard(cid, piece),
+            message_thread_id=thread_of(update),
         )
     await answer(
         update,

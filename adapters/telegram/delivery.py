@@ -1,11 +1,25 @@
 """The `deliver_result` activity on `deliver-telegram`: the bot process sends finished jobs.
 
+What the user paid for arrives intact. Telegram re-encodes every sendPhoto as a JPEG of at most
+2560 px a side (alpha flattened, format lost, larger images shrunk), so a result whose value is
+in the file goes as a document (sendDocument, with a 320 px JPEG `thumbnail` as its preview):
+every media job (upscale, rmbg, resize, convert: their pixels, size, alpha and format are the
+product), and any image with alpha, not PNG/JPEG, over 2560 px a side or beyond sendPhoto's
+limits. A document over Telegram's 50 MB upload limit (a noisy 20 MP upscale as PNG) goes
+re-encoded as JPEG (WebP with alpha) at quality 95, full size, the caption saying so, instead of
+a 413 on every retry. Plain makes stay photos. A batch goes as ONE album (sendMediaGroup; photos, or
+documents if any item must be one, since Telegram does not mix them), and because an album
+cannot carry an inline keyboard, its one button row (Regen, Again, ⬆ 1…N) follows in one
+message. In a forum topic every message passes the topic's `message_thread_id`.
+
 Exactly once, across activity retries and bot restarts: each part of a delivery (`image:<i>`,
-`text`, `status`) is recorded in MongoDB (collection `deliveries`, via the jobs client) right
-after Telegram accepted it, and a retried delivery skips the parts already recorded. The one
-window left is a crash (or a lost connection) between Telegram accepting a message and that
-record being written — a few milliseconds, one MongoDB upsert; the Bot API has no idempotency
-key that could close it. In that case the retry sends that one image again.
+`album:<first index>`, `buttons`, `text`, `status`) is recorded in MongoDB (collection
+`deliveries`, via the jobs client) right after Telegram accepted it, and a retried delivery
+skips the parts already recorded. An album is ONE part, recorded in one upsert once
+sendMediaGroup returned, so a retry never sends half an album. The one window left is a crash
+(or a lost connection) between Telegram accepting a message and that record being written — a
+few milliseconds, one MongoDB upsert; the Bot API has no idempotency key that could close it.
+In that case the retry sends that one part again (one image, or the whole album once).
 
 Errors become retry decisions: Telegram's flood control (RetryAfter) is a retry after exactly
 the delay Telegram asked for (`next_retry_delay`); network errors are plain exceptions retried
@@ -22,10 +36,20 @@ allowed; the saga ends such a job done but not delivered, its result kept.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
-from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
+from PIL import Image, UnidentifiedImageError
+from telegram import (
+    Bot,
+    InlineKeyboardMarkup,
+    InputMediaDocument,
+    InputMediaPhoto,
+    Message,
+    ReplyParameters,
+)
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -33,7 +57,14 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from adapters.jobs import JobsClient
 from adapters.telegram.ratelimit import EditPacer
-from adapters.telegram.render import final_text, result_caption, result_keyboard
+from adapters.telegram.render import (
+    ALBUM_BUTTONS_TEXT,
+    album_caption,
+    album_keyboard,
+    final_text,
+    result_caption,
+    result_keyboard,
+)
 from adapters.telegram.status_watch import retry_seconds
 from domain.errors import StationError
 from domain.jobs import ActivityNames, DeliverInput, JobState, JobStatus, ReplyTarget, StoredOutput
@@ -47,6 +78,16 @@ PHOTO_MAX_RATIO = 20
 PHOTO_REFUSALS = ("photo_invalid_dimensions", "too big", "image_process_failed", "photo_")
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+# What Telegram does to a photo (Bot API sendPhoto; the stand-in models it): a JPEG of at most
+# 2560 px a side. Whatever that would damage goes as a document.
+PHOTO_KEPT_SIDE = 2560
+PHOTO_KEPT_TYPES = frozenset({"image/png", "image/jpeg"})
+FILE_KINDS = frozenset({"upscale", "rmbg", "resize", "convert"})
+"""Job kinds whose product is the file itself: sent as documents whatever their size."""
+THUMBNAIL_SIDE = 320  # sendDocument `thumbnail`: JPEG, < 200 kB, at most 320 px a side
+DOCUMENT_MAX_BYTES = 50 * 1024 * 1024  # a bot's upload limit (Bot API "Sending files")
+ALBUM_MAX = 10  # sendMediaGroup takes 2-10 items
 
 NOT_DELIVERED = "not_delivered"
 """ApplicationError type of a delivery Telegram refused for good: not retried; the saga
@@ -79,6 +120,63 @@ def fits_photo(out: StoredOutput, size: int) -> bool:
     if not (w and h):
         return True
     return w + h <= PHOTO_MAX_SIDES and max(w, h) / min(w, h) <= PHOTO_MAX_RATIO
+
+
+def has_alpha(data: bytes) -> bool:
+    """Whether the image has any transparency (read from the header; nothing is decoded)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+def as_document(kind: str, out: StoredOutput, data: bytes) -> bool:
+    """Whether this result must go as a document for the user to get what they paid for."""
+    return (
+        kind in FILE_KINDS
+        or out.content_type not in PHOTO_KEPT_TYPES
+        or max(out.width, out.height) > PHOTO_KEPT_SIDE
+        or has_alpha(data)
+        or not fits_photo(out, len(data))
+    )
+
+
+def preview_jpeg(data: bytes) -> bytes | None:
+    """A document's preview: at most 320 px a side, JPEG, transparency shown on white."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            small = im.convert("RGBA")
+        small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        flat = Image.new("RGB", small.size, (255, 255, 255))
+        flat.paste(small, mask=small.getchannel("A"))
+        buf = io.BytesIO()
+        flat.save(buf, "JPEG", quality=80)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    return buf.getvalue() if buf.tell() < 200 * 1024 else None
+
+
+def fit_document(data: bytes, filename: str) -> tuple[bytes, str, str]:
+    """A file over Telegram's 50 MB upload limit (a large upscale of a noisy photo as PNG can
+    be) would be refused with 413 on every retry: send it re-encoded at high quality instead —
+    JPEG, or WebP where it has alpha, at quality 95 (lower only if still too big) — and say so
+    in the caption. Returns (data, filename, note)."""
+    if len(data) <= DOCUMENT_MAX_BYTES:
+        return data, filename, ""
+    alpha = has_alpha(data)
+    fmt, ext = ("WEBP", "webp") if alpha else ("JPEG", "jpg")
+    with Image.open(io.BytesIO(data)) as im:
+        pixels = im.convert("RGBA") if alpha else im.convert("RGB")
+    for quality in (95, 85, 75):
+        buf = io.BytesIO()
+        pixels.save(buf, fmt, quality=quality)
+        if buf.tell() <= DOCUMENT_MAX_BYTES:
+            break
+    stem = filename.rsplit(".", 1)[0]
+    note = f"the PNG is over Telegram's 50 MB: this is {fmt} quality {quality}"
+    return buf.getvalue(), f"{stem}.{ext}", note
 
 
 class TelegramDelivery:
@@ -142,6 +240,7 @@ class TelegramDelivery:
                         "chat_id": str(err.new_chat_id),
                         "message_id": None,
                         "status_message_id": None,
+                        "message_thread_id": None,  # a basic group has no topics
                     }
                 )
         raise ApplicationError(
@@ -165,7 +264,9 @@ class TelegramDelivery:
                         return
                     except BadRequest as err:
                         log.info("status message %s not editable (%s)", mid, err.message)
-            await self.bot.send_message(reply.chat_id, NO_RIGHTS_TEXT)
+            await self.bot.send_message(
+                reply.chat_id, NO_RIGHTS_TEXT, message_thread_id=reply.message_thread_id
+            )
         except TelegramError as err:
             log.info("chat %s cannot be told either (%s)", reply.chat_id, err.message)
 
@@ -191,25 +292,115 @@ class TelegramDelivery:
         *,
         retire_status: bool = True,
     ) -> None:
-        as_file = await self._send_as_file(status.user)
-        for i, out in enumerate(status.outputs):
-            part = f"image:{i}"
-            if part in sent:
-                continue
-            data = await asyncio.to_thread(self.jobs.image, out)
-            ext = EXTENSIONS.get(out.content_type, "png")
-            msg = await self._send_image(
-                reply,
-                data,
-                filename=f"{status.workflow_id}-{i + 1}.{ext}",
-                caption=result_caption(status, i),
-                keyboard=result_keyboard(status, i),
-                as_file=as_file or not fits_photo(out, len(data)),
-            )
-            await self.jobs.mark_delivered(status.workflow_id, part, msg.message_id)
+        if len(status.outputs) > 1 and not any(p.startswith("image:") for p in sent):
+            await self._send_albums(status, reply, sent)
+        else:  # one image; or a delivery begun image by image before albums existed
+            as_file = await self._send_as_file(status.user)
+            for i, out in enumerate(status.outputs):
+                part = f"image:{i}"
+                if part in sent:
+                    continue
+                data = await asyncio.to_thread(self.jobs.image, out)
+                ext = EXTENSIONS.get(out.content_type, "png")
+                msg = await self._send_image(
+                    reply,
+                    data,
+                    filename=f"{status.workflow_id}-{i + 1}.{ext}",
+                    caption=result_caption(status, i),
+                    keyboard=result_keyboard(status, i),
+                    as_file=as_file or as_document(status.kind, out, data),
+                )
+                await self.jobs.mark_delivered(status.workflow_id, part, msg.message_id)
         if retire_status and reply.status_message_id is not None and "status" not in sent:
             await self._retire_status(reply.chat_id, reply.status_message_id)
             await self.jobs.mark_delivered(status.workflow_id, "status", reply.status_message_id)
+
+    async def _send_albums(
+        self, status: JobStatus, reply: ReplyTarget, sent: dict[str, int]
+    ) -> None:
+        """A batch as one album (10 images a part at most), then its one row of buttons."""
+        as_file = await self._send_as_file(status.user)
+        outs = status.outputs
+        for first in range(0, len(outs), ALBUM_MAX):
+            part = f"album:{first}"
+            if part in sent:
+                continue
+            chunk = outs[first : first + ALBUM_MAX]
+            datas = [await asyncio.to_thread(self.jobs.image, out) for out in chunk]
+            files = as_file or any(
+                as_document(status.kind, out, data) for out, data in zip(chunk, datas, strict=True)
+            )
+            names = [
+                f"{status.workflow_id}-{first + n + 1}.{EXTENSIONS.get(out.content_type, 'png')}"
+                for n, out in enumerate(chunk)
+            ]
+            caption = album_caption(status) if first == 0 else ""
+            if len(chunk) == 1:  # an album needs two items: a lone last one goes by itself
+                msg = await self._send_image(
+                    reply,
+                    datas[0],
+                    filename=names[0],
+                    caption=caption,
+                    keyboard=None,
+                    as_file=files,
+                )
+            else:
+                msg = (await self._send_album(reply, datas, names, caption, as_file=files))[0]
+            await self.jobs.mark_delivered(status.workflow_id, part, msg.message_id)
+        keyboard = album_keyboard(status)
+        if keyboard is not None and "buttons" not in sent:
+            msg = await self.bot.send_message(
+                reply.chat_id,
+                ALBUM_BUTTONS_TEXT.format(n=len(outs)),
+                reply_markup=keyboard,
+                message_thread_id=reply.message_thread_id,
+            )
+            await self.jobs.mark_delivered(status.workflow_id, "buttons", msg.message_id)
+
+    async def _send_album(
+        self,
+        reply: ReplyTarget,
+        datas: Sequence[bytes],
+        names: Sequence[str],
+        caption: str,
+        *,
+        as_file: bool,
+    ) -> tuple[Message, ...]:
+        """sendMediaGroup; photos refused for their size or shape go again as documents."""
+        if not as_file:
+            try:
+                return await self.bot.send_media_group(
+                    reply.chat_id,
+                    [
+                        InputMediaPhoto(data, caption=caption if n == 0 else None, filename=name)
+                        for n, (data, name) in enumerate(zip(datas, names, strict=True))
+                    ],
+                    reply_parameters=_reply_parameters(reply),
+                    message_thread_id=reply.message_thread_id,
+                )
+            except BadRequest as err:
+                if not (
+                    is_rights_refusal(err) or any(s in err.message.lower() for s in PHOTO_REFUSALS)
+                ):
+                    raise
+                log.info("album of photos refused (%s); sending documents", err.message)
+        media = []
+        for n, (data, name) in enumerate(zip(datas, names, strict=True)):
+            thumb = await asyncio.to_thread(preview_jpeg, data)
+            media.append(
+                InputMediaDocument(
+                    data,
+                    caption=caption if n == 0 else None,
+                    filename=name,
+                    thumbnail=thumb,
+                )
+            )
+        return await self.bot.send_media_group(
+            reply.chat_id,
+            media,
+            reply_parameters=_reply_parameters(reply),
+            message_thread_id=reply.message_thread_id,
+        )
 
     async def _send_trained_model(
         self, status: JobStatus, reply: ReplyTarget, sent: dict[str, int]
@@ -217,7 +408,9 @@ class TelegramDelivery:
         """A trained LoRA is a file in GridFS, not a picture: send a message naming the model and
         its trigger word (a new message, so the user is notified), then retire the status."""
         if "text" not in sent:
-            msg = await self.bot.send_message(reply.chat_id, final_text(status))
+            msg = await self.bot.send_message(
+                reply.chat_id, final_text(status), message_thread_id=reply.message_thread_id
+            )
             await self.jobs.mark_delivered(status.workflow_id, "text", msg.message_id)
         if reply.status_message_id is not None and "status" not in sent:
             await self._retire_status(reply.chat_id, reply.status_message_id)
@@ -233,11 +426,7 @@ class TelegramDelivery:
         keyboard: InlineKeyboardMarkup | None,
         as_file: bool,
     ) -> Message:
-        params = (
-            ReplyParameters(reply.message_id, allow_sending_without_reply=True)
-            if reply.message_id
-            else None
-        )
+        params = _reply_parameters(reply)
         if not as_file:
             try:
                 return await self.bot.send_photo(
@@ -247,6 +436,7 @@ class TelegramDelivery:
                     reply_markup=keyboard,
                     reply_parameters=params,
                     filename=filename,
+                    message_thread_id=reply.message_thread_id,
                 )
             except BadRequest as err:
                 # Photos refused (too big, odd shape) or not allowed: a document may still go.
@@ -255,6 +445,10 @@ class TelegramDelivery:
                 ):
                     raise
                 log.info("photo refused (%s); sending %s as a document", err.message, filename)
+        data, filename, note = await asyncio.to_thread(fit_document, data, filename)
+        if note:
+            log.info("%s is over 50 MB: sending it re-encoded", filename)
+            caption = f"{caption} · {note}"[:1024]
         return await self.bot.send_document(
             reply.chat_id,
             data,
@@ -262,6 +456,8 @@ class TelegramDelivery:
             caption=caption,
             reply_markup=keyboard,
             reply_parameters=params,
+            message_thread_id=reply.message_thread_id,
+            thumbnail=await asyncio.to_thread(preview_jpeg, data),
         )
 
     async def _retire_status(self, chat_id: str, message_id: int) -> None:
@@ -298,7 +494,9 @@ class TelegramDelivery:
                         await self.jobs.mark_delivered(status.workflow_id, "text", mid)
                         return
                     log.info("status message %s not editable (%s); sending anew", mid, err)
-        msg = await self.bot.send_message(reply.chat_id, text)
+        msg = await self.bot.send_message(
+            reply.chat_id, text, message_thread_id=reply.message_thread_id
+        )
         await self.jobs.mark_delivered(status.workflow_id, "text", msg.message_id)
 
     async def _send_as_file(self, identity: str) -> bool:
@@ -306,3 +504,10 @@ class TelegramDelivery:
             return (await self.jobs.settings(identity)).send_as_file
         except StationError:
             return False
+
+
+def _reply_parameters(reply: ReplyTarget) -> ReplyParameters | None:
+    """Reply to the request's message where there is one (sent even if it was deleted)."""
+    if not reply.message_id:
+        return None
+    return ReplyParameters(reply.message_id, allow_sending_without_reply=True)

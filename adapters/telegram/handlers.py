@@ -81,11 +81,19 @@ def is_group(chat: Chat | None) -> bool:
     return chat is not None and chat.type in (ChatType.GROUP, ChatType.SUPERGROUP)
 
 
+def thread_of(update: Update) -> int | None:
+    """The forum topic the update came from: every message sent in answer passes it as
+    `message_thread_id`, or Telegram puts it in the group's General topic."""
+    msg = update.effective_message
+    return msg.message_thread_id if msg is not None and msg.is_topic_message else None
+
+
 async def answer(update: Update, text: str, **kwargs: Any) -> Message | None:
-    """Reply in the update's chat, whatever kind of update it is."""
+    """Reply in the update's chat (in its forum topic), whatever kind of update it is."""
     chat = update.effective_chat
     if chat is None:
         return None
+    kwargs.setdefault("message_thread_id", thread_of(update))
     msg = update.effective_message
     if msg is not None and is_group(chat) and "reply_parameters" not in kwargs:
         kwargs["reply_parameters"] = ReplyParameters(
@@ -369,12 +377,14 @@ async def _start_claimed(
         reply_parameters=ReplyParameters(msg.message_id, allow_sending_without_reply=True)
         if msg is not None and update.callback_query is None
         else None,
+        message_thread_id=thread_of(update),
     )
     target = ReplyTarget(
         chat_id=str(chat.id),
         message_id=msg.message_id if msg is not None else None,
         status_message_id=status_msg.message_id,
         group_chat=is_group(chat),
+        message_thread_id=thread_of(update),
     )
     try:
         started = await start(target)

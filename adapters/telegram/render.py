@@ -203,6 +203,9 @@ def result_caption(status: JobStatus, index: int) -> str:
         out = status.outputs[index] if index < len(status.outputs) else None
         size = f" {out.width}×{out.height}" if out and out.width else ""
         parts.append(f"{status.kind}{size}")
+        reduced = (status.settings.get("params") or {}).get("input_size")
+        if status.kind == "upscale" and reduced:  # the source was too large for the cap
+            parts.append(f"source reduced to {reduced[0]}×{reduced[1]} first to fit the cap")
     parts.append(f"{status.price} points")
     if status.refund:
         parts.append(f"refunded {status.refund}")
@@ -223,6 +226,44 @@ def result_keyboard(status: JobStatus, index: int) -> InlineKeyboardMarkup | Non
     if out is not None and status.kind != "upscale":
         row.append(button("Upscale", data=f"res:up:{out.blob_id}"))
     return InlineKeyboardMarkup([row]) if row else None
+
+
+def album_caption(status: JobStatus) -> str:
+    """Caption of a batch sent as one album (on its first item, which Telegram shows as the
+    album's caption): prompt, every seed, price."""
+    parts: list[str] = []
+    if status.prompt:
+        parts.append(status.prompt[:700])
+    seeds = list(status.seeds) or [o.seed for o in status.outputs if o.seed is not None]
+    if seeds:
+        parts.append("seeds " + ", ".join(str(s) for s in seeds))
+    parts.append(f"{len(status.outputs)} images · {status.price} points")
+    if status.refund:
+        parts.append(f"refunded {status.refund}")
+    if status.reason:
+        parts.append(f"({status.reason})")
+    return " · ".join(parts)[:1024]
+
+
+ALBUM_BUTTONS_TEXT = "☝️ {n} images above: Regen, Again, or upscale one of them (⬆ 1–{n})."
+
+
+def album_keyboard(status: JobStatus) -> InlineKeyboardMarkup | None:
+    """The ONE button row of an album (albums cannot carry buttons, so it goes in the message
+    after it): Regen and Again of the run, and an upscale button per image, numbered as in the
+    album. Telegram allows 8 buttons a row: a batch of up to 6 fits in one."""
+    row: list[InlineKeyboardButton] = []
+    if status.kind == "make":
+        ref = job_ref(status.workflow_id)  # never the long workflow id: 64 bytes at most
+        row.append(button("Regen", data=f"res:regen:{ref}"))
+        row.append(button("Again", data=f"res:again:{ref}"))
+    if status.kind != "upscale":
+        row.extend(
+            button(f"⬆ {i}", data=f"res:up:{out.blob_id}")
+            for i, out in enumerate(status.outputs, 1)
+        )
+    rows = [row[i : i + 8] for i in range(0, len(row), 8)]
+    return InlineKeyboardMarkup(rows) if rows else None
 
 
 def _show(value: object) -> str:

@@ -41,6 +41,7 @@ from adapters.telegram.handlers import (
     deps,
     identity,
     is_group,
+    thread_of,
     user_error_text,
 )
 from domain.errors import InsufficientPoints, SettingsError, StationError, UserInputError
@@ -391,6 +392,7 @@ async def _review(update: Update, context: Ctx, ds: Dataset) -> None:
                 caption=render.train_caption_text(n, im.caption),
                 reply_markup=render.train_caption_keyboard(ds.id, n),
                 filename=f"{ds.name}-{n}.png",
+                message_thread_id=thread_of(update),
             )
     finally:
         # Even if Telegram refused a photo for good, the flow leaves "captioning": a user left
@@ -473,7 +475,9 @@ async def _go(update: Update, context: Ctx, ds_id: str, steps: int) -> None:
         platform="telegram",
         dataset=ds_id,
         params=TrainingParams(steps=steps),
-        reply=ReplyTarget(chat_id=cid, status_message_id=msg.message_id),
+        reply=ReplyTarget(
+            chat_id=cid, status_message_id=msg.message_id, message_thread_id=thread_of(update)
+        ),
         # One confirm message starts one job, however often Train is tapped.
         request_id=f"{ds_id}-{msg.message_id}",
     )

@@ -31,6 +31,22 @@ def test_media_and_training_prices() -> None:
     assert quote_training(images=10, steps=1500) == 1000 + 500 + 300
 
 
+@pytest.mark.parametrize(
+    ("pixels", "price"),
+    [
+        (256 * 192, 10),  # a small upscale: the first megapixel is the base price
+        (1_000_000, 10),
+        (1_000_001, 12),  # a started megapixel counts
+        (10_000_000, 28),
+        (5120 * 3414, 44),  # a 2560x1707 phone photo at 2x
+        (5120 * 3840, 48),  # a 1280x960 phone photo at 4x
+    ],
+)
+def test_an_upscale_is_priced_by_the_megapixels_it_produces(pixels: int, price: int) -> None:
+    assert quote_media("upscale", output_pixels=pixels) == price
+    assert quote_media("rmbg", output_pixels=pixels) == 10, "only upscales scale with size"
+
+
 def test_a_batch_that_made_some_images_refunds_the_failed_share() -> None:
     assert partial_refund(70, 2, 0) == 70
     assert partial_refund(70, 2, 1) == 35

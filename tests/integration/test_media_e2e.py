@@ -202,6 +202,61 @@ async def test_the_cli_converts_to_jpeg_on_a_chosen_background_and_to_webp(
     assert await asyncio.to_thread(jobs.stores.ledger.balance, user) == 500 - 3
 
 
+# ---- phone photos (issue 14, item 2) ---------------------------------------------------------
+
+
+def photo(size: tuple[int, int]) -> bytes:
+    """A phone-like JPEG: a gradient with a disc, as Telegram hands a photo over."""
+    w, h = size
+    im = Image.linear_gradient("L").resize(size).convert("RGB")
+    ImageDraw.Draw(im).ellipse((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=(200, 30, 30))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("size", "scale", "out", "price"),
+    [
+        ((2560, 1707), 2, (5120, 3414), 10 + 2 * 17),  # 17.5 MP: 18 started megapixels
+        ((1280, 960), 4, (5120, 3840), 10 + 2 * 19),  # 19.7 MP: 20 started megapixels
+    ],
+)
+async def test_a_phone_photo_upscales_at_full_size_priced_by_its_megapixels(
+    dev_stack: Stack,
+    jobs: JobsClient,
+    size: tuple[int, int],
+    scale: int,
+    out: tuple[int, int],
+    price: int,
+) -> None:
+    user = await new_user(jobs)
+    result, im = await run_media(jobs, user, "upscale", photo(size), scale=scale)
+    assert im.size == out, "the whole photo at the model's factor, not shrunk to a cap"
+    assert (result.outputs[0].width, result.outputs[0].height) == out
+    assert result.price == price
+    assert await asyncio.to_thread(jobs.stores.ledger.balance, user) == 500 - price
+
+
+async def test_a_source_too_large_for_the_cap_is_reduced_first_and_says_so(
+    dev_stack: Stack, jobs: JobsClient
+) -> None:
+    user = await new_user(jobs)
+    result, im = await run_media(jobs, user, "upscale", photo((2600, 2000)), scale=4)
+    assert im.size == (5096, 3920), "reduced to 1274x980, then the model's 4x"
+    assert result.settings["params"] == {"scale": 4, "input_size": [1274, 980]}
+    assert result.price == 10 + 2 * 19
+
+
+async def test_a_larger_result_costs_more_than_a_small_one(
+    dev_stack: Stack, jobs: JobsClient
+) -> None:
+    user = await new_user(jobs, points=1000)
+    small, _ = await run_media(jobs, user, "upscale", disc((500, 500)), scale=2)  # 1 MP
+    large, _ = await run_media(jobs, user, "upscale", disc((1600, 1600)), scale=2)  # 10.2 MP
+    assert (small.price, large.price) == (10, 10 + 2 * 10)
+
+
 # ---- refusals before anything is charged ------------------------------------------------------
 
 
@@ -244,10 +299,8 @@ async def test_requests_the_rules_forbid_are_refused_naming_the_limit(
     dev_stack: Stack, jobs: JobsClient
 ) -> None:
     user = await new_user(jobs)
-    big = await jobs.store_source(user, disc((1100, 1000)), "big.png")
     small = await jobs.store_source(user, disc((64, 64)), "small.png")
     cases: list[tuple[MediaKind, str, dict[str, object], str]] = [
-        ("upscale", big, {"scale": 4}, "4096"),
         ("upscale", small, {"scale": 3}, "scale"),
         ("resize", small, {"width": 5000, "mode": "fit"}, "width"),
         ("convert", small, {"format": "gif"}, "format"),

@@ -8,12 +8,15 @@ import pytest
 from PIL import Image
 
 from media.ops import (
+    UPSCALE_MAX_PIXELS,
+    UPSCALE_MAX_SIDE,
     BadMediaParams,
     check_output_size,
     convert,
     resize,
     resize_target,
     run_operation,
+    upscale_input_size,
     validate_convert_params,
     validate_resize_params,
 )
@@ -201,3 +204,22 @@ def test_an_unknown_operation_is_refused() -> None:
     loaded = load_image(encode(Image.new("RGB", (4, 4)), "PNG"))
     with pytest.raises(Exception, match="unknown media operation 'blur'"):
         run_operation(loaded, "blur", {})
+
+
+@pytest.mark.parametrize(
+    ("source", "scale", "fed"),
+    [
+        ((2560, 1707), 2, (2560, 1707)),  # phone photos fit as they are
+        ((1280, 960), 4, (1280, 960)),
+        ((4032, 3024), 2, (2581, 1936)),  # a camera photo sent as a file: reduced first
+        ((2600, 2000), 4, (1274, 980)),
+        ((100, 8000), 4, (25, 2048)),  # the side cap, not the megapixels, binds
+    ],
+)
+def test_an_upscale_is_fed_a_source_whose_result_fits_the_caps(
+    source: tuple[int, int], scale: int, fed: tuple[int, int]
+) -> None:
+    w, h = upscale_input_size(*source, scale)
+    assert (w, h) == fed
+    assert w * h * scale * scale <= UPSCALE_MAX_PIXELS
+    assert max(w, h) * scale <= UPSCALE_MAX_SIDE

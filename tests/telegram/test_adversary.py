@@ -45,6 +45,11 @@ def photos(msgs: list[Message]) -> list[Message]:
     return [m for m in msgs if m["from_bot"] and m["photo"] and not m["deleted"]]
 
 
+def results(msgs: list[Message]) -> list[Message]:
+    """Delivered images: photos, and documents (an upscale arrives as a file)."""
+    return [m for m in msgs if m["from_bot"] and (m["photo"] or m["document"]) and not m["deleted"]]
+
+
 def bot_texts(tg: TelegramStandin, chat: int) -> str:
     """Everything the bot ever showed in `chat` (deleted messages too), as one string."""
     return "\n".join(
@@ -166,10 +171,10 @@ async def test_a_double_tap_starts_one_job(
     [data] = [b for b in message["buttons"] if b.startswith(button)]
     tg.press(user_id, user_id, message["message_id"], data)
     tg.press(user_id, user_id, message["message_id"], data)
-    tg.wait_for(user_id, lambda ms: len(photos(ms)) >= 2, timeout=30)
+    tg.wait_for(user_id, lambda ms: len(results(ms)) >= 2, timeout=30)
     await asyncio.sleep(SETTLE)
     assert await charges(jobs, f"telegram:{user_id}") == 2
-    assert len(photos(tg.messages(user_id))) == 2
+    assert len(results(tg.messages(user_id))) == 2
     answers = [a["text"] or "" for a in tg.answered_callbacks()]
     assert any("already started" in a for a in answers), answers
     # A third tap later, after the job ended, still starts nothing.

@@ -1077,64 +1077,105 @@ async def send_document(state: StandinState, p: Params) -> Any:
         }
         if stored.file_name:
             doc["file_name"] = stored.file_name
+    thumb = _document_thumbnail(state, p, p.raw("thumbnail"))
+    if thumb is not None:
+        doc["thumbnail"] = thumb
     return await _send(state, p, {"document": doc, **_caption(p)})
+
+
+def _document_thumbnail(state: StandinState, p: Params, ref: Any) -> dict[str, Any] | None:
+    """A document's `thumbnail` (Bot API sendDocument: JPEG, under 200 kB, at most 320 px a
+    side, uploaded with multipart/form-data, as `attach://<name>` or as the field itself)."""
+    upload = p.uploads.get("thumbnail")
+    if isinstance(ref, str) and ref.startswith("attach://"):
+        upload = p.uploads.get(ref.removeprefix("attach://"))
+    if upload is None:
+        return None
+    width, height, fmt = _image_size(upload.data)
+    if fmt != "JPEG" or len(upload.data) >= 200 * 1024 or max(width, height) > THUMBNAIL_SIDE:
+        return None  # Telegram ignores a thumbnail it cannot use
+    stored = state.store_file(
+        upload.data, "photo", mime_type="image/jpeg", width=width, height=height
+    )
+    return {
+        "file_id": stored.file_id,
+        "file_unique_id": stored.file_unique_id,
+        "file_size": len(upload.data),
+        "width": width,
+        "height": height,
+    }
 
 
 @method("sendMediaGroup")
 async def send_media_group(state: StandinState, p: Params) -> Any:
-    """An album (Bot API "sendMediaGroup"): 2-10 photos or 2-10 documents (not mixed), each
-    item its own message with one shared media_group_id; photos are recompressed like
-    sendPhoto. Albums take no reply_markup (Telegram has none for them)."""
+    """An album (Bot API sendMediaGroup): 2-10 photos/videos, or 2-10 documents, sent as one
+    group of messages sharing a `media_group_id`. Items are uploaded as `attach://<name>` or
+    reused by file_id; each photo passes the same checks as sendPhoto. The method has no
+    `reply_markup`: an album cannot carry buttons."""
     media = p.parsed("media")
-    if not isinstance(media, list) or not 2 <= len(media) <= 10:
-        raise bad_request("wrong number of media specified: must be 2-10 items")
-    kinds = {str(item.get("type")) if isinstance(item, dict) else "" for item in media}
-    if not kinds <= {"photo", "document"} or len(kinds) != 1:
-        raise bad_request("the stand-in takes albums of photos or of documents, not mixed")
-    chat = state.chat(p.chat_id())
+    if not isinstance(media, list) or not media:
+        raise bad_request("media is empty")
+    if not 2 <= len(media) <= 10:
+        raise bad_request("media group must include 2-10 items")
+    kinds = [item.get("type") if isinstance(item, dict) else None for item in media]
+    if any(k not in ("photo", "video", "document", "audio") for k in kinds):
+        raise bad_request("can't parse InputMedia: media type is invalid")
+    for alone in ("document", "audio"):
+        if alone in kinds and any(k != alone for k in kinds):
+            raise bad_request(f"{alone} can't be mixed with other media types")
     bodies: list[dict[str, Any]] = []
-    for item in media:
-        ref = str(item.get("media") or "")
+    for n, item in enumerate(media, 1):
+        ref = item.get("media")
+        if not isinstance(ref, str) or not ref:
+            raise bad_request(f"there is no media in the request item #{n}")
+        upload = (
+            p.uploads.get(ref.removeprefix("attach://")) if ref.startswith("attach://") else None
+        )
         caption = item.get("caption")
         if caption is not None:
             _check_text(str(caption), 1024, "message caption")
-        upload = p.uploads.get(ref[len("attach://") :]) if ref.startswith("attach://") else None
-        if item["type"] == "photo":
-            if upload is not None:
-                content: Any = state.photo_sizes(upload.data)
+        body: dict[str, Any] = {"caption": caption or None}
+        try:
+            if item["type"] == "photo":
+                if upload is not None:
+                    body["photo"] = state.photo_sizes(upload.data)
+                else:
+                    stored = _existing_file(state, ref, "photo")
+                    body["photo"] = [
+                        {
+                            "file_id": f.file_id,
+                            "file_unique_id": f.file_unique_id,
+                            "file_size": len(f.data),
+                            "width": f.width,
+                            "height": f.height,
+                        }
+                        for f in _photo_siblings(state, stored)
+                    ]
+            elif upload is not None:
+                body["document"] = state.document(upload.data, upload.filename, upload.content_type)
+                thumb = _document_thumbnail(state, p, item.get("thumbnail"))
+                if thumb is not None:
+                    body["document"]["thumbnail"] = thumb
             else:
-                stored = _existing_file(state, ref, "photo")
-                content = [_size_of(f) for f in _photo_siblings(state, stored)]
-        elif upload is not None:
-            content = state.document(upload.data, upload.filename, upload.content_type)
-        else:
-            raise bad_request("wrong file identifier/HTTP URL specified")
-        bodies.append(
-            {
-                item["type"]: content,
-                "caption": caption or None,
-                "caption_entities": item.get("caption_entities"),
-            }
-        )
-    group_id = str(10**17 + next(state._file_ids))
-    reply = _reply_to(state, chat, p)
-    sent: list[dict[str, Any]] = []
+                raise bad_request("wrong file identifier/HTTP URL specified")
+        except ApiError as exc:
+            if exc.code != 400:
+                raise
+            raise ApiError(
+                400,
+                f"Bad Request: failed to send message #{n} with the error message "
+                f'"{exc.description.removeprefix("Bad Request: ")}"',
+            ) from exc
+        bodies.append(body)
+    group_id = str(10**17 + secrets.randbelow(10**17))
+    without_markup = Params(
+        {k: v for k, v in p.values.items() if k != "reply_markup"}, p.uploads
+    )  # not a parameter of sendMediaGroup: Telegram ignores it
+    sent = []
     for body in bodies:
         body["media_group_id"] = group_id
-        body["reply_to_message"] = reply
-        _place_in_topic(chat, p, body)
-        sent.append(state.add_message(chat, body, dict(state.bot_user)).message)
+        sent.append(await _send(state, without_markup, body))
     return sent
-
-
-def _size_of(f: StoredFile) -> dict[str, Any]:
-    return {
-        "file_id": f.file_id,
-        "file_unique_id": f.file_unique_id,
-        "file_size": len(f.data),
-        "width": f.width,
-        "height": f.height,
-    }
 
 
 def _editable(state: StandinState, p: Params, what: str) -> ChatMessage:
@@ -1490,9 +1531,10 @@ async def control_send(request: web.Request) -> web.Response:
             raise control_error("only a supergroup can be a forum")
         chat.is_forum = True
     thread = body.get("message_thread_id")
-    if thread is not None:
-        if not chat.is_forum:
-            raise control_error("message_thread_id needs a forum supergroup (is_forum)")
+    if thread is not None:  # a message in a forum topic: the supergroup is a forum
+        if chat.type != "supergroup":
+            raise control_error("forum topics exist only in supergroups")
+        chat.is_forum = True
         message["message_thread_id"] = int(thread)
         message["is_topic_message"] = True
     stored = state.add_message(chat, message, user)
@@ -1613,6 +1655,7 @@ def _message_view(stored: ChatMessage) -> dict[str, Any]:
             "mime_type": doc.get("mime_type"),
             "file_id": doc["file_id"],
             "size": doc.get("file_size"),
+            "thumbnail": doc.get("thumbnail"),
         }
     reply = msg.get("reply_to_message")
     return {
