@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from adapters.telegram.delivery import NOT_DELIVERED, TelegramDelivery
-from domain.jobs import DeliverInput, JobState, JobStatus, ReplyTarget, StoredOutput
+from domain.jobs import DeliverInput, JobState, JobStatus, ReplyTarget, StoredOutput, job_ref
 from tests.fixtures.telegram import Message, TelegramStandin
 
 
@@ -224,9 +224,10 @@ async def test_a_batch_is_one_album_and_one_row_of_buttons(
         and "seeds 100, 101, 102" in (album[0]["caption"])
     )
     [buttons] = rest
+    ref = job_ref(status.workflow_id)  # buttons name the job by its fixed-length ref
     assert buttons["buttons"] == [
-        f"res:regen:{status.workflow_id}",
-        "res:again",
+        f"res:regen:{ref}",
+        f"res:again:{ref}",
         *(f"res:up:{o.blob_id}" for o in status.outputs),
     ]
     assert len(buttons["reply_markup"]["inline_keyboard"]) == 1, "one row"
@@ -279,6 +280,8 @@ async def test_every_message_of_a_delivery_goes_to_the_requests_forum_topic(
     bot: Bot, telegram: TelegramStandin
 ) -> None:
     group = -random.randint(10**12, 2 * 10**12)
+    # A forum supergroup (a user's message in topic 77 makes it one on the stand-in).
+    telegram.send(1, "hello", chat_id=group, chat_type="supergroup", message_thread_id=77)
     reply = ReplyTarget(chat_id=str(group), group_chat=True, message_thread_id=77)
     status, blobs = batch(2)
     await deliver(bot, FakeJobs(blobs), status, reply)
