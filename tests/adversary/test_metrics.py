@@ -1,0 +1,65 @@
+"""The facts StationThis counts: what an operator's alerts on refunds and deliveries rely on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import REGISTRY
+from temporalio.exceptions import ApplicationError
+
+from activities import metrics
+from domain.jobs import JobState, JobStatus
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_refunded_failed_job_counts_once_finished_and_its_points() -> None:
+    kind = "metrics-test-fail"
+    status = JobStatus(workflow_id="w", kind=kind, state=JobState.FAILED, refund=15)
+    metrics.job_recorded(status)
+    assert sample("stationthis_jobs_finished_total", kind=kind, state="failed") == 1
+    assert sample("stationthis_refunds_total", kind=kind, state="failed") == 1
+    assert sample("stationthis_refunded_points_total", kind=kind) == 15
+
+
+def test_a_job_recorded_while_delivering_is_not_finished_yet() -> None:
+    kind = "metrics-test-delivering"
+    metrics.job_recorded(JobStatus(workflow_id="w", kind=kind, state=JobState.DELIVERING))
+    assert sample("stationthis_jobs_finished_total", kind=kind, state="delivering") == 0
+    metrics.job_recorded(JobStatus(workflow_id="w", kind=kind, state=JobState.DONE))
+    assert sample("stationthis_jobs_finished_total", kind=kind, state="done") == 1
+
+
+def test_a_charge_names_its_jobs_kind() -> None:
+    metrics.job_charged("metrics-caption: 3 image(s) of cats")
+    metrics.job_charged("no kind here")
+    assert sample("stationthis_jobs_started_total", kind="metrics-caption") == 1
+    assert sample("stationthis_jobs_started_total", kind="unknown") >= 1
+
+
+def test_delivery_failures_count_by_type_but_a_cancel_is_not_one() -> None:
+    platform = "metrics-test"
+    with (
+        pytest.raises(ApplicationError),
+        metrics.counting_delivery_failures(platform),
+    ):
+        raise ApplicationError("refused", type="not_delivered", non_retryable=True)
+    with pytest.raises(ConnectionError), metrics.counting_delivery_failures(platform):
+        raise ConnectionError("network")
+    with pytest.raises(asyncio.CancelledError), metrics.counting_delivery_failures(platform):
+        raise asyncio.CancelledError
+    assert sample("stationthis_delivery_failures_total", platform=platform, reason="not_delivered")
+    assert sample(
+        "stationthis_delivery_failures_total", platform=platform, reason="ConnectionError"
+    )
+    total = sum(
+        s.value
+        for family in REGISTRY.collect()
+        if family.name == "stationthis_delivery_failures"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels.get("platform") == platform
+    )
+    assert total == 2
