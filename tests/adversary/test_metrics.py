@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 
 import pytest
 from prometheus_client import REGISTRY
@@ -10,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import metrics
 from domain.jobs import JobState, JobStatus
+from workers.config import REPO_ROOT
 
 
 def sample(name: str, **labels: str) -> float:
@@ -63,3 +66,18 @@ def test_delivery_failures_count_by_type_but_a_cancel_is_not_one() -> None:
         if s.name.endswith("_total") and s.labels.get("platform") == platform
     )
     assert total == 2
+
+
+def test_the_grafana_dashboard_queries_only_metrics_stationthis_exports() -> None:
+    dashboard = json.loads((REPO_ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\bstationthis_[a-z_]+", e)}
+    metrics.ledger_audited(0)  # the audit gauges exist once an audit ran
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    exported = {
+        family.name + suffix
+        for family in REGISTRY.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+    assert used, exprs
+    assert used <= exported, used - exported
