@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from telegram.error import Forbidden
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from activities import metrics
-from domain.jobs import JobState, JobStatus
+from adapters.telegram.delivery import TelegramDelivery
+from domain.jobs import DeliverInput, JobState, JobStatus, ReplyTarget
 from workers.config import REPO_ROOT
 
 
@@ -81,3 +85,30 @@ def test_the_grafana_dashboard_queries_only_metrics_stationthis_exports() -> Non
     }
     assert used, exprs
     assert used <= exported, used - exported
+
+
+class _BlockedBot:
+    """A Bot whose every call says the user blocked it."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def refuse(*args: object, **kwargs: object) -> None:
+            raise Forbidden("Forbidden: bot was blocked by the user")
+
+        return refuse
+
+
+class _Jobs:
+    async def delivered_parts(self, wid: str) -> dict[str, int]:
+        return {}
+
+
+async def test_a_delivery_to_a_chat_that_blocked_the_bot_counts_as_a_failure() -> None:
+    delivery = TelegramDelivery(_BlockedBot(), _Jobs())  # type: ignore[arg-type]
+    status = JobStatus(workflow_id="w", kind="make", state=JobState.FAILED, reason="x")
+    before = sample("stationthis_delivery_failures_total", platform="telegram", reason="Forbidden")
+    await ActivityEnvironment().run(
+        delivery.deliver_result,
+        DeliverInput(platform="telegram", reply=ReplyTarget(chat_id="1"), status=status),
+    )  # delivery ends (nothing to retry) but the failure is counted
+    after = sample("stationthis_delivery_failures_total", platform="telegram", reason="Forbidden")
+    assert after == before + 1
