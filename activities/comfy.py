@@ -28,6 +28,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities import metrics
 from activities.heartbeat import heartbeat_forever
 from comfy.client import ComfyClient
 from comfy.errors import ComfyError, PromptLost
@@ -205,6 +206,7 @@ class ComfyActivities:
             raise to_application_error(err) from err
         finally:
             ticker.cancel()
+        metrics.render_finished(self.server_url, result.execution_seconds)
         return _run_result(self.server_url, result)
 
     async def _reattach(

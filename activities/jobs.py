@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from temporalio import activity
 
+from activities import metrics
 from domain.checkpoints import (
     check_checkpoint,
     check_families,
@@ -262,6 +263,8 @@ class JobActivities:
             return ChargeResult(ok=False, balance=err.balance, reason=err.message)
         if res is None:
             return ChargeResult(ok=True, balance=ledger.balance(inp.user_id))
+        if not res.replayed:  # a new charge, once per key whatever the retries
+            metrics.job_charged(inp.reason)
         return ChargeResult(ok=True, balance=res.entry.balance_after, charged=res.entry.amount)
 
     @activity.defn(name=ActivityNames.REFUND_POINTS)
@@ -305,6 +308,7 @@ class JobActivities:
         )
         if s.gpu_seconds > 0 and s.price > 0:
             self.stores.ledger.record_gpu_seconds(s.workflow_id, s.gpu_seconds)
+        metrics.job_recorded(s)
 
     @activity.defn(name=ActivityNames.RELEASE_JOB_SLOT)
     def release_job_slot(self, inp: SlotInput) -> None:

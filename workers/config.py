@@ -146,6 +146,16 @@ class Config(BaseSettings):
     comfy_heartbeat_timeout: float = 30.0  # a comfy worker silent this long is presumed dead
     workflow_worker_threads: int = 16  # threads for the sync (pymongo) activities
 
+    # Prometheus metrics (README "Metrics"): a worker or bot serves StationThis's metrics on
+    # `metrics_port` and the Temporal SDK's on `metrics_port + 1`; 0 is off (the default of a
+    # process started by hand; `stationthis up` gives each process free ports and prints them).
+    # `--metrics-port` on the command line wins over METRICS_PORT.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    # Seconds between ledger audits of the workflow worker, published as the gauge
+    # stationthis_ledger_audit_discrepancies (0: never; only with metrics on).
+    ledger_audit_interval: float = 300.0
+
     # LoRA training and use. A comfy worker shares its ComfyUI server's file system: it writes
     # training datasets under <folder>/input and puts LoRA files into models/loras. The folder
     # is configured, never read from the server (its reported argv is the server's word, and a

@@ -42,6 +42,7 @@ from workers.processes import (
     free_port,
     http_check,
     mongo_check,
+    port_in_use,
     stop_all,
     temporal_check,
     venv_bin,
@@ -113,6 +114,8 @@ class ExtraCommand:
     env: dict[str, str] = field(default_factory=dict)
     health: Callable[[Endpoints], Callable[[], None]] | None = None
     """Optional readiness check built from the endpoints; None means "started is ready"."""
+    metrics: bool = False
+    """Give it free metrics ports (METRICS_PORT=N: StationThis on N, the Temporal SDK on N+1)."""
 
 
 PostReadyHook = Callable[[Endpoints, Config], None]
@@ -136,6 +139,7 @@ def worker_commands(config: Config) -> list[ExtraCommand]:
             ExtraCommand(
                 f"comfy-worker-{i + 1}" if len(urls) > 1 else "comfy-worker",
                 stationthis_command("comfy-worker", "--url", url, "--slots", slots),
+                metrics=True,
             )
             for i, url in enumerate(urls)
         ]
@@ -148,17 +152,32 @@ def worker_commands(config: Config) -> list[ExtraCommand]:
                 stationthis_command(
                     "comfy-worker", "--slots", slots, "--comfyui-dir", str(config.standin_root)
                 ),
+                metrics=True,
             )
         ]
     )
     commands = [
-        ExtraCommand("worker", stationthis_command("worker")),
+        ExtraCommand("worker", stationthis_command("worker"), metrics=True),
         *comfy,
-        ExtraCommand("media-worker", stationthis_command("media-worker")),
+        ExtraCommand("media-worker", stationthis_command("media-worker"), metrics=True),
     ]
     if config.telegram_bot_token is not None:
-        commands.append(ExtraCommand("bot", stationthis_command("bot")))
+        commands.append(ExtraCommand("bot", stationthis_command("bot"), metrics=True))
     return commands
+
+
+def metrics_port_pair() -> int:
+    """A free port N whose N+1 is free too: a process's StationThis and SDK metrics ports."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535 and not port_in_use(port + 1):
+            return port
+    raise ServiceError("no two adjacent free ports for metrics")
+
+
+def metrics_urls(host: str, port: int) -> tuple[str, str]:
+    """The two metrics URLs of a process serving on `port` (see workers/metrics.py)."""
+    return f"http://{host}:{port}/metrics", f"http://{host}:{port + 1}/metrics"
 
 
 def _load_templates(endpoints: Endpoints, config: Config) -> None:
@@ -351,6 +370,8 @@ class DevStack:
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.processes: dict[str, ManagedProcess] = {}
+        # Process name -> (StationThis metrics URL, Temporal SDK metrics URL)
+        self.metrics_urls: dict[str, tuple[str, str]] = {}
         self.restarts: dict[str, int] = {}
         self.ready_seconds: float | None = None
         self.failed: str | None = None
@@ -481,16 +502,24 @@ class DevStack:
 
     def _extras_for(self, endpoints: Endpoints) -> list[ManagedProcess]:
         env = {**os.environ, **endpoints.as_env()}
+        env.pop("METRICS_PORT", None)  # one port per process, never one for all
         procs = []
         for cmd in self.extra:
             health = cmd.health(endpoints) if cmd.health is not None else None
+            metrics_env: dict[str, str] = {}
+            if cmd.metrics:
+                port = metrics_port_pair()
+                metrics_env = {"METRICS_PORT": str(port), "METRICS_HOST": LOOPBACK}
+                self.metrics_urls[cmd.name] = metrics_urls(LOOPBACK, port)
+                if health is None:  # ready once it serves metrics (it is about to connect)
+                    health = http_check(self.metrics_urls[cmd.name][0])
             procs.append(
                 ManagedProcess(
                     cmd.name,
                     cmd.argv,
                     health=health,
                     log_path=self.log_dir / f"{cmd.name}.log",
-                    env={**env, **cmd.env},
+                    env={**env, **cmd.env, **metrics_env},
                     cwd=REPO_ROOT,
                     ready_timeout=self.ready_timeout,
                     stop_timeout=self.stop_timeout,
@@ -577,6 +606,7 @@ class DevStack:
                     "create_time": _create_time(p.pid) if p.pid else None,
                     "port": p.port,
                     "log": str(p.log_path),
+                    "metrics": list(self.metrics_urls.get(name, ())),
                 }
                 for name, p in self.processes.items()
             },

@@ -9,6 +9,7 @@ from domain.rules import DomainRules
 from store.db import Stores
 from workers.config import Config
 from workers.devstack import Endpoints, load_runtime
+from workers.metrics import temporal_runtime
 
 
 def domain_rules(config: Config) -> DomainRules:
@@ -16,7 +17,11 @@ def domain_rules(config: Config) -> DomainRules:
 
 
 async def connect_temporal(config: Config, endpoints: Endpoints) -> Client:
-    """A client with the pydantic converter: every model crosses Temporal as JSON."""
+    """A client with the pydantic converter: every model crosses Temporal as JSON.
+
+    In a process serving metrics (`workers.metrics.start_metrics`) the client, and so every
+    worker built on it, runs on the Runtime that exports the SDK's metrics.
+    """
     api_key = config.temporal_api_key.get_secret_value() if config.temporal_api_key else None
     return await Client.connect(
         endpoints.temporal_address,
@@ -24,6 +29,7 @@ async def connect_temporal(config: Config, endpoints: Endpoints) -> Client:
         data_converter=pydantic_data_converter,
         api_key=api_key,
         tls=config.temporal_tls or bool(api_key),
+        runtime=temporal_runtime(),
     )
 
 

@@ -25,6 +25,9 @@ def register(subparsers: Any) -> None:
         default=None,
         help="local port of the webhook server (default: TELEGRAM_WEBHOOK_PORT, 8443)",
     )
+    from adapters.cli.workers_cmd import add_metrics_port
+
+    add_metrics_port(p)
     p.set_defaults(handler=_bot_cmd)
 
 
@@ -34,8 +37,9 @@ def _bot_cmd(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         logging.getLogger("httpx").setLevel(logging.WARNING)
         logging.getLogger("httpcore").setLevel(logging.WARNING)
+    from adapters.cli.workers_cmd import serve_metrics
     from adapters.telegram.bot import run_bot
 
-    return asyncio.run(
-        run_bot(Config(), webhook_url=args.webhook_url, listen_port=args.listen_port)
-    )
+    config = Config()
+    serve_metrics(args, config)
+    return asyncio.run(run_bot(config, webhook_url=args.webhook_url, listen_port=args.listen_port))

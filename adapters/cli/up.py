@@ -61,6 +61,10 @@ def format_ready(stack: DevStack, endpoints: Endpoints) -> str:
     extras = [n for n in stack.processes if n not in {"temporal", "mongodb", "comfyui"}]
     if extras:
         lines.append(f"  workers:        {', '.join(extras)}")
+    if stack.metrics_urls:
+        lines.append("  metrics:        StationThis | Temporal SDK (Prometheus text)")
+        for name, (ours, sdk) in stack.metrics_urls.items():
+            lines.append(f"    {name + ':':<16}{ours} | {sdk}")
     lines += [
         f"  runtime file:   {stack.config.runtime_file}",
         f"  logs:           {stack.log_dir}",

@@ -11,6 +11,7 @@ from typing import Any
 
 from workers.config import Config
 from workers.devstack import resolve_endpoints
+from workers.metrics import audit_forever, start_metrics
 from workers.runtime import connect_temporal, open_stores
 from workers.sweeper import sweep_forever
 from workers.temporal_workers import (
@@ -25,9 +26,29 @@ from workers.temporal_workers import (
 log = logging.getLogger(__name__)
 
 
+def add_metrics_port(parser: argparse.ArgumentParser) -> None:
+    """`--metrics-port N`: shared by every long-running process (workers and the bot)."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port and the Temporal SDK's on the next one "
+        "(default: METRICS_PORT, 0 = off)",
+    )
+
+
+def serve_metrics(args: argparse.Namespace, config: Config) -> bool:
+    """Start the metrics endpoints if a port is given; True when they run. Before the first
+    Temporal client connects, so that client uses the Runtime exporting SDK metrics."""
+    port = args.metrics_port if getattr(args, "metrics_port", None) is not None else None
+    urls = start_metrics(config.metrics_port if port is None else port, config.metrics_host)
+    return urls is not None
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("worker", help="run the workflow worker (queue `stationthis`)")
-    p.set_defaults(handler=lambda args: asyncio.run(_workflow_worker()))
+    add_metrics_port(p)
+    p.set_defaults(handler=lambda args: asyncio.run(_workflow_worker(args)))
     c = subparsers.add_parser(
         "comfy-worker", help="run the worker of one ComfyUI server (queues `comfy`, `comfy-io`)"
     )
@@ -38,6 +59,7 @@ def register(subparsers: Any) -> None:
         help="the server's folder on this host (default: COMFYUI_DIRS / COMFYUI_DIR); "
         "without one the server cannot train or use LoRAs",
     )
+    add_metrics_port(c)
     c.set_defaults(handler=_comfy_worker_cmd)
     m = subparsers.add_parser(
         "media-worker", help="run the Pillow worker for resize and convert (queue `media`)"
@@ -48,15 +70,21 @@ def register(subparsers: Any) -> None:
         default=None,
         help=f"images processed at once (default: two per CPU core, here {media_slots()})",
     )
+    add_metrics_port(m)
     m.set_defaults(handler=_media_worker_cmd)
 
 
-async def _workflow_worker() -> int:
+async def _workflow_worker(args: argparse.Namespace) -> int:
     config = Config()
     endpoints = resolve_endpoints(config)
+    metrics = serve_metrics(args, config)
     client = await connect_temporal(config, endpoints)
     stores = open_stores(config, endpoints)
     sweeper = asyncio.create_task(sweep_forever(stores, config))
+    # The ledger audit as a gauge: one process runs it, the one every deployment has.
+    auditor = asyncio.create_task(
+        audit_forever(stores, config.ledger_audit_interval if metrics else 0)
+    )
     try:
         with ThreadPoolExecutor(max_workers=config.workflow_worker_threads) as pool:
             worker = workflow_worker(client, config, stores, pool)
@@ -64,18 +92,25 @@ async def _workflow_worker() -> int:
             await run_until_signalled([worker])
     finally:
         sweeper.cancel()
+        auditor.cancel()
     return 0
 
 
 def _comfy_worker_cmd(args: argparse.Namespace) -> int:
     if args.slots < 1:
         raise SystemExit("--slots must be at least 1")
-    return asyncio.run(_comfy_worker(args.url, args.slots, args.comfyui_dir))
+    return asyncio.run(_comfy_worker(args.url, args.slots, args.comfyui_dir, args))
 
 
-async def _comfy_worker(url: str | None, slots: int, comfyui_dir: str | None = None) -> int:
+async def _comfy_worker(
+    url: str | None,
+    slots: int,
+    comfyui_dir: str | None = None,
+    args: argparse.Namespace | None = None,
+) -> int:
     config = Config()
     endpoints = resolve_endpoints(config)
+    serve_metrics(args or argparse.Namespace(), config)
     url = url or (endpoints.comfyui_urls[0] if endpoints.comfyui_urls else None)
     if not url:
         raise SystemExit("no ComfyUI server: pass --url or set COMFYUI_URLS")
@@ -96,12 +131,13 @@ def _media_worker_cmd(args: argparse.Namespace) -> int:
     slots = args.slots or media_slots()
     if slots < 1:
         raise SystemExit("--slots must be at least 1")
-    return asyncio.run(_media_worker(slots))
+    return asyncio.run(_media_worker(slots, args))
 
 
-async def _media_worker(slots: int) -> int:
+async def _media_worker(slots: int, args: argparse.Namespace | None = None) -> int:
     config = Config()
     endpoints = resolve_endpoints(config)
+    serve_metrics(args or argparse.Namespace(), config)
     client = await connect_temporal(config, endpoints)
     stores = open_stores(config, endpoints, indexes=False)
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="media") as pool:

@@ -54,6 +54,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, Tele
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import metrics
 from activities.heartbeat import heartbeating
 from adapters.jobs import JobsClient
 from adapters.telegram.ratelimit import EditPacer
@@ -195,8 +196,9 @@ class TelegramDelivery:
             log.warning("job %s has no chat to reply to; nothing delivered", status.workflow_id)
             return
         try:
-            async with heartbeating():
-                await self._deliver_following_migrations(status, reply)
+            with metrics.counting_delivery_failures("telegram"):
+                async with heartbeating():
+                    await self._deliver_following_migrations(status, reply)
         except RetryAfter as err:
             delay = retry_seconds(err)
             log.info("flood control on %s: retrying in %.0f s", status.workflow_id, delay)
