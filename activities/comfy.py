@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import io
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -38,10 +37,9 @@ from domain.jobs import (
     ActivityNames,
     ComfyRunInput,
     ComfyRunResult,
-    JobState,
     LoraFile,
     OutputRef,
-    Progress,
+    RenderBeat,
     StoredOutput,
     StoreOutputsInput,
 )
@@ -50,17 +48,10 @@ from store.blobs import BlobNotFound, BlobStore
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 2.0  # seconds, also while a prompt waits in ComfyUI's queue
-PROGRESS_EVERY = 0.5  # seconds between progress signals to the workflow (stage changes: at once)
 
 
-class Attempt(BaseModel):
-    """Heartbeat details: what this attempt submitted where, for the next attempt to find."""
-
-    server_url: str
-    prompt_id: str
-    percent: float = 0.0
-    queue_position: int | None = None
-    stage: str = "queued"
+# Heartbeat details of a render attempt: where its prompt is, and how far (domain.jobs).
+Attempt = RenderBeat
 
 
 def prompt_id_for(workflow_id: str, index: int, attempt: int, run_id: str | None = None) -> str:
@@ -172,7 +163,7 @@ class ComfyActivities:
     @activity.defn(name=ActivityNames.RUN_COMFY_PROMPT)
     async def run_comfy_prompt(self, inp: ComfyRunInput) -> ComfyRunResult:
         info = activity.info()
-        reporter = _Reporter(self.client, inp.workflow_id, inp.index)
+        reporter = _Reporter(inp.index)
         beat: dict[str, Any] = {}
         ticker = asyncio.create_task(heartbeat_forever(lambda: beat.get("attempt")))
         comfy = self.comfy
@@ -183,7 +174,9 @@ class ComfyActivities:
                 if inp.work.loras and self.ensure_loras is not None:
                     await self.ensure_loras(inp.work.loras)
                 graph = await self._with_uploads(comfy, inp)
-                beat["attempt"] = Attempt(server_url=self.server_url, prompt_id=prompt_id)
+                beat["attempt"] = Attempt(
+                    server_url=self.server_url, prompt_id=prompt_id, index=inp.index
+                )
                 activity.heartbeat(beat["attempt"])
 
                 async def on_progress(p: ComfyProgress) -> None:
@@ -236,7 +229,9 @@ class ComfyActivities:
             comfy,
             self.server_url,
             earlier_prompts(Attempt, previous),
-            remember=lambda earlier: beat.__setitem__("attempt", earlier),
+            remember=lambda earlier: beat.__setitem__(
+                "attempt", earlier.model_copy(update={"index": inp.index})
+            ),
             on_progress=on_progress,
             timeout=inp.timeout_seconds,
         )
@@ -341,44 +336,27 @@ def _run_result(server_url: str, result: RunResult) -> ComfyRunResult:
 
 
 class _Reporter:
-    """Progress to the workflow as a signal: at once on a stage change, else twice a second."""
+    """Progress into the attempt's heartbeat details, never a signal to the workflow.
 
-    def __init__(self, client: Client, workflow_id: str, index: int) -> None:
-        self.handle = client.get_workflow_handle(workflow_id)
+    A signal is a history event plus a workflow task (158 events for a 6-image make); heartbeat
+    details are not history, the comfy worker sends them within a second
+    (`max_heartbeat_throttle_interval`), and `JobsClient.status()` reads them with describe().
+    """
+
+    def __init__(self, index: int) -> None:
         self.index = index
-        self.last_sent = 0.0
-        self.last_stage = ""
 
     async def report(self, p: ComfyProgress, beat: dict[str, Any]) -> None:
         attempt: Attempt | None = beat.get("attempt")
-        if attempt is not None:
-            attempt = attempt.model_copy(
-                update={
-                    "percent": p.percent or 0.0,
-                    "queue_position": p.queue_position,
-                    "stage": p.stage,
-                }
-            )
-            beat["attempt"] = attempt
-            activity.heartbeat(attempt)
-        now = time.monotonic()
-        if p.stage == "done":
-            return  # the activity's completion says it, one workflow task sooner
-        if p.stage == self.last_stage and now - self.last_sent < PROGRESS_EVERY:
+        if attempt is None:
             return
-        self.last_stage, self.last_sent = p.stage, now
-        state = JobState.QUEUED if p.stage == "queued" else JobState.RUNNING
-        percent = 100.0 if p.stage == "done" else float(p.percent or 0.0)
-        try:
-            await self.handle.signal(
-                "report_progress",
-                Progress(
-                    index=self.index,
-                    state=state,
-                    queue_position=p.queue_position,
-                    percent=percent,
-                    detail=f"node {p.node}" if p.node else "",
-                ),
-            )
-        except Exception as err:  # progress is best effort; the job goes on without it
-            log.debug("progress signal for %s failed: %s", self.handle.id, err)
+        beat["attempt"] = attempt.model_copy(
+            update={
+                "index": self.index,
+                "percent": 100.0 if p.stage == "done" else float(p.percent or 0.0),
+                "queue_position": p.queue_position,
+                "stage": p.stage,
+                "detail": f"node {p.node}" if p.node else "",
+            }
+        )
+        activity.heartbeat(beat["attempt"])

@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,6 @@ from domain.training import (
     PrepareImageInput,
     RegisterModelInput,
     TrainImage,
-    TrainingProgress,
     TrainPrepareInput,
     TrainSpec,
     caption_with_trigger,
@@ -89,7 +87,6 @@ NO_FOLDER = (
     "comfy worker)"
 )
 NO_FOLDER_TYPE = "comfyui_dir_not_configured"
-PROGRESS_EVERY = 1.0  # seconds between training_progress signals
 TRAIN_NODE = "4"  # TrainLoraNode's id in templates/train-lora.json (progress comes from it)
 
 
@@ -426,7 +423,7 @@ class TrainingComfyActivities:
         info = activity.info()
         beat: dict[str, Any] = {}
         ticker = asyncio.create_task(heartbeat_forever(lambda: beat.get("beat")))
-        reporter = _TrainingReporter(self.client, inp.workflow_id)
+        reporter = _TrainingReporter()
         prompt_id = chunk_prompt_id(inp.workflow_id, inp.chunk, info.attempt, info.workflow_run_id)
         reattached = False
         try:
@@ -436,7 +433,10 @@ class TrainingComfyActivities:
             else:
                 graph = await self._graph(inp, root, cache)
                 beat["beat"] = ChunkBeat(
-                    server_url=self.server_url, prompt_id=prompt_id, step=inp.start_step
+                    server_url=self.server_url,
+                    prompt_id=prompt_id,
+                    step=inp.start_step,
+                    total_steps=inp.total_steps,
                 )
                 activity.heartbeat(beat["beat"])
 
@@ -596,12 +596,9 @@ class TrainingComfyActivities:
 
 
 class _TrainingReporter:
-    """Step progress: heartbeat details every report, a signal to the workflow at most once a
-    second (the training node's `progress` events come once per step)."""
-
-    def __init__(self, client: Client, workflow_id: str) -> None:
-        self.handle = client.get_workflow_handle(workflow_id)
-        self.last_sent = 0.0
+    """Step progress into the chunk's heartbeat details (the training node's `progress` events
+    come once per step). No `training_progress` signal: that wrote history once a second for
+    the whole training; `JobsClient.status()` reads the steps from the pending chunk instead."""
 
     async def report(self, p: ComfyProgress, beat: dict[str, Any], inp: ChunkInput) -> None:
         if p.node != TRAIN_NODE or p.value is None:
@@ -609,16 +606,5 @@ class _TrainingReporter:
         step = inp.start_step + int(p.value)
         current: ChunkBeat | None = beat.get("beat")
         if current is not None:
-            beat["beat"] = current.model_copy(update={"step": step})
+            beat["beat"] = current.model_copy(update={"step": step, "total_steps": inp.total_steps})
             activity.heartbeat(beat["beat"])
-        now = time.monotonic()
-        if now - self.last_sent < PROGRESS_EVERY and step < inp.start_step + inp.steps:
-            return
-        self.last_sent = now
-        try:
-            await self.handle.signal(
-                "training_progress",
-                TrainingProgress(chunk=inp.chunk, step=step, total_steps=inp.total_steps),
-            )
-        except Exception as err:  # best effort
-            log.debug("training progress for %s failed: %s", self.handle.id, err)

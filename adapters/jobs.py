@@ -60,6 +60,7 @@ from domain.identity import id_fragment, normalise_identity, parse_identity
 from domain.jobs import (
     FINAL_STATES,
     PUSH_PLATFORMS,
+    ActivityNames,
     CancelRequest,
     CancelResult,
     JobPlan,
@@ -69,6 +70,7 @@ from domain.jobs import (
     MediaPrepareInput,
     MediaRequest,
     PrepareInput,
+    RenderBeat,
     ReplyTarget,
     StoredOutput,
     job_ref,
@@ -81,6 +83,7 @@ from domain.training import (
     TRAINING_RESOLUTION,
     CaptionOutcome,
     CaptionRequest,
+    ChunkBeat,
     Dataset,
     DatasetImagesRequest,
     DatasetImagesResult,
@@ -522,7 +525,7 @@ class JobsClient:
         "rendering 48%")."""
         try:
             # Every job kind inherits the `status` query from the one saga.
-            return await self.handle(wid).query(
+            status = await self.handle(wid).query(
                 PaidJobWorkflow.status, reject_condition=QueryRejectCondition.NOT_OPEN
             )
         except WorkflowQueryRejectedError as rejected:
@@ -536,6 +539,38 @@ class JobsClient:
             # A query fails (not RPCError) for an empty id or a workflow that is no job (a
             # cook has no `status` query): both read as "no such job", never as a crash.
             return await self._recorded_status(wid, err)
+        if status.state not in LIVE_STATES:
+            return status
+        return with_live_progress(status, *await self._live_beats(wid))
+
+    async def _live_beats(self, wid: str) -> tuple[list[RenderBeat], list[ChunkBeat]]:
+        """The heartbeat details of the job's pending renders and training chunks.
+
+        Activities report progress there, not by signal: heartbeats are no history events
+        (docs/performance.md, "History events per job"). Best effort: a describe that fails
+        leaves the query's status as it is.
+        """
+        renders: list[RenderBeat] = []
+        chunks: list[ChunkBeat] = []
+        try:
+            desc = await self.handle(wid).describe()
+        except RPCError as err:
+            log.debug("no live progress for %s: %s", wid, err)
+            return renders, chunks
+        converter = self.temporal.data_converter
+        for pending in desc.raw_description.pending_activities:
+            details = pending.heartbeat_details.payloads
+            if not details:
+                continue
+            kind = pending.activity_type.name
+            try:
+                if kind == ActivityNames.RUN_COMFY_PROMPT:
+                    renders.extend(await converter.decode(details[:1], [RenderBeat]))
+                elif kind == ActivityNames.TRAIN_LORA_CHUNK:
+                    chunks.extend(await converter.decode(details[:1], [ChunkBeat]))
+            except Exception as err:  # a beat of another shape: progress is best effort
+                log.debug("heartbeat of %s on %s not read: %s", kind, wid, err)
+        return renders, chunks
 
     async def _last_status(self, wid: str) -> JobStatus:
         """The status an ended workflow's replay answers, else the history record."""
@@ -1489,6 +1524,41 @@ def _media_details(request: MediaRequest) -> str:
     if request.params:
         lines.append("**params** " + ", ".join(f"{k}={v}" for k, v in request.params.items()))
     return "\n\n".join(lines)
+
+
+LIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
+
+
+def with_live_progress(
+    status: JobStatus, renders: list[RenderBeat], chunks: list[ChunkBeat]
+) -> JobStatus:
+    """The `status` query's answer completed with the running activities' heartbeat details.
+
+    The query knows the units made (`percent` counts them); each pending render adds its own
+    percent (weighed by `units`), queue position and node. The workflow stays `queued` from
+    its charge until delivery for renders (no signal tells it a render started), so the
+    `running` a user reads is derived here: a pending render whose beat left ComfyUI's queue.
+    Beats without `index` come from activities of an older release, which signalled instead.
+    """
+    update: dict[str, Any] = {}
+    if status.stage == "training":
+        beat = max(chunks, key=lambda c: c.step, default=None)
+        if beat is not None and beat.total_steps and beat.step >= status.step:
+            update["step"], update["total_steps"] = beat.step, beat.total_steps
+            update["percent"] = round(100.0 * beat.step / beat.total_steps, 1)
+        return status.model_copy(update=update) if update else status
+    beats = sorted((b for b in renders if b.index is not None), key=lambda b: b.index or 0)
+    if not beats:
+        return status
+    units = max(1, status.units)
+    running = [b for b in beats if b.stage != "queued"]
+    positions = [b.queue_position for b in beats if b.queue_position is not None]
+    update["percent"] = min(100.0, round(status.percent + sum(b.percent for b in beats) / units, 1))
+    update["queue_position"] = min(positions) if positions and not running else None
+    update["detail"] = (running or beats)[-1].detail
+    if running and status.state is JobState.QUEUED:
+        update["state"] = JobState.RUNNING
+    return status.model_copy(update=update)
 
 
 def _status_from_record(record: JobRecord) -> JobStatus:

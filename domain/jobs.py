@@ -265,12 +265,36 @@ class StoredOutput(BaseModel):
 
 
 class Progress(BaseModel):
-    """What a running activity reports back to its workflow (signal `report_progress`)."""
+    """What a running activity reported back to its workflow (signal `report_progress`).
+
+    Activities no longer send it (their progress is in their heartbeat details, `RenderBeat`,
+    which writes no history); the signal stays accepted for activities of an older release
+    during a rolling deploy, and for the replay of histories that have it.
+    """
 
     index: int = 0
     state: JobState = JobState.QUEUED
     queue_position: int | None = None
     percent: float = 0.0
+    detail: str = ""
+
+
+class RenderBeat(BaseModel):
+    """Heartbeat details of a `run_comfy_prompt` attempt: where it submitted its prompt (for a
+    retry to re-attach) and how far it is (for `status()` to show live progress).
+
+    Progress lives here, not in signals: a heartbeat is no history event (the server keeps only
+    the last details, with the pending activity), and the Temporal UI shows them on the pending
+    activity. `index` is None in the beats of activities of an older release, which signalled
+    their progress instead; `status()` skips those.
+    """
+
+    server_url: str
+    prompt_id: str
+    index: int | None = None
+    percent: float = 0.0
+    queue_position: int | None = None
+    stage: str = "queued"
     detail: str = ""
 
 
@@ -305,6 +329,9 @@ class JobStatus(BaseModel):
     # LoRA training: stage (submitted, captioning, training), step counter, the model made
     stage: str = ""
     step: int = 0
+    # Units of work (images) of the job; `status()` weighs each running unit's heartbeat
+    # percent by it. Filled by the `status` query only.
+    units: int = 0
     total_steps: int = 0
     loss: float | None = None
     model: dict[str, Any] | None = None

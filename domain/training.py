@@ -622,6 +622,9 @@ class ChunkBeat(BaseModel):
     server_url: str
     prompt_id: str
     step: int = 0
+    # Progress for `status()` (heartbeats write no history; no `training_progress` signal):
+    # 0 in the beats of an older release, which signalled its steps instead.
+    total_steps: int = 0
 
 
 # ---- the price of `dataset caption` ---------------------------------------------------------

@@ -98,11 +98,33 @@ class PaidJobWorkflow:
 
     @workflow.query(name="status")
     def status(self) -> JobStatus:
-        return self._status
+        """The job's status, with `units` and the percent of the units made so far.
+
+        Running units report their progress in their activity's heartbeat details, not here
+        (a signal per update wrote most of a job's history); `JobsClient.status()` adds them.
+        Counting here, in the query, changes no command: old histories replay unchanged.
+        """
+        if self._status.final or self._status.stage == "training":
+            return self._status
+        units = max(1, len(self._plan_units()))
+        update: dict[str, Any] = {"units": units}
+        if self._progress:
+            done = sum(p.percent for p in self._progress.values())
+            update["percent"] = round(done / units, 1)
+            made = any(p.percent >= 100.0 for p in self._progress.values())
+            if made and self._status.state is JobState.QUEUED:
+                update["state"] = JobState.RUNNING  # a unit is made: the job is under way
+        return self._status.model_copy(update=update)
 
     @workflow.signal(name="report_progress")
     def report_progress(self, progress: Progress) -> None:
-        """Activities report queue position and percent here (throttled on their side)."""
+        """Where activities of earlier releases reported queue position and percent.
+
+        Today's activities put progress in their heartbeat details instead (no history event;
+        `JobsClient.status()` reads them, and derives queued → running from them too). The
+        handler stays: a rolling deploy's older comfy workers still signal, and histories
+        with these signals must replay.
+        """
         if self._status.state not in (JobState.QUEUED, JobState.RUNNING):
             return
         self._progress[progress.index] = progress

@@ -146,7 +146,11 @@ class TrainLoraWorkflow(PaidJobWorkflow):
 
     @workflow.signal(name="training_progress")
     def training_progress(self, p: TrainingProgress) -> None:
-        """Step counter from the running chunk (never goes backwards)."""
+        """Step counter from a running chunk of an earlier release (never goes backwards).
+
+        Today's chunks put their step in their heartbeat details (`ChunkBeat`), which write no
+        history; `JobsClient.status()` reads it. Kept for a rolling deploy and for replay.
+        """
         s = self._status
         if s.state is not JobState.RUNNING or s.stage != "training" or p.step < s.step:
             return

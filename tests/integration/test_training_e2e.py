@@ -164,3 +164,11 @@ async def test_a_comfy_worker_killed_mid_training_resumes_from_its_chunk_charged
     redone = ran - 500
     print(f"\nsteps run on the GPU for 500 requested: {ran} (redone after the kill: {redone})")
     assert 0 <= redone <= 250, "a crash loses at most the running chunk"
+    # The steps above came from the chunk's heartbeat details: no signal wrote them to history.
+    history = await jobs.handle(wid).fetch_history()
+    signals = [
+        e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signals == [], [
+        e.workflow_execution_signaled_event_attributes.signal_name for e in signals
+    ]

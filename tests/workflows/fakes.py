@@ -67,7 +67,9 @@ class FakeBook:
 
 
 class FakeActivities:
-    """`behaviour[i]` drives unit i of the batch: ok, invalid, transient:N, hang, queued-hang."""
+    """`behaviour[i]` drives unit i of the batch: ok, invalid, transient:N, hang, queued-hang
+    (both signal their progress, as activities of earlier releases did), quiet-hang (heartbeats
+    only, as today's)."""
 
     def __init__(
         self,
@@ -189,6 +191,14 @@ class FakeActivities:
             )
         if how.startswith("transient:") and self.attempts[i] <= int(how.split(":")[1]):
             raise RuntimeError("ComfyUI answered 500")
+        if how == "quiet-hang":  # today's activities: progress in heartbeats, no signal
+            try:
+                while True:
+                    activity.heartbeat({"index": i, "stage": "running", "percent": 40.0})
+                    await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                self.interrupted.append(i)
+                raise
         if how in ("hang", "queued-hang"):
             state = JobState.RUNNING if how == "hang" else JobState.QUEUED
             await handle.signal(

@@ -212,6 +212,31 @@ async def test_a_cancelled_job_is_interrupted_and_refunded_once(temporal_dev_env
     assert fakes.book.refunds() == [35] and fakes.book.balance == 1000
 
 
+async def test_a_job_whose_renders_only_heartbeat_reads_running_once_a_unit_is_made(
+    temporal_dev_env,
+) -> None:
+    """Renders report progress in heartbeats (no signal, no history); the `status` query still
+    says how many units the job has, and that it runs once one of them is made."""
+    env = temporal_dev_env
+    fakes_for = fakes_with(units=2, price=70, behaviour=["ok", "quiet-hang"])
+    async with running(env, fakes_for) as (fakes, tq):
+        handle = await start(env, tq, request())
+        status = await wait_state(handle, JobState.RUNNING)
+        assert (status.units, status.percent) == (2, 50.0)
+        cancel = await handle.execute_update(
+            MakeImageWorkflow.cancel, CancelRequest(), result_type=CancelResult
+        )
+        await handle.result()
+        await save_history(handle, "make_cancel_quiet-hang")
+        history = await handle.fetch_history()
+    assert cancel.state is JobState.CANCELLED and cancel.refund == 35
+    assert fakes.interrupted == [1]
+    signalled = [
+        e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signalled == []
+
+
 async def test_an_operator_cancel_takes_the_same_compensation_path(temporal_dev_env) -> None:
     env = temporal_dev_env
     async with running(env, fakes_with(behaviour=["hang"])) as (fakes, tq):
