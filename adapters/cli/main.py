@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -56,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.handler(args)
+    except BrokenPipeError:
+        # `stationthis jobs list | head`: the reader left; that is not a service down.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except StackNotRunningError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_STACK_DOWN
