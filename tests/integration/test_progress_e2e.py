@@ -91,7 +91,9 @@ async def test_status_during_a_render_shows_the_queue_position_then_a_rising_per
     assert {s.queue_position for s in queued} == {1}
     running = [s.percent for s in seen if s.state is JobState.RUNNING]
     partial = sorted({p for p in running if 0 < p < 100})
-    assert len(partial) >= 3, f"percent while rendering: {running}"
+    # Heartbeats reach the server at most once a second (throttled): a 3 s render shows at
+    # least two partial values even on a loaded machine.
+    assert len(partial) >= 2, f"percent while rendering: {running}"
     assert running == sorted(running), f"percent never goes back: {running}"
     assert all(
         s.detail.startswith("node ") for s in seen if s.state is JobState.RUNNING and s.percent
