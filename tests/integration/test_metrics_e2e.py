@@ -183,7 +183,11 @@ async def test_a_real_prometheus_scrapes_the_workers_and_loads_the_alerts(
         await eventually('stationthis_jobs_finished_total{kind="make",state="done"} >= 1')
         await eventually("stationthis_render_seconds_count >= 1")
         await eventually('temporal_workflow_completed{workflow_type="MakeImageWorkflow"} >= 1')
-        up = await eventually('up{job=~"stationthis.*"}')
+        # Every target scraped at least once (Prometheus reaches them one by one).
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(up := await eventually('up{job=~"stationthis.*"}')) < 2 * len(urls):
+            assert asyncio.get_running_loop().time() < deadline, up
+            await asyncio.sleep(0.5)
         assert len(up) == 2 * len(urls)
         assert all(row["value"][1] == "1" for row in up), up
         assert await query("max(stationthis_ledger_audit_discrepancies)") != []
