@@ -54,9 +54,9 @@ from domain.training import (
     lora_tag_names,
     loras_for_prompt,
 )
-from domain.users import JobRecord
 from store.blobs import BlobNotFound
 from store.db import Stores
+from store.jobs import record_of
 from store.slots import JobSlots
 
 log = logging.getLogger(__name__)
@@ -285,27 +285,7 @@ class JobActivities:
     @activity.defn(name=ActivityNames.RECORD_JOB)
     def record_job(self, inp: JobRecordInput) -> None:
         s = inp.status
-        now = datetime.now(UTC)
-        self.stores.jobs.record(
-            JobRecord(
-                workflow_id=s.workflow_id,
-                user_id=inp.user_id,
-                identity=s.user,
-                kind=s.kind,
-                prompt=s.prompt or "",
-                template=s.template or "",
-                settings=s.settings,
-                seeds=s.seeds,
-                outputs=[o.blob_id for o in s.outputs],
-                price=s.price,
-                refund=s.refund,
-                state=s.state.value,
-                error=s.reason or "",
-                not_delivered=s.not_delivered or "",
-                created_at=now,
-                finished_at=now if s.final else None,
-            )
-        )
+        self.stores.jobs.record(record_of(s, inp.user_id, datetime.now(UTC)))
         if s.gpu_seconds > 0 and s.price > 0:
             self.stores.ledger.record_gpu_seconds(s.workflow_id, s.gpu_seconds)
         metrics.job_recorded(s)

@@ -99,6 +99,7 @@ from media.safety import load_image, normalised_png
 from store.blobs import OWNER_FIELD
 from store.collections import MADE_STATES, Piece, next_cook_id
 from store.db import Stores
+from store.jobs import record_of
 from store.slots import JobSlots
 from store.storage import DATASET, EXPORT, SOURCE, StorageQuotaExceeded, check_quota
 from workers.config import Config
@@ -847,28 +848,8 @@ class JobsClient:
         owner = await asyncio.to_thread(self.stores.users.find, status.user)
         if owner is not None:
             await asyncio.to_thread(self.slots.release, owner.id, wid)
-            now = datetime.now(UTC)
-            await asyncio.to_thread(
-                self.stores.jobs.record,
-                JobRecord(
-                    workflow_id=wid,
-                    user_id=owner.id,
-                    identity=status.user,
-                    kind=status.kind,
-                    prompt=status.prompt or "",
-                    template=status.template or "",
-                    settings=status.settings,
-                    seeds=status.seeds,
-                    outputs=[o.blob_id for o in status.outputs],
-                    price=status.price,
-                    refund=status.refund,
-                    state=status.state.value,
-                    error=status.reason or "",
-                    not_delivered=status.not_delivered or "",
-                    created_at=now,
-                    finished_at=now,
-                ),
-            )
+            record = record_of(status, owner.id, datetime.now(UTC))
+            await asyncio.to_thread(self.stores.jobs.record, record)
         return Terminated(refund=refund, status=status)
 
     async def stuck(self, *, limit: int = 200) -> list[StuckJob]:

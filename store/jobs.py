@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from domain.jobs import JobStatus
 from domain.users import JobRecord
 
 log = logging.getLogger(__name__)
@@ -76,3 +78,26 @@ class JobRepo:
 
 def _job(doc: dict[str, Any]) -> JobRecord:
     return JobRecord.model_validate({k: v for k, v in doc.items() if k != "_id"})
+
+
+def record_of(status: JobStatus, user_id: str, now: datetime) -> JobRecord:
+    """The history record of a job's status (the saga's record step and an operator's
+    terminate write the same shape); `finished_at` only once the status is final."""
+    return JobRecord(
+        workflow_id=status.workflow_id,
+        user_id=user_id,
+        identity=status.user,
+        kind=status.kind,
+        prompt=status.prompt or "",
+        template=status.template or "",
+        settings=status.settings,
+        seeds=status.seeds,
+        outputs=[o.blob_id for o in status.outputs],
+        price=status.price,
+        refund=status.refund,
+        state=status.state.value,
+        error=status.reason or "",
+        not_delivered=status.not_delivered or "",
+        created_at=now,
+        finished_at=now if status.final else None,
+    )
