@@ -200,18 +200,25 @@ def run_coroutine_sync(
 def temporal_check(
     address: str,
     namespace: str = "default",
-    search_attributes: Iterable[str] = (),
+    search_attributes: Mapping[str, str] | Iterable[str] = (),
     timeout: float = 5.0,
 ) -> HealthCheck:
     """Ready when a Temporal client connects and the namespace knows `search_attributes`.
 
     Checking the attributes as well as the connection means that a workflow started right after
     "ready" can set `UserId` etc. without failing its first task (temporal-testing.md, gotcha 1).
+    Given as a mapping (name -> type, e.g. "Keyword"), missing ones are registered: a dev
+    server whose SQLite file predates an attribute (`ParentJob`) does not add it by itself.
     """
+    types = dict(search_attributes) if isinstance(search_attributes, Mapping) else {}
     wanted = set(search_attributes)
 
     async def probe() -> None:
-        from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+        from temporalio.api.enums.v1 import IndexedValueType
+        from temporalio.api.operatorservice.v1 import (
+            AddSearchAttributesRequest,
+            ListSearchAttributesRequest,
+        )
         from temporalio.client import Client
 
         client = await Client.connect(address, namespace=namespace)
@@ -220,6 +227,17 @@ def temporal_check(
                 ListSearchAttributesRequest(namespace=namespace)
             )
             missing = wanted - set(resp.custom_attributes)
+            known = {m: types[m] for m in missing if m in types}
+            if known:
+                await client.operator_service.add_search_attributes(
+                    AddSearchAttributesRequest(
+                        namespace=namespace,
+                        search_attributes={
+                            name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper()}")
+                            for name, kind in known.items()
+                        },
+                    )
+                )
             if missing:
                 raise ServiceNotReadyError(f"search attributes not registered yet: {missing}")
 

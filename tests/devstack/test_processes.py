@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import psutil
@@ -15,7 +17,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.fixtures.stack import SEARCH_ATTRIBUTE_NAMES, MongoServer
 from workers.config import REPO_ROOT
-from workers.processes import ManagedProcess, PortInUseError, free_port, tcp_check
+from workers.processes import (
+    ManagedProcess,
+    PortInUseError,
+    ServiceNotReadyError,
+    free_port,
+    tcp_check,
+    temporal_check,
+)
 
 PARENT = """
 import sys, time
@@ -77,6 +86,30 @@ async def test_the_dev_server_fixture_knows_the_project_search_attributes(
         ListSearchAttributesRequest(namespace=client.namespace)
     )
     assert set(SEARCH_ATTRIBUTE_NAMES) <= set(resp.custom_attributes)
+
+
+async def test_the_readiness_check_registers_a_search_attribute_an_older_server_lacks(
+    temporal_dev_env: WorkflowEnvironment,
+) -> None:
+    """A .devstack whose SQLite file predates an attribute (ParentJob) must still come up."""
+    client = temporal_dev_env.client
+    address = client.service_client.config.target_host
+    name = f"Probe{uuid.uuid4().hex[:8]}"
+    check = temporal_check(address, client.namespace, {name: "Keyword"})
+    with pytest.raises(ServiceNotReadyError):
+        await asyncio.to_thread(check)  # registers it, then says "not yet"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            await asyncio.to_thread(check)
+            break
+        except ServiceNotReadyError:
+            assert time.monotonic() < deadline, "never registered"
+            await asyncio.sleep(0.2)
+    resp = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    assert name in resp.custom_attributes
 
 
 async def test_the_time_skipping_fixture_starts_with_the_pydantic_converter(
