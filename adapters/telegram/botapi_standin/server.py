@@ -663,13 +663,7 @@ class StandinState:
 
     def _photo_size(self, data: bytes, mime: str, width: int, height: int) -> dict[str, Any]:
         stored = self.store_file(data, "photo", mime_type=mime, width=width, height=height)
-        return {
-            "file_id": stored.file_id,
-            "file_unique_id": stored.file_unique_id,
-            "file_size": len(data),
-            "width": width,
-            "height": height,
-        }
+        return photo_size_view(stored)
 
     def document(self, data: bytes, file_name: str | None, mime: str | None) -> dict[str, Any]:
         if len(data) > DOCUMENT_MAX_BYTES:
@@ -1034,17 +1028,19 @@ async def send_photo(state: StandinState, p: Params) -> Any:
         if ref.startswith("attach://"):
             raise bad_request("wrong file identifier/HTTP URL specified")
         stored = _existing_file(state, ref, "photo")
-        sizes = [
-            {
-                "file_id": f.file_id,
-                "file_unique_id": f.file_unique_id,
-                "file_size": len(f.data),
-                "width": f.width,
-                "height": f.height,
-            }
-            for f in _photo_siblings(state, stored)
-        ]
+        sizes = [photo_size_view(f) for f in _photo_siblings(state, stored)]
     return await _send(state, p, {"photo": sizes, **_caption(p)})
+
+
+def photo_size_view(f: StoredFile) -> dict[str, Any]:
+    """A stored photo as the Bot API's PhotoSize."""
+    return {
+        "file_id": f.file_id,
+        "file_unique_id": f.file_unique_id,
+        "file_size": len(f.data),
+        "width": f.width,
+        "height": f.height,
+    }
 
 
 def _photo_siblings(state: StandinState, stored: StoredFile) -> list[StoredFile]:
@@ -1094,16 +1090,7 @@ def _document_thumbnail(state: StandinState, p: Params, ref: Any) -> dict[str, A
     width, height, fmt = _image_size(upload.data)
     if fmt != "JPEG" or len(upload.data) >= 200 * 1024 or max(width, height) > THUMBNAIL_SIDE:
         return None  # Telegram ignores a thumbnail it cannot use
-    stored = state.store_file(
-        upload.data, "photo", mime_type="image/jpeg", width=width, height=height
-    )
-    return {
-        "file_id": stored.file_id,
-        "file_unique_id": stored.file_unique_id,
-        "file_size": len(upload.data),
-        "width": width,
-        "height": height,
-    }
+    return state._photo_size(upload.data, "image/jpeg", width, height)
 
 
 @method("sendMediaGroup")
@@ -1141,16 +1128,7 @@ async def send_media_group(state: StandinState, p: Params) -> Any:
                     body["photo"] = state.photo_sizes(upload.data)
                 else:
                     stored = _existing_file(state, ref, "photo")
-                    body["photo"] = [
-                        {
-                            "file_id": f.file_id,
-                            "file_unique_id": f.file_unique_id,
-                            "file_size": len(f.data),
-                            "width": f.width,
-                            "height": f.height,
-                        }
-                        for f in _photo_siblings(state, stored)
-                    ]
+                    body["photo"] = [photo_size_view(f) for f in _photo_siblings(state, stored)]
             elif upload is not None:
                 body["document"] = state.document(upload.data, upload.filename, upload.content_type)
                 thumb = _document_thumbnail(state, p, item.get("thumbnail"))
