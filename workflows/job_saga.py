@@ -68,6 +68,18 @@ JOB_STATE = SearchAttributeKey.for_keyword("JobState")
 JOB_FAILED_ERROR = "JobFailed"
 
 
+async def ledger_activity(name: str, arg: Any, result_type: type[Any]) -> Any:
+    """Charge or refund as a regular activity, so it runs only once the decision is in history
+    (why: `PaidJobWorkflow._ledger_step`). Every workflow that moves points uses this."""
+    return await workflow.execute_activity(
+        name,
+        arg,
+        result_type=result_type,
+        start_to_close_timeout=policies.LEDGER_TIMEOUT,
+        retry_policy=policies.LEDGER_RETRY,
+    )
+
+
 class JobFailed(Exception):
     """A unit of work failed for a reason the user is told."""
 
@@ -353,13 +365,7 @@ class PaidJobWorkflow:
         before the change replay through the old branch.
         """
         if self._ledger_as_activities:
-            return await workflow.execute_activity(
-                name,
-                arg,
-                result_type=result_type,
-                start_to_close_timeout=policies.LEDGER_TIMEOUT,
-                retry_policy=policies.LEDGER_RETRY,
-            )
+            return await ledger_activity(name, arg, result_type)
         return await workflow.execute_local_activity(
             name,
             arg,

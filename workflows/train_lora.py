@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -60,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
         chunks,
     )
     from workflows import policies
-    from workflows.job_saga import JobFailed, PaidJobWorkflow, describe_failure
+    from workflows.job_saga import JobFailed, PaidJobWorkflow, describe_failure, ledger_activity
 
 # A chunk is retried after a crash (worker, server, database) and may land on any GPU; a
 # rejected graph or an interrupt is final. Between attempts: seconds, not minutes.
@@ -304,7 +303,7 @@ class CaptionDatasetWorkflow:
         price = plan.price if paid and work else 0
         balance: int | None = None
         if price > 0:
-            charge: ChargeResult = await self._ledger(
+            charge: ChargeResult = await ledger_activity(
                 ActivityNames.CHARGE_POINTS,
                 ChargeInput(
                     user_id=plan.owner,
@@ -364,7 +363,7 @@ class CaptionDatasetWorkflow:
         )
 
     async def _refund(self, plan: CaptionPlan, wid: str, amount: int, reason: str) -> RefundResult:
-        result: RefundResult = await self._ledger(
+        result: RefundResult = await ledger_activity(
             ActivityNames.REFUND_POINTS,
             RefundInput(
                 user_id=plan.owner, amount=amount, key=f"{wid}:refund", job_id=wid, reason=reason
@@ -372,17 +371,6 @@ class CaptionDatasetWorkflow:
             RefundResult,
         )
         return result
-
-    @staticmethod
-    async def _ledger(name: str, arg: Any, result_type: type[Any]) -> Any:
-        """Charge or refund as a regular activity (the reasons are in job_saga._ledger_step)."""
-        return await workflow.execute_activity(
-            name,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=policies.LEDGER_TIMEOUT,
-            retry_policy=policies.LEDGER_RETRY,
-        )
 
 
 @workflow.defn(name="DatasetImagesWorkflow")
