@@ -206,12 +206,7 @@ def result_caption(status: JobStatus, index: int) -> str:
         reduced = (status.settings.get("params") or {}).get("input_size")
         if status.kind == "upscale" and reduced:  # the source was too large for the cap
             parts.append(f"source reduced to {reduced[0]}×{reduced[1]} first to fit the cap")
-    parts.append(f"{status.price} points")
-    if status.refund:
-        parts.append(f"refunded {status.refund}")
-    if status.reason:
-        parts.append(f"({status.reason})")
-    return " · ".join(parts)[:1024]
+    return _caption(parts, status)
 
 
 def result_keyboard(status: JobStatus, index: int) -> InlineKeyboardMarkup | None:
@@ -237,7 +232,13 @@ def album_caption(status: JobStatus) -> str:
     seeds = list(status.seeds) or [o.seed for o in status.outputs if o.seed is not None]
     if seeds:
         parts.append("seeds " + ", ".join(str(s) for s in seeds))
-    parts.append(f"{len(status.outputs)} images · {status.price} points")
+    parts.append(f"{len(status.outputs)} images")
+    return _caption(parts, status)
+
+
+def _caption(parts: list[str], status: JobStatus) -> str:
+    """`parts` then what the job cost, refunded and why, within a caption's 1024 characters."""
+    parts = [*parts, f"{status.price} points"]
     if status.refund:
         parts.append(f"refunded {status.refund}")
     if status.reason:
