@@ -25,36 +25,14 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
 from adapters.jobs import JobsClient
-from domain.jobs import JobState, MakeImageRequest, ReplyTarget
+from domain.jobs import JobState, ReplyTarget
+from tests.adversary.test_operator_and_delivery import new_user, small, wait_for
 from tests.fixtures.devstack import Stack
 from workflows.job_saga import JOB_FAILED_ERROR, status_from_failure
 
 pytestmark = pytest.mark.stack
 
 CLI = (sys.executable, "-m", "adapters.cli.main")
-
-
-async def new_user(jobs: JobsClient, platform: str = "cli", points: int = 500) -> str:
-    identity = f"{platform}:{uuid.uuid4().int % 10**9}"
-    await asyncio.to_thread(jobs.stores.users.get_or_create, identity, points)
-    return identity
-
-
-def small(user: str, **kw: Any) -> MakeImageRequest:
-    return MakeImageRequest(
-        user=user,
-        prompt="a lighthouse at dusk",
-        overrides={"width": 256, "height": 256, "steps": 4},
-        **kw,
-    )
-
-
-async def wait_for(jobs: JobsClient, wid: str, state: JobState, timeout: float = 30) -> None:
-    async def poll() -> None:
-        while (await jobs.status(wid)).state is not state:
-            await asyncio.sleep(0.1)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def eventually(check: Any, timeout: float = 15) -> Any:
