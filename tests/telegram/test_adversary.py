@@ -17,32 +17,13 @@ from temporalio.api.enums.v1 import EventType
 from adapters.jobs import JobsClient
 from domain.jobs import job_ref
 from tests.fixtures.devstack import Stack
-from tests.fixtures.telegram import Message, TelegramStandin
+from tests.fixtures.telegram import Message, TelegramStandin, photos, said
 from tests.telegram.conftest import ADMIN_ID, BotProcess
 
 pytestmark = pytest.mark.stack
 
 EDIT_HINT = "Edits are not run again"
 SETTLE = 3.0  # seconds in which a wrongly started second job would have charged
-
-
-def said(tg: TelegramStandin, chat: int, needle: str, timeout: float = 20) -> Message:
-    """The latest bot message in `chat` whose text or caption contains `needle` (waits)."""
-
-    def find(ms: list[Message]) -> Message | None:
-        hits = [
-            m
-            for m in ms
-            if m["from_bot"] and not m["deleted"] and needle in (m["text"] or m["caption"] or "")
-        ]
-        return hits[-1] if hits else None
-
-    found: Message = tg.wait_for(chat, find, timeout)
-    return found
-
-
-def photos(msgs: list[Message]) -> list[Message]:
-    return [m for m in msgs if m["from_bot"] and m["photo"] and not m["deleted"]]
 
 
 def results(msgs: list[Message]) -> list[Message]:

@@ -15,7 +15,7 @@ from PIL import Image
 from adapters.jobs import JobsClient
 from domain.jobs import JobState, job_ref
 from tests.fixtures.devstack import Stack
-from tests.fixtures.telegram import Message, TelegramStandin
+from tests.fixtures.telegram import Message, TelegramStandin, photos
 from tests.telegram.conftest import BotProcess, start_bot
 from workers.processes import free_port
 
@@ -27,10 +27,6 @@ def bot_text(tg: TelegramStandin, chat: int, needle: str, timeout: float = 20) -
     return tg.wait_for_message(
         chat, lambda m: m["from_bot"] and needle in (m["text"] or ""), timeout
     )
-
-
-def photos(msgs: list[Message]) -> list[Message]:
-    return [m for m in msgs if m["from_bot"] and m["photo"] and not m["deleted"]]
 
 
 async def balance(jobs: JobsClient, user: int) -> int:

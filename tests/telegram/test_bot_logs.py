@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.devstack import Stack
-from tests.fixtures.telegram import Message, start_telegram_standin
+from tests.fixtures.telegram import photos, start_telegram_standin
 from tests.telegram.conftest import BotProcess, bot_env
 from workers.config import REPO_ROOT
 from workers.processes import ManagedProcess
@@ -21,10 +21,6 @@ pytestmark = pytest.mark.stack
 
 SECRET_TOKEN = "424242:AAHsecret-Token_never-to-be-logged"
 WEBHOOK_SECRET = "webhook-secret-never-logged-either"
-
-
-def photos(msgs: list[Message]) -> list[Message]:
-    return [m for m in msgs if m["from_bot"] and m["photo"] and not m["deleted"]]
 
 
 async def test_the_bot_token_appears_in_no_log_line_even_at_debug(

@@ -13,29 +13,10 @@ import pytest
 
 from adapters.jobs import JobsClient
 from domain.settings import UserSettings
-from tests.fixtures.telegram import Message, TelegramStandin
+from tests.fixtures.telegram import Message, TelegramStandin, photos, said
 from tests.telegram.conftest import ADMIN_ID, BotProcess
 
 pytestmark = pytest.mark.stack
-
-
-def said(tg: TelegramStandin, chat: int, needle: str, timeout: float = 20) -> Message:
-    """The latest bot message whose text or caption contains `needle` (waits for one)."""
-
-    def find(ms: list[Message]) -> Message | None:
-        hits = [
-            m
-            for m in ms
-            if m["from_bot"] and not m["deleted"] and needle in (m["text"] or m["caption"] or "")
-        ]
-        return hits[-1] if hits else None
-
-    found: Message = tg.wait_for(chat, find, timeout)
-    return found
-
-
-def photos(msgs: list[Message]) -> list[Message]:
-    return [m for m in msgs if m["from_bot"] and m["photo"] and not m["deleted"]]
 
 
 async def done_runs(jobs: JobsClient, user: int, n: int, timeout: float = 20) -> None:

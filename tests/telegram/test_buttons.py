@@ -19,9 +19,9 @@ from adapters.jobs import JobNotFound, JobsClient
 from domain.collections import CollectionConfig
 from domain.jobs import JobState, job_ref
 from tests.fixtures.devstack import Stack
-from tests.fixtures.telegram import Message, TelegramStandin
+from tests.fixtures.telegram import Message, TelegramStandin, photos, said
 from tests.telegram.conftest import BotProcess
-from tests.telegram.test_adversary import balance, photos, said, started
+from tests.telegram.test_adversary import balance, started
 
 pytestmark = pytest.mark.stack
 

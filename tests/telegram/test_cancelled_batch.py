@@ -11,9 +11,9 @@ import pytest
 from adapters.jobs import JobsClient
 from domain.jobs import JobState
 from tests.fixtures.devstack import Stack
-from tests.fixtures.telegram import TelegramStandin
+from tests.fixtures.telegram import TelegramStandin, photos
 from tests.telegram.conftest import BotProcess
-from tests.telegram.test_bot import bot_text, job_of, photos
+from tests.telegram.test_bot import bot_text, job_of
 
 pytestmark = pytest.mark.stack
 

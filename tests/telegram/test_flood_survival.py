@@ -17,7 +17,7 @@ from PIL import Image
 
 from adapters.jobs import JobsClient
 from domain.collections import CollectionConfig
-from tests.fixtures.telegram import Message, TelegramStandin
+from tests.fixtures.telegram import TelegramStandin, said
 from tests.telegram.conftest import BotProcess
 
 pytestmark = pytest.mark.stack
@@ -25,21 +25,6 @@ pytestmark = pytest.mark.stack
 TIGHT = {"chat_burst": 4, "chat_per_second": 1.0}
 """Tighter than the bot's own per-chat pace (burst 20): the stand-in answers 429 often."""
 SMALL: dict[str, int | float | str] = {"width": 256, "height": 256, "steps": 4}
-
-
-def said(tg: TelegramStandin, chat: int, needle: str, timeout: float = 20) -> Message:
-    """The latest bot message whose text or caption contains `needle` (waits for one)."""
-
-    def find(ms: list[Message]) -> Message | None:
-        hits = [
-            m
-            for m in ms
-            if m["from_bot"] and not m["deleted"] and needle in (m["text"] or m["caption"] or "")
-        ]
-        return hits[-1] if hits else None
-
-    found: Message = tg.wait_for(chat, find, timeout)
-    return found
 
 
 def photo(n: int) -> bytes:

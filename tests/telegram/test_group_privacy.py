@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from adapters.jobs import JobsClient
-from tests.fixtures.telegram import Message, TelegramStandin
+from tests.fixtures.telegram import Message, TelegramStandin, said
 from tests.telegram.conftest import BotProcess
-from tests.telegram.test_adversary import SETTLE, bot_texts, charges, said, started
+from tests.telegram.test_adversary import SETTLE, bot_texts, charges, started
 
 pytestmark = pytest.mark.stack
 

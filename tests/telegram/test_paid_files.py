@@ -14,31 +14,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from adapters.jobs import JobsClient
-from tests.fixtures.telegram import Message, TelegramStandin
+from tests.fixtures.telegram import Message, TelegramStandin, documents, photos, said
 from tests.telegram.conftest import BotProcess
 
 pytestmark = pytest.mark.stack
-
-
-def said(tg: TelegramStandin, chat: int, needle: str, timeout: float = 20) -> Message:
-    def find(ms: list[Message]) -> Message | None:
-        hits = [
-            m
-            for m in ms
-            if m["from_bot"] and not m["deleted"] and needle in (m["text"] or m["caption"] or "")
-        ]
-        return hits[-1] if hits else None
-
-    found: Message = tg.wait_for(chat, find, timeout)
-    return found
-
-
-def documents(msgs: list[Message]) -> list[Message]:
-    return [m for m in msgs if m["from_bot"] and m["document"] and not m["deleted"]]
-
-
-def photos(msgs: list[Message]) -> list[Message]:
-    return [m for m in msgs if m["from_bot"] and m["photo"] and not m["deleted"]]
 
 
 def phone_photo(size: tuple[int, int]) -> bytes:

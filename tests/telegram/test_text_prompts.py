@@ -10,9 +10,9 @@ import re
 import pytest
 
 from adapters.jobs import JobsClient
-from tests.fixtures.telegram import TelegramStandin
+from tests.fixtures.telegram import TelegramStandin, photos, said
 from tests.telegram.conftest import BotProcess
-from tests.telegram.test_adversary import SETTLE, balance, charges, photos, said, started
+from tests.telegram.test_adversary import SETTLE, balance, charges, started
 
 pytestmark = pytest.mark.stack
 

@@ -17,7 +17,7 @@ from PIL import Image
 from adapters.jobs import JobsClient
 from domain.pricing import quote_training
 from tests.fixtures.devstack import Stack
-from tests.fixtures.telegram import Message, TelegramStandin
+from tests.fixtures.telegram import TelegramStandin, said
 from tests.telegram.conftest import BotProcess, start_bot
 
 pytestmark = pytest.mark.stack
@@ -37,21 +37,6 @@ def bot(
         yield running
     finally:
         running.process.stop()
-
-
-def said(tg: TelegramStandin, chat: int, needle: str, timeout: float = 20) -> Message:
-    """The latest bot message whose text or caption contains `needle` (waits for one)."""
-
-    def find(ms: list[Message]) -> Message | None:
-        hits = [
-            m
-            for m in ms
-            if m["from_bot"] and not m["deleted"] and needle in (m["text"] or m["caption"] or "")
-        ]
-        return hits[-1] if hits else None
-
-    found: Message = tg.wait_for(chat, find, timeout)
-    return found
 
 
 def photo_png(n: int) -> bytes:

@@ -20,9 +20,9 @@ from domain.collections import CollectionConfig
 from domain.jobs import JobState, job_ref
 from domain.pricing import quote_training
 from tests.fixtures.devstack import Stack
-from tests.fixtures.telegram import Message, TelegramStandin
+from tests.fixtures.telegram import Message, TelegramStandin, documents, photos, said
 from tests.telegram.conftest import BotProcess
-from tests.telegram.test_paid_files import documents, phone_photo, photos, said
+from tests.telegram.test_paid_files import phone_photo
 from tests.telegram.test_train_flow import photo_png
 
 pytestmark = pytest.mark.stack
