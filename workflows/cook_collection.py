@@ -258,10 +258,13 @@ class CookCollectionWorkflow:
         self._tasks[number] = task
 
         def done(_: asyncio.Task[None]) -> None:
+            # The piece's counters (made, failed, ...) were set before its task ended.
             self._tasks.pop(number, None)
             self._wake += 1
+            self._show()
 
         task.add_done_callback(done)
+        self._show()
 
     async def _wait_for_points(self) -> None:
         """Sleep, check the balance, resume once one more piece is affordable."""
@@ -289,6 +292,7 @@ class CookCollectionWorkflow:
 
     async def _stop_all(self) -> None:
         self._state = CookState.CANCELLING
+        self._show()
         for t in list(self._children.values()):
             t.cancel()
         if self._tasks:
@@ -446,4 +450,11 @@ class CookCollectionWorkflow:
         self._state = state
         if changed or force:
             workflow.upsert_search_attributes([JOB_STATE.value_set(state.value)])
+        self._show()
+
+    def _show(self) -> None:
+        """The Temporal UI's "Current Details": the `progress` query's headline, set at every
+        change that query shows (a piece started or ended, a state change), not only at state
+        changes (a paused cook said "3 in flight" after its pieces had ended). Details are no
+        command: setting them more often changes no history, old histories replay."""
         workflow.set_current_details(f"**{self.progress().headline()}**")

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import (
     Client,
     WorkflowFailureError,
@@ -170,6 +171,16 @@ async def wait_progress(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"progress stayed {p}")
         await asyncio.sleep(0.1)
+
+
+async def current_details(handle: WorkflowHandle[Any, CookProgress]) -> str:
+    """What the Temporal UI shows as the cook's "Current Details" (it asks the same query)."""
+    meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return meta.current_details
+
+
+def shown(progress: CookProgress) -> str:
+    return f"**{progress.headline()}**"
 
 
 def new_queue() -> str:
@@ -337,3 +348,26 @@ async def test_a_worker_restart_mid_cook_makes_no_piece_twice(temporal_dev_env) 
     assert fakes.made() == list(range(1, 9)), "every piece recorded as made exactly once"
     assert len(fakes.book.charges()) == 8
     assert len(set(fakes.prepared)) == len(fakes.prepared) == 8
+
+
+async def test_the_cooks_current_details_say_what_its_progress_query_says(
+    temporal_dev_env,
+) -> None:
+    """The issue saw "paused: 12 made, 3 in flight" in the UI while the query said 15 made, 0 in
+    flight: details were set only when the cook's state changed, not when a piece did."""
+    env, tq = temporal_dev_env, new_queue()
+    fakes = CookFakes(env.client)
+    fakes.gate = asyncio.Event()
+    async with cook_worker(env, fakes, tq):
+        handle = await start_cook(env, tq, supply=5, in_flight=3)
+        running = await wait_progress(handle, lambda p: p.in_flight == 3)
+        assert await current_details(handle) == shown(running)
+        await handle.execute_update("pause", CookControl(reason="lunch"), result_type=CookProgress)
+        fakes.gate.set()
+        paused = await wait_progress(handle, lambda p: p.in_flight == 0 and p.made == 3)
+        assert paused.state is CookState.PAUSED
+        assert await current_details(handle) == shown(paused)
+        await handle.execute_update("resume", CookControl(), result_type=CookProgress)
+        final = await handle.result()
+        assert (final.state, final.made, final.in_flight) == (CookState.DONE, 5, 0)
+        assert await current_details(handle) == shown(final)
