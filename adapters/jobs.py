@@ -21,6 +21,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -216,6 +217,8 @@ class Terminated:
 # Temporal statuses of a job that ended without its saga's compensation (no refund, record,
 # slot release or final JobState ran): an operator's terminate or an execution timeout.
 ENDED_BY_OPERATOR = (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT)
+# How many listed ids `list_jobs` reads as their current run at once.
+LIST_BATCH = 25
 
 
 class JobsClient:
@@ -477,7 +480,7 @@ class JobsClient:
         status = await self._any_status(wid)
         if owners is not None and status.user not in owners:
             raise JobNotFound(f"no job {wid!r}")
-        return status
+        return status.settled()
 
     async def _owners(self, user: str) -> frozenset[str]:
         found = await asyncio.to_thread(self.stores.users.find, normalise_identity(user))
@@ -591,12 +594,12 @@ class JobsClient:
         refused, cancelled by its user), or the JobStatus a failed job's `JobFailed` error
         carries (workflows/job_saga.py). Other failures (an operator's cancel) raise."""
         try:
-            return await handle.result()
+            return (await handle.result()).settled()
         except WorkflowFailureError as err:
             status = status_from_failure(err)
             if status is None:
                 raise
-            return status
+            return status.settled()
 
     async def _ended_by_operator(self, wid: str, how: WorkflowExecutionStatus) -> JobStatus:
         """A terminated or timed-out job: failed (done, if its work was made) with why.
@@ -626,7 +629,7 @@ class JobsClient:
         status.queue_position = None
         totals = await asyncio.to_thread(self.stores.ledger.job_totals, wid)
         status.refund = totals.refunded
-        return status
+        return status.settled()
 
     async def watch(
         self, wid: str, *, interval: float = 0.25, user: str | None = None
@@ -718,17 +721,21 @@ class JobsClient:
         """Jobs by search attribute, newest first: what an operator's `temporal workflow list`
         query shows. A cook's pieces are left out (the cook is the job) unless `pieces`.
 
-        One row per job: a reset job has a run per reset under one id; the newest run is the
-        job. A terminated or timed-out job keeps the JobState its saga last set (no code runs
-        after a terminate), so it lists as `failed` (found by `--state failed`, not as
-        running)."""
+        One row per workflow id, with the latest run's truth. Visibility keeps every run: an
+        operator's `temporal workflow reset` leaves the failed run there next to the run that
+        succeeded, so a query for failed jobs finds the old run. A closed row is therefore
+        read again as the id's current run (`describe` without a run id) and kept only if
+        that run still matches; a running row is the current run already (one open run per
+        id), so the bot's running-only lists cost no extra call. A terminated or timed-out
+        job keeps the JobState its saga last set (no code runs after a terminate), so it
+        lists as `failed` (found by `--state failed`, not as running)."""
         clauses = ["JobKind IS NOT NULL"]
+        wanted = JobState(state) if state else None
         if not pieces:
             clauses.append("ParentJob IS NULL")
         if user:
             clauses.append(f'UserId="{normalise_identity(user)}"')
-        if state:
-            wanted = JobState(state)
+        if wanted is not None:
             clause = f'JobState="{wanted.value}"'
             if wanted is JobState.FAILED:
                 clause = f'({clause} OR ExecutionStatus="Terminated" OR ExecutionStatus="TimedOut")'
@@ -739,27 +746,48 @@ class JobsClient:
             clauses.append('ExecutionStatus="Running"')
         if platform:
             clauses.append(f'Platform="{platform}"')
-        newest: dict[str, tuple[datetime, JobListing]] = {}
+        seen: set[str] = set()
+        batch: list[WorkflowExecution] = []
+        kept: list[tuple[datetime, JobListing]] = []
         async for wf in self.temporal.list_workflows(" AND ".join(clauses)):
-            sa = wf.typed_search_attributes
-            job_state = sa.get(JOB_STATE) or ""
-            if wf.status in ENDED_BY_OPERATOR and job_state not in FINAL_STATES:
-                job_state = JobState.FAILED.value
-            row = JobListing(
-                workflow_id=wf.id,
-                kind=sa.get(JOB_KIND) or "",
-                user=sa.get(USER_ID) or "",
-                state=job_state,
-                status=wf.status.name if wf.status else "",
-                started=wf.start_time.isoformat(timespec="seconds"),
-            )
-            seen = newest.get(wf.id)
-            if seen is None or wf.start_time > seen[0]:
-                newest[wf.id] = (wf.start_time, row)
-            if len(newest) >= limit and seen is None:
-                break
-        rows = sorted(newest.values(), key=lambda pair: pair[0], reverse=True)
-        return [row for _, row in rows]
+            if wf.id in seen:
+                continue  # another run of a job already read as its current run
+            seen.add(wf.id)
+            batch.append(wf)
+            if len(batch) >= LIST_BATCH:
+                kept += await self._current_rows(batch, wanted, running)
+                batch = []
+                if len(kept) >= limit:
+                    break
+        kept += await self._current_rows(batch, wanted, running)
+        kept.sort(key=lambda pair: pair[0], reverse=True)
+        return [row for _, row in kept[:limit]]
+
+    async def _current_rows(
+        self, runs: list[WorkflowExecution], wanted: JobState | None, running: bool
+    ) -> list[tuple[datetime, JobListing]]:
+        """The listing rows of `runs` as their ids' current runs, those that still match."""
+
+        async def current(wf: WorkflowExecution) -> WorkflowExecution:
+            if wf.status == WorkflowExecutionStatus.RUNNING:
+                return wf
+            try:
+                return await self.handle(wf.id).describe()
+            except RPCError as err:
+                log.debug("listing %s as visibility has it: %s", wf.id, err)
+                return wf
+
+        rows = []
+        for wf in await asyncio.gather(*(current(wf) for wf in runs)):
+            row = _listing(wf)
+            if running and wf.status != WorkflowExecutionStatus.RUNNING:
+                continue
+            if wanted is not None and row.state != wanted.value:
+                continue
+            if wanted is not None and not wanted.final and row.status != "RUNNING":
+                continue
+            rows.append((wf.start_time, row))
+        return rows
 
     async def active(self, user: str) -> list[JobStatus]:
         """Every running job of the user, with live stage and progress."""
@@ -1540,6 +1568,23 @@ def with_live_progress(
     if running and status.state is JobState.QUEUED:
         update["state"] = JobState.RUNNING
     return status.model_copy(update=update)
+
+
+def _listing(wf: WorkflowExecution) -> JobListing:
+    """A `jobs list` row of one run: its JobState, or `failed` for a run that an operator
+    terminated or that timed out before its saga set a final state."""
+    sa = wf.typed_search_attributes
+    job_state = sa.get(JOB_STATE) or ""
+    if wf.status in ENDED_BY_OPERATOR and job_state not in FINAL_STATES:
+        job_state = JobState.FAILED.value
+    return JobListing(
+        workflow_id=wf.id,
+        kind=sa.get(JOB_KIND) or "",
+        user=sa.get(USER_ID) or "",
+        state=job_state,
+        status=wf.status.name if wf.status else "",
+        started=wf.start_time.isoformat(timespec="seconds"),
+    )
 
 
 def _status_from_record(record: JobRecord) -> JobStatus:

@@ -340,6 +340,19 @@ class JobStatus(BaseModel):
     def final(self) -> bool:
         return self.state.final
 
+    def settled(self) -> JobStatus:
+        """This status as a final one is shown: no live progress left over.
+
+        Percent, detail and queue position describe a job that runs. A job that got progress
+        signals (comfy workers of earlier releases) kept "percent 91.7, detail node 3" in its
+        result, and one an operator terminated kept the percent of its last query; once final,
+        done reads 100% and every other end 0%, with no detail.
+        """
+        if not self.final:
+            return self
+        percent = 100.0 if self.state is JobState.DONE else 0.0
+        return self.model_copy(update={"percent": percent, "detail": "", "queue_position": None})
+
     def headline(self) -> str:
         """One line a user reads: `done`, `failed: <reason>, refunded N`, ..."""
         s = self.state
