@@ -277,12 +277,18 @@ class TrainLoraWorkflow(PaidJobWorkflow):
 class CaptionDatasetWorkflow:
     """`dataset caption`: caption only the images that have no caption, paid per image.
 
-    The quote comes from prepare; the charge (`<workflow id>:charge`) is booked before the first
-    prompt, and the images that got no caption are refunded (`<workflow id>:refund`), all of
-    them if the run is cancelled. Each run has its own id, so captioning again after clearing
-    the captions is charged again. Runs from before the patch were free and replay unchanged
-    (histories in tests/workflows/histories/before-caption-charge).
+    The quote comes from prepare; the charge (`<workflow id>:<run id>:charge`) is booked before
+    the first prompt, and the images that got no caption are refunded (`<workflow id>:<run
+    id>:refund`), all of them if the run is cancelled. Each request has its own workflow id, so
+    captioning again after clearing the captions is charged again. Keys are per run, as the job
+    saga's (`PaidJobWorkflow._ledger_key`): an operator's reset after a refund pays again.
+    Runs from before the charge were free and replay unchanged (histories in
+    tests/workflows/histories/before-caption-charge); runs from before per-run keys booked
+    `<workflow id>:charge|refund` (before-caption-run-keys).
     """
+
+    def __init__(self) -> None:
+        self._run_keys = True
 
     @workflow.run
     async def run(self, request: CaptionRequest) -> CaptionOutcome:
@@ -290,6 +296,12 @@ class CaptionDatasetWorkflow:
         # Asked before the first local activity (see job_saga.py on asking patches late).
         # Retire once no caption run from before it can still be running (they take minutes).
         paid = workflow.patched("caption-charged")
+        # Ledger keys of this run, topped up like the saga's (ChargeInput.top_up), and a settle
+        # charge once captions exist (a reset to after the charge paid nothing again); older
+        # histories keep `<workflow id>:charge|refund`. Retire: deprecate_patch once no caption
+        # run started before it runs (they take minutes; a release later is safe), remove with
+        # the `before-caption-run-keys/` histories the release after.
+        self._run_keys = workflow.patched("caption-per-run-keys")
         plan = await workflow.execute_local_activity(
             ActivityNames.PREPARE_CAPTIONS,
             CaptionPrepareInput(workflow_id=wid, request=request),
@@ -305,13 +317,7 @@ class CaptionDatasetWorkflow:
         if price > 0:
             charge: ChargeResult = await ledger_activity(
                 ActivityNames.CHARGE_POINTS,
-                ChargeInput(
-                    user_id=plan.owner,
-                    amount=price,
-                    key=f"{wid}:charge",
-                    job_id=wid,
-                    reason=f"caption: {len(work)} image(s) of {plan.dataset_name}"[:200],
-                ),
+                self._charge_input(plan, price, len(work)),
                 ChargeResult,
             )
             if not charge.ok:
@@ -334,6 +340,22 @@ class CaptionDatasetWorkflow:
             if price > 0:
                 await self._refund(plan, wid, price, "captioning cancelled")
             raise
+        if price > 0 and texts and self._run_keys:
+            # Why always, not only in a reset run: see `PaidJobWorkflow._settle` (in a plain
+            # run this replays the run's own charge key and books nothing).
+            settle: ChargeResult = await ledger_activity(
+                ActivityNames.CHARGE_POINTS,
+                self._charge_input(plan, price, len(work)),
+                ChargeResult,
+            )
+            if not settle.ok:
+                return CaptionOutcome(
+                    dataset_id=plan.dataset_id,
+                    refused=f"this captioning was restarted after its refund, and {settle.reason}",
+                    workflow_id=wid,
+                    balance=settle.balance,
+                )
+            balance = settle.balance
         saved = await workflow.execute_local_activity(
             ActivityNames.SAVE_CAPTIONS,
             CaptionsInput(
@@ -362,11 +384,33 @@ class CaptionDatasetWorkflow:
             balance=balance,
         )
 
+    def _key(self, step: str) -> str:
+        """`<workflow id>:<run id>:<step>` (older histories: `<workflow id>:<step>`)."""
+        info = workflow.info()
+        if not self._run_keys:
+            return f"{info.workflow_id}:{step}"
+        return f"{info.workflow_id}:{info.run_id}:{step}"
+
+    def _charge_input(self, plan: CaptionPlan, price: int, images: int) -> ChargeInput:
+        wid = workflow.info().workflow_id
+        return ChargeInput(
+            user_id=plan.owner,
+            amount=price,
+            key=self._key("charge"),
+            job_id=wid,
+            reason=f"caption: {images} image(s) of {plan.dataset_name}"[:200],
+            top_up=self._run_keys,
+        )
+
     async def _refund(self, plan: CaptionPlan, wid: str, amount: int, reason: str) -> RefundResult:
         result: RefundResult = await ledger_activity(
             ActivityNames.REFUND_POINTS,
             RefundInput(
-                user_id=plan.owner, amount=amount, key=f"{wid}:refund", job_id=wid, reason=reason
+                user_id=plan.owner,
+                amount=amount,
+                key=self._key("refund"),
+                job_id=wid,
+                reason=reason,
             ),
             RefundResult,
         )
