@@ -1439,8 +1439,8 @@ class JobsClient:
         """Caption the images without a caption (typed captions are never overwritten).
 
         Paid per image (`quote_captions`): refused at once, with nothing started, when the
-        balance does not cover the quote; the workflow charges `<id>:<run id>:charge` before the first
-        prompt and refunds the images that got no caption."""
+        balance does not cover the quote; the workflow charges `<id>:<run id>:charge` before
+        the first prompt and refunds the images that got no caption."""
         quote = await self.quote_captions(user, ref)
         if quote.images == 0:
             return CaptionOutcome(dataset_id=quote.dataset_id, balance=quote.balance)
