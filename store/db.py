@@ -136,6 +136,8 @@ class Stores:
         self.collections.ensure_indexes()
         self.datasets.ensure_indexes()
         self.models.ensure_indexes()
+        self.inventory.ensure_indexes()
+        self.button_tokens.ensure_indexes()
 
     def close(self) -> None:
         self.db.client.close()
