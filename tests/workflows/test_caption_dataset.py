@@ -66,7 +66,7 @@ class FakeCaptioning(FakeActivities):
 
     @activity.defn(name=ActivityNames.PREPARE_CAPTIONS)
     async def prepare_captions(self, inp: CaptionPrepareInput) -> CaptionPlan:
-        self.runs[inp.workflow_id] = activity.info().workflow_run_id
+        self.runs[inp.workflow_id] = activity.info().workflow_run_id or ""
         work = {
             f"img{n}": ComfyWork(graph={"1": {}}, uploads={"1": f"img{n}"}).model_dump()
             for n in range(self.images)
