@@ -47,6 +47,7 @@ import io
 import json
 import logging
 import math
+import mimetypes
 import secrets
 import time
 import zlib
@@ -134,8 +135,11 @@ async def read_body(request: web.Request, upload_limit: int) -> Body:
                 if len(data) > upload_limit:
                     raise limits.too_large()
                 index = int(name[6:-1]) if name.startswith("files[") else len(files)
+                filename = getattr(part, "filename", None) or name
                 ctype = part.headers.get("Content-Type", "application/octet-stream")
-                files.append((index, getattr(part, "filename", None) or name, ctype, data))
+                if ctype == "application/octet-stream":  # Discord sniffs the type by name
+                    ctype = mimetypes.guess_type(filename)[0] or ctype
+                files.append((index, filename, ctype, data))
         return Body(payload, files)
     raw = await request.read()
     if not raw:
