@@ -198,13 +198,13 @@ class DiscordState:
         self.connections: list[Connection] = []
         self.hold_hello = asyncio.Event()
         self.hold_hello.set()
-        self.commands: dict[int | None, list[dict[str, Any]]] = {}
         self.reset()
 
     def reset(self) -> None:
-        """Forget messages, interactions, calls, buckets and switches. Sessions, commands and
-        ids stay: a running bot keeps its gateway session and its registered commands."""
+        """Forget messages, interactions, registered commands, calls, buckets and switches.
+        Gateway sessions and ids stay: a running bot keeps its session across a reset."""
         self.options = Options()
+        self.commands: dict[int | None, list[dict[str, Any]]] = {}
         self.users: dict[int, dict[str, Any]] = {}
         self.channels: dict[int, dict[str, Any]] = {
             self.channel_id: {
