@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 
 import discord.gateway
 import discord.http
@@ -62,9 +63,9 @@ async def test_balance_is_answered_only_to_the_user_who_asked(
         assert registered["contexts"] == [0, 1]  # guilds and the bot's DMs
         for user, dm in ((5001, False), (5002, True)):
             sent = await discord_standin.invoke(user, "balance", dm=dm)
+            iid = str(sent["interaction_id"])
             state = await discord_standin.wait_for(
-                lambda sent=sent: _answered(discord_standin, sent["interaction_id"]),
-                what="balance answer",
+                partial(_answered, discord_standin, iid), what="balance answer"
             )
             message = await discord_standin.message(state["original_id"])
             assert message["content"].startswith("Balance: 42 points")
