@@ -787,13 +787,19 @@ async def interaction_callback(
 
 def webhook_interaction(state: DiscordState, request: web.Request) -> Interaction:
     """The interaction behind `/webhooks/{application_id}/{token}`: 50027 once its 15 minutes
-    are over (or for a token never issued), 10015 before it was acknowledged."""
+    are over, once its 3 seconds passed without a response ("the token will be
+    invalidated"), or for a token never issued; 10015 while it waits for its response."""
     if int_param(request, "application_id") != state.application_id:
         raise limits.unknown(limits.UNKNOWN_WEBHOOK, "Webhook")
     interaction = state.by_token.get(request.match_info["token"])
-    if interaction is None or time.monotonic() - interaction.created > state.options.token_ttl:
+    if interaction is None:
+        raise limits.invalid_webhook_token()
+    age = time.monotonic() - interaction.created
+    if age > state.options.token_ttl:
         raise limits.invalid_webhook_token()
     if not interaction.acked:
+        if age > state.options.ack_deadline:
+            raise limits.invalid_webhook_token()
         raise limits.unknown(limits.UNKNOWN_WEBHOOK, "Webhook")
     return interaction
 
@@ -959,6 +965,18 @@ def _find_command(state: DiscordState, name: str, guild: bool) -> Json | None:
     return None
 
 
+def _offered_in(command: Json, dm: bool) -> bool:
+    """Whether Discord's client offers the command there: `contexts` (0 guild, 1 the bot's
+    DM, 2 private channels), else the legacy `dm_permission` (Application Commands,
+    Contexts)."""
+    contexts = command.get("contexts")
+    if contexts is not None:
+        return (1 if dm else 0) in contexts
+    if dm:
+        return bool(command.get("dm_permission", True)) and command.get("guild_id") is None
+    return True
+
+
 def _interaction_base(
     state: DiscordState, kind: int, user_id: int, channel_id: int
 ) -> tuple[Interaction, Json]:
@@ -1042,6 +1060,8 @@ async def control_invoke(request: web.Request) -> web.StreamResponse:
     command = _find_command(state, name, guild=not dm)
     if command is None and not body.get("forge"):
         raise _bad(f"no registered chat command {name!r} (forge=true sends it anyway)")
+    if command is not None and not body.get("forge") and not _offered_in(command, dm):
+        raise _bad(f"/{name} is not offered in {'DMs' if dm else 'guilds'} (its contexts)")
     interaction, payload = _interaction_base(state, 2, user_id, channel_id)
     kinds = {o["name"]: o.get("type", 3) for o in (command or {}).get("options", [])}
     options: list[Json] = []

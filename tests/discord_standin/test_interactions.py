@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from functools import partial
 
 import discord
 import pytest
@@ -122,13 +123,18 @@ async def test_a_late_acknowledgement_gets_10062_unknown_interaction(
                 await interaction.response.defer()
             except discord.HTTPException as exc:
                 errors.append(exc)
+            try:  # "If the 3 second deadline is exceeded, the token will be invalidated."
+                await interaction.followup.send("late")
+            except discord.HTTPException as exc:
+                errors.append(exc)
 
     async with running_bot(discord_standin, setup):
         sent = await discord_standin.invoke(8003, "slow")
-        await discord_standin.wait_for(lambda: _len(errors), what="refusal")
-        [err] = errors
+        await discord_standin.wait_for(lambda: _len(errors, 2), what="refusals")
+        err, followup = errors
         assert isinstance(err, discord.NotFound)
         assert (err.status, err.code, err.text) == (404, 10062, "Unknown interaction")
+        assert (followup.status, followup.code) == (401, 50027)
         state = await discord_standin.interaction(sent["interaction_id"])
         assert state["late_ack_refused"] is True and state["acked"] is False
 
@@ -259,6 +265,59 @@ async def test_an_ephemeral_answer_is_only_for_its_user(discord_standin: Discord
         message = await discord_standin.message(state["original_id"])
         assert message["ephemeral"] is True and message["visible_to"] == "8008"
         assert message["channel_id"] == sent["channel_id"]  # the user's DM with the bot
+
+
+async def test_guild_only_and_dm_only_commands_are_offered_only_there(
+    discord_standin: DiscordStandin,
+) -> None:
+    def setup(client: discord.Client, tree: app_commands.CommandTree) -> None:
+        @tree.command(name="batch", description="Guild batch rules")
+        @app_commands.guild_only()
+        async def batch(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("guild")
+
+        @tree.command(name="login", description="Link your account")
+        @app_commands.allowed_contexts(guilds=False, dms=True, private_channels=False)
+        async def login(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("dm", ephemeral=True)
+
+    async with running_bot(discord_standin, setup):
+        with pytest.raises(AssertionError, match="not offered in DMs"):
+            await discord_standin.invoke(8010, "batch", dm=True)
+        with pytest.raises(AssertionError, match="not offered in guilds"):
+            await discord_standin.invoke(8010, "login")
+        for name, dm, answer in (("batch", False, "guild"), ("login", True, "dm")):
+            sent = await discord_standin.invoke(8010, name, dm=dm)
+            iid = str(sent["interaction_id"])
+            text = await discord_standin.wait_for(
+                partial(_original_text, discord_standin, iid), what=name
+            )
+            assert text == answer
+
+
+async def test_a_forged_custom_id_reaches_the_bot_only_when_forged(
+    discord_standin: DiscordStandin,
+) -> None:
+    def setup(client: discord.Client, tree: app_commands.CommandTree) -> None:
+        @tree.command(name="make", description="Make an image")
+        async def make(interaction: discord.Interaction) -> None:
+            view = discord.ui.View(timeout=None)
+            view.add_item(discord.ui.Button(label="Regen", custom_id="job:regen:mine"))
+            await interaction.response.send_message("Done", view=view)
+
+    async with running_bot(discord_standin, setup):
+        sent = await discord_standin.invoke(8011, "make")
+        state = await discord_standin.wait_for(
+            lambda: _acked(discord_standin, sent["interaction_id"]), what="answer"
+        )
+        with pytest.raises(AssertionError, match="no component"):
+            await discord_standin.press(8012, state["original_id"], "job:regen:someone-elses")
+        forged = await discord_standin.press(
+            8012, state["original_id"], "job:regen:someone-elses", forge=True
+        )
+        assert forged["delivered"] is True  # a modified client can send any custom id
+        events = (await discord_standin.gateway())["sessions"]
+        assert any(s["events"][-1] == "INTERACTION_CREATE" for s in events)
 
 
 # ------------------------------------------------------------------------------ helpers
