@@ -265,7 +265,9 @@ async def running_bot(
     )
     discord.http.Route.BASE = standin.api_base
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(standin.gateway_url)
-    client = discord.Client(intents=intents or discord.Intents.default())
+    # discord.py waits `guild_ready_timeout` after the last GUILD_CREATE before on_ready; the
+    # stand-in sends its one guild right after READY, so 0.2 s instead of 2 s is plenty.
+    client = discord.Client(intents=intents or discord.Intents.default(), guild_ready_timeout=0.2)
     tree = app_commands.CommandTree(client)
     bot = Bot(client, tree)
     ready = asyncio.Event()
