@@ -34,7 +34,8 @@ Control side (JSON; never seen by the bot), wrapped by tests/discord_standin/sta
         @original" or "*"), "count"?, "retry_after"?, "global"?, "via"?, "scope"?}
   POST /_control/options {see state.Options} -> all switches
   GET  /_control/gateway -> sessions and connections
-  POST /_control/gateway/drop {"code"? (4000), "abrupt"?, "hold"?}; /release; /reconnect
+  POST /_control/gateway/drop {"code"? (4000), "abrupt"?, "hold"?}; /release; /reconnect;
+        /heartbeat (op 1: the client must heartbeat at once)
   POST /_control/reset
 """
 
@@ -392,7 +393,8 @@ async def handle_op(
     ws = conn.ws
     if op == 1:  # Heartbeat
         conn.heartbeats += 1
-        await send_frame(conn, {"op": 11})
+        if state.options.ack_heartbeats:  # off: a "zombied" connection (Gateway, Heartbeat
+            await send_frame(conn, {"op": 11})  # Interval): the client must close and resume
         return True
     if op == 2:  # Identify
         if conn.session_id is not None:
@@ -1272,6 +1274,17 @@ async def control_reconnect(request: web.Request) -> web.StreamResponse:
     return web.json_response({"session_id": session.id})
 
 
+async def control_heartbeat(request: web.Request) -> web.StreamResponse:
+    """Send op 1: Discord asks for a heartbeat now (Gateway, Heartbeat Requests)."""
+    state = request.app[STATE_KEY]
+    session = state.current
+    if session is None or session.conn is None:
+        raise _bad("no connected session")
+    before = session.conn.heartbeats
+    await send_frame(session.conn, {"op": 1, "d": None})
+    return web.json_response({"session_id": session.id, "heartbeats_before": before})
+
+
 async def control_reset(request: web.Request) -> web.StreamResponse:
     request.app[STATE_KEY].reset()
     return web.json_response({"reset": True})
@@ -1357,5 +1370,6 @@ def create_app(token: str | None = None) -> web.Application:
     r.add_post("/_control/gateway/drop", control_drop)
     r.add_post("/_control/gateway/release", control_release)
     r.add_post("/_control/gateway/reconnect", control_reconnect)
+    r.add_post("/_control/gateway/heartbeat", control_heartbeat)
     r.add_post("/_control/reset", control_reset)
     return app

@@ -57,6 +57,7 @@ class Options:
     bucket_window: float = 2.0
     global_per_second: int = 50
     honour_compress: bool = True
+    ack_heartbeats: bool = True
     privileged_intents: int = 0
 
     def view(self) -> dict[str, Any]:

@@ -163,7 +163,8 @@ class DiscordStandin:
 
     async def options(self, **switches: Any) -> dict[str, Any]:
         """ack_deadline, token_ttl, upload_limit, heartbeat_interval_ms, bucket_limit,
-        bucket_window, global_per_second, honour_compress, privileged_intents."""
+        bucket_window, global_per_second, honour_compress, ack_heartbeats,
+        privileged_intents."""
         result: dict[str, Any] = await self._call("POST", "/_control/options", switches)
         return result
 
@@ -201,6 +202,11 @@ class DiscordStandin:
 
     async def reconnect(self) -> None:
         await self._call("POST", "/_control/gateway/reconnect")
+
+    async def request_heartbeat(self) -> dict[str, Any]:
+        """Send op 1 to the bot: it must answer with a heartbeat at once."""
+        result: dict[str, Any] = await self._call("POST", "/_control/gateway/heartbeat")
+        return result
 
     async def reset(self) -> None:
         await self._call("POST", "/_control/reset")
@@ -254,6 +260,7 @@ async def running_bot(
     *,
     intents: discord.Intents | None = None,
     sync: bool = True,
+    heartbeat_timeout: float = 60.0,
 ) -> AsyncIterator[Bot]:
     """A real discord.py Client against the stand-in, from `on_ready` to `close()`.
 
@@ -267,7 +274,11 @@ async def running_bot(
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(standin.gateway_url)
     # discord.py waits `guild_ready_timeout` after the last GUILD_CREATE before on_ready; the
     # stand-in sends its one guild right after READY, so 0.2 s instead of 2 s is plenty.
-    client = discord.Client(intents=intents or discord.Intents.default(), guild_ready_timeout=0.2)
+    client = discord.Client(
+        intents=intents or discord.Intents.default(),
+        guild_ready_timeout=0.2,
+        heartbeat_timeout=heartbeat_timeout,
+    )
     tree = app_commands.CommandTree(client)
     bot = Bot(client, tree)
     ready = asyncio.Event()

@@ -60,6 +60,31 @@ async def test_heartbeats_are_acknowledged(discord_standin: DiscordStandin) -> N
         assert bot.client.latency < 1.0
 
 
+async def test_a_heartbeat_request_is_answered_at_once(discord_standin: DiscordStandin) -> None:
+    async with running_bot(discord_standin, sync=False):
+        asked = await discord_standin.request_heartbeat()
+
+        async def answered() -> bool:
+            gateway = await discord_standin.gateway()
+            conn = [c for c in gateway["connections"] if c["open"]][-1]
+            return conn["heartbeats"] > asked["heartbeats_before"]
+
+        # the interval is 41.25 s: only the request explains a heartbeat within 5 s
+        await discord_standin.wait_for(answered, timeout=5, what="heartbeat")
+
+
+async def test_a_zombied_connection_is_closed_by_the_client_and_resumed(
+    discord_standin: DiscordStandin,
+) -> None:
+    """No heartbeat ACKs: discord.py closes the socket after `heartbeat_timeout` and resumes."""
+    await discord_standin.options(heartbeat_interval_ms=200, ack_heartbeats=False)
+    async with running_bot(discord_standin, sync=False, heartbeat_timeout=1.0) as bot:
+        await asyncio.wait_for(bot.resumed.wait(), 15)
+        gateway = await discord_standin.gateway()
+        session = next(s for s in gateway["sessions"] if s["id"] == gateway["current"])
+        assert session["resumes"] and session["resumes"][0]["path"] == "/resume"
+
+
 async def test_a_dropped_socket_resumes_and_gets_the_missed_interaction(
     discord_standin: DiscordStandin,
 ) -> None:
