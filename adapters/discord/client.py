@@ -1,0 +1,91 @@
+"""Client setup: where discord.py connects, which intents it asks for, when commands sync.
+
+discord.py keeps its REST base and gateway URL in two class attributes
+(`discord.http.Route.BASE`, `discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`) rather than
+per client, so `point_at` sets both, once per process, before the client starts; a plain
+`discord.Client` never asks `GET /gateway/bot`, so these two are all it uses. Against real
+Discord leave the defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import discord
+import discord.gateway
+import discord.http
+import yarl
+from discord import app_commands
+
+from adapters.discord.commands import BalanceSource, register_commands
+
+log = logging.getLogger(__name__)
+
+DISCORD_API_BASE = "https://discord.com/api/v10"
+DISCORD_GATEWAY = "wss://gateway.discord.gg/"
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    """What the bot needs to know besides its token (kept out of logs and of this object).
+
+    `sync_commands` bulk-overwrites the global commands at start: cheap and idempotent (a
+    command keeps its id when its name stays), but Discord limits command creation per day,
+    so a deployment that restarts often can turn it off and sync from a one-off run."""
+
+    api_base: str = DISCORD_API_BASE
+    gateway_url: str = DISCORD_GATEWAY
+    sync_commands: bool = True
+
+
+def point_at(settings: DiscordSettings) -> None:
+    """Send discord.py's REST calls and gateway connection where `settings` say."""
+    discord.http.Route.BASE = settings.api_base.rstrip("/")
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+
+
+class StationThisDiscord(discord.Client):
+    """The bot: a discord.py client with one command tree over the jobs client.
+
+    Only the default (non-privileged) intents: slash commands and buttons arrive as
+    interactions, so the bot needs neither MESSAGE_CONTENT nor GUILD_MEMBERS."""
+
+    def __init__(self, jobs: BalanceSource, settings: DiscordSettings) -> None:
+        super().__init__(intents=discord.Intents.default())
+        self.settings = settings
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self._on_command_error  # type: ignore[method-assign]
+        register_commands(self.tree, jobs)
+
+    async def setup_hook(self) -> None:
+        """After login (the application id is known), before the gateway: register commands."""
+        if self.settings.sync_commands:
+            synced = await self.tree.sync()
+            log.info("registered %d global commands", len(synced))
+
+    async def _on_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """Log the failure; tell the user something went wrong, privately, without details."""
+        log.error(
+            "command %s failed", interaction.command and interaction.command.name, exc_info=error
+        )
+        text = "Something went wrong; nothing was charged for it. Please try again."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the user about the failed command")
+
+
+def build_client(
+    jobs: BalanceSource, settings: DiscordSettings | None = None
+) -> StationThisDiscord:
+    """Point discord.py at Discord (or the stand-in) and make the bot; start it with
+    `await client.start(token)`."""
+    settings = settings or DiscordSettings()
+    point_at(settings)
+    return StationThisDiscord(jobs, settings)
