@@ -318,28 +318,6 @@ class JobsClient:
             details=_media_details(request),
         )
 
-    async def regen(
-        self, user: str, n: int = 1, *, platform: str | None = None, request_id: str | None = None
-    ) -> StartedJob:
-        """Repeat run `n` (1 = newest) of the user's last 5, with its settings and seed."""
-        runs = await self.recent_runs(user, 5)
-        if not 1 <= n <= len(runs):
-            raise UserInputError(f"pick a run 1 … {len(runs)}" if runs else "no runs to repeat yet")
-        return await self.start_make(
-            self._repeat(user, runs[n - 1], keep_seed=True, rid=request_id, platform=platform)
-        )
-
-    async def again(
-        self, user: str, *, platform: str | None = None, request_id: str | None = None
-    ) -> StartedJob:
-        """Repeat the last run with a new seed."""
-        runs = await self.recent_runs(user, 1)
-        if not runs:
-            raise UserInputError("no runs to repeat yet: make an image first")
-        return await self.start_make(
-            self._repeat(user, runs[0], keep_seed=False, rid=request_id, platform=platform)
-        )
-
     def _repeat(
         self,
         user: str,
@@ -980,13 +958,14 @@ class JobsClient:
         self,
         user: str,
         *,
-        n: int | None,
-        platform: str,
-        reply: ReplyTarget | None,
-        request_id: str | None,
+        n: int | None = None,
+        platform: str | None = None,
+        reply: ReplyTarget | None = None,
+        request_id: str | None = None,
     ) -> StartedJob:
-        """/regen (`n` = run 1 … 5, same seed) or /again (`n` None: the last run, new seed),
-        with the chat to reply to."""
+        """regen (`n` = run 1 … 5 of the last five, same seed) or again (`n` None: the last
+        run, new seed), for every adapter; `reply` is the chat to push the result to (None: a
+        pull job), `platform` the requester's (None: the paying identity's)."""
         runs = await self.recent_runs(user, 5)
         if not runs:
             raise UserInputError("no runs to repeat yet: make an image first")

@@ -122,7 +122,6 @@ class ComfyWork(BaseModel):
     # node id -> GridFS id of an image to upload and set as that LoadImage node's `image`
     uploads: dict[str, str] = Field(default_factory=dict)
     seed: int | None = None
-    expected_outputs: int = 1
     loras: list[LoraFile] = Field(default_factory=list)
     # The user id the uploads must belong to: the comfy worker reads them owner-checked again
     # (empty in plans made before the check existed: those were checked by prepare only).

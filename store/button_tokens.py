@@ -19,7 +19,6 @@ from domain.jobs import job_ref
 
 
 class ButtonToken(BaseModel):
-    ref: str
     workflow_id: str
     owner: str  # the normalised identity that started the job
 
@@ -48,4 +47,4 @@ class ButtonTokens:
         doc = self.coll.find_one({"_id": ref})
         if doc is None:
             return None
-        return ButtonToken(ref=ref, workflow_id=str(doc["workflow_id"]), owner=str(doc["owner"]))
+        return ButtonToken(workflow_id=str(doc["workflow_id"]), owner=str(doc["owner"]))
