@@ -1011,19 +1011,11 @@ class JobsClient:
 
     async def delivered_parts(self, wid: str) -> dict[str, int]:
         """What a delivery already sent for this job: part name -> chat message id."""
-        docs = await asyncio.to_thread(
-            lambda: list(self.stores.db["deliveries"].find({"workflow_id": wid}))
-        )
-        return {str(d["part"]): int(d.get("message_id") or 0) for d in docs}
+        return await asyncio.to_thread(self.stores.deliveries.parts, wid)
 
     async def mark_delivered(self, wid: str, part: str, message_id: int) -> None:
         """Record one sent part (idempotent upsert), so a retried delivery skips it."""
-        await asyncio.to_thread(
-            self.stores.db["deliveries"].update_one,
-            {"_id": f"{wid}:{part}"},
-            {"$set": {"workflow_id": wid, "part": part, "message_id": message_id}},
-            upsert=True,
-        )
+        await asyncio.to_thread(self.stores.deliveries.mark, wid, part, message_id)
 
     # ---- collections -----------------------------------------------------------------------
     # The repository enforces access (no access reads as "not found"); these methods add the
