@@ -46,6 +46,7 @@ from domain.jobs import (
 )
 from domain.pricing import quote_image
 from domain.prompts import clean_prompt, strip_controls
+from domain.queues import Routing
 from domain.settings import apply_updates, clamp_to_limits, limits_for
 from domain.templates import Template
 from domain.training import (
@@ -74,19 +75,13 @@ class JobActivities:
         self,
         stores: Stores,
         *,
-        comfy_queue: str = "comfy",
-        comfy_io_queue: str = "comfy-io",
-        render_timeout: float = 900.0,
-        heartbeat_timeout: float = 30.0,
+        routing: Routing | None = None,
         max_loras: int = DEFAULT_MAX_LORAS,
         checkpoints: Mapping[str, str] | None = None,
     ) -> None:
         self.stores = stores
         self.slots = JobSlots(stores.db)
-        self.comfy_queue = comfy_queue
-        self.comfy_io_queue = comfy_io_queue
-        self.render_timeout = render_timeout
-        self.heartbeat_timeout = heartbeat_timeout
+        self.routing = routing or Routing()  # Config.routing(): queues and timeouts
         self.max_loras = max_loras  # Config.max_loras_per_prompt
         self.checkpoints = check_families(checkpoints or {})  # Config.checkpoints
 
@@ -177,13 +172,7 @@ class JobActivities:
         )
         summary = f"{template.name} {settings.width}x{settings.height} ×{settings.batch}: {prompt}"
         used = settings.model_dump()
-        used.update(
-            template=template.name,
-            render_timeout=self.render_timeout,
-            heartbeat_timeout=self.heartbeat_timeout,
-            comfy_queue=self.comfy_queue,
-            comfy_io_queue=self.comfy_io_queue,
-        )
+        used.update(template=template.name)
         if loras:
             used["loras"] = [f"{lora.name}:{lora.weight:g}" for lora in loras]
         return JobPlan(
@@ -199,6 +188,7 @@ class JobActivities:
             prompt=prompt,
             seeds=seeds,
             comfy=works,
+            route=self.routing.route(inp.request.platform),
         )
 
     def _loras(self, user_id: str, prompt: str) -> tuple[str, list[LoraFile]]:

@@ -27,6 +27,7 @@ from domain.jobs import (
     MediaWork,
 )
 from domain.pricing import quote_media
+from domain.queues import Routing
 from media.ops import (
     UPSCALE_MAX_PIXELS,
     UPSCALE_MAX_SIDE,
@@ -61,19 +62,11 @@ class MediaJobActivities:
         self,
         stores: Stores,
         *,
-        comfy_queue: str = "comfy",
-        comfy_io_queue: str = "comfy-io",
-        media_queue: str = "media",
-        render_timeout: float = 900.0,
-        heartbeat_timeout: float = 30.0,
+        routing: Routing | None = None,
         upscale_models: Mapping[int, str] | None = None,
     ) -> None:
         self.stores = stores
-        self.comfy_queue = comfy_queue
-        self.comfy_io_queue = comfy_io_queue
-        self.media_queue = media_queue
-        self.render_timeout = render_timeout
-        self.heartbeat_timeout = heartbeat_timeout
+        self.routing = routing or Routing()  # Config.routing(): queues and timeouts
         self.upscale_models = dict(upscale_models or DEFAULT_UPSCALE_MODELS)
 
     def all(self) -> list[Any]:
@@ -102,13 +95,15 @@ class MediaJobActivities:
         settings: dict[str, Any] = {
             "source_width": source.width,
             "source_height": source.height,
-            "render_timeout": self.render_timeout,
-            "heartbeat_timeout": self.heartbeat_timeout,
-            "comfy_queue": self.comfy_queue,
-            "comfy_io_queue": self.comfy_io_queue,
-            "media_queue": self.media_queue,
         }
-        plan = JobPlan(user_id=user.id, kind=req.kind, price=0, units=1, balance=user.points)
+        plan = JobPlan(
+            user_id=user.id,
+            kind=req.kind,
+            price=0,
+            units=1,
+            balance=user.points,
+            route=self.routing.route(req.platform),
+        )
         output_pixels = 0
         if req.kind in COMFY_TEMPLATES:
             work, params, summary = self._comfy_work(req, source, user.id)

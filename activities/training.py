@@ -44,6 +44,7 @@ from comfy.models import Progress as ComfyProgress
 from comfy.models import RunResult
 from domain.errors import StationError, UserInputError
 from domain.jobs import ActivityNames, ComfyWork, JobPlan, LoraFile
+from domain.queues import Routing
 from domain.training import (
     CAPTION_PRICE_PER_IMAGE,
     FAMILY_CHECKPOINTS,
@@ -97,20 +98,12 @@ class TrainingActivities:
         self,
         stores: Stores,
         *,
-        comfy_queue: str = "comfy",
-        comfy_io_queue: str = "comfy-io",
-        media_queue: str = "media",
-        render_timeout: float = 900.0,
-        heartbeat_timeout: float = 30.0,
+        routing: Routing | None = None,
         chunk_steps: int = 250,
         chunk_timeout: float = 3600.0,
     ) -> None:
         self.stores = stores
-        self.comfy_queue = comfy_queue
-        self.comfy_io_queue = comfy_io_queue
-        self.media_queue = media_queue
-        self.render_timeout = render_timeout
-        self.heartbeat_timeout = heartbeat_timeout
+        self.routing = routing or Routing()  # Config.routing(): queues and timeouts
         self.chunk_steps = chunk_steps
         self.chunk_timeout = chunk_timeout
 
@@ -184,16 +177,12 @@ class TrainingActivities:
             summary=f"LoRA {name} ({params.family}, {params.steps} steps, {len(images)} images)",
             settings={
                 "training": spec.model_dump(mode="json"),
-                "render_timeout": self.render_timeout,
-                "heartbeat_timeout": self.heartbeat_timeout,
                 "chunk_timeout": self.chunk_timeout,
-                "comfy_queue": self.comfy_queue,
-                "comfy_io_queue": self.comfy_io_queue,
-                "media_queue": self.media_queue,
                 "params": params.model_dump(mode="json"),
                 "dataset": ds.name,
             },
             template="train-lora",
+            route=self.routing.route(req.platform),
         )
 
     @activity.defn(name=ActivityNames.SAVE_CAPTIONS)
@@ -253,9 +242,9 @@ class TrainingActivities:
             dataset_name=ds.name,
             trigger_word=ds.trigger_word,
             work=work,
-            comfy_queue=self.comfy_queue,
-            render_timeout=self.render_timeout,
-            heartbeat_timeout=self.heartbeat_timeout,
+            comfy_queue=self.routing.queues.comfy,
+            render_timeout=self.routing.render_timeout,
+            heartbeat_timeout=self.routing.heartbeat_timeout,
             per_image=CAPTION_PRICE_PER_IMAGE,
             price=quote_captions(len(work)),
             balance=user.points,

@@ -31,7 +31,6 @@ from temporalio.client import (
 )
 from temporalio.common import (
     QueryRejectCondition,
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -76,6 +75,7 @@ from domain.jobs import (
     job_ref,
     new_job_id,
 )
+from domain.search_attributes import JOB_KIND, JOB_STATE, PLATFORM, USER_ID
 from domain.settings import Limits, UserSettings
 from domain.training import (
     CAPTION_PRICE_PER_IMAGE,
@@ -120,10 +120,6 @@ log = logging.getLogger(__name__)
 # the way) before it counts as abandoned.
 SLOT_START_GRACE = timedelta(seconds=30)
 
-USER_ID = SearchAttributeKey.for_keyword("UserId")
-PLATFORM = SearchAttributeKey.for_keyword("Platform")
-JOB_KIND = SearchAttributeKey.for_keyword("JobKind")
-JOB_STATE = SearchAttributeKey.for_keyword("JobState")
 
 # Job kind (the JobKind search attribute and the first part of the workflow id) -> workflow.
 # Each class is registered under its own name (`@workflow.defn(name=<class name>)`).
@@ -228,9 +224,12 @@ class JobsClient:
         self.ui_url = ui_url.rstrip("/")
         self.slots = JobSlots(stores.db)
         self._planner = JobActivities(
-            stores, max_loras=config.max_loras_per_prompt, checkpoints=config.checkpoints
+            stores,
+            routing=config.routing(),
+            max_loras=config.max_loras_per_prompt,
+            checkpoints=config.checkpoints,
         )
-        self._media_planner = MediaJobActivities(stores)
+        self._media_planner = MediaJobActivities(stores, routing=config.routing())
         self._collections = CollectionActivities(stores, self._planner)
         self.storage = storage_policy(config)
 
@@ -1275,7 +1274,11 @@ class JobsClient:
         """The training planner: the same checks `prepare_train_lora` runs in the workflow."""
         planner: TrainingActivities | None = getattr(self, "_training_planner", None)
         if planner is None:
-            planner = TrainingActivities(self.stores, chunk_steps=self.config.training_chunk_steps)
+            planner = TrainingActivities(
+                self.stores,
+                routing=self.config.routing(),
+                chunk_steps=self.config.training_chunk_steps,
+            )
             self._training_planner = planner
         return planner
 

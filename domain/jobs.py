@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from domain.identity import id_fragment
+from domain.queues import JobRoute
 
 
 class JobState(StrEnum):
@@ -183,6 +184,9 @@ class JobPlan(BaseModel):
     media: list[MediaWork] = Field(default_factory=list)
     refused: str | None = None  # set instead of raising when the request is unacceptable
     refused_code: str | None = None
+    # Queues and timeouts (domain/queues.py); None in plans from before it, which carried them
+    # in `settings` (read with `domain.queues.plan_route`).
+    route: JobRoute | None = None
 
 
 class PrepareInput(BaseModel):

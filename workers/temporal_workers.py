@@ -47,21 +47,11 @@ def workflow_worker(
 ) -> Worker:
     jobs = JobActivities(
         stores,
-        comfy_queue=config.task_queues.comfy,
-        comfy_io_queue=config.task_queues.comfy_io,
-        render_timeout=config.render_timeout,
-        heartbeat_timeout=config.comfy_heartbeat_timeout,
+        routing=config.routing(),
         max_loras=config.max_loras_per_prompt,
         checkpoints=config.checkpoints,
     )
-    media_jobs = MediaJobActivities(
-        stores,
-        comfy_queue=config.task_queues.comfy,
-        comfy_io_queue=config.task_queues.comfy_io,
-        media_queue=config.task_queues.media,
-        render_timeout=config.render_timeout,
-        heartbeat_timeout=config.comfy_heartbeat_timeout,
-    )
+    media_jobs = MediaJobActivities(stores, routing=config.routing())
     return Worker(
         client,
         task_queue=config.task_queues.workflows,
@@ -158,11 +148,7 @@ async def keep_inventory(stores: Stores, url: str, every: float = INVENTORY_REFR
 def training_activities(config: Config, stores: Stores) -> TrainingActivities:
     return TrainingActivities(
         stores,
-        comfy_queue=config.task_queues.comfy,
-        comfy_io_queue=config.task_queues.comfy_io,
-        media_queue=config.task_queues.media,
-        render_timeout=config.render_timeout,
-        heartbeat_timeout=config.comfy_heartbeat_timeout,
+        routing=config.routing(),
         chunk_steps=config.training_chunk_steps,
         chunk_timeout=config.training_chunk_timeout,
     )
