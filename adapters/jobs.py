@@ -39,10 +39,6 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.collections import CollectionActivities
-from activities.jobs import JobActivities
-from activities.media_jobs import MediaJobActivities
-from activities.training import TrainingActivities
 from domain.collections import (
     Collection,
     CollectionConfig,
@@ -96,6 +92,9 @@ from domain.training import (
 )
 from domain.users import JobRecord, LedgerEntry, User
 from media.safety import load_image, normalised_png
+from services.collection_plans import export_zip, quote_piece
+from services.job_plans import MakePlanner, MediaPlanner
+from services.training_plans import TrainingPlanner
 from store.blobs import OWNER_FIELD
 from store.collections import MADE_STATES, Piece, next_cook_id
 from store.db import Stores
@@ -223,14 +222,20 @@ class JobsClient:
         self.config = config
         self.ui_url = ui_url.rstrip("/")
         self.slots = JobSlots(stores.db)
-        self._planner = JobActivities(
+        # Prepare's own planners (services/): the same checks run here before a start.
+        self._planner = MakePlanner(
             stores,
             routing=config.routing(),
             max_loras=config.max_loras_per_prompt,
             checkpoints=config.checkpoints,
         )
-        self._media_planner = MediaJobActivities(stores, routing=config.routing())
-        self._collections = CollectionActivities(stores, self._planner)
+        self._media_planner = MediaPlanner(stores, routing=config.routing())
+        self._trainer = TrainingPlanner(
+            stores,
+            routing=config.routing(),
+            chunk_steps=config.training_chunk_steps,
+            chunk_timeout=config.training_chunk_timeout,
+        )
         self.storage = storage_policy(config)
 
     # ---- starting --------------------------------------------------------------------------
@@ -1073,7 +1078,7 @@ class JobsClient:
         user = normalise_identity(user)
         col = await asyncio.to_thread(self.stores.collections.get_for_edit, cid, user)
         await asyncio.to_thread(validate_config, col.config, col.supply, cooking=True)
-        price = await asyncio.to_thread(self._collections.quote_piece, col, user)
+        price = await asyncio.to_thread(quote_piece, self._planner, col, user)
         counts = await asyncio.to_thread(self.stores.collections.counts, cid)
         made = sum(n for s, n in counts.items() if s in MADE_STATES)
         balance = await asyncio.to_thread(self.stores.ledger.balance, user)
@@ -1246,7 +1251,7 @@ class JobsClient:
         )
         if not pieces:
             raise UserInputError(f"no approved pieces in {cid} yet: review some first")
-        data, summary = await asyncio.to_thread(self._collections.export_zip, col, pieces)
+        data, summary = await asyncio.to_thread(export_zip, self.stores.blobs, col, pieces)
         digest = hashlib.sha256(data).hexdigest()
         now = datetime.now(UTC)
         blob = await asyncio.to_thread(
@@ -1268,19 +1273,6 @@ class JobsClient:
         return CollectionExport(blob, data, summary)
 
     # ---- LoRA training (datasets, training, models) ---------------------------------------
-
-    @property
-    def _trainer(self) -> TrainingActivities:
-        """The training planner: the same checks `prepare_train_lora` runs in the workflow."""
-        planner: TrainingActivities | None = getattr(self, "_training_planner", None)
-        if planner is None:
-            planner = TrainingActivities(
-                self.stores,
-                routing=self.config.routing(),
-                chunk_steps=self.config.training_chunk_steps,
-            )
-            self._training_planner = planner
-        return planner
 
     async def _owner(self, user: str) -> User:
         return await asyncio.to_thread(self.stores.users.get, normalise_identity(user))

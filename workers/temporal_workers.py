@@ -33,6 +33,7 @@ from activities.media import MediaActivities
 from activities.media_jobs import MediaJobActivities
 from activities.training import DatasetMediaActivities, TrainingActivities, TrainingComfyActivities
 from comfy.client import ComfyClient, ComfyError
+from services.training_plans import TrainingPlanner
 from store.db import Stores
 from workers.config import Config
 from workflows import ALL_WORKFLOWS
@@ -59,7 +60,7 @@ def workflow_worker(
         activities=[
             *jobs.all(),
             *media_jobs.all(),
-            *CollectionActivities(stores, jobs).all(),
+            *CollectionActivities(stores).all(),
             *training_activities(config, stores).all(),
         ],
         activity_executor=executor,
@@ -146,7 +147,12 @@ async def keep_inventory(stores: Stores, url: str, every: float = INVENTORY_REFR
 
 
 def training_activities(config: Config, stores: Stores) -> TrainingActivities:
-    return TrainingActivities(
+    return TrainingActivities(stores, training_planner(config, stores))
+
+
+def training_planner(config: Config, stores: Stores) -> TrainingPlanner:
+    """The configured training planner: the prepare activities and the jobs client share it."""
+    return TrainingPlanner(
         stores,
         routing=config.routing(),
         chunk_steps=config.training_chunk_steps,
