@@ -39,12 +39,7 @@ from domain.prompts import clean_prompt, strip_controls
 from domain.queues import Routing
 from domain.settings import apply_updates, clamp_to_limits, limits_for
 from domain.templates import Template
-from domain.training import (
-    DEFAULT_MAX_LORAS,
-    add_lora_loaders,
-    lora_tag_names,
-    loras_for_prompt,
-)
+from domain.training import DEFAULT_MAX_LORAS, add_lora_loaders, lora_tag_names, loras_for_prompt
 from media.ops import (
     UPSCALE_MAX_PIXELS,
     UPSCALE_MAX_SIDE,

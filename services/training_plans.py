@@ -8,7 +8,6 @@ before it starts a workflow, so bad input is refused at once with nothing writte
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from domain.errors import StationError, UserInputError
@@ -33,8 +32,6 @@ from domain.training import (
     quote_captions,
 )
 from store.db import Stores
-
-log = logging.getLogger(__name__)
 
 
 class TrainingPlanner:
