@@ -34,6 +34,7 @@ _DEFAULT_QUEUES = TaskQueues()
 # What a plan without a route meant (Config's defaults when the route was introduced).
 LEGACY_RENDER_TIMEOUT = 900.0
 LEGACY_HEARTBEAT_TIMEOUT = 30.0
+LEGACY_CHUNK_TIMEOUT = 3600.0
 
 
 class JobRoute(BaseModel):
@@ -46,6 +47,7 @@ class JobRoute(BaseModel):
     deliver_queue: str = ""
     render_timeout: float = LEGACY_RENDER_TIMEOUT  # seconds one ComfyUI prompt may take
     heartbeat_timeout: float = LEGACY_HEARTBEAT_TIMEOUT  # a silent comfy worker is dead
+    chunk_timeout: float = LEGACY_CHUNK_TIMEOUT  # seconds one training chunk may take
 
     def deliver_to(self, platform: str) -> str:
         return self.deliver_queue or _DEFAULT_QUEUES.deliver(platform)
@@ -58,6 +60,7 @@ class Routing:
     queues: TaskQueues = field(default_factory=TaskQueues)
     render_timeout: float = LEGACY_RENDER_TIMEOUT
     heartbeat_timeout: float = LEGACY_HEARTBEAT_TIMEOUT
+    chunk_timeout: float = LEGACY_CHUNK_TIMEOUT
 
     def route(self, platform: str) -> JobRoute:
         return JobRoute(
@@ -67,6 +70,7 @@ class Routing:
             deliver_queue=self.queues.deliver(platform),
             render_timeout=self.render_timeout,
             heartbeat_timeout=self.heartbeat_timeout,
+            chunk_timeout=self.chunk_timeout,
         )
 
 
@@ -80,4 +84,5 @@ def plan_route(route: JobRoute | None, settings: Mapping[str, Any]) -> JobRoute:
         media_queue=str(settings.get("media_queue", _DEFAULT_QUEUES.media)),
         render_timeout=float(settings.get("render_timeout", LEGACY_RENDER_TIMEOUT)),
         heartbeat_timeout=float(settings.get("heartbeat_timeout", LEGACY_HEARTBEAT_TIMEOUT)),
+        chunk_timeout=float(settings.get("chunk_timeout", LEGACY_CHUNK_TIMEOUT)),
     )

@@ -45,7 +45,6 @@ class ServiceBase:
             stores,
             routing=config.routing(),
             chunk_steps=config.training_chunk_steps,
-            chunk_timeout=config.training_chunk_timeout,
         )
 
     async def _owner(self, user: str) -> User:

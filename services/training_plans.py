@@ -43,12 +43,10 @@ class TrainingPlanner:
         *,
         routing: Routing | None = None,
         chunk_steps: int = 250,
-        chunk_timeout: float = 3600.0,
     ) -> None:
         self.stores = stores
         self.routing = routing or Routing()  # Config.routing(): queues and timeouts
         self.chunk_steps = chunk_steps
-        self.chunk_timeout = chunk_timeout
 
     def plan_train_lora(self, inp: TrainPrepareInput) -> JobPlan:
         """Every check before the charge; the jobs client runs it too, before starting."""
@@ -99,7 +97,6 @@ class TrainingPlanner:
             summary=f"LoRA {name} ({params.family}, {params.steps} steps, {len(images)} images)",
             settings={
                 "training": spec.model_dump(mode="json"),
-                "chunk_timeout": self.chunk_timeout,
                 "params": params.model_dump(mode="json"),
                 "dataset": ds.name,
             },

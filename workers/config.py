@@ -232,6 +232,7 @@ class Config(BaseSettings):
             queues=self.task_queues,
             render_timeout=self.render_timeout,
             heartbeat_timeout=self.comfy_heartbeat_timeout,
+            chunk_timeout=self.training_chunk_timeout,
         )
 
     @property

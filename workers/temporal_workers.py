@@ -156,7 +156,6 @@ def training_planner(config: Config, stores: Stores) -> TrainingPlanner:
         stores,
         routing=config.routing(),
         chunk_steps=config.training_chunk_steps,
-        chunk_timeout=config.training_chunk_timeout,
     )
 
 

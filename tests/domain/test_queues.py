@@ -12,6 +12,7 @@ def test_the_plan_route_comes_from_the_configured_queues_and_timeouts() -> None:
         task_queues=TaskQueues(comfy="gpu-a", comfy_io="gpu-a-io", media="pillow"),
         render_timeout=120,
         comfy_heartbeat_timeout=7,
+        training_chunk_timeout=600,
     )
     route = config.routing().route("telegram")
     assert route == JobRoute(
@@ -21,6 +22,7 @@ def test_the_plan_route_comes_from_the_configured_queues_and_timeouts() -> None:
         deliver_queue="deliver-telegram",
         render_timeout=120,
         heartbeat_timeout=7,
+        chunk_timeout=600,
     )
     assert route.deliver_to("telegram") == "deliver-telegram"
 
@@ -33,10 +35,16 @@ def test_a_typed_route_wins_over_the_untyped_settings_of_older_plans() -> None:
 def test_a_plan_from_before_the_route_keeps_the_queues_it_carried_in_settings() -> None:
     old = plan_route(
         None,
-        {"comfy_queue": "gpu-c", "comfy_io_queue": "gpu-c-io", "render_timeout": 300, "steps": 20},
+        {
+            "comfy_queue": "gpu-c",
+            "comfy_io_queue": "gpu-c-io",
+            "render_timeout": 300,
+            "chunk_timeout": 120,
+            "steps": 20,
+        },
     )
     assert (old.comfy_queue, old.comfy_io_queue, old.media_queue) == ("gpu-c", "gpu-c-io", "media")
-    assert (old.render_timeout, old.heartbeat_timeout) == (300, 30)
+    assert (old.render_timeout, old.heartbeat_timeout, old.chunk_timeout) == (300, 30, 120)
     # No delivery queue in an old plan: the platform's, as the workflow always derived it.
     assert old.deliver_to("telegram") == "deliver-telegram"
     bare = plan_route(None, {})
