@@ -1,4 +1,5 @@
-"""Activities of the collection cook (queue `stationthis`), plus review and export helpers.
+"""Activities of the collection cook (queue `stationthis`); quotes and exports are in
+services/collection_plans.py.
 
 Planning and recording are keyed by (collection, piece number), so a retried activity or a
 replayed workflow changes nothing the second time: `plan_collection_piece` stores a piece's plan
@@ -9,16 +10,12 @@ child workflow's id, instead of trusting counters.
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
 import logging
-import zipfile
 from typing import Any
 
 from temporalio import activity
 
-from activities.jobs import JobActivities
 from domain.collections import (
     BalanceInput,
     BalanceResult,
@@ -31,16 +28,13 @@ from domain.collections import (
     PlanPieceResult,
     RecordPieceInput,
     RecordPieceResult,
-    attributes,
     choose_traits,
     combination_count,
     combination_key,
     parse_master_prompt,
     piece_seed,
     render_prompt,
-    trait_frequencies,
 )
-from domain.jobs import MakeImageRequest, PrepareInput
 from store.collections import MADE_STATES, Piece
 from store.db import Stores
 
@@ -53,10 +47,8 @@ MAX_ENUMERATED = 50_000
 
 
 class CollectionActivities:
-    def __init__(self, stores: Stores, planner: JobActivities | None = None) -> None:
+    def __init__(self, stores: Stores) -> None:
         self.stores = stores
-        # The make planner a piece's quote runs: the configured one (LoRA cap, checkpoints).
-        self.planner = planner or JobActivities(stores)
 
     def all(self) -> list[Any]:
         return [self.plan_collection_piece, self.record_collection_piece, self.check_cook_balance]
@@ -164,54 +156,6 @@ class CollectionActivities:
     def check_cook_balance(self, inp: BalanceInput) -> BalanceResult:
         balance = self.stores.ledger.balance(inp.user)
         return BalanceResult(balance=balance, enough=balance >= max(1, inp.need))
-
-    # ---- helpers for the jobs client (not activities) ----------------------------------------
-
-    def piece_request(self, col: Collection, user: str, prompt: str, seed: int) -> MakeImageRequest:
-        return MakeImageRequest(
-            user=user,
-            platform="collection",
-            prompt=prompt,
-            template=col.config.template,
-            overrides={**col.config.overrides, "seed": seed, "batch": 1},
-        )
-
-    def quote_piece(self, col: Collection, user: str) -> int:
-        """The price of one piece for `user` (prepare's own checks: bad settings raise here)."""
-        master = parse_master_prompt(col.config.master_prompt)
-        choice = choose_traits(col.config, piece_seed(col.id, 1), master)
-        req = self.piece_request(col, user, render_prompt(col.config, choice, master) or "x", 1)
-        return self.planner.plan_make_image(PrepareInput(workflow_id="", request=req)).price
-
-    def export_zip(self, col: Collection, pieces: list[Piece]) -> tuple[bytes, dict[str, Any]]:
-        """The export: `metadata/<n>.json` and `images/<n>.png` per approved piece, plus
-        `summary.json` (trait frequencies). Returns the zip bytes and the summary."""
-        approved = [p for p in pieces if p.state == "approved" and p.blob_id]
-        freq = trait_frequencies(p.traits for p in approved)
-        summary = {
-            "collection": col.name,
-            "collection_id": col.id,
-            "config_hash": col.config_hash,
-            "pieces": len(approved),
-            "trait_frequencies": freq,
-        }
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for p in approved:
-                assert p.blob_id is not None
-                image = f"images/{p.number}.png"
-                zf.writestr(image, self.stores.blobs.get(p.blob_id))
-                meta = {
-                    "name": f"{col.name} #{p.number}",
-                    "description": col.description,
-                    "image": image,
-                    "attributes": attributes(p.traits),
-                    "seed": p.seed,
-                    "config_hash": p.config_hash,
-                }
-                zf.writestr(f"metadata/{p.number}.json", json.dumps(meta, indent=2))
-            zf.writestr("summary.json", json.dumps(summary, indent=2))
-        return buf.getvalue(), summary
 
 
 def _free_choices(col: Collection, master: MasterPrompt, used: set[str]) -> list[Choice]:

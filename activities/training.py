@@ -36,18 +36,14 @@ from temporalio.exceptions import ApplicationError
 
 from activities.comfy import earlier_prompts, follow_earlier_prompt, to_application_error
 from activities.heartbeat import heartbeat_forever
-from activities.jobs import plan_or_refusal
 from comfy.client import ComfyClient
 from comfy.errors import ComfyError
 from comfy.lora_cache import LoraCache
 from comfy.models import Progress as ComfyProgress
 from comfy.models import RunResult
 from domain.errors import StationError, UserInputError
-from domain.jobs import ActivityNames, ComfyWork, JobPlan, LoraFile
+from domain.jobs import ActivityNames, JobPlan, LoraFile
 from domain.training import (
-    CAPTION_PRICE_PER_IMAGE,
-    FAMILY_CHECKPOINTS,
-    TRAINING_RESOLUTION,
     AddImagesInput,
     CaptionPlan,
     CaptionPrepareInput,
@@ -60,22 +56,15 @@ from domain.training import (
     LoraModel,
     PrepareImageInput,
     RegisterModelInput,
-    TrainImage,
     TrainPrepareInput,
     TrainSpec,
     caption_with_trigger,
-    check_image_count,
-    check_name,
-    check_params,
-    check_trigger_clash,
-    check_trigger_word,
     chunk_prefix,
-    dataset_hash,
     lora_filename,
-    quote,
-    quote_captions,
 )
 from media.safety import DEFAULT_LIMITS, ImageLimits, load_image
+from services.job_plans import plan_or_refusal
+from services.training_plans import TrainingPlanner
 from store.blobs import BlobNotFound, BlobStore
 from store.db import Stores
 
@@ -93,26 +82,10 @@ TRAIN_NODE = "4"  # TrainLoraNode's id in templates/train-lora.json (progress co
 class TrainingActivities:
     """The `stationthis`-queue side: checks, plans and records (run as local activities)."""
 
-    def __init__(
-        self,
-        stores: Stores,
-        *,
-        comfy_queue: str = "comfy",
-        comfy_io_queue: str = "comfy-io",
-        media_queue: str = "media",
-        render_timeout: float = 900.0,
-        heartbeat_timeout: float = 30.0,
-        chunk_steps: int = 250,
-        chunk_timeout: float = 3600.0,
-    ) -> None:
+    def __init__(self, stores: Stores, planner: TrainingPlanner | None = None) -> None:
         self.stores = stores
-        self.comfy_queue = comfy_queue
-        self.comfy_io_queue = comfy_io_queue
-        self.media_queue = media_queue
-        self.render_timeout = render_timeout
-        self.heartbeat_timeout = heartbeat_timeout
-        self.chunk_steps = chunk_steps
-        self.chunk_timeout = chunk_timeout
+        # Prepare's checks and decisions (services/training_plans.py), shared with the service.
+        self.planner = planner or TrainingPlanner(stores)
 
     def all(self) -> list[Any]:
         return [
@@ -132,68 +105,7 @@ class TrainingActivities:
             inp.request.user,
             "train",
             inp.workflow_id,
-            lambda: self.plan_train_lora(inp),
-        )
-
-    def plan_train_lora(self, inp: TrainPrepareInput) -> JobPlan:
-        """Every check before the charge; the jobs client runs it too, before starting."""
-        req = inp.request
-        user = self.stores.users.get(req.user)
-        params = check_params(req.params)
-        ds = self.stores.datasets.get(user.id, req.dataset)
-        check_image_count(len(ds.images))
-        if not ds.trigger_word:
-            raise UserInputError(
-                f"dataset {ds.name!r} has no trigger word yet (dataset trigger {ds.name} WORD)"
-            )
-        trigger = check_trigger_word(ds.trigger_word)
-        check_trigger_clash(trigger, self.stores.models.owned(user.id))
-        name = check_name(req.model_name or ds.name, "model")
-        name = self.stores.models.free_name(user.id, name)
-        images = [TrainImage(image_id=im.image_id, caption=im.caption) for im in ds.images]
-        resolution = TRAINING_RESOLUTION[params.family]
-        caption_work: list[dict[str, Any]] = []
-        missing = [im for im in images if not im.caption.strip()]
-        if missing:
-            template = self.stores.templates.get("caption")
-            ref = template.inputs["image"]
-            for im in missing:
-                work = ComfyWork(graph=template.inject({}), uploads={ref.node: im.image_id})
-                caption_work.append({"image_id": im.image_id, "work": work.model_dump()})
-        spec = TrainSpec(
-            dataset_id=ds.id,
-            dataset_name=ds.name,
-            dataset_hash=dataset_hash(images, trigger, params, resolution),
-            owner=user.id,
-            trigger_word=trigger,
-            model_name=name,
-            params=params,
-            resolution=resolution,
-            checkpoint=FAMILY_CHECKPOINTS[params.family],
-            images=images,
-            chunk_steps=self.chunk_steps,
-            caption_work=caption_work,
-        )
-        price = quote(len(images), params.steps, self.stores.rules.prices)
-        return JobPlan(
-            user_id=user.id,
-            kind="train",
-            price=price,
-            units=1,
-            balance=user.points,
-            summary=f"LoRA {name} ({params.family}, {params.steps} steps, {len(images)} images)",
-            settings={
-                "training": spec.model_dump(mode="json"),
-                "render_timeout": self.render_timeout,
-                "heartbeat_timeout": self.heartbeat_timeout,
-                "chunk_timeout": self.chunk_timeout,
-                "comfy_queue": self.comfy_queue,
-                "comfy_io_queue": self.comfy_io_queue,
-                "media_queue": self.media_queue,
-                "params": params.model_dump(mode="json"),
-                "dataset": ds.name,
-            },
-            template="train-lora",
+            lambda: self.planner.plan_train_lora(inp),
         )
 
     @activity.defn(name=ActivityNames.SAVE_CAPTIONS)
@@ -234,32 +146,7 @@ class TrainingActivities:
 
     @activity.defn(name=ActivityNames.PREPARE_CAPTIONS)
     def prepare_captions(self, inp: CaptionPrepareInput) -> CaptionPlan:
-        try:
-            user = self.stores.users.get(inp.request.user)
-            ds = self.stores.datasets.get(user.id, inp.request.dataset)
-        except StationError as err:
-            return CaptionPlan(refused=err.message)
-        template = self.stores.templates.get("caption")
-        ref = template.inputs["image"]
-        work = {
-            im.image_id: ComfyWork(
-                graph=template.inject({}), uploads={ref.node: im.image_id}
-            ).model_dump()
-            for im in ds.uncaptioned()
-        }
-        return CaptionPlan(
-            owner=user.id,
-            dataset_id=ds.id,
-            dataset_name=ds.name,
-            trigger_word=ds.trigger_word,
-            work=work,
-            comfy_queue=self.comfy_queue,
-            render_timeout=self.render_timeout,
-            heartbeat_timeout=self.heartbeat_timeout,
-            per_image=CAPTION_PRICE_PER_IMAGE,
-            price=quote_captions(len(work)),
-            balance=user.points,
-        )
+        return self.planner.plan_captions(inp)
 
     # ---- dataset images ----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ finish per job kind and the faults injected. Exit status 1 when a must-be-zero c
 Every client call survives a server restart: it is retried on connection errors until a
 deadline. Every loop is bounded in count and time; every process is stopped at the end.
 
-Telegram: the harness also starts the Bot API stand-in (adapters.telegram.botapi_standin) and
+Telegram: the harness also starts the Bot API stand-in (standins.telegram) and
 gives the stack its token and addresses, so the stack runs the bot (`stationthis bot`, the "bot"
 process, which alone serves `deliver-telegram`). A share of the users (`--telegram-rate`) are
 `telegram:<id>` users whose jobs run with platform "telegram" and a chat of their own per job
@@ -69,7 +69,6 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.jobs import JobNotFound, JobsClient, NotCancellable
-from adapters.telegram.botapi_standin.server import DEFAULT_TOKEN
 from domain.errors import StationError, TooManyJobs
 from domain.jobs import (
     FINAL_STATES,
@@ -79,6 +78,7 @@ from domain.jobs import (
     MediaRequest,
     ReplyTarget,
 )
+from standins.telegram.server import DEFAULT_TOKEN
 from store.db import Stores
 from workers.config import ComfyDev, Config, TemporalDev
 from workers.devstack import DevStack
@@ -368,7 +368,7 @@ class BotApiStandin:
     """The Bot API stand-in (Telegram, as the bot sees it) and the few controls the harness uses.
 
     It plays Telegram, which does not crash, so it is never killed; it runs outside the stack
-    and is stopped after it. See adapters/telegram/botapi_standin/server.py for the control API.
+    and is stopped after it. See standins/telegram/server.py for the control API.
     """
 
     def __init__(self, root: Path, token: str = DEFAULT_TOKEN) -> None:
@@ -380,7 +380,7 @@ class BotApiStandin:
             [
                 sys.executable,
                 "-m",
-                "adapters.telegram.botapi_standin",
+                "standins.telegram",
                 *("--port", "0", "--token", token),
             ],
             health=self._health,

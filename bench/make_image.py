@@ -55,11 +55,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.jobs import JobActivities
 from adapters.jobs import JobsClient
 from bench.trivial import TrivialInput, TrivialWorkflow, bench_echo
 from comfy.client import ComfyClient
 from domain.jobs import JobState, MakeImageRequest, PrepareInput
+from services.job_plans import MakePlanner
 from store.db import Stores
 from workers.config import ComfyDev, Config, TemporalDev
 from workers.devstack import DevStack
@@ -244,7 +244,7 @@ class Bench:
         self.temporal = temporal
         self.stores = stores
         self.jobs = jobs
-        self.planner = JobActivities(stores)
+        self.planner = MakePlanner(stores)
         self._seed = int(time.time()) % 1_000_000 * 1000  # new seeds every run: no cache hits
 
     def next_seed(self) -> int:

@@ -192,14 +192,11 @@ class Text:
 @dataclass(frozen=True)
 class Slot:
     trait: str
-    position: int  # 1-based column of `[[`
 
 
 @dataclass(frozen=True)
 class Group:
     children: tuple[Node, ...]
-    position: int
-    exclusive: tuple[str, ...] = ()
 
     def traits(self) -> list[str]:
         return _traits_of(self.children)
@@ -261,7 +258,7 @@ def parse_master_prompt(text: str, known: Iterable[str] | None = None) -> Master
                         f"unknown trait {name!r} at column {i + 1}"
                         + (f" (known: {', '.join(sorted(known_set))})" if known_set else "")
                     )
-                current.append(Slot(name, i + 1))
+                current.append(Slot(name))
                 i = m.end()
                 continue
             flush()
@@ -273,8 +270,7 @@ def parse_master_prompt(text: str, known: Iterable[str] | None = None) -> Master
             if not stack:
                 raise CollectionError(f"unbalanced brackets: ']' at column {i + 1} closes nothing")
             flush()
-            pos, parent = stack.pop()
-            exclusive: tuple[str, ...] = ()
+            _, parent = stack.pop()
             i += 1
             m = _EXCL.match(text, i)
             if m:
@@ -288,10 +284,9 @@ def parse_master_prompt(text: str, known: Iterable[str] | None = None) -> Master
                         raise CollectionError(
                             f"unknown trait {n!r} in the exclusion at column {i + 1}"
                         )
-                exclusive = names
                 exclusions.append(names)
                 i = m.end()
-            parent.append(Group(tuple(current), pos, exclusive))
+            parent.append(Group(tuple(current)))
             current = parent
             continue
         buf.append(ch)

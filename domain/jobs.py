@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from domain.identity import id_fragment
+from domain.queues import JobRoute
 
 
 class JobState(StrEnum):
@@ -122,7 +123,6 @@ class ComfyWork(BaseModel):
     # node id -> GridFS id of an image to upload and set as that LoadImage node's `image`
     uploads: dict[str, str] = Field(default_factory=dict)
     seed: int | None = None
-    expected_outputs: int = 1
     loras: list[LoraFile] = Field(default_factory=list)
     # The user id the uploads must belong to: the comfy worker reads them owner-checked again
     # (empty in plans made before the check existed: those were checked by prepare only).
@@ -184,6 +184,9 @@ class JobPlan(BaseModel):
     media: list[MediaWork] = Field(default_factory=list)
     refused: str | None = None  # set instead of raising when the request is unacceptable
     refused_code: str | None = None
+    # Queues and timeouts (domain/queues.py); None in plans from before it, which carried them
+    # in `settings` (read with `domain.queues.plan_route`).
+    route: JobRoute | None = None
 
 
 class PrepareInput(BaseModel):

@@ -597,20 +597,6 @@ def steps_in_name(filename: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def public_view(models: Iterable[LoraModel]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": m.name,
-            "trigger_word": m.trigger_word,
-            "family": m.family,
-            "default_weight": m.default_weight,
-            "public": m.public,
-            "size": m.size,
-        }
-        for m in models
-    ]
-
-
 class TrainPrepareInput(BaseModel):
     workflow_id: str
     request: TrainRequest

@@ -39,11 +39,6 @@ class User(BaseModel):
     settings: UserSettings = UserSettings()
     created_at: UtcDatetime
 
-    @property
-    def primary_identity(self) -> str:
-        """The identity the user was created with: the one that names them in workflow ids."""
-        return self.identities[0]
-
 
 class LedgerEntry(BaseModel):
     """One change of one balance. `key` is the idempotency key: unique across the ledger."""

@@ -30,7 +30,6 @@ BUTTON_TOKEN_TTL = timedelta(days=90)
 
 
 class ButtonToken(BaseModel):
-    ref: str
     workflow_id: str
     owner: str  # the normalised identity that started the job
 
@@ -69,4 +68,4 @@ class ButtonTokens:
         doc = self.coll.find_one({"_id": ref})
         if doc is None:
             return None
-        return ButtonToken(ref=ref, workflow_id=str(doc["workflow_id"]), owner=str(doc["owner"]))
+        return ButtonToken(workflow_id=str(doc["workflow_id"]), owner=str(doc["owner"]))

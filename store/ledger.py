@@ -3,7 +3,7 @@
 Design — why multi-document transactions, and what survives a crash
 --------------------------------------------------------------------
 Each operation changes two documents: the user's `points` and a new `ledger` entry whose `key`
-is unique. They are written in ONE multi-document transaction (`store.db.run_transaction`):
+is unique. They are written in ONE multi-document transaction (`store.connection.run_transaction`):
 
 1. read the entry with this key; if it exists, the operation was applied before → return it
    (`replayed=True`) and write nothing, whatever amount this call asked for;
@@ -52,8 +52,8 @@ from domain.users import (
     LedgerResult,
     User,
 )
-from store.db import run_transaction
-from store.users import resolve_user_id
+from store.connection import run_transaction
+from store.user_refs import resolve_user_id
 
 log = logging.getLogger(__name__)
 

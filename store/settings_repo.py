@@ -25,7 +25,8 @@ from domain.settings import (
     reset_settings,
 )
 from domain.users import User
-from store.users import UserRepo, resolve_user_id, settings_from_doc
+from store.user_refs import resolve_user_id
+from store.users import UserRepo, settings_from_doc
 
 log = logging.getLogger(__name__)
 

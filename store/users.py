@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bson import ObjectId
 from pydantic import ValidationError
 from pymongo import ASCENDING
 from pymongo.client_session import ClientSession
-from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
@@ -24,10 +23,9 @@ from domain.errors import UnknownUser, UserInputError
 from domain.identity import normalise_identity
 from domain.settings import UserSettings
 from domain.users import User
-from store.db import run_transaction
-
-if TYPE_CHECKING:
-    from store.ledger import Ledger
+from store.connection import run_transaction
+from store.ledger import Ledger
+from store.user_refs import resolve_user_id
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +40,6 @@ class LinkCodeError(UserInputError):
 def starter_key(user_id: str) -> str:
     """Idempotency key of a user's starter grant: given once per user, whoever asks."""
     return f"starter:{user_id}"
-
-
-def resolve_user_id(
-    users: Collection[Any], user: User | str, session: ClientSession | None = None
-) -> str:
-    """The user id behind a `User`, an identity (`telegram:5472638766`) or a user id.
-
-    Our user ids never contain ':' and identities always do, so a string is unambiguous.
-    Raises UnknownUser when nobody has that identity or id.
-    """
-    if isinstance(user, User):
-        return user.id
-    if ":" in user:
-        identity = normalise_identity(user)
-        doc = users.find_one({"identities": identity}, {"_id": 1}, session=session)
-    else:
-        doc = users.find_one({"_id": user}, {"_id": 1}, session=session)
-    if doc is None:
-        raise UnknownUser(user)
-    return str(doc["_id"])
 
 
 def settings_from_doc(raw: Any) -> UserSettings:

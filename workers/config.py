@@ -19,16 +19,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from domain.queues import Routing, TaskQueues
+from domain.search_attributes import SEARCH_ATTRIBUTES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_YAML = REPO_ROOT / "temporal-dev.yaml"
 
-DEFAULT_SEARCH_ATTRIBUTES = {
-    "UserId": "Keyword",
-    "Platform": "Keyword",
-    "JobKind": "Keyword",
-    "JobState": "Keyword",
-    "ParentJob": "Keyword",  # a cook's id on each of its pieces: lists leave pieces out
-}
+DEFAULT_SEARCH_ATTRIBUTES = SEARCH_ATTRIBUTES  # declared with their keys in domain/
 
 
 class TemporalDev(BaseModel):
@@ -77,17 +74,6 @@ class ComfyDev(BaseModel):
     port: int = 0
     slots: int = 1
     step_delay: float = 0.02
-
-
-class TaskQueues(BaseModel):
-    workflows: str = "stationthis"
-    comfy: str = "comfy"
-    comfy_io: str = "comfy-io"  # fetching outputs, off the GPU slot
-    media: str = "media"
-
-    def deliver(self, platform: str) -> str:
-        """Delivery queue of one platform: served only by that adapter's own process."""
-        return f"deliver-{platform}"
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -239,6 +225,15 @@ class Config(BaseSettings):
 
         path = Path(os.environ.get("STATIONTHIS_CONFIG", str(DEFAULT_YAML)))
         return (init_settings, env_settings, _YamlSource(settings_cls, path), file_secret_settings)
+
+    def routing(self) -> Routing:
+        """The queues and timeouts prepare writes into each job's plan (`JobPlan.route`)."""
+        return Routing(
+            queues=self.task_queues,
+            render_timeout=self.render_timeout,
+            heartbeat_timeout=self.comfy_heartbeat_timeout,
+            chunk_timeout=self.training_chunk_timeout,
+        )
 
     @property
     def comfyui_url_list(self) -> list[str]:

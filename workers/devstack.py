@@ -465,9 +465,9 @@ class DevStack:
 
         comfyui_urls = ext.comfyui_urls
         if not comfyui_urls:
-            if importlib.util.find_spec("comfy.standin.__main__") is None:
+            if importlib.util.find_spec("standins.comfyui.__main__") is None:
                 raise ServiceError(
-                    "the ComfyUI stand-in (python -m comfy.standin) is not installed; "
+                    "the ComfyUI stand-in (python -m standins.comfyui) is not installed; "
                     "set COMFYUI_URLS to point at a ComfyUI server instead"
                 )
             port = cfg.comfyui.port or free_port()
@@ -479,7 +479,7 @@ class DevStack:
                     [
                         sys.executable,
                         "-m",
-                        "comfy.standin",
+                        "standins.comfyui",
                         "--host",
                         LOOPBACK,
                         "--port",

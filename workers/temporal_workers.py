@@ -33,6 +33,7 @@ from activities.media import MediaActivities
 from activities.media_jobs import MediaJobActivities
 from activities.training import DatasetMediaActivities, TrainingActivities, TrainingComfyActivities
 from comfy.client import ComfyClient, ComfyError
+from services.training_plans import TrainingPlanner
 from store.db import Stores
 from workers.config import Config
 from workflows import ALL_WORKFLOWS
@@ -47,21 +48,11 @@ def workflow_worker(
 ) -> Worker:
     jobs = JobActivities(
         stores,
-        comfy_queue=config.task_queues.comfy,
-        comfy_io_queue=config.task_queues.comfy_io,
-        render_timeout=config.render_timeout,
-        heartbeat_timeout=config.comfy_heartbeat_timeout,
+        routing=config.routing(),
         max_loras=config.max_loras_per_prompt,
         checkpoints=config.checkpoints,
     )
-    media_jobs = MediaJobActivities(
-        stores,
-        comfy_queue=config.task_queues.comfy,
-        comfy_io_queue=config.task_queues.comfy_io,
-        media_queue=config.task_queues.media,
-        render_timeout=config.render_timeout,
-        heartbeat_timeout=config.comfy_heartbeat_timeout,
-    )
+    media_jobs = MediaJobActivities(stores, routing=config.routing())
     return Worker(
         client,
         task_queue=config.task_queues.workflows,
@@ -69,7 +60,7 @@ def workflow_worker(
         activities=[
             *jobs.all(),
             *media_jobs.all(),
-            *CollectionActivities(stores, jobs).all(),
+            *CollectionActivities(stores).all(),
             *training_activities(config, stores).all(),
         ],
         activity_executor=executor,
@@ -156,15 +147,15 @@ async def keep_inventory(stores: Stores, url: str, every: float = INVENTORY_REFR
 
 
 def training_activities(config: Config, stores: Stores) -> TrainingActivities:
-    return TrainingActivities(
+    return TrainingActivities(stores, training_planner(config, stores))
+
+
+def training_planner(config: Config, stores: Stores) -> TrainingPlanner:
+    """The configured training planner: the prepare activities and the jobs client share it."""
+    return TrainingPlanner(
         stores,
-        comfy_queue=config.task_queues.comfy,
-        comfy_io_queue=config.task_queues.comfy_io,
-        media_queue=config.task_queues.media,
-        render_timeout=config.render_timeout,
-        heartbeat_timeout=config.comfy_heartbeat_timeout,
+        routing=config.routing(),
         chunk_steps=config.training_chunk_steps,
-        chunk_timeout=config.training_chunk_timeout,
     )
 
 

@@ -30,7 +30,6 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
@@ -59,15 +58,11 @@ with workflow.unsafe.imports_passed_through():
         RecordPieceResult,
     )
     from domain.jobs import ActivityNames, JobState, JobStatus, MakeImageRequest, SlotInput
+    from domain.search_attributes import JOB_KIND, JOB_STATE, PARENT_JOB, PLATFORM, USER_ID
     from workflows import policies
     from workflows.job_saga import status_from_failure
     from workflows.make_image import MakeImageWorkflow
 
-USER_ID = SearchAttributeKey.for_keyword("UserId")
-PLATFORM = SearchAttributeKey.for_keyword("Platform")
-JOB_KIND = SearchAttributeKey.for_keyword("JobKind")
-JOB_STATE = SearchAttributeKey.for_keyword("JobState")
-PARENT_JOB = SearchAttributeKey.for_keyword("ParentJob")
 
 POINTS = "insufficient_points"
 

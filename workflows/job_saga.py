@@ -28,7 +28,6 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -58,9 +57,10 @@ with workflow.unsafe.imports_passed_through():
         StoreOutputsInput,
     )
     from domain.pricing import partial_refund
+    from domain.queues import JobRoute, plan_route
+    from domain.search_attributes import JOB_STATE
     from workflows import policies
 
-JOB_STATE = SearchAttributeKey.for_keyword("JobState")
 
 # The `ApplicationError.type` a failed job's workflow fails with (after its refund, record,
 # slot release and delivery ran). Its first detail is the final `JobStatus`; read it back with
@@ -94,9 +94,7 @@ class PaidJobWorkflow:
         self._status = JobStatus()
         self._cancel: CancelRequest | None = None
         self._progress: dict[int, Progress] = {}
-        self._comfy_queue = "comfy"
-        self._comfy_io_queue = "comfy-io"
-        self._media_queue = "media"
+        self._route = JobRoute()  # the plan's, once prepare made one (`_apply_plan`)
         self._kind = self.kind
         self._ledger_as_activities = True
         self._run_keys = True
@@ -435,7 +433,7 @@ class PaidJobWorkflow:
                 workflow_id=wid, index=index, user_id=self._user_id, files=run.files, seed=work.seed
             ),
             result_type=list[StoredOutput],
-            task_queue=self._comfy_io_queue,
+            task_queue=self._route.comfy_io_queue,
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
         )
@@ -454,7 +452,7 @@ class PaidJobWorkflow:
                 work=work,
             ),
             result_type=StoredOutput,
-            task_queue=self._media_queue,
+            task_queue=self._route.media_queue,
             start_to_close_timeout=policies.MEDIA_TIMEOUT,
             retry_policy=policies.MEDIA_RETRY,
         )
@@ -486,7 +484,7 @@ class PaidJobWorkflow:
                 await workflow.execute_activity(
                     ActivityNames.DELIVER_RESULT,
                     DeliverInput(platform=platform, reply=reply, status=self._status),
-                    task_queue=f"deliver-{platform}",
+                    task_queue=self._route.deliver_to(platform),
                     start_to_close_timeout=policies.DELIVER_TIMEOUT,
                     heartbeat_timeout=policies.DELIVER_HEARTBEAT,
                     schedule_to_close_timeout=deadline,
@@ -543,13 +541,19 @@ class PaidJobWorkflow:
         s.price, s.clamps, s.seeds = plan.price, plan.clamps, plan.seeds
         s.prompt, s.template, s.settings = plan.prompt, plan.template, plan.settings
         s.balance = plan.balance
-        self._render_timeout = timedelta(seconds=float(plan.settings.get("render_timeout", 900)))
-        self._heartbeat_timeout = timedelta(
-            seconds=float(plan.settings.get("heartbeat_timeout", 30))
-        )
-        self._comfy_queue = str(plan.settings.get("comfy_queue", "comfy"))
-        self._media_queue = str(plan.settings.get("media_queue", "media"))
-        self._comfy_io_queue = str(plan.settings.get("comfy_io_queue", "comfy-io"))
+        self._route = plan_route(plan.route, plan.settings)
+
+    @property
+    def _comfy_queue(self) -> str:
+        return self._route.comfy_queue
+
+    @property
+    def _render_timeout(self) -> timedelta:
+        return timedelta(seconds=self._route.render_timeout)
+
+    @property
+    def _heartbeat_timeout(self) -> timedelta:
+        return timedelta(seconds=self._route.heartbeat_timeout)
 
     def _finish(self, state: JobState, *, reason: str | None = None) -> None:
         self._status.reason = reason

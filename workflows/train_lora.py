@@ -169,7 +169,7 @@ class TrainLoraWorkflow(PaidJobWorkflow):
     async def _produce(self, plan: JobPlan) -> tuple[list[StoredOutput], int, str | None]:
         spec = TrainSpec.model_validate(plan.settings["training"])
         self._status.stage = "submitted"
-        task = asyncio.create_task(self._train(spec, plan))
+        task = asyncio.create_task(self._train(spec))
         try:
             await workflow.wait_condition(lambda: task.done() or self._cancel is not None)
         finally:
@@ -185,8 +185,7 @@ class TrainLoraWorkflow(PaidJobWorkflow):
         self._status.outputs = [out]
         return [out], 1, None
 
-    async def _train(self, spec: TrainSpec, plan: JobPlan) -> StoredOutput:
-        settings = plan.settings
+    async def _train(self, spec: TrainSpec) -> StoredOutput:
         captions = {im.image_id: im.caption for im in spec.images}
         if spec.caption_work:
             self._caption_units = len(spec.caption_work)
@@ -218,7 +217,7 @@ class TrainLoraWorkflow(PaidJobWorkflow):
         self._stage("training")
         total = spec.params.steps
         self._status.total_steps = total
-        chunk_timeout = timedelta(seconds=float(settings.get("chunk_timeout", 3600)))
+        chunk_timeout = timedelta(seconds=self._route.chunk_timeout)
         previous: LoraFile | None = None
         for k, (start, steps) in enumerate(chunks(total, spec.chunk_steps)):
             res = await workflow.execute_activity(

@@ -133,11 +133,7 @@ async def _make(args: argparse.Namespace) -> int:
 async def _repeat(args: argparse.Namespace, *, again: bool) -> int:
     async with jobs_client() as jobs:
         before = await asyncio.to_thread(jobs.stores.users.get, args.user)
-        started = await (
-            jobs.again(args.user, platform="cli")
-            if again
-            else jobs.regen(args.user, args.n, platform="cli")
-        )
+        started = await jobs.start_repeat(args.user, n=None if again else args.n, platform="cli")
         return await follow(jobs, started, args.out, before.points)
 
 

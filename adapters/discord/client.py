@@ -55,7 +55,7 @@ class StationThisDiscord(discord.Client):
         super().__init__(intents=discord.Intents.default())
         self.settings = settings
         self.tree = app_commands.CommandTree(self)
-        self.tree.on_error = self._on_command_error  # type: ignore[method-assign]
+        self.tree.on_error = self._on_command_error  # type: ignore[method-assign,unused-ignore]
         register_commands(self.tree, jobs)
 
     async def setup_hook(self) -> None:

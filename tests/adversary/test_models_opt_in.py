@@ -2,7 +2,7 @@
 bound, and the `checkpoint` and `negative` settings cannot walk around the price or the prompt
 rules (issue 13, items 2, 5 and 10).
 
-Most stories run prepare's own planning (`JobActivities.plan_make_image`, what the jobs client
+Most stories run prepare's own planning (`MakePlanner.plan_make_image`, what the jobs client
 runs before it starts anything and the workflow's first activity runs again) over a real
 MongoDB-compatible server: what is asserted is the graph that would be sent to ComfyUI and the
 price that would be charged. The last story goes through the real stack: CLI, jobs client,
@@ -30,6 +30,7 @@ from domain.jobs import JobPlan, MakeImageRequest, PrepareInput
 from domain.rules import DomainRules
 from domain.templates import Template
 from domain.training import LoraModel, NotFound
+from services.job_plans import MakePlanner
 from store.db import Stores
 from tests.fixtures.devstack import Stack
 
@@ -62,7 +63,7 @@ def plan(
     request = MakeImageRequest(
         user=user, prompt=prompt, template=template, overrides={**SMALL, **overrides}
     )
-    planner = JobActivities(stores, max_loras=max_loras)
+    planner = MakePlanner(stores, max_loras=max_loras)
     return planner.plan_make_image(PrepareInput(workflow_id="", request=request))
 
 
@@ -232,7 +233,7 @@ def test_a_checkpoint_no_gpu_server_has_is_refused_before_any_charge(stores: Sto
     (the job would otherwise be charged, fail on ComfyUI and be refunded)."""
     spare = "sdxl-spare.safetensors"
     request = MakeImageRequest(user=B, prompt="a fox", overrides={**SMALL, "checkpoint": spare})
-    planner = JobActivities(stores, checkpoints={spare: "sdxl"})
+    planner = MakePlanner(stores, checkpoints={spare: "sdxl"})
     inp = PrepareInput(workflow_id="", request=request)
     assert planner.plan_make_image(inp).price == 15, "no server reported yet: nothing to refuse"
     stores.inventory.record("http://gpu-1:8188", [SDXL, FLUX])

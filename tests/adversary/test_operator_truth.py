@@ -24,8 +24,9 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from adapters.jobs import JOB_KIND, JOB_STATE, PLATFORM, USER_ID, JobsClient
+from adapters.jobs import JobsClient
 from domain.jobs import JobState, JobStatus, Progress, new_job_id
+from domain.search_attributes import JOB_KIND, JOB_STATE, PLATFORM, USER_ID
 from tests.adversary.test_operator_and_delivery import new_user, small, wait_for
 from tests.adversary.test_operator_status import eventually
 from tests.fixtures.devstack import Stack

@@ -29,7 +29,7 @@ from workers.processes import LOOPBACK, free_port
 
 pytestmark = pytest.mark.stack
 
-STANDIN_AVAILABLE = importlib.util.find_spec("comfy.standin.__main__") is not None
+STANDIN_AVAILABLE = importlib.util.find_spec("standins.comfyui.__main__") is not None
 """The ComfyUI stand-in is written by another helper; until it exists, point at a dummy URL."""
 
 SERVICE_ENV = ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "MONGODB_URI", "COMFYUI_URLS")
@@ -146,7 +146,7 @@ async def test_up_serves_every_service_and_sigterm_leaves_no_process_behind(
         mongo.close()
 
         expected = {"temporal", "secantusd-py"} | (
-            {"comfy.standin"} if STANDIN_AVAILABLE else set()
+            {"standins.comfyui"} if STANDIN_AVAILABLE else set()
         )
         cmdlines = " ".join(" ".join(psutil.Process(p).cmdline()) for p in children)
         assert all(name in cmdlines for name in expected), cmdlines

@@ -297,7 +297,7 @@ async def running_bot(
     ) -> None:
         bot.errors.append(error)
 
-    tree.on_error = on_error  # type: ignore[method-assign]
+    tree.on_error = on_error  # type: ignore[method-assign,unused-ignore]
     if setup is not None:
         setup(client, tree)
     task = asyncio.create_task(client.start(standin.token))

@@ -4,7 +4,7 @@ send what the ordinary `send`/`press` controls refuse to build: callback data no
 messages without text, edited messages, channel posts, unknown update kinds.
 
 `python -m tests.fuzz.standin_raw --port 0` prints `ready http://host:port` like the original;
-everything else is the real stand-in (`adapters.telegram.botapi_standin`).
+everything else is the real stand-in (`standins.telegram`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.telegram.botapi_standin.server import DEFAULT_TOKEN, STATE_KEY, create_app
+from standins.telegram.server import DEFAULT_TOKEN, STATE_KEY, create_app
 
 
 async def raw_update(request: web.Request) -> web.Response:

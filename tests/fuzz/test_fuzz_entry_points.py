@@ -230,9 +230,9 @@ async def test_a_barrage_of_bad_input_charges_nobody_and_crashes_nothing(
         ("status of nothing", jobs.status("make-nope-123")),
         ("status of empty id", jobs.status("")),
         ("cancel of nothing", jobs.cancel("make-nope-123")),
-        ("regen 0", jobs.regen(user, 0)),
-        ("regen 99", jobs.regen(user, 99)),
-        ("again with no runs", jobs.again(user)),
+        ("regen 0", jobs.start_repeat(user, n=0)),
+        ("regen 99", jobs.start_repeat(user, n=99)),
+        ("again with no runs", jobs.start_repeat(user)),
         ("grant 0", jobs.grant(user, 0, by="cli:admin", key="fuzz-0")),
         ("grant -5", jobs.grant(user, -5, by="cli:admin", key="fuzz-neg")),
     ]:

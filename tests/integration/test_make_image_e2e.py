@@ -182,9 +182,9 @@ async def test_regen_and_again_repeat_recorded_runs(dev_stack: Stack, jobs: Jobs
     first = await jobs.start_make(small(user, seed=1234))
     done = await jobs.result(first.workflow_id)
     assert done.seeds == [1234]
-    regen = await jobs.result((await jobs.regen(user, 1)).workflow_id)
+    regen = await jobs.result((await jobs.start_repeat(user, n=1)).workflow_id)
     assert regen.seeds == [1234] and regen.prompt == done.prompt
-    again = await jobs.result((await jobs.again(user)).workflow_id)
+    again = await jobs.result((await jobs.start_repeat(user)).workflow_id)
     assert again.state is JobState.DONE and again.prompt == done.prompt
 
 

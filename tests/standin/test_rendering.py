@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image, ImageChops, ImageDraw
 
-from comfy.standin.modelfiles import write_safetensors
+from standins.comfyui.modelfiles import write_safetensors
 from tests.fixtures.comfy import ComfyServer
 from tests.standin.util import Session, txt2img, unique
 

@@ -8,7 +8,7 @@ import pytest
 from telegram import Bot
 from telegram.error import BadRequest, ChatMigrated, Forbidden
 
-from adapters.telegram.botapi_standin.server import GROUP_ANONYMOUS_BOT_ID
+from standins.telegram.server import GROUP_ANONYMOUS_BOT_ID
 from tests.fixtures.telegram import TelegramStandin
 from tests.telegram_standin.util import png
 

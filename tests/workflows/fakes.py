@@ -41,6 +41,7 @@ from domain.jobs import (
     StoredOutput,
     StoreOutputsInput,
 )
+from domain.queues import JobRoute
 from workflows.job_saga import JOB_FAILED_ERROR, status_from_failure
 
 
@@ -127,11 +128,14 @@ class FakeActivities:
             prompt=inp.request.prompt,
             template="make",
             seeds=seeds,
-            settings={
-                "render_timeout": self.render_timeout,
-                "comfy_queue": self.queue,
-                "comfy_io_queue": self.queue,
-            },
+            # The typed route (domain/queues.py); the media fake below keeps the untyped
+            # settings keys of older plans, so both ways a plan routes its job stay covered.
+            route=JobRoute(
+                comfy_queue=self.queue,
+                comfy_io_queue=self.queue,
+                deliver_queue=f"deliver-{inp.request.platform}",
+                render_timeout=self.render_timeout,
+            ),
             comfy=[
                 ComfyWork(graph={"1": {"class_type": "X", "inputs": {}}}, seed=s) for s in seeds
             ],

@@ -12,7 +12,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfy.standin.nodes import ANY, NODES, Folders, NodeSpec, input_info
+from standins.comfyui.nodes import ANY, NODES, Folders, NodeSpec, input_info
 
 _Result = tuple[bool, list[dict[str, Any]], str]
 

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfy.standin.faults import Faults
-from comfy.standin.handlers import HANDLERS, NodeOutput, preview_letters
-from comfy.standin.nodes import NODES, Folders
-from comfy.standin.validation import full_type_name
+from standins.comfyui.faults import Faults
+from standins.comfyui.handlers import HANDLERS, NodeOutput, preview_letters
+from standins.comfyui.nodes import NODES, Folders
+from standins.comfyui.validation import full_type_name
 
 log = logging.getLogger(__name__)
 

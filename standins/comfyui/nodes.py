@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comfy.standin.modelfiles import MODEL_EXTENSIONS, MODEL_FOLDERS
+from standins.comfyui.modelfiles import MODEL_EXTENSIONS, MODEL_FOLDERS
 
 MAX_RESOLUTION = 16384
 MAX_SEED = 0xFFFFFFFFFFFFFFFF

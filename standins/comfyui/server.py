@@ -29,18 +29,18 @@ from aiohttp import WSMsgType, web
 from PIL import Image
 from pydantic import ValidationError
 
-from comfy.standin import render
-from comfy.standin.execution import (
+from standins.comfyui import render
+from standins.comfyui.execution import (
     Executor,
     InterruptFlag,
     QueueItem,
     RunResult,
     SimulatedRestart,
 )
-from comfy.standin.faults import Faults, FaultUpdate
-from comfy.standin.modelfiles import MODEL_FOLDERS, ensure_default_models
-from comfy.standin.nodes import NODES, Folders, object_info
-from comfy.standin.validation import validate_prompt
+from standins.comfyui.faults import Faults, FaultUpdate
+from standins.comfyui.modelfiles import MODEL_FOLDERS, ensure_default_models
+from standins.comfyui.nodes import NODES, Folders, object_info
+from standins.comfyui.validation import validate_prompt
 
 log = logging.getLogger(__name__)
 

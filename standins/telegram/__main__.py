@@ -1,7 +1,8 @@
-"""`python -m comfy.standin --host 127.0.0.1 --port P --root DIR [--step-delay S]`.
+"""`python -m standins.telegram [--host H] [--port P] [--token T]`.
 
 Prints exactly one line `ready http://<host>:<port>` on stdout once listening (with `--port 0`
-the port is the one the OS chose), then serves until SIGTERM or SIGINT.
+the port is the one the OS chose), then serves until SIGTERM or SIGINT. Point a bot at it with
+`base_url=http://<host>:<port>/bot` and `base_file_url=http://<host>:<port>/file/bot`.
 """
 
 from __future__ import annotations
@@ -11,29 +12,24 @@ import asyncio
 import logging
 import signal
 import sys
-from pathlib import Path
 
 from aiohttp import web
 
-from comfy.standin.server import create_app
+from standins.telegram.server import DEFAULT_TOKEN, create_app
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m comfy.standin", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m standins.telegram", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8188)
-    p.add_argument("--root", type=Path, required=True, help="folder for input/output/temp/models")
-    p.add_argument("--step-delay", type=float, default=0.05, help="seconds per sampler step")
-    p.add_argument(
-        "--train-step-delay", type=float, default=0.005, help="seconds per LoRA training step"
-    )
+    p.add_argument("--port", type=int, default=8081)
+    p.add_argument("--token", default=DEFAULT_TOKEN, help="the only bot token accepted")
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    app = create_app(args.root, args.step_delay, args.train_step_delay)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    app = create_app(args.token)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()

@@ -24,9 +24,9 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from comfy.standin import render
-from comfy.standin.modelfiles import read_safetensors_metadata, write_safetensors
-from comfy.standin.nodes import Folders
+from standins.comfyui import render
+from standins.comfyui.modelfiles import read_safetensors_metadata, write_safetensors
+from standins.comfyui.nodes import Folders
 
 
 @dataclass(frozen=True)

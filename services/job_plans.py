@@ -1,0 +1,408 @@
+"""Planning a job before anything is charged: the checks, the price and the work to run.
+
+A make (`MakePlanner`) or media job (`MediaPlanner`) is planned twice over the same code: by its
+prepare activity inside the workflow (activities/jobs.py, activities/media_jobs.py: thin
+wrappers that turn bad input into a refused plan) and by the jobs service before it starts the
+workflow, so bad input is refused at once with nothing written. Neither imports the other;
+both import this module.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from domain.checkpoints import (
+    check_checkpoint,
+    check_families,
+    checkpoint_inventory,
+    choices_for,
+    image_base,
+)
+from domain.errors import StationError, TemplateGraphError, UnknownTemplate, UserInputError
+from domain.jobs import (
+    ComfyWork,
+    JobPlan,
+    LoraFile,
+    MediaPrepareInput,
+    MediaRequest,
+    MediaWork,
+    PrepareInput,
+)
+from domain.pricing import quote_image, quote_media
+from domain.prompts import clean_prompt, strip_controls
+from domain.queues import Routing
+from domain.settings import apply_updates, clamp_to_limits, limits_for
+from domain.templates import Template
+from domain.training import DEFAULT_MAX_LORAS, add_lora_loaders, lora_tag_names, loras_for_prompt
+from media.ops import (
+    UPSCALE_MAX_PIXELS,
+    UPSCALE_MAX_SIDE,
+    check_output_size,
+    resize_target,
+    upscale_input_size,
+    validate_convert_params,
+    validate_resize_params,
+)
+from media.safety import LoadedImage, load_image
+from store.blobs import BlobNotFound
+from store.db import Stores
+
+log = logging.getLogger(__name__)
+
+SEED_SPACE = 2**32
+
+# Settings that map onto template inputs of the same name; the rest are not graph inputs.
+GRAPH_SETTINGS = ("negative", "steps", "cfg", "width", "height", "sampler", "scheduler")
+
+# The upscale models per factor. The factor is the model's own (a 4x model always gives 4x), so
+# choosing the scale means choosing the model file. These are the stand-in's files; on a real
+# server pass the names its /object_info lists for UpscaleModelLoader (constructor argument).
+DEFAULT_UPSCALE_MODELS: Mapping[int, str] = {
+    2: "2x-standin.safetensors",
+    4: "4x-standin.safetensors",
+}
+
+# Which template each ComfyUI job kind runs.
+COMFY_TEMPLATES: Mapping[str, str] = {"upscale": "upscale", "rmbg": "rmbg"}
+
+
+class MakePlanner:
+    """Prepare's checks and decisions for a make (txt2img or img2img)."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        *,
+        routing: Routing | None = None,
+        max_loras: int = DEFAULT_MAX_LORAS,
+        checkpoints: Mapping[str, str] | None = None,
+    ) -> None:
+        self.stores = stores
+        self.routing = routing or Routing()  # Config.routing(): queues and timeouts
+        self.max_loras = max_loras  # Config.max_loras_per_prompt
+        self.checkpoints = check_families(checkpoints or {})  # Config.checkpoints
+
+    def plan_make_image(self, inp: PrepareInput) -> JobPlan:
+        """The checks and decisions of prepare, raising UserInputError on bad input.
+
+        The jobs client calls this too, before starting a workflow, so bad input is refused
+        at once and nothing is written.
+        """
+        req = inp.request
+        user = self.stores.users.get(req.user)
+        prompt, loras = self._loras(user.id, clean_prompt(req.prompt))
+        limits = limits_for(user.points, self.stores.rules.limits)
+        saved, clamps = clamp_to_limits(user.settings, limits)
+        group = bool(req.reply and req.reply.group_chat)
+        settings = apply_updates(
+            saved, req.overrides, limits, rules=self.stores.rules, group_chat=group
+        )
+        if group and settings.batch > 1:
+            settings = settings.model_copy(update={"batch": 1})
+        name = req.template or settings.template
+        if req.source_image_id and name == "make":
+            name = "img2img"
+        template = self.stores.templates.get(name)
+        if template.kind not in ("txt2img", "img2img"):
+            raise UnknownTemplate(name, [n for n in self.stores.templates.names()])
+        uploads: dict[str, str] = {}
+        if template.kind == "img2img":
+            uploads = self._img2img_source(template, req.source_image_id, user.id)
+        base_seed = settings.seed if settings.seed >= 0 else secrets.randbelow(SEED_SPACE)
+        seeds = [(base_seed + i) % SEED_SPACE for i in range(settings.batch)]
+        values: dict[str, Any] = {k: getattr(settings, k) for k in GRAPH_SETTINGS}
+        values["prompt"] = prompt
+        values["negative"] = strip_controls(settings.negative)  # also values saved before
+        values["batch"] = 1
+        values["strength"] = settings.strength
+        family: str | None = None  # None: the template's default checkpoint
+        if settings.checkpoint and "checkpoint" in template.inputs:
+            family = check_checkpoint(settings.checkpoint, template, self.checkpoint_inventory())
+            installed = self.stores.inventory.checkpoints()
+            if installed is not None and settings.checkpoint not in installed:
+                raise UserInputError(
+                    f"checkpoint {settings.checkpoint!r} is not installed on any GPU server now; "
+                    "pick another with /set checkpoint or ask the operator"
+                )
+            values["checkpoint"] = settings.checkpoint
+        works = [
+            ComfyWork(
+                graph=add_lora_loaders(
+                    template.inject(_only_known(template, {**values, "seed": seed})), loras
+                ),
+                loras=loras,
+                uploads=uploads,
+                seed=seed,
+                owner_id=user.id if uploads else "",
+            )
+            for seed in seeds
+        ]
+        price = quote_image(
+            settings.width,
+            settings.height,
+            settings.steps,
+            settings.batch,
+            base=image_base(template, family, self.stores.rules.prices),
+            rules=self.stores.rules.prices,
+        )
+        summary = f"{template.name} {settings.width}x{settings.height} ×{settings.batch}: {prompt}"
+        used = settings.model_dump()
+        used.update(template=template.name)
+        if loras:
+            used["loras"] = [f"{lora.name}:{lora.weight:g}" for lora in loras]
+        return JobPlan(
+            user_id=user.id,
+            kind="make",
+            price=price,
+            units=settings.batch,
+            balance=user.points,
+            summary=summary[:300],
+            clamps=[str(c) for c in clamps],
+            settings=used,
+            template=template.name,
+            prompt=prompt,
+            seeds=seeds,
+            comfy=works,
+            route=self.routing.route(inp.request.platform),
+        )
+
+    def _loras(self, user_id: str, prompt: str) -> tuple[str, list[LoraFile]]:
+        """Trained LoRAs the prompt uses (each adds a LoraLoader to the graph): the user's own
+        and added models by trigger word or `<lora:NAME:WEIGHT>` tag (removed from the text),
+        other users' public models by tag only; at most `max_loras`."""
+        mine = self.stores.models.usable(user_id)
+        names = lora_tag_names(prompt)[: self.max_loras + 1]  # more is refused anyway
+        public = self.stores.models.public_named(names, exclude_owner=user_id) if names else []
+        return loras_for_prompt(prompt, mine, public, max_loras=self.max_loras)
+
+    def checkpoint_inventory(self) -> dict[str, str]:
+        """Every checkpoint known (file -> family): the loaded templates' defaults and the
+        configured ones (domain/checkpoints.py says why not the server's own list)."""
+        templates = [self.stores.templates.get(n) for n in self.stores.templates.names()]
+        return checkpoint_inventory(templates, self.checkpoints)
+
+    def checkpoint_choices(self, template_name: str) -> list[str]:
+        """The checkpoints template `template_name` may use (its family's only)."""
+        template = self.stores.templates.get(template_name)
+        return choices_for(template.family, self.checkpoint_inventory())
+
+    def _img2img_source(
+        self, template: Template, blob_id: str | None, owner_id: str
+    ) -> dict[str, str]:
+        if not blob_id:
+            raise UserInputError(f"template {template.name!r} needs a source image")
+        ref = template.inputs.get("image")
+        if ref is None:
+            raise TemplateGraphError(f"template {template.name!r} has no input_image node")
+        try:
+            data = self.stores.blobs.get_owned(blob_id, owner_id)  # another's reads as missing
+        except (BlobNotFound, ValueError):
+            raise UserInputError(f"source image {blob_id!r} not found") from None
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            raise UserInputError("the source is not an image Pillow can read") from None
+        return {ref.node: blob_id}
+
+
+class MediaPlanner:
+    """Prepare's checks and decisions for upscale, rmbg, resize and convert."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        *,
+        routing: Routing | None = None,
+        upscale_models: Mapping[int, str] | None = None,
+    ) -> None:
+        self.stores = stores
+        self.routing = routing or Routing()  # Config.routing(): queues and timeouts
+        self.upscale_models = dict(upscale_models or DEFAULT_UPSCALE_MODELS)
+
+    def plan_media_job(self, inp: MediaPrepareInput) -> JobPlan:
+        """The checks and decisions of prepare, raising UserInputError on bad input.
+
+        The jobs client calls this before starting a workflow, so a bad request is refused at
+        once and nothing is charged or started.
+        """
+        req = inp.request
+        user = self.stores.users.get(req.user)
+        source = self._load_source(req.source_image_id, user.id)
+        settings: dict[str, Any] = {
+            "source_width": source.width,
+            "source_height": source.height,
+        }
+        plan = JobPlan(
+            user_id=user.id,
+            kind=req.kind,
+            price=0,
+            units=1,
+            balance=user.points,
+            route=self.routing.route(req.platform),
+        )
+        output_pixels = 0
+        if req.kind in COMFY_TEMPLATES:
+            work, params, summary = self._comfy_work(req, source, user.id)
+            template = COMFY_TEMPLATES[req.kind]
+            plan = plan.model_copy(update={"comfy": [work], "template": template})
+            if req.kind == "upscale":
+                in_w, in_h = params.get("input_size", [source.width, source.height])
+                output_pixels = in_w * params["scale"] * in_h * params["scale"]
+        else:
+            params, summary = _pillow_params(req, source)
+            work_m = MediaWork(op=req.kind, source_id=req.source_image_id, params=params)
+            plan = plan.model_copy(update={"media": [work_m]})
+        price = quote_media(req.kind, self.stores.rules.prices, output_pixels=output_pixels)
+        plan = plan.model_copy(update={"price": price})
+        settings["params"] = params
+        return plan.model_copy(update={"settings": settings, "summary": summary.strip()[:300]})
+
+    # ---- pieces ----------------------------------------------------------------------------
+
+    def _load_source(self, blob_id: str, owner_id: str) -> LoadedImage:
+        """The source must be the user's own and pass the safety checks every entry point uses.
+
+        Another user's image reads exactly as a missing one (one owner-checked query, the same
+        message), so ids cannot be probed.
+        """
+        try:
+            data = self.stores.blobs.get_owned(blob_id, owner_id)
+        except (BlobNotFound, ValueError):
+            raise UserInputError(f"source image {blob_id!r} not found") from None
+        return load_image(data)
+
+    def _comfy_work(
+        self, req: MediaRequest, source: LoadedImage, owner_id: str
+    ) -> tuple[ComfyWork, dict[str, Any], str]:
+        template = self.stores.templates.get(COMFY_TEMPLATES[req.kind])
+        if template.kind != req.kind:
+            raise TemplateGraphError(
+                f"template {template.name!r} is a {template.kind} graph, not {req.kind}"
+            )
+        image_ref = template.inputs.get("image")
+        if image_ref is None:
+            raise TemplateGraphError(f"template {template.name!r} has no input_image node")
+        values: dict[str, Any] = {}
+        prescale: tuple[int, int] | None = None
+        if req.kind == "upscale":
+            scale = self._scale(req.params)
+            in_w, in_h = upscale_input_size(source.width, source.height, scale)
+            width, height = in_w * scale, in_h * scale
+            if "model" not in template.inputs:
+                raise TemplateGraphError(f"template {template.name!r} has no input_model node")
+            values["model"] = self.upscale_models[scale]
+            params: dict[str, Any] = {"scale": scale}
+            summary = f"upscale {scale}x {source.width}x{source.height} -> {width}x{height}"
+            if (in_w, in_h) != (source.width, source.height):
+                # Too large for the caps at this scale: reduced first, and the user told so.
+                prescale = (in_w, in_h)
+                params["input_size"] = [in_w, in_h]
+                summary += (
+                    f" (reduced to {in_w}x{in_h} first: results are at most "
+                    f"{UPSCALE_MAX_SIDE} px a side and {UPSCALE_MAX_PIXELS // 1_000_000} MP)"
+                )
+        else:
+            extra = sorted(set(req.params))
+            if extra:
+                raise UserInputError(f"rmbg takes no parameters (got: {', '.join(extra)})")
+            params = {}
+            summary = f"rmbg {source.width}x{source.height}"
+        graph = template.inject(values)
+        if prescale is not None:
+            graph = _scale_input_first(graph, image_ref.node, prescale)
+        work = ComfyWork(
+            graph=graph, uploads={image_ref.node: req.source_image_id}, owner_id=owner_id
+        )
+        return work, params, summary
+
+    def _scale(self, params: Mapping[str, Any]) -> int:
+        extra = sorted(set(params) - {"scale"})
+        if extra:
+            raise UserInputError(f"upscale takes only scale (got: {', '.join(extra)})")
+        raw = params.get("scale", 4)
+        allowed = " or ".join(str(c) for c in sorted(self.upscale_models))
+        scale = raw
+        if isinstance(raw, str) and raw.strip().isdigit():
+            scale = int(raw)
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, int)
+            or scale not in self.upscale_models
+        ):
+            raise UserInputError(f"scale: must be {allowed}, got {raw!r}")
+        return scale
+
+
+def _only_known(template: Template, values: dict[str, Any]) -> dict[str, Any]:
+    """Inject only what this template declares (a Flux graph may have no negative prompt)."""
+    return {k: v for k, v in values.items() if k in template.inputs}
+
+
+def plan_or_refusal(
+    stores: Stores, identity: str, kind: str, workflow_id: str, plan: Callable[[], JobPlan]
+) -> JobPlan:
+    """What every prepare activity returns: the plan, or bad input as a refused plan (the
+    workflow ends `refused` with the message, nothing charged) rather than a failed activity."""
+    try:
+        return plan()
+    except UserInputError as err:
+        log.info("%s %s refused: %s", kind, workflow_id, err.message)
+        try:
+            found = stores.users.find(identity)
+        except StationError:
+            found = None
+        return JobPlan(
+            user_id=found.id if found else "",
+            kind=kind,
+            price=0,
+            refused=err.message,
+            refused_code=err.code,
+        )
+
+
+def _scale_input_first(
+    graph: dict[str, Any], image_node: str, size: tuple[int, int]
+) -> dict[str, Any]:
+    """The graph with an `ImageScale` (Lanczos) between the loaded image and every node that
+    read it, so the model gets the reduced source."""
+    ids = [int(k) for k in graph if k.isdigit()]
+    node_id = str(max(ids, default=0) + 1)
+    out = {k: dict(v, inputs=dict(v.get("inputs", {}))) for k, v in graph.items()}
+    for node in out.values():
+        for name, value in node["inputs"].items():
+            if value == [image_node, 0]:
+                node["inputs"][name] = [node_id, 0]
+    out[node_id] = {
+        "class_type": "ImageScale",
+        "inputs": {
+            "image": [image_node, 0],
+            "upscale_method": "lanczos",
+            "width": size[0],
+            "height": size[1],
+            "crop": "disabled",
+        },
+        "_meta": {"title": "reduce to fit the upscale cap"},
+    }
+    return out
+
+
+def _pillow_params(req: MediaRequest, source: LoadedImage) -> tuple[dict[str, Any], str]:
+    """Validated parameters of a resize or convert, checked against the source's size too
+    (a fit by one side may not push the other past 4096 px; WebP has its own cap)."""
+    w, h = source.width, source.height
+    if req.kind == "resize":
+        params = validate_resize_params(dict(req.params))
+        tw, th = resize_target(
+            w, h, width=params["width"], height=params["height"], mode=params["mode"]
+        )
+        return params, f"resize {params['mode']} {w}x{h} -> {tw}x{th}"
+    params = validate_convert_params(dict(req.params))
+    check_output_size(w, h, params)
+    return params, f"convert {w}x{h} to {params['format']}"

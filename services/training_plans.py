@@ -1,0 +1,134 @@
+"""LoRA training and its datasets: the planning part, shared by the activities and the client.
+
+`TrainingPlanner` runs prepare's checks and decisions of a training run (price, chunks, the
+captions to generate first) and of captioning a dataset. The prepare activities
+(activities/training.py) are thin wrappers over it, and the jobs client runs the same checks
+before it starts a workflow, so bad input is refused at once with nothing written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.errors import StationError, UserInputError
+from domain.jobs import ComfyWork, JobPlan
+from domain.queues import Routing
+from domain.training import (
+    CAPTION_PRICE_PER_IMAGE,
+    FAMILY_CHECKPOINTS,
+    TRAINING_RESOLUTION,
+    CaptionPlan,
+    CaptionPrepareInput,
+    TrainImage,
+    TrainPrepareInput,
+    TrainSpec,
+    check_image_count,
+    check_name,
+    check_params,
+    check_trigger_clash,
+    check_trigger_word,
+    dataset_hash,
+    quote,
+    quote_captions,
+)
+from store.db import Stores
+
+
+class TrainingPlanner:
+    """Plans of training runs and of dataset captioning; dependencies through the constructor."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        *,
+        routing: Routing | None = None,
+        chunk_steps: int = 250,
+    ) -> None:
+        self.stores = stores
+        self.routing = routing or Routing()  # Config.routing(): queues and timeouts
+        self.chunk_steps = chunk_steps
+
+    def plan_train_lora(self, inp: TrainPrepareInput) -> JobPlan:
+        """Every check before the charge; the jobs client runs it too, before starting."""
+        req = inp.request
+        user = self.stores.users.get(req.user)
+        params = check_params(req.params)
+        ds = self.stores.datasets.get(user.id, req.dataset)
+        check_image_count(len(ds.images))
+        if not ds.trigger_word:
+            raise UserInputError(
+                f"dataset {ds.name!r} has no trigger word yet (dataset trigger {ds.name} WORD)"
+            )
+        trigger = check_trigger_word(ds.trigger_word)
+        check_trigger_clash(trigger, self.stores.models.owned(user.id))
+        name = check_name(req.model_name or ds.name, "model")
+        name = self.stores.models.free_name(user.id, name)
+        images = [TrainImage(image_id=im.image_id, caption=im.caption) for im in ds.images]
+        resolution = TRAINING_RESOLUTION[params.family]
+        caption_work: list[dict[str, Any]] = []
+        missing = [im for im in images if not im.caption.strip()]
+        if missing:
+            template = self.stores.templates.get("caption")
+            ref = template.inputs["image"]
+            for im in missing:
+                work = ComfyWork(graph=template.inject({}), uploads={ref.node: im.image_id})
+                caption_work.append({"image_id": im.image_id, "work": work.model_dump()})
+        spec = TrainSpec(
+            dataset_id=ds.id,
+            dataset_name=ds.name,
+            dataset_hash=dataset_hash(images, trigger, params, resolution),
+            owner=user.id,
+            trigger_word=trigger,
+            model_name=name,
+            params=params,
+            resolution=resolution,
+            checkpoint=FAMILY_CHECKPOINTS[params.family],
+            images=images,
+            chunk_steps=self.chunk_steps,
+            caption_work=caption_work,
+        )
+        price = quote(len(images), params.steps, self.stores.rules.prices)
+        return JobPlan(
+            user_id=user.id,
+            kind="train",
+            price=price,
+            units=1,
+            balance=user.points,
+            summary=f"LoRA {name} ({params.family}, {params.steps} steps, {len(images)} images)",
+            settings={
+                "training": spec.model_dump(mode="json"),
+                "params": params.model_dump(mode="json"),
+                "dataset": ds.name,
+            },
+            template="train-lora",
+            route=self.routing.route(req.platform),
+        )
+
+    def plan_captions(self, inp: CaptionPrepareInput) -> CaptionPlan:
+        """What captioning the images without a caption costs and runs (or why not)."""
+        try:
+            user = self.stores.users.get(inp.request.user)
+            ds = self.stores.datasets.get(user.id, inp.request.dataset)
+        except StationError as err:
+            return CaptionPlan(refused=err.message)
+        template = self.stores.templates.get("caption")
+        ref = template.inputs["image"]
+        work = {
+            im.image_id: ComfyWork(
+                graph=template.inject({}), uploads={ref.node: im.image_id}
+            ).model_dump()
+            for im in ds.uncaptioned()
+        }
+        return CaptionPlan(
+            owner=user.id,
+            dataset_id=ds.id,
+            dataset_name=ds.name,
+            trigger_word=ds.trigger_word,
+            work=work,
+            comfy_queue=self.routing.queues.comfy,
+            render_timeout=self.routing.render_timeout,
+            heartbeat_timeout=self.routing.heartbeat_timeout,
+            per_image=CAPTION_PRICE_PER_IMAGE,
+            price=quote_captions(len(work)),
+            balance=user.points,
+        )
