@@ -112,6 +112,7 @@ class PaidJobWorkflow:
         self._charged = False
         self._top_down = True
         self._indexed_state: JobState | None = None  # the JobState search attribute's value
+        self._platform = ""
         self._slot = HeldSlot()
         self._units = 1
         self._plan_user_id = ""
@@ -215,6 +216,7 @@ class PaidJobWorkflow:
         if not self._top_down:
             return await self._run_job_before_top_down(platform, reply, prepare_input)
         self._indexed_state = self._start_state()
+        self._platform = platform
         self._set_state(JobState.STARTING)
         plan: JobPlan | None = None
         try:
@@ -626,13 +628,16 @@ class PaidJobWorkflow:
     def _set_state(self, state: JobState) -> None:
         """Show `state` in the query, the UI's details and the `JobState` search attribute.
 
-        Runs with `saga-top-down` write the attribute only when its value changes and never
-        as `charging` (over within one ledger round trip): each write is a history event.
+        Runs with `saga-top-down` write the attribute only when its value changes, and not
+        for a state over before anyone could search for it (`charging`, one ledger round trip;
+        `delivering` on a pull platform, which ends done in the same workflow task): each
+        write is a history event.
         """
         self._status.state = state
-        index = not self._top_down or (
-            state is not self._indexed_state and state is not JobState.CHARGING
+        passing = state is JobState.CHARGING or (
+            state is JobState.DELIVERING and self._platform not in PUSH_PLATFORMS
         )
+        index = not self._top_down or (state is not self._indexed_state and not passing)
         if index:
             self._indexed_state = state
             workflow.upsert_search_attributes([JOB_STATE.value_set(state.value)])
