@@ -495,6 +495,8 @@ class PaidJobWorkflow:
                 index=index,
                 work=work,
                 timeout_seconds=self._render_timeout.total_seconds(),
+                # stored by the render's own activity: one round trip per image, not two
+                store_for=self._user_id if self._top_down else None,
             ),
             result_type=ComfyRunResult,
             task_queue=self._comfy_queue,
@@ -506,6 +508,9 @@ class PaidJobWorkflow:
         if not run.files:
             raise JobFailed("ComfyUI finished without producing an image")
         self._progress[index] = Progress(index=index, state=JobState.RUNNING, percent=100.0)
+        if run.stored is not None:
+            return run.stored
+        # Older runs, and a comfy worker of an earlier release that ignored `store_for`.
         stored: list[StoredOutput] = await workflow.execute_activity(
             ActivityNames.STORE_COMFY_OUTPUTS,
             StoreOutputsInput(

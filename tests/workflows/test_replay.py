@@ -7,6 +7,8 @@ ledger keys per workflow id, the slot held through a delivery of up to 7 days;
 `before-failed-status/`: a failed job completed with its failed status instead of failing;
 `before-saga-top-down/`: the saga recorded, freed and delivered in a `finally` and asked every
 patch), which must keep replaying through their `workflow.patched` branches (docs/patches.md).
+`old-comfy-worker/` holds jobs whose comfy worker, of an earlier release, ignored `store_for`
+(the job stored the outputs with `store_comfy_outputs`, as during a rolling deploy).
 Every subfolder is replayed.
 """
 

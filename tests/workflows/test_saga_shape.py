@@ -111,3 +111,49 @@ async def test_a_batch_asks_one_patch_and_indexes_each_state_once(temporal_dev_e
         in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
     ]
     assert states == [b'"queued"', b'"done"']
+
+
+async def _make(env: Any, fakes: FakeActivities) -> tuple[Any, list[str]]:
+    async with Worker(
+        env.client, task_queue=fakes.queue, workflows=[MakeImageWorkflow], activities=fakes.all()
+    ):
+        handle = await env.client.start_workflow(
+            MakeImageWorkflow.run,
+            MakeImageRequest(user="cli:someone", platform="cli", prompt="a red fox in snow"),
+            id=f"make-test-{uuid.uuid4().hex[:8]}",
+            task_queue=fakes.queue,
+        )
+        status = await handle.result()
+        history = await handle.fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    return status, scheduled
+
+
+async def test_each_image_is_stored_by_its_render_one_round_trip_per_image(
+    temporal_dev_env,
+) -> None:
+    fakes = new_fakes(FakeActivities, temporal_dev_env.client, units=3, price=3)
+    status, scheduled = await _make(temporal_dev_env, fakes)
+    assert status.state is JobState.DONE
+    assert [o.blob_id for o in status.outputs] == [f"blob-{i}-o{i}.png" for i in range(3)]
+    assert scheduled.count(ActivityNames.RUN_COMFY_PROMPT) == 3
+    assert ActivityNames.STORE_COMFY_OUTPUTS not in scheduled
+    assert fakes.stored_by_activity == []
+
+
+async def test_a_comfy_worker_of_an_earlier_release_still_gets_its_outputs_stored(
+    temporal_dev_env,
+) -> None:
+    """During a rolling deploy an older comfy worker ignores `store_for`: the job stores the
+    outputs with `store_comfy_outputs` on `comfy-io`, as before."""
+    fakes = new_fakes(FakeActivities, temporal_dev_env.client, units=2, price=2)
+    fakes.store_in_render = False
+    status, scheduled = await _make(temporal_dev_env, fakes)
+    assert status.state is JobState.DONE
+    assert [o.blob_id for o in status.outputs] == ["blob-0-o0.png", "blob-1-o1.png"]
+    assert scheduled.count(ActivityNames.STORE_COMFY_OUTPUTS) == 2
+    assert sorted(fakes.stored_by_activity) == [0, 1]
