@@ -5,8 +5,13 @@ The short MongoDB steps without consequences for the path taken (prepare reads, 
 release upsert) are local activities: they run inside the workflow worker's task, which saves a
 round trip through the server per step (see docs/performance.md). Charge and refund are regular
 activities: a local activity's side effect can outlive a workflow task that fails and is then
-replayed down another path (see `_ledger_step`). The GPU, storage, media and delivery steps
-are ordinary activities on their own queues.
+replayed down another path (see `_ledger_step`). The GPU, media and delivery steps are ordinary
+activities on their own queues; a render stores its own outputs into GridFS (`store_for`), one
+round trip per image.
+
+`run_job` compensates only when the workflow exits (`is_workflow_exit_exception`), then records,
+frees the slot (`workflows/slots.py`) and delivers, in that order, outside any `finally`. Patches
+and their retirement: docs/patches.md.
 
 How a job ends, in Temporal's words: done, refused and a user's cancel (the `cancel` update,
 whose answer carries the refund) complete with the final JobStatus as the result; an

@@ -287,8 +287,7 @@ class CaptionDatasetWorkflow:
     @workflow.run
     async def run(self, request: CaptionRequest) -> CaptionOutcome:
         wid = workflow.info().workflow_id
-        # Asked before the first local activity (see job_saga.py on asking patches late).
-        # Retire once no caption run from before it can still be running (they take minutes).
+        # Asked before the first local activity; retirement: docs/patches.md.
         paid = workflow.patched("caption-charged")
         plan = await workflow.execute_local_activity(
             ActivityNames.PREPARE_CAPTIONS,
