@@ -20,10 +20,18 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from domain.jobs import ActivityNames, JobPlan, JobState, MakeImageRequest, PrepareInput
-from tests.workflows.fakes import FakeActivities
+from domain.jobs import (
+    ActivityNames,
+    JobPlan,
+    JobState,
+    MakeImageRequest,
+    PrepareInput,
+    ReplyTarget,
+)
+from tests.workflows.fakes import FakeActivities, failed_result
 from workflows.make_image import MakeImageWorkflow
 
 JOB_STATE = SearchAttributeKey.for_keyword("JobState")
@@ -37,6 +45,14 @@ class BuggyPlanActivities(FakeActivities):
         plan = await super().prepare_make_image(inp)
         plan.settings["render_timeout"] = "soon"  # float("soon") raises in workflow code
         return plan
+
+
+class PrepareFailsForGood(FakeActivities):
+    """Prepare fails with an error no retry fixes (not a refusal it could phrase)."""
+
+    @activity.defn(name=ActivityNames.PREPARE_MAKE_IMAGE)
+    async def prepare_make_image(self, inp: PrepareInput) -> JobPlan:
+        raise ApplicationError("the template file is corrupt", type="invalid_template")
 
 
 def new_fakes(cls: type[FakeActivities], client: Client, **kw: Any) -> FakeActivities:
@@ -157,3 +173,37 @@ async def test_a_comfy_worker_of_an_earlier_release_still_gets_its_outputs_store
     assert [o.blob_id for o in status.outputs] == ["blob-0-o0.png", "blob-1-o1.png"]
     assert scheduled.count(ActivityNames.STORE_COMFY_OUTPUTS) == 2
     assert sorted(fakes.stored_by_activity) == [0, 1]
+
+
+async def test_a_job_whose_prepare_fails_for_good_ends_failed_recorded_and_told(
+    temporal_dev_env,
+) -> None:
+    """A workflow-exit exception (here the prepare activity's failure) is compensated: the job
+    is recorded and delivered as failed, and fails with `JobFailed` carrying that status."""
+    env = temporal_dev_env
+    fakes = new_fakes(PrepareFailsForGood, env.client)
+    async with (
+        Worker(
+            env.client,
+            task_queue=fakes.queue,
+            workflows=[MakeImageWorkflow],
+            activities=fakes.all(),
+        ),
+        Worker(env.client, task_queue="deliver-telegram", activities=[fakes.deliver_result]),
+    ):
+        handle = await env.client.start_workflow(
+            MakeImageWorkflow.run,
+            MakeImageRequest(
+                user="telegram:5472638766",
+                platform="telegram",
+                prompt="a red fox in snow",
+                reply=ReplyTarget(chat_id="5472638766", message_id=7),
+            ),
+            id=f"make-test-{uuid.uuid4().hex[:8]}",
+            task_queue=fakes.queue,
+        )
+        status = await failed_result(handle)
+    assert status.reason == "the template file is corrupt"
+    assert [r.status.state for r in fakes.records] == [JobState.FAILED]
+    assert [d.status.state for d in fakes.delivered] == [JobState.FAILED]
+    assert fakes.book.calls == [], "nothing was charged, so nothing is refunded"
