@@ -213,7 +213,10 @@ class ComfyActivities:
                     user_id=inp.store_for,
                     files=run.files,
                     seed=inp.work.seed,
-                )
+                ),
+                # The copy's heartbeats keep the attempt's details: a retry finds its prompt
+                # there, and `status()` keeps showing the image as made.
+                beat=beat.get("attempt"),
             )
         return run
 
@@ -279,7 +282,7 @@ class ComfyActivities:
         """Copy each output into GridFS once (keyed by workflow, unit and file name)."""
         return await self._store(inp)
 
-    async def _store(self, inp: StoreOutputsInput) -> list[StoredOutput]:
+    async def _store(self, inp: StoreOutputsInput, beat: Any | None = None) -> list[StoredOutput]:
         stored: list[StoredOutput] = []
         for ref in inp.files:
             comfy, temporary = self._client_for(ref.server_url)
@@ -324,7 +327,7 @@ class ComfyActivities:
                     content_type=content_type,
                 )
             )
-            activity.heartbeat()
+            activity.heartbeat(*([beat] if beat is not None else []))
         return stored
 
 
