@@ -1,9 +1,11 @@
-"""Activities that talk to ComfyUI: run one prompt (queue `comfy`), fetch its outputs
-(queue `comfy-io`).
+"""Activities that talk to ComfyUI: run one prompt (queue `comfy`) and store its outputs into
+GridFS, in the same activity for jobs that ask (`ComfyRunInput.store_for`) or in a separate one
+(queue `comfy-io`) for older jobs and captioning.
 
 One `comfy` worker serves one ComfyUI server with as many slots as the server runs prompts at
-once. Fetching outputs into GridFS is a separate activity on another queue so the GPU slot is
-free again the moment ComfyUI finishes executing.
+once. Storing in the render's own activity holds its slot for the copy (tens of ms from the
+server beside it) but saves a Temporal round trip per image: an activity's three history events
+and the workflow task that schedules it (issue 17 item 3; docs/performance.md).
 
 Crash safety: prompt ids are derived from (workflow id, unit, attempt), and the heartbeat
 records which server and prompt an attempt submitted. A retry first re-attaches to the earlier
@@ -200,7 +202,23 @@ class ComfyActivities:
         finally:
             ticker.cancel()
         metrics.render_finished(self.server_url, result.execution_seconds)
-        return _run_result(self.server_url, result)
+        run = _run_result(self.server_url, result)
+        if inp.store_for is not None and run.files:
+            # A failure here retries the activity, which re-attaches to the finished prompt
+            # (no second render) and stores again under the same keys (no second blob).
+            run.stored = await self._store(
+                StoreOutputsInput(
+                    workflow_id=inp.workflow_id,
+                    index=inp.index,
+                    user_id=inp.store_for,
+                    files=run.files,
+                    seed=inp.work.seed,
+                ),
+                # The copy's heartbeats keep the attempt's details: a retry finds its prompt
+                # there, and `status()` keeps showing the image as made.
+                beat=beat.get("attempt"),
+            )
+        return run
 
     async def _reattach(
         self,
@@ -262,6 +280,9 @@ class ComfyActivities:
     @activity.defn(name=ActivityNames.STORE_COMFY_OUTPUTS)
     async def store_comfy_outputs(self, inp: StoreOutputsInput) -> list[StoredOutput]:
         """Copy each output into GridFS once (keyed by workflow, unit and file name)."""
+        return await self._store(inp)
+
+    async def _store(self, inp: StoreOutputsInput, beat: Any | None = None) -> list[StoredOutput]:
         stored: list[StoredOutput] = []
         for ref in inp.files:
             comfy, temporary = self._client_for(ref.server_url)
@@ -306,7 +327,7 @@ class ComfyActivities:
                     content_type=content_type,
                 )
             )
-            activity.heartbeat()
+            activity.heartbeat(*([beat] if beat is not None else []))
         return stored
 
 

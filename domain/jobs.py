@@ -231,6 +231,10 @@ class ComfyRunInput(BaseModel):
     index: int = 0
     work: ComfyWork
     timeout_seconds: float = 900.0
+    # Store the outputs into GridFS in the same activity, for this user (jobs with patch
+    # `saga-top-down`: one round trip per image instead of two). None: return the files'
+    # places only (older jobs, captioning), for `store_comfy_outputs` on `comfy-io`.
+    store_for: str | None = None
 
 
 class OutputRef(BaseModel):
@@ -249,6 +253,9 @@ class ComfyRunResult(BaseModel):
     files: list[OutputRef] = Field(default_factory=list)
     texts: dict[str, list[str]] = Field(default_factory=dict)
     gpu_seconds: float = 0.0
+    # The outputs, already in GridFS, when the input asked (`store_for`); None from a comfy
+    # worker of an earlier release, which ignores the field: the job then stores them itself.
+    stored: list[StoredOutput] | None = None
 
 
 class StoreOutputsInput(BaseModel):

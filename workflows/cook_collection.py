@@ -57,11 +57,12 @@ with workflow.unsafe.imports_passed_through():
         RecordPieceInput,
         RecordPieceResult,
     )
-    from domain.jobs import ActivityNames, JobState, JobStatus, MakeImageRequest, SlotInput
+    from domain.jobs import JobState, JobStatus, MakeImageRequest
     from domain.search_attributes import JOB_KIND, JOB_STATE, PARENT_JOB, PLATFORM, USER_ID
     from workflows import policies
     from workflows.job_saga import status_from_failure
     from workflows.make_image import MakeImageWorkflow
+    from workflows.slots import HeldSlot
 
 
 POINTS = "insufficient_points"
@@ -71,7 +72,7 @@ POINTS = "insufficient_points"
 class CookCollectionWorkflow:
     def __init__(self) -> None:
         self._regular_activities = True
-        self._holds_slot = True
+        self._slot = HeldSlot()
         self._inp = CookInput(collection_id="", user="")
         self._c = CookCursor()
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -164,11 +165,10 @@ class CookCollectionWorkflow:
     async def run(self, inp: CookInput) -> CookProgress:
         self._inp = inp
         self._c = inp.cursor or CookCursor()
-        # Asked first, before any local activity (see job_saga.py on asking patches late).
+        # Patches: why, and when each is deprecated and removed, in docs/patches.md.
         self._regular_activities = workflow.patched("cook-regular-activities")
-        # Cooks from before this patch took no slot and give none back (histories kept in
-        # tests/workflows/histories/before-cook-slot). Retire once no such cook runs.
-        self._holds_slot = workflow.patched("cook-holds-a-slot")
+        if workflow.patched("cook-holds-a-slot") and inp.user_id:
+            self._slot.hold(inp.user_id, local=False)
         self._set_state(force=True)
         try:
             await self._loop()
@@ -222,14 +222,7 @@ class CookCollectionWorkflow:
     async def _free_slot(self) -> None:
         """Give back the running-job slot the cook held (before the final state is shown, so
         whoever sees the cook ended can start the next job)."""
-        if not self._holds_slot or not self._inp.user_id:
-            return
-        await workflow.execute_activity(
-            ActivityNames.RELEASE_JOB_SLOT,
-            SlotInput(user_id=self._inp.user_id, workflow_id=workflow.info().workflow_id),
-            start_to_close_timeout=policies.LEDGER_TIMEOUT,
-            retry_policy=policies.LEDGER_RETRY,
-        )
+        await self._slot.release()
 
     async def _until_woken(self) -> None:
         """Wait for a piece to end or an update to arrive."""

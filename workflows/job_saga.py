@@ -5,8 +5,13 @@ The short MongoDB steps without consequences for the path taken (prepare reads, 
 release upsert) are local activities: they run inside the workflow worker's task, which saves a
 round trip through the server per step (see docs/performance.md). Charge and refund are regular
 activities: a local activity's side effect can outlive a workflow task that fails and is then
-replayed down another path (see `_ledger_step`). The GPU, storage, media and delivery steps
-are ordinary activities on their own queues.
+replayed down another path (see `_ledger_step`). The GPU, media and delivery steps are ordinary
+activities on their own queues; a render stores its own outputs into GridFS (`store_for`), one
+round trip per image.
+
+`run_job` compensates only when the workflow exits (`is_workflow_exit_exception`), then records,
+frees the slot (`workflows/slots.py`) and delivers, in that order, outside any `finally`. Patches
+and their retirement: docs/patches.md.
 
 How a job ends, in Temporal's words: done, refused and a user's cancel (the `cancel` update,
 whose answer carries the refund) complete with the final JobStatus as the result; an
@@ -28,7 +33,13 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    TimeoutError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from domain.jobs import (
@@ -52,7 +63,6 @@ with workflow.unsafe.imports_passed_through():
         RefundInput,
         RefundResult,
         ReplyTarget,
-        SlotInput,
         StoredOutput,
         StoreOutputsInput,
     )
@@ -60,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.queues import JobRoute, plan_route
     from domain.search_attributes import JOB_STATE
     from workflows import policies
+    from workflows.slots import HeldSlot
 
 
 # The `ApplicationError.type` a failed job's workflow fails with (after its refund, record,
@@ -101,6 +112,11 @@ class PaidJobWorkflow:
         self._bounded_delivery = True
         self._failed_jobs_fail = True
         self._charge_started = False
+        self._charged = False
+        self._top_down = True
+        self._indexed_state: JobState | None = None  # the JobState search attribute's value
+        self._platform = ""
+        self._slot = HeldSlot()
         self._units = 1
         self._plan_user_id = ""
 
@@ -184,29 +200,100 @@ class PaidJobWorkflow:
         prepare_input: Any,
         kind: str | None = None,
     ) -> JobStatus:
-        info = workflow.info()
-        wid = info.workflow_id
+        """Prepare; charge; try to produce; compensate only when the workflow exits; then
+        record, free the slot, deliver (the money-transfer saga's shape, laid out as
+        samples-python message_passing/waiting_for_handlers_and_compensation/workflows.py).
+
+        Not in a `finally`: an exception that fails the workflow *task* (a bug, a
+        nondeterminism) is retried by the server on the same history, so it must not record
+        the job, free its slot or tell the user anything; it re-raises untouched and the job
+        shows as stuck in the UI, holding its slot, until fixed or reset.
+        """
+        wid = workflow.info().workflow_id
         self._units = 1
         self._kind = kind or self.kind
         self._status = JobStatus(workflow_id=wid, kind=self._kind, user=user)
+        # Asked first, before any command (docs/patches.md). It implies every earlier saga
+        # patch, which new runs therefore no longer ask (each ask wrote two events).
+        self._top_down = workflow.patched("saga-top-down")
+        if not self._top_down:
+            return await self._run_job_before_top_down(platform, reply, prepare_input)
+        self._indexed_state = self._start_state()
+        self._platform = platform
+        self._set_state(JobState.STARTING)
+        plan: JobPlan | None = None
+        try:
+            plan = await self._prepare(prepare_input)
+            if not self._refused_or_cancelled_before_charge(plan):
+                await self._charge_and_produce(plan, wid)
+        except BaseException as err:
+            if not is_workflow_exit_exception(err):
+                raise  # a workflow-task failure: retried on the same history, nothing written
+            await self._compensate(plan, err)
+            await self._after(plan, platform, reply)
+            if isinstance(err, asyncio.CancelledError):
+                raise  # an operator's cancel ends the workflow canceled
+            raise job_failed_error(self._status) from err
+        await self._after(plan, platform, reply)
+        if self._status.state is JobState.FAILED:
+            # Everything a failed job owes (refund, record, slot, the user's message) is done.
+            raise job_failed_error(self._status)
+        return self._status
+
+    async def _prepare(self, prepare_input: Any) -> JobPlan:
+        plan: JobPlan = await workflow.execute_local_activity(
+            self.prepare_activity,
+            prepare_input,
+            result_type=JobPlan,
+            start_to_close_timeout=policies.PREPARE_TIMEOUT,
+            retry_policy=policies.PREPARE_RETRY,
+        )
+        self._apply_plan(plan)
+        return plan
+
+    def _refused_or_cancelled_before_charge(self, plan: JobPlan) -> bool:
+        if plan.refused:
+            self._status.refused_code = plan.refused_code or "bad_input"
+            self._finish(JobState.REFUSED, reason=plan.refused)
+        elif self._cancel is not None:
+            self._finish(JobState.CANCELLED, reason=self._cancel.reason)
+        return self._status.final
+
+    async def _compensate(self, plan: JobPlan | None, err: BaseException) -> None:
+        """Undo what the workflow's exit left undone: refund a charge that may have been booked
+        (by key: a no-op if it was not) and give the job its final state.
+
+        `_charge_and_produce` compensates the cancels and failures of the work itself; what
+        reaches here is a cancel or failure around it (prepare, charge, settle, refund).
+        """
+        if self._status.final:
+            return
+        cancelled = isinstance(err, asyncio.CancelledError)
+        reason = "cancelled by an operator" if cancelled else describe_failure(err)
+        if plan is not None and (self._charged or (cancelled and self._charge_started)):
+            await self._refund(plan, produced_units=0, reason=reason)
+        self._finish(JobState.CANCELLED if cancelled else JobState.FAILED, reason=reason)
+
+    def _start_state(self) -> JobState | None:
+        """The JobState the starter indexed (the jobs client starts jobs as `starting`)."""
+        value = workflow.info().typed_search_attributes.get(JOB_STATE)
+        try:
+            return JobState(value) if value else None
+        except ValueError:
+            return None
+
+    async def _run_job_before_top_down(
+        self, platform: str, reply: ReplyTarget | None, prepare_input: Any
+    ) -> JobStatus:
+        """`run_job` of histories without `saga-top-down` (docs/patches.md): the same commands
+        as it issued, `_after` in a `finally`."""
+        wid = workflow.info().workflow_id
         self._set_state(JobState.STARTING)
         # Asked before the first local activity: a patch first asked right after a local
         # activity's result cannot be replayed (the marker lands in the next task's events).
         self._ledger_as_activities = workflow.patched("ledger-as-activities")
-        # Ledger keys of this run (`<id>:<run id>:charge`) instead of the workflow's, so an
-        # operator's reset after a refund pays again; older histories keep `<id>:charge`.
-        # Retire: deprecate_patch once no job started before it runs (jobs end within days),
-        # remove with the `before-run-keys/` histories a release later.
         self._run_keys = workflow.patched("per-run-ledger-keys")
-        # The slot is freed before delivery, delivery has a deadline and a failed one ends the
-        # job done but not delivered; older histories waited up to 7 days holding the slot.
-        # Retire like `per-run-ledger-keys` (both were added together).
         self._bounded_delivery = workflow.patched("bounded-delivery")
-        # A failed job ends as a failed workflow (JOB_FAILED_ERROR), so Temporal's own status,
-        # the UI's Failures view and the SDK's failure metrics count it; older histories ended
-        # completed with the failed status as their result. Retire like `per-run-ledger-keys`:
-        # deprecate_patch once no job started before it runs, remove with the
-        # `before-failed-status/` histories a release later.
         self._failed_jobs_fail = workflow.patched("failed-jobs-fail")
         plan: JobPlan | None = None
         try:
@@ -218,12 +305,7 @@ class PaidJobWorkflow:
                 retry_policy=policies.PREPARE_RETRY,
             )
             self._apply_plan(plan)
-            if plan.refused:
-                self._status.refused_code = plan.refused_code or "bad_input"
-                self._finish(JobState.REFUSED, reason=plan.refused)
-            elif self._cancel is not None:
-                self._finish(JobState.CANCELLED, reason=self._cancel.reason)
-            else:
+            if not self._refused_or_cancelled_before_charge(plan):
                 await self._charge_and_produce(plan, wid)
         except asyncio.CancelledError:
             # `temporal workflow cancel`: the same compensation as the user's cancel. A charge
@@ -236,7 +318,6 @@ class PaidJobWorkflow:
         finally:
             await self._after(plan, platform, reply)
         if self._failed_jobs_fail and self._status.state is JobState.FAILED:
-            # Everything a failed job owes (refund, record, slot, the user's message) is done.
             raise job_failed_error(self._status)
         return self._status
 
@@ -271,6 +352,7 @@ class PaidJobWorkflow:
             ActivityNames.CHARGE_POINTS, self._charge_input(plan), ChargeResult
         )
         self._status.balance = charge.balance
+        self._charged = charge.ok
         if not charge.ok:
             self._status.refused_code = "insufficient_points"
             self._finish(JobState.REFUSED, reason=charge.reason)
@@ -416,6 +498,8 @@ class PaidJobWorkflow:
                 index=index,
                 work=work,
                 timeout_seconds=self._render_timeout.total_seconds(),
+                # stored by the render's own activity: one round trip per image, not two
+                store_for=self._user_id if self._top_down else None,
             ),
             result_type=ComfyRunResult,
             task_queue=self._comfy_queue,
@@ -427,6 +511,9 @@ class PaidJobWorkflow:
         if not run.files:
             raise JobFailed("ComfyUI finished without producing an image")
         self._progress[index] = Progress(index=index, state=JobState.RUNNING, percent=100.0)
+        if run.stored is not None:
+            return run.stored
+        # Older runs, and a comfy worker of an earlier release that ignored `store_for`.
         stored: list[StoredOutput] = await workflow.execute_activity(
             ActivityNames.STORE_COMFY_OUTPUTS,
             StoreOutputsInput(
@@ -474,10 +561,10 @@ class PaidJobWorkflow:
             start_to_close_timeout=policies.LEDGER_TIMEOUT,
             retry_policy=policies.LEDGER_RETRY,
         )
-        holds_slot = plan is not None and bool(plan.user_id)
-        if holds_slot and plan is not None and self._bounded_delivery:
-            await self._release_slot(plan)
-            holds_slot = False
+        if plan is not None and plan.user_id:
+            self._slot.hold(plan.user_id, local=True)  # taken by the jobs client at start
+        if self._bounded_delivery:
+            await self._slot.release()
         if platform in PUSH_PLATFORMS:
             deadline = self._deliver_deadline(reply)
             try:
@@ -498,27 +585,19 @@ class PaidJobWorkflow:
         if delivered:
             self._status.state = JobState.DONE
         self._set_state(self._status.state)
-        # Histories from before this patch recorded a pushed job only as `delivering`, which
-        # hid it from /regen and /again; new runs record the final state too (and a result
-        # that was not delivered, which only runs with `bounded-delivery` can have).
-        if (delivered or self._status.not_delivered) and workflow.patched("record-after-delivery"):
+        # A pushed job's final state is recorded too (`record-after-delivery`, implied by
+        # `saga-top-down`; docs/patches.md).
+        if (delivered or self._status.not_delivered) and (
+            self._top_down or workflow.patched("record-after-delivery")
+        ):
             await workflow.execute_local_activity(
                 ActivityNames.RECORD_JOB,
                 JobRecordInput(status=self._status, platform=platform, user_id=self._plan_user_id),
                 start_to_close_timeout=policies.LEDGER_TIMEOUT,
                 retry_policy=policies.LEDGER_RETRY,
             )
-        if holds_slot and plan is not None:
-            await self._release_slot(plan)
+        await self._slot.release()  # held through delivery only by runs before `bounded-delivery`
         await workflow.wait_condition(workflow.all_handlers_finished)
-
-    async def _release_slot(self, plan: JobPlan) -> None:
-        await workflow.execute_local_activity(
-            ActivityNames.RELEASE_JOB_SLOT,
-            SlotInput(user_id=plan.user_id, workflow_id=workflow.info().workflow_id),
-            start_to_close_timeout=policies.LEDGER_TIMEOUT,
-            retry_policy=policies.LEDGER_RETRY,
-        )
 
     def _deliver_deadline(self, reply: ReplyTarget | None) -> timedelta:
         """How long the result may wait for the delivery worker (the request's, else policy)."""
@@ -561,8 +640,21 @@ class PaidJobWorkflow:
         self._set_state(state)
 
     def _set_state(self, state: JobState) -> None:
+        """Show `state` in the query, the UI's details and the `JobState` search attribute.
+
+        Runs with `saga-top-down` write the attribute only when its value changes, and not
+        for a state over before anyone could search for it (`charging`, one ledger round trip;
+        `delivering` on a pull platform, which ends done in the same workflow task): each
+        write is a history event.
+        """
         self._status.state = state
-        workflow.upsert_search_attributes([JOB_STATE.value_set(state.value)])
+        passing = state is JobState.CHARGING or (
+            state is JobState.DELIVERING and self._platform not in PUSH_PLATFORMS
+        )
+        index = not self._top_down or (state is not self._indexed_state and not passing)
+        if index:
+            self._indexed_state = state
+            workflow.upsert_search_attributes([JOB_STATE.value_set(state.value)])
         workflow.set_current_details(self._details())
 
     def _details(self) -> str:
@@ -577,6 +669,14 @@ class PaidJobWorkflow:
         if s.outputs:
             lines.append("outputs: " + ", ".join(o.blob_id for o in s.outputs))
         return "\n\n".join(lines)
+
+
+def is_workflow_exit_exception(err: BaseException) -> bool:
+    """Whether `err` ends the workflow (cancel, or a Temporal failure such as an activity's
+    or an ApplicationError) rather than failing only its workflow task, which the server
+    retries on the same history. Only the former may compensate (samples-python
+    message_passing/waiting_for_handlers_and_compensation)."""
+    return isinstance(err, (asyncio.CancelledError, FailureError))
 
 
 def job_failed_error(status: JobStatus) -> ApplicationError:

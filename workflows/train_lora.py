@@ -292,8 +292,7 @@ class CaptionDatasetWorkflow:
     @workflow.run
     async def run(self, request: CaptionRequest) -> CaptionOutcome:
         wid = workflow.info().workflow_id
-        # Asked before the first local activity (see job_saga.py on asking patches late).
-        # Retire once no caption run from before it can still be running (they take minutes).
+        # Asked before the first local activity; retirement: docs/patches.md.
         paid = workflow.patched("caption-charged")
         # Ledger keys of this run, topped up like the saga's (ChargeInput.top_up), and a settle
         # charge once captions exist (a reset to after the charge paid nothing again); older

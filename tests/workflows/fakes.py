@@ -102,6 +102,9 @@ class FakeActivities:
         self.records: list[JobRecordInput] = []
         self.delivered: list[DeliverInput] = []
         self.released: list[str] = []
+        # False: a comfy worker of an earlier release, which ignores `ComfyRunInput.store_for`
+        self.store_in_render = True
+        self.stored_by_activity: list[int] = []  # units stored by `store_comfy_outputs`
 
     def all(self) -> list[Callable[..., Any]]:
         return [
@@ -221,15 +224,28 @@ class FakeActivities:
             except asyncio.CancelledError:
                 self.interrupted.append(i)
                 raise
-        return ComfyRunResult(
+        run = ComfyRunResult(
             prompt_id=f"p{i}",
             server_url="http://comfy",
             files=[OutputRef(server_url="http://comfy", node_id="9", filename=f"o{i}.png")],
             gpu_seconds=1.5,
         )
+        if inp.store_for is not None and self.store_in_render:
+            run.stored = await self.store_comfy_outputs(
+                StoreOutputsInput(
+                    workflow_id=inp.workflow_id,
+                    index=i,
+                    user_id=inp.store_for,
+                    files=run.files,
+                    seed=inp.work.seed,
+                )
+            )
+        return run
 
     @activity.defn(name=ActivityNames.STORE_COMFY_OUTPUTS)
     async def store_comfy_outputs(self, inp: StoreOutputsInput) -> list[StoredOutput]:
+        if activity.in_activity() and activity.info().activity_type == "store_comfy_outputs":
+            self.stored_by_activity.append(inp.index)
         return [
             StoredOutput(
                 blob_id=f"blob-{inp.index}-{f.filename}", seed=inp.seed, width=64, height=64

@@ -5,8 +5,12 @@ after an intended, versioned change) and committed. Subfolders keep the historie
 versions (`before-ledger-patch/`: charge and refund as local activities; `before-run-keys/`:
 ledger keys per workflow id, the slot held through a delivery of up to 7 days;
 `before-failed-status/`: a failed job completed with its failed status instead of failing;
-`before-caption-run-keys/`: the caption workflow's ledger keys per workflow id), which must keep
-replaying through their `workflow.patched` branches. Every subfolder is replayed.
+`before-caption-run-keys/`: the caption workflow's ledger keys per workflow id;
+`before-saga-top-down/`: the saga recorded, freed and delivered in a `finally` and asked every
+patch), which must keep replaying through their `workflow.patched` branches (docs/patches.md).
+`old-comfy-worker/` holds jobs whose comfy worker, of an earlier release, ignored `store_for`
+(the job stored the outputs with `store_comfy_outputs`, as during a rolling deploy).
+Every subfolder is replayed.
 """
 
 from __future__ import annotations
