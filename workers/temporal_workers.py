@@ -35,7 +35,7 @@ from activities.training import DatasetMediaActivities, TrainingActivities, Trai
 from comfy.client import ComfyClient, ComfyError
 from store.db import Stores
 from workers.config import Config
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS, sandbox_runner, warm_bytecode
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,12 @@ def workflow_worker(
         render_timeout=config.render_timeout,
         heartbeat_timeout=config.comfy_heartbeat_timeout,
     )
+    warm_bytecode()  # the sandbox re-imports workflow modules per run: from bytecode, not source
     return Worker(
         client,
         task_queue=config.task_queues.workflows,
         workflows=ALL_WORKFLOWS,
+        workflow_runner=sandbox_runner(),
         activities=[
             *jobs.all(),
             *media_jobs.all(),

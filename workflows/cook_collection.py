@@ -59,9 +59,11 @@ with workflow.unsafe.imports_passed_through():
         RecordPieceResult,
     )
     from domain.jobs import ActivityNames, JobState, JobStatus, MakeImageRequest, SlotInput
-    from workflows import policies
-    from workflows.job_saga import status_from_failure
-    from workflows.make_image import MakeImageWorkflow
+
+# Workflow modules are imported inside the sandbox (workflows/registry.py says why).
+from workflows import policies
+from workflows.job_saga import status_from_failure
+from workflows.make_image import MakeImageWorkflow
 
 USER_ID = SearchAttributeKey.for_keyword("UserId")
 PLATFORM = SearchAttributeKey.for_keyword("Platform")

@@ -58,7 +58,9 @@ with workflow.unsafe.imports_passed_through():
         StoreOutputsInput,
     )
     from domain.pricing import partial_refund
-    from workflows import policies
+
+# Workflow modules are imported inside the sandbox (workflows/registry.py says why).
+from workflows import policies
 
 JOB_STATE = SearchAttributeKey.for_keyword("JobState")
 
