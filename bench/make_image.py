@@ -438,10 +438,13 @@ class Bench:
         seg["client: checks, slot, start RPC"] = (t_start - timing.wall_begin) * 1000.0
         gaps = 0.0
         previous = t_start
+        seen: dict[str, int] = {}
         for name, t_sched, t_run, t_done in activities:
+            seen[name] = seen.get(name, 0) + 1
+            label = name if seen[name] == 1 else f"{name} ({seen[name]})"  # the settle charge
             gaps += t_sched - previous
-            seg[f"{name}: wait in queue"] = (t_run - t_sched) * 1000.0
-            seg[f"{name}: run"] = (t_done - t_run) * 1000.0
+            seg[f"{label}: wait in queue"] = (t_run - t_sched) * 1000.0
+            seg[f"{label}: run"] = (t_done - t_run) * 1000.0
             previous = t_done
         gaps += t_end - previous
         seg["workflow tasks between activities"] = gaps * 1000.0
