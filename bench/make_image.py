@@ -101,7 +101,7 @@ DOC_HEADER = """# Performance
 How much Temporal orchestration adds to one `/make`, and how many jobs per second the embedded
 stack sustains. Reproduce with `make bench` (it runs `.venv/bin/python bench/make_image.py`;
 `--help` lists the knobs). The script starts its own dev stack on free ports in a temporary
-directory (workers included), runs everything below in one go (under two minutes), stops the
+directory (workers included), runs everything below in one go (2–5 minutes), stops the
 stack, and rewrites the section between the markers. Numbers from a 2-core machine with every
 service on it are an upper bound of what a deployment with separate hosts would see.
 
