@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null
 	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	# Bytecode for the modules the workflow sandbox re-imports on every run (no .pyc is written
+	# at run time under PYTHONDONTWRITEBYTECODE); the worker refreshes it if a source changed.
+	$(BIN)/python -m compileall -q workflows domain
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -6,22 +6,30 @@ test: it asserts only that every job it times really produced an image, and it w
 measured into docs/performance.md, between the markers of its section.
 
 In one run, on a fresh embedded dev stack (Temporal dev server, MongoDB-compatible server,
-ComfyUI stand-in, the two worker processes; free ports, a temporary directory, all stopped at
-the end) it measures:
+ComfyUI stand-in, the worker processes; free ports, a temporary directory, all stopped at
+the end) it measures three paths side by side:
 
-1. Latency, sequentially, at a stand-in render time of 0 s and 2 s (`render_time` makes every
-   prompt take that long in total, replacing the per-step delay): a direct
-   `ComfyClient.run` + `view` of the very graph the job would send, against the same request
-   through `MakeImageWorkflow` (`JobsClient.start_make` + `result`). The difference is the
-   orchestration overhead. Back to back, and once more with the stack idle for a moment
-   before each job (the server finishes a job's bookkeeping after its result is out, and the
-   next job waits for that). A one-activity workflow gives Temporal's own floor.
-2. Throughput with 20 concurrent users (one job at a time each: the per-user cap is 3), render
-   0 s: jobs/s of MakeImageWorkflow, of the trivial workflow (same concurrency, worker inside
-   this process) and of direct ComfyClient runs, plus the CPU each process spent per job.
-3. Where the time of one job goes, from the workflow histories: per activity the wait in its
-   task queue and its run time, the workflow-task round trips between activities, and the
+- **direct**: `ComfyClient.run` + `view` of the very graph the job would send;
+- **make**: the same request through `MakeImageWorkflow` (`JobsClient.start_make` + `result`);
+- **floor**: a no-op workflow of the make job's shape (bench/same_shape.py): the same local
+  and regular activities on the same kinds of queue, upserts and patch markers, in the same
+  order with payloads of the same size, read from a warm-up make job's history, so it follows
+  the saga when the saga changes. Its workers are two subprocesses, like the make job's.
+
+1. Latency, sequentially, the three paths interleaved, at a stand-in render time of 0 s and
+   2 s (`render_time` makes every prompt take that long; the floor's render step sleeps as
+   long): make overhead = make − direct, floor overhead = floor − render time; back to back,
+   and once more with the stack idle for a moment before each job.
+2. Throughput at 1, 20 and 50 concurrent users (one job at a time each: the per-user cap is
+   3), render 0 s: jobs/s of each path and the CPU each process spent per job.
+3. History events per job kind (make with 1 and with 6 images, the media kinds, the floor).
+4. Where the time of one make job goes, from its history: per activity the wait in its task
+   queue and its run time, the workflow-task round trips between activities, and the
    client's share before the start and after the end.
+
+Issue 17's targets (benchmark, not timed tests) are checked in the report: make overhead p50
+≤ 1.25× the floor's and ≤ 100 ms at 0 s; throughput ≥ 0.8× the floor's at 20 and 50 users;
+worker CPU ≤ 25 ms per job; ≤ 30 history events for a 6-image make.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ if str(REPO_ROOT) not in sys.path:  # `python bench/make_image.py` puts only ben
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import platform
@@ -44,21 +53,23 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import psutil
+from PIL import Image
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from adapters.jobs import JobsClient
-from bench.trivial import TrivialInput, TrivialWorkflow, bench_echo
+from bench.floor_workflow import FloorInput, SameShapeWorkflow
+from bench.same_shape import Shape, floor_queues, floor_workers, shape_of
+from bench.trivial import TrivialInput, TrivialWorkflow
 from comfy.client import ComfyClient
-from domain.jobs import JobState, MakeImageRequest, PrepareInput
+from domain.jobs import ActivityNames, JobState, MakeImageRequest, MediaRequest, PrepareInput
 from services.job_plans import MakePlanner
 from store.db import Stores
 from workers.config import ComfyDev, Config, TemporalDev
@@ -68,11 +79,20 @@ from workers.runtime import connect_temporal, open_stores
 
 log = logging.getLogger("bench.make_image")
 
-TARGET_OVERHEAD_MS = 60.0  # the issue's target: orchestration overhead p50 per job
+# Issue 17's targets: make overhead p50 at 0 s render against the same-shape floor and in
+# absolute terms; throughput against the floor; worker CPU; history of a 6-image make.
+TARGET_FLOOR_RATIO = 1.25
+TARGET_OVERHEAD_MS = 100.0
+TARGET_THROUGHPUT_RATIO = 0.8
+TARGET_WORKER_CPU_MS = 25.0
+TARGET_EVENTS_6 = 30
 POINTS = 100_000  # every benchmark user can afford every job it runs
 SIZE = {"width": 256, "height": 256, "steps": 4}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ZERO = "0 s"
+MAKE = "make (MakeImageWorkflow)"
+FLOOR = "same-shape no-op floor"
+DIRECT = "direct ComfyClient (no Temporal)"
 ZERO_IDLE = "0 s, idle first"
 BEGIN_MARK = "<!-- bench:make_image:begin"
 END_MARK = "<!-- bench:make_image:end -->"
@@ -81,21 +101,20 @@ DOC_HEADER = """# Performance
 How much Temporal orchestration adds to one `/make`, and how many jobs per second the embedded
 stack sustains. Reproduce with `make bench` (it runs `.venv/bin/python bench/make_image.py`;
 `--help` lists the knobs). The script starts its own dev stack on free ports in a temporary
-directory (workers included), runs everything below in one go (under two minutes), stops the
+directory (workers included), runs everything below in one go (2–5 minutes), stops the
 stack, and rewrites the section between the markers. Numbers from a 2-core machine with every
 service on it are an upper bound of what a deployment with separate hosts would see.
 
 - **direct**: `ComfyClient.run` of the exact graph the job sends (same template, 256×256,
   4 steps, a new seed per run so the stand-in cannot answer from its cache) plus `view()` of
   the output: the work with no orchestration at all.
-- **workflow**: the same request through `JobsClient.start_make` + `result`, i.e.
-  `MakeImageWorkflow`: prepare → charge → run_comfy_prompt → store_comfy_outputs → record_job →
-  release_job_slot, with the client's own checks and slot before the start.
-- **overhead** = workflow − direct (p50 of each, p95 of each); the target is p50 ≤ 60 ms.
+- **make** (workflow): the same request through `JobsClient.start_make` + `result`, i.e.
+  `MakeImageWorkflow`, with the client's own checks and slot before the start.
+- **floor**: a no-op workflow of the make job's shape (bench/same_shape.py), read from a
+  make job's history in the same run: Temporal's own floor for what the saga asks of it.
+- **overhead** = make − direct, and floor − render time (p50 of each, p95 of each).
 - **0 s** runs the jobs back to back; **0 s, idle first** leaves the stack idle for 0.5 s before
   each job, so a job does not wait for the server to finish the previous one's bookkeeping.
-- **trivial**: a workflow with one no-op activity (bench/trivial.py), worker in the benchmark
-  process: Temporal's own floor for one activity round trip on this machine.
 """
 
 
@@ -136,6 +155,7 @@ class Throughput:
     seconds: float
     latency: Samples
     cpu_ms_per_job: dict[str, float] = field(default_factory=dict)
+    users: int = 0
 
     @property
     def per_second(self) -> float:
@@ -161,13 +181,36 @@ class JobTiming:
 
 
 @dataclass
+class Latency:
+    """One scenario's three paths, measured interleaved."""
+
+    render: float
+    direct: Samples
+    floor: Samples
+    make: Samples
+
+
+@dataclass
+class Events:
+    """What one job wrote into its workflow history."""
+
+    kind: str
+    events: int
+    kb: float
+    workflow_tasks: int
+    activity_tasks: int
+    local_activities: int
+    signals: int
+
+
+@dataclass
 class Report:
     machine: str
-    latency: dict[str, tuple[Samples, Samples]] = field(default_factory=dict)  # by scenario
-    trivial: Samples | None = None
+    latency: dict[str, Latency] = field(default_factory=dict)  # by scenario
     throughput: list[Throughput] = field(default_factory=list)
-    users: int = 0
     breakdown: dict[str, list[JobTiming]] = field(default_factory=dict)
+    events: list[Events] = field(default_factory=list)
+    shape: str = ""
     run_seconds: float = 0.0
     commit: str = ""
 
@@ -246,6 +289,11 @@ class Bench:
         self.jobs = jobs
         self.planner = MakePlanner(stores)
         self._seed = int(time.time()) % 1_000_000 * 1000  # new seeds every run: no cache hits
+        # The same-shape floor (`use_floor`): its client (the SDK's default converter, as its
+        # workers use), the make job's shape and the floor's task queues.
+        self.floor_client: Client | None = None
+        self.shape = Shape()
+        self.floor_queues: dict[str, str] = {}
 
     def next_seed(self) -> int:
         self._seed += 1
@@ -283,10 +331,13 @@ class Bench:
             raise RuntimeError(f"direct run {result.prompt_id} produced no PNG")
         return elapsed
 
-    async def workflow(self, user: str, seed: int) -> JobTiming:
+    async def workflow(self, user: str, seed: int, batch: int = 1) -> JobTiming:
         """start_make + result of one request; raises unless the job ended `done` with output."""
         wall_begin = time.time()
-        started = await self.jobs.start_make(self.request(user, seed))
+        request = self.request(user, seed)
+        if batch > 1:
+            request.overrides["batch"] = batch
+        started = await self.jobs.start_make(request)
         status = await self.jobs.result(started.workflow_id)
         wall_end = time.time()
         if status.state is not JobState.DONE or not status.outputs:
@@ -294,6 +345,45 @@ class Bench:
                 f"{started.workflow_id} ended {status.state} ({status.reason}), not done"
             )
         return JobTiming(started.workflow_id, wall_begin, wall_end)
+
+    async def floor(self, render: float) -> float:
+        """One run of the same-shape no-op workflow, its render step sleeping `render` s; ms."""
+        if self.floor_client is None:
+            raise RuntimeError("the floor's workers are not running (use_floor)")
+        began = time.perf_counter()
+        done = await self.floor_client.execute_workflow(
+            SameShapeWorkflow.run,
+            FloorInput(
+                steps=self.shape.steps,
+                queues=self.floor_queues,
+                render_step=ActivityNames.RUN_COMFY_PROMPT,
+                render=render,
+            ),
+            id=f"bench-floor-{uuid.uuid4().hex[:12]}",
+            task_queue=self.floor_queues["workflow"],
+        )
+        if done != len(self.shape.steps):
+            raise RuntimeError(f"the floor ran {done} of {len(self.shape.steps)} steps")
+        return (time.perf_counter() - began) * 1000.0
+
+    async def events(self, kind: str, workflow_id: str) -> Events:
+        """Count what one finished job wrote into its history."""
+        history = await self.temporal.get_workflow_handle(workflow_id).fetch_history()
+        kinds = [e.event_type for e in history.events]
+        return Events(
+            kind=kind,
+            events=len(kinds),
+            kb=len(history.to_json().encode()) / 1024,
+            workflow_tasks=kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED),
+            activity_tasks=kinds.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED),
+            local_activities=sum(
+                1
+                for e in history.events
+                if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+                and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+            ),
+            signals=kinds.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED),
+        )
 
     async def trivial(self, task_queue: str, user: str, n: int) -> float:
         began = time.perf_counter()
@@ -348,10 +438,13 @@ class Bench:
         seg["client: checks, slot, start RPC"] = (t_start - timing.wall_begin) * 1000.0
         gaps = 0.0
         previous = t_start
+        seen: dict[str, int] = {}
         for name, t_sched, t_run, t_done in activities:
+            seen[name] = seen.get(name, 0) + 1
+            label = name if seen[name] == 1 else f"{name} ({seen[name]})"  # the settle charge
             gaps += t_sched - previous
-            seg[f"{name}: wait in queue"] = (t_run - t_sched) * 1000.0
-            seg[f"{name}: run"] = (t_done - t_run) * 1000.0
+            seg[f"{label}: wait in queue"] = (t_run - t_sched) * 1000.0
+            seg[f"{label}: run"] = (t_done - t_run) * 1000.0
             previous = t_done
         gaps += t_end - previous
         seg["workflow tasks between activities"] = gaps * 1000.0
@@ -423,16 +516,56 @@ async def measure(stack: DevStack, args: argparse.Namespace, report: Report) -> 
 
 async def _measure(bench: Bench, args: argparse.Namespace, report: Report) -> None:
     solo = await bench.new_user("solo")
-    crowd = [await bench.new_user(f"u{i:02d}") for i in range(args.users)]
-    report.users = len(crowd)
-    trivial_queue = f"bench-trivial-{uuid.uuid4().hex[:8]}"
+    crowd = [await bench.new_user(f"u{i:02d}") for i in range(max(args.users))]
 
-    # Warm up both paths (imports, sandbox, connection pools, stand-in caches of fixed nodes).
+    # Warm up (imports, sandbox, connection pools, stand-in caches of fixed nodes); the last
+    # make job's history is the shape the floor repeats.
     set_render_time(bench.comfy_url, 0.0)
-    for _ in range(args.warmup):
+    warm: JobTiming | None = None
+    for _ in range(max(1, args.warmup)):
         await bench.direct(bench.graph_for(solo, bench.next_seed()))
-        await bench.workflow(solo, bench.next_seed())
+        warm = await bench.workflow(solo, bench.next_seed())
+    assert warm is not None
+    history = await bench.temporal.get_workflow_handle(warm.workflow_id).fetch_history()
+    bench.shape = shape_of(history, bench.stack.config.task_queues.workflows)
+    report.shape = bench.shape.describe()
+    progress("the make job's shape: %s", report.shape)
 
+    async with use_floor(bench, args.log_dir) as floor_pids:
+        for _ in range(max(1, args.warmup)):
+            await bench.floor(0.0)
+        await _latency(bench, args, report, solo)
+        await _throughput(bench, args, report, crowd, floor_pids)
+        await _events(bench, report, solo)
+
+    progress("reading %d workflow histories", sum(len(t) for t in report.breakdown.values()))
+    for timings_at in report.breakdown.values():
+        for timing in timings_at:
+            await bench.fill_breakdown(timing)
+
+
+@contextlib.asynccontextmanager
+async def use_floor(bench: Bench, log_dir: Path) -> AsyncIterator[dict[str, int]]:
+    """Start the floor's two worker processes and its client; yields their pids."""
+    config, endpoints = bench.stack.config, bench.stack.endpoints
+    bench.floor_queues = floor_queues(f"bench-floor-{uuid.uuid4().hex[:6]}", bench.shape)
+    slots = config.comfyui.slots
+    # The concurrency of the queues the floor stands for (workers/temporal_workers.py).
+    limits = {config.task_queues.comfy: slots, config.task_queues.comfy_io: max(4, 2 * slots)}
+    with floor_workers(
+        endpoints.temporal_address, endpoints.namespace, bench.floor_queues, limits, log_dir
+    ) as pids:
+        bench.floor_client = await Client.connect(
+            endpoints.temporal_address, namespace=endpoints.namespace
+        )
+        try:
+            yield pids
+        finally:
+            bench.floor_client = None
+
+
+async def _latency(bench: Bench, args: argparse.Namespace, report: Report, solo: str) -> None:
+    """The three paths, one after the other in each round, per scenario."""
     # Back to back is what the brief asks; "idle first" shows how much of the back-to-back
     # latency is the server still finishing the previous job (visibility, transfer tasks).
     scenarios = [
@@ -440,32 +573,30 @@ async def _measure(bench: Bench, args: argparse.Namespace, report: Report) -> No
         (ZERO_IDLE, 0.0, args.jobs_idle, args.idle),
         ("2 s", 2.0, args.jobs_2s, 0.0),
     ]
-    timings: dict[str, list[JobTiming]] = {}
     for label, render, n, idle in scenarios:
         if n <= 0:
             continue
         set_render_time(bench.comfy_url, render)
-        direct, wf = Samples("direct"), Samples("workflow")
-        timings[label] = []
-        progress("render %s: %d direct and %d workflow jobs, interleaved", label, n, n)
+        lat = Latency(render, Samples("direct"), Samples("floor"), Samples("make"))
+        report.breakdown[label] = []
+        progress("render %s: %d direct, floor and make jobs, interleaved", label, n)
         for _ in range(n):
             await asyncio.sleep(idle)
-            direct.ms.append(await bench.direct(bench.graph_for(solo, bench.next_seed())))
+            lat.direct.ms.append(await bench.direct(bench.graph_for(solo, bench.next_seed())))
+            await asyncio.sleep(idle)
+            lat.floor.ms.append(await bench.floor(render))
             await asyncio.sleep(idle)
             timing = await bench.workflow(solo, bench.next_seed())
-            wf.ms.append(timing.total_ms)
-            timings[label].append(timing)
-        report.latency[label] = (direct, wf)
-        progress("  direct p50 %.0f ms, workflow p50 %.0f ms", direct.p50, wf.p50)
-
-        if label == ZERO:
-            await _throughput(bench, args, report, crowd, trivial_queue)
-
-    progress("reading %d workflow histories", sum(len(t) for t in timings.values()))
-    for timings_at in timings.values():
-        for timing in timings_at:
-            await bench.fill_breakdown(timing)
-    report.breakdown = timings
+            lat.make.ms.append(timing.total_ms)
+            report.breakdown[label].append(timing)
+        report.latency[label] = lat
+        progress(
+            "  direct p50 %.0f ms, floor p50 %.0f ms, make p50 %.0f ms",
+            lat.direct.p50,
+            lat.floor.p50,
+            lat.make.p50,
+        )
+    set_render_time(bench.comfy_url, 0.0)
 
 
 async def _throughput(
@@ -473,19 +604,22 @@ async def _throughput(
     args: argparse.Namespace,
     report: Report,
     crowd: list[str],
-    trivial_queue: str,
+    floor_pids: dict[str, int],
 ) -> None:
     pids = {name: proc.pid for name, proc in bench.stack.processes.items() if proc.pid is not None}
-    pids["bench (client + trivial worker)"] = os.getpid()
-    total = args.throughput_jobs
+    pids.update(floor_pids)
+    pids["bench (client)"] = os.getpid()
+    set_render_time(bench.comfy_url, 0.0)
 
-    async def measured(name: str, one: Callable[[str, int], Awaitable[float]]) -> Throughput:
-        progress("throughput %s: %d jobs, %d users", name, total, len(crowd))
+    async def measured(
+        name: str, users: list[str], total: int, one: Callable[[str, int], Awaitable[float]]
+    ) -> Throughput:
+        progress("throughput %s: %d jobs, %d users", name, total, len(users))
         before = cpu_seconds(pids)
-        seconds, samples = await run_users(crowd, total, one)
+        seconds, samples = await run_users(users, total, one)
         after = cpu_seconds(pids)
         cpu = {k: (after[k] - before[k]) * 1000.0 / total for k in pids}
-        result = Throughput(name, total, seconds, samples, cpu)
+        result = Throughput(name, total, seconds, samples, cpu, users=len(users))
         progress("  %.1f jobs/s, p50 %.0f ms", result.per_second, samples.p50)
         return result
 
@@ -501,29 +635,62 @@ async def _throughput(
         node["inputs"] = {**node["inputs"], seed_ref.input: bench.next_seed()}
         return await bench.direct(graph)
 
-    async def workflow_one(user: str, n: int) -> float:
+    async def make_one(user: str, n: int) -> float:
         del n
         return (await bench.workflow(user, bench.next_seed())).total_ms
 
-    async def trivial_one(user: str, n: int) -> float:
-        return await bench.trivial(trivial_queue, user, n)
+    async def floor_one(user: str, n: int) -> float:
+        del user, n
+        return await bench.floor(0.0)
 
-    report.throughput.append(await measured("MakeImageWorkflow", workflow_one))
-    async with Worker(
-        bench.temporal,
-        task_queue=trivial_queue,
-        workflows=[TrivialWorkflow],
-        activities=[bench_echo],
-    ):
-        trivial = Samples("trivial")
-        progress("trivial one-activity workflow: %d sequential runs", args.jobs_0s)
-        for _ in range(2):
-            await bench.trivial(trivial_queue, "warmup", 0)
-        for n in range(args.jobs_0s):
-            trivial.ms.append(await bench.trivial(trivial_queue, "solo", n))
-        report.trivial = trivial
-        report.throughput.append(await measured("trivial one-activity workflow", trivial_one))
-    report.throughput.append(await measured("direct ComfyClient (no Temporal)", direct_one))
+    for users in args.users:
+        total = max(args.throughput_jobs, 3 * users) if users > 1 else args.jobs_0s
+        group = crowd[:users]
+        report.throughput.append(await measured(MAKE, group, total, make_one))
+        report.throughput.append(await measured(FLOOR, group, total, floor_one))
+        report.throughput.append(await measured(DIRECT, group, total, direct_one))
+
+
+async def _events(bench: Bench, report: Report, user: str) -> None:
+    """History events of one job of each kind (make with 1 and 6 images, media, the floor)."""
+    progress("history events per job kind")
+    set_render_time(bench.comfy_url, 0.0)
+    one = await bench.workflow(user, bench.next_seed())
+    report.events.append(await bench.events("make, 1 image", one.workflow_id))
+    six = await bench.workflow(user, bench.next_seed(), batch=6)
+    report.events.append(await bench.events("make, 6 images", six.workflow_id))
+    source = await bench.jobs.store_source(user, sample_png(), "photo.png")
+    media: dict[str, dict[str, Any]] = {
+        "upscale": {"scale": 2},
+        "rmbg": {},
+        "resize": {"width": 100, "mode": "fit"},
+        "convert": {"format": "webp", "quality": 85},
+    }
+    for kind, params in media.items():
+        started = await bench.jobs.start_media(
+            MediaRequest(user=user, kind=kind, source_image_id=source, params=params)  # type: ignore[arg-type]
+        )
+        status = await bench.jobs.result(started.workflow_id)
+        if status.state is not JobState.DONE:
+            raise RuntimeError(f"{started.workflow_id} ended {status.state} ({status.reason})")
+        report.events.append(await bench.events(kind, started.workflow_id))
+    assert bench.floor_client is not None
+    wid = f"bench-floor-events-{uuid.uuid4().hex[:8]}"
+    await bench.floor_client.execute_workflow(
+        SameShapeWorkflow.run,
+        FloorInput(steps=bench.shape.steps, queues=bench.floor_queues),
+        id=wid,
+        task_queue=bench.floor_queues["workflow"],
+    )
+    report.events.append(await bench.events("same-shape floor (make, 1 image)", wid))
+
+
+def sample_png(size: tuple[int, int] = (160, 120)) -> bytes:
+    """A small gradient PNG, the source of the media jobs."""
+    img = Image.linear_gradient("L").resize(size).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------ the report
@@ -533,82 +700,134 @@ def fmt(ms: float) -> str:
     return f"{ms:,.0f}" if abs(ms) >= 10 else f"{ms:.1f}"
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
 def render_report(report: Report) -> str:
     out: list[str] = []
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = f", commit {report.commit}" if report.commit else ""
     out += [f"Measured {stamp}{commit} on {report.machine}.", ""]
+    if report.shape:
+        out += [f"The make job's shape, which the floor repeats: {report.shape}.", ""]
 
-    out += ["### Latency of one job, sequential (ms)", ""]
+    out += ["### Latency of one job, sequential, the three paths interleaved (ms)", ""]
     out += [
-        "| render | n | direct p50 | direct p95 | workflow p50 | workflow p95 "
-        "| overhead p50 | overhead p95 | ratio p50 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| render | n | direct p50 / p95 | floor p50 / p95 | make p50 / p95 "
+        "| floor overhead p50 / p95 | make overhead p50 / p95 | make ÷ floor overhead (p50) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label, (direct, wf) in report.latency.items():
+    for label, lat in report.latency.items():
+        render_ms = lat.render * 1000.0
+        f50, f95 = lat.floor.p50 - render_ms, lat.floor.p95 - render_ms
+        m50, m95 = lat.make.p50 - lat.direct.p50, lat.make.p95 - lat.direct.p95
         out.append(
-            f"| {label} | {len(wf.ms)} | {fmt(direct.p50)} | {fmt(direct.p95)} "
-            f"| {fmt(wf.p50)} | {fmt(wf.p95)} | **{fmt(wf.p50 - direct.p50)}** "
-            f"| {fmt(wf.p95 - direct.p95)} | {wf.p50 / direct.p50:.2f}× |"
+            f"| {label} | {len(lat.make.ms)} | {fmt(lat.direct.p50)} / {fmt(lat.direct.p95)} "
+            f"| {fmt(lat.floor.p50)} / {fmt(lat.floor.p95)} "
+            f"| {fmt(lat.make.p50)} / {fmt(lat.make.p95)} | {fmt(f50)} / {fmt(f95)} "
+            f"| **{fmt(m50)}** / {fmt(m95)} | {m50 / f50:.2f}× |"
         )
-    if report.trivial is not None:
-        floor = report.trivial
-        out += [
-            "",
-            f"Trivial one-activity workflow (Temporal's floor): p50 {fmt(floor.p50)} ms, "
-            f"p95 {fmt(floor.p95)} ms (n = {len(floor.ms)}).",
-        ]
-    measured = [
-        f"{fmt(wf.p50 - direct.p50)} ms at render {label}"
-        for label, (direct, wf) in report.latency.items()
+    out += [
+        "",
+        "Overhead: make − direct; floor − render time (the floor's render step sleeps that long).",
     ]
-    if measured:
-        best = min(wf.p50 - direct.p50 for direct, wf in report.latency.values())
-        verdict = "met" if best <= TARGET_OVERHEAD_MS else "**not met**"
-        out += [
-            "",
-            f"Target: orchestration overhead p50 ≤ {TARGET_OVERHEAD_MS:.0f} ms per job — "
-            f"{verdict} ({'; '.join(measured)}).",
-        ]
+
+    verdicts: list[str] = []
+    zero = report.latency.get(ZERO)
+    if zero is not None:
+        m50 = zero.make.p50 - zero.direct.p50
+        ratio = m50 / zero.floor.p50
+        verdicts.append(
+            f"make overhead p50 at 0 s ≤ {TARGET_FLOOR_RATIO}× the floor's: {ratio:.2f}× — "
+            f"{_verdict(ratio <= TARGET_FLOOR_RATIO)}"
+        )
+        verdicts.append(
+            f"make overhead p50 at 0 s ≤ {TARGET_OVERHEAD_MS:.0f} ms: {fmt(m50)} ms — "
+            f"{_verdict(m50 <= TARGET_OVERHEAD_MS)}"
+        )
 
     if report.throughput:
-        base = next((t for t in report.throughput if t.name.startswith("trivial")), None)
         out += [
             "",
-            f"### Throughput, {report.users} concurrent users, one job at a time each, render 0 s",
+            "### Throughput, one job at a time per user, render 0 s",
             "",
-            "| path | jobs | jobs/s | vs trivial | latency p50 ms | latency p95 ms |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| users | path | jobs | jobs/s | vs floor | latency p50 / p95 ms "
+            "| CPU ms/job, all processes |",
+            "|---:|---|---:|---:|---:|---:|---:|",
         ]
+        floors = {t.users: t for t in report.throughput if t.name == FLOOR}
         for t in report.throughput:
+            base = floors.get(t.users)
             rel = f"{t.per_second / base.per_second:.2f}×" if base else "–"
             out.append(
-                f"| {t.name} | {t.jobs} | {t.per_second:.1f} | {rel} "
-                f"| {fmt(t.latency.p50)} | {fmt(t.latency.p95)} |"
+                f"| {t.users} | {t.name} | {t.jobs} | {t.per_second:.1f} | {rel} "
+                f"| {fmt(t.latency.p50)} / {fmt(t.latency.p95)} "
+                f"| {fmt(sum(t.cpu_ms_per_job.values()))} |"
             )
-        names = list(report.throughput[0].cpu_ms_per_job)
+            if t.name == MAKE and base is not None and t.users >= 20:
+                ratio = t.per_second / base.per_second
+                verdicts.append(
+                    f"throughput at {t.users} users ≥ {TARGET_THROUGHPUT_RATIO}× the floor's: "
+                    f"{ratio:.2f}× — {_verdict(ratio >= TARGET_THROUGHPUT_RATIO)}"
+                )
+        mid = [t for t in report.throughput if t.users == sorted(floors)[len(floors) // 2]]
+        if mid:
+            names = [n for n in mid[0].cpu_ms_per_job]
+            out += [
+                "",
+                f"CPU time per job by process (ms, user + system, children included) during "
+                f"the {mid[0].users}-user runs:",
+                "",
+                "| process | " + " | ".join(t.name for t in mid) + " |",
+                "|---|" + "---:|" * len(mid),
+            ]
+            for name in names:
+                cells = " | ".join(fmt(t.cpu_ms_per_job.get(name, 0.0)) for t in mid)
+                out.append(f"| {name} | {cells} |")
+            totals = " | ".join(fmt(sum(t.cpu_ms_per_job.values())) for t in mid)
+            out.append(f"| **total** | {totals} |")
+        for t in report.throughput:
+            if t.name == MAKE and "worker" in t.cpu_ms_per_job:
+                cpu = t.cpu_ms_per_job["worker"]
+                verdicts.append(
+                    f"workflow worker CPU ≤ {TARGET_WORKER_CPU_MS:.0f} ms per make job "
+                    f"({t.users} users): {fmt(cpu)} ms — {_verdict(cpu <= TARGET_WORKER_CPU_MS)}"
+                )
+
+    if report.events:
         out += [
             "",
-            "CPU time per job (ms, user + system) during each throughput run:",
+            "### History events per job, render 0 s",
             "",
-            "| process | " + " | ".join(t.name for t in report.throughput) + " |",
-            "|---|" + "---:|" * len(report.throughput),
+            "| job | events | JSON KB | workflow tasks | activity tasks | local activities "
+            "| signals |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
-        for name in names:
-            cells = " | ".join(fmt(t.cpu_ms_per_job.get(name, 0.0)) for t in report.throughput)
-            out.append(f"| {name} | {cells} |")
-        totals = " | ".join(fmt(sum(t.cpu_ms_per_job.values())) for t in report.throughput)
-        out.append(f"| **total** | {totals} |")
+        for e in report.events:
+            out.append(
+                f"| {e.kind} | {e.events} | {e.kb:.1f} | {e.workflow_tasks} | {e.activity_tasks} "
+                f"| {e.local_activities} | {e.signals} |"
+            )
+            if e.kind == "make, 6 images":
+                verdicts.append(
+                    f"history of a 6-image make ≤ {TARGET_EVENTS_6} events: {e.events} — "
+                    f"{_verdict(e.events <= TARGET_EVENTS_6)}"
+                )
+
+    if verdicts:
+        out += ["", "Issue 17's targets in this run:", ""]
+        out += [f"- {v}" for v in verdicts]
 
     for label, timings in report.breakdown.items():
-        if not timings:
+        if not timings or not timings[0].segments:
             continue
         keys: list[str] = []
         for job in timings:
             keys += [k for k in job.segments if k not in keys]
         out += [
             "",
-            f"### Where one workflow job's time goes, render {label} "
+            f"### Where one make job's time goes, render {label} "
             f"(median of {len(timings)} jobs, ms)",
             "",
             "| segment | p50 | p95 |",
@@ -623,14 +842,12 @@ def render_report(report: Report) -> str:
             f"| {fmt(percentile(job_totals, 95))} |"
         )
         wfts = statistics.median(t.workflow_tasks for t in timings)
-        sigs = statistics.median(t.signals for t in timings)
         disp = statistics.median(t.wft_dispatch_ms for t in timings)
         proc = statistics.median(t.wft_processing_ms for t in timings)
         out += [
             "",
-            f"Per job (median): {wfts:.0f} workflow tasks, {sigs:.0f} progress signals; "
-            f"workflow tasks waited {fmt(disp)} ms in total to be picked up and took "
-            f"{fmt(proc)} ms in total in the worker.",
+            f"Per job (median): {wfts:.0f} workflow tasks; they waited {fmt(disp)} ms in total "
+            f"to be picked up and took {fmt(proc)} ms in total in the worker.",
         ]
     out += ["", f"Whole benchmark run: {report.run_seconds:.0f} s."]
     return "\n".join(out) + "\n"
@@ -663,8 +880,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--idle", type=float, default=0.5, help="seconds idle before an idle-first job")
     p.add_argument("--warmup", type=int, default=2, help="untimed jobs per path first")
-    p.add_argument("--users", type=int, default=20, help="concurrent users for throughput")
-    p.add_argument("--throughput-jobs", type=int, default=60, help="jobs per throughput run")
+    p.add_argument(
+        "--users",
+        type=int,
+        nargs="+",
+        default=[1, 20, 50],
+        help="concurrent users of each throughput run",
+    )
+    p.add_argument(
+        "--throughput-jobs",
+        type=int,
+        default=60,
+        help="jobs per throughput run (at least 3 per user; 1 user runs --jobs-0s)",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -682,6 +910,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     report = Report(machine=machine(), commit=git_commit())
     root = Path(tempfile.mkdtemp(prefix="stationthis-bench-"))
+    args.log_dir = root  # the floor workers' logs, next to the stack's
     try:
         progress("starting the dev stack in %s", root)
         with embedded_stack(root) as stack:

@@ -36,7 +36,7 @@ from comfy.client import ComfyClient, ComfyError
 from services.training_plans import TrainingPlanner
 from store.db import Stores
 from workers.config import Config
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS, sandbox_runner, warm_bytecode
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,12 @@ def workflow_worker(
         checkpoints=config.checkpoints,
     )
     media_jobs = MediaJobActivities(stores, routing=config.routing())
+    warm_bytecode()  # the sandbox re-imports workflow modules per run: from bytecode, not source
     return Worker(
         client,
         task_queue=config.task_queues.workflows,
         workflows=ALL_WORKFLOWS,
+        workflow_runner=sandbox_runner(),
         activities=[
             *jobs.all(),
             *media_jobs.all(),

@@ -59,11 +59,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.jobs import JobState, JobStatus, MakeImageRequest
     from domain.search_attributes import JOB_KIND, JOB_STATE, PARENT_JOB, PLATFORM, USER_ID
-    from workflows import policies
-    from workflows.job_saga import status_from_failure
-    from workflows.make_image import MakeImageWorkflow
-    from workflows.slots import HeldSlot
 
+# Workflow modules are imported inside the sandbox (workflows/registry.py says why).
+from workflows import policies
+from workflows.job_saga import status_from_failure
+from workflows.make_image import MakeImageWorkflow
+from workflows.slots import HeldSlot
 
 POINTS = "insufficient_points"
 

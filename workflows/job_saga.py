@@ -69,9 +69,10 @@ with workflow.unsafe.imports_passed_through():
     from domain.pricing import partial_refund
     from domain.queues import JobRoute, plan_route
     from domain.search_attributes import JOB_STATE
-    from workflows import policies
-    from workflows.slots import HeldSlot
 
+# Workflow modules are imported inside the sandbox (workflows/registry.py says why).
+from workflows import policies
+from workflows.slots import HeldSlot
 
 # The `ApplicationError.type` a failed job's workflow fails with (after its refund, record,
 # slot release and delivery ran). Its first detail is the final `JobStatus`; read it back with

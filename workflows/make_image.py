@@ -6,7 +6,8 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from domain.jobs import ActivityNames, JobStatus, MakeImageRequest, PrepareInput
-    from workflows.job_saga import PaidJobWorkflow
+
+from workflows.job_saga import PaidJobWorkflow
 
 
 @workflow.defn(name="MakeImageWorkflow")

@@ -7,7 +7,8 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from domain.jobs import ActivityNames, JobStatus, MediaPrepareInput, MediaRequest
-    from workflows.job_saga import PaidJobWorkflow
+
+from workflows.job_saga import PaidJobWorkflow
 
 
 @workflow.defn(name="MediaJobWorkflow")

@@ -15,7 +15,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from domain.jobs import ActivityNames, SlotInput
-    from workflows import policies
+
+# Workflow modules are imported inside the sandbox (workflows/registry.py says why).
+from workflows import policies
 
 
 class HeldSlot:

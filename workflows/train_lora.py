@@ -58,8 +58,10 @@ with workflow.unsafe.imports_passed_through():
         TrainSpec,
         chunks,
     )
-    from workflows import policies
-    from workflows.job_saga import JobFailed, PaidJobWorkflow, describe_failure, ledger_activity
+
+# Workflow modules are imported inside the sandbox (workflows/registry.py says why).
+from workflows import policies
+from workflows.job_saga import JobFailed, PaidJobWorkflow, describe_failure, ledger_activity
 
 # A chunk is retried after a crash (worker, server, database) and may land on any GPU; a
 # rejected graph or an interrupt is final. Between attempts: seconds, not minutes.

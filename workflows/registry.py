@@ -1,0 +1,78 @@
+"""What a worker needs to host the workflows: the list to register and the sandbox to run them in.
+
+Imported by the worker process (the host), never inside a workflow's sandbox: the sandbox
+imports only the module of the workflow it runs, so listing every workflow here costs a run
+nothing (issue 17 item 2).
+
+The sandbox stays on. It re-imports each run's workflow module (`workflows.*`) so the
+workflow's code runs with the restricted `datetime`, `random`, `time`, `os` ... proxies and
+fails its workflow task on a non-deterministic call. What it passes through from the host, once
+per process instead of once per run, is code that has no per-run state and no I/O:
+
+- `domain`: pure rules and pydantic models (domain/__init__.py promises no I/O). Passing it
+  through also keeps one class per model, which the pydantic data converter needs.
+- `pydantic`, `pydantic_core`, `annotated_types`, `typing_extensions`: the SDK's defaults
+  already; named here so the list says everything a workflow's input needs.
+
+Workflow modules must not be passed through (nor imported inside
+`workflow.unsafe.imports_passed_through()`): their module-level names would be the host's
+unrestricted modules and the safety net would not see their calls.
+"""
+
+from __future__ import annotations
+
+import compileall
+import logging
+from pathlib import Path
+
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from workflows.cook_collection import CookCollectionWorkflow
+from workflows.make_image import MakeImageWorkflow
+from workflows.media_job import MediaJobWorkflow
+from workflows.train_lora import CaptionDatasetWorkflow, DatasetImagesWorkflow, TrainLoraWorkflow
+
+log = logging.getLogger(__name__)
+
+ALL_WORKFLOWS: list[type] = [MakeImageWorkflow, MediaJobWorkflow, CookCollectionWorkflow]
+ALL_WORKFLOWS += [TrainLoraWorkflow, CaptionDatasetWorkflow, DatasetImagesWorkflow]
+
+# Modules (and their submodules) the sandbox takes from the host instead of importing per run.
+PASSTHROUGH_MODULES: tuple[str, ...] = (
+    "domain",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_extensions",
+)
+
+WORKFLOWS_DIR = Path(__file__).resolve().parent
+
+
+def sandbox_restrictions() -> SandboxRestrictions:
+    """The SDK's default restrictions plus `PASSTHROUGH_MODULES`."""
+    return SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    """The runner every worker hosting these workflows uses: sandboxed, with the passthroughs."""
+    return SandboxedWorkflowRunner(restrictions=sandbox_restrictions())
+
+
+def warm_bytecode() -> bool:
+    """Write the bytecode of the workflow modules the sandbox re-imports each run, if stale.
+
+    Python writes no `.pyc` when PYTHONDONTWRITEBYTECODE is set (it is in this environment),
+    and then every run's sandbox compiled `workflows/*.py` from source again (issue 17: 20 % of
+    the worker's time). `make install` compiles them too; this covers a source changed since.
+    Reading `.pyc` files is never turned off. False if they could not be written (a read-only
+    install): the worker still runs, only slower.
+    """
+    try:
+        ok = bool(compileall.compile_dir(str(WORKFLOWS_DIR), maxlevels=0, quiet=1))
+    except OSError as err:
+        log.warning("workflow bytecode not written (%s): each run compiles from source", err)
+        return False
+    if not ok:
+        log.warning("workflow bytecode not written: each run compiles from source")
+    return ok
