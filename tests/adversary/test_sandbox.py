@@ -87,6 +87,7 @@ async def test_a_make_run_imports_only_its_own_modules_and_takes_domain_from_the
         "workflows.make_image",
         "workflows.job_saga",
         "workflows.policies",
+        "workflows.slots",
     }
     for name in fresh:
         assert modules[name] is not sys.modules[name], f"{name} must run inside the sandbox"
