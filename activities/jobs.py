@@ -31,6 +31,7 @@ from domain.errors import (
     UnknownTemplate,
     UserInputError,
 )
+from domain.inventory import requirements_of
 from domain.jobs import (
     ActivityNames,
     ChargeInput,
@@ -135,9 +136,6 @@ class JobActivities:
         template = self.stores.templates.get(name)
         if template.kind not in ("txt2img", "img2img"):
             raise UnknownTemplate(name, [n for n in self.stores.templates.names()])
-        uploads: dict[str, str] = {}
-        if template.kind == "img2img":
-            uploads = self._img2img_source(template, req.source_image_id, user.id)
         base_seed = settings.seed if settings.seed >= 0 else secrets.randbelow(SEED_SPACE)
         seeds = [(base_seed + i) % SEED_SPACE for i in range(settings.batch)]
         values: dict[str, Any] = {k: getattr(settings, k) for k in GRAPH_SETTINGS}
@@ -155,6 +153,10 @@ class JobActivities:
                     "pick another with /set checkpoint or ask the operator"
                 )
             values["checkpoint"] = settings.checkpoint
+        template = self._runnable_form(template, values)
+        uploads: dict[str, str] = {}
+        if template.kind == "img2img":
+            uploads = self._img2img_source(template, req.source_image_id, user.id)
         works = [
             ComfyWork(
                 graph=add_lora_loaders(
@@ -177,6 +179,8 @@ class JobActivities:
         )
         summary = f"{template.name} {settings.width}x{settings.height} ×{settings.batch}: {prompt}"
         used = settings.model_dump()
+        if template.variant:
+            used["variant"] = template.variant
         used.update(
             template=template.name,
             render_timeout=self.render_timeout,
@@ -199,6 +203,15 @@ class JobActivities:
             prompt=prompt,
             seeds=seeds,
             comfy=works,
+        )
+
+    def _runnable_form(self, template: Template, values: dict[str, Any]) -> Template:
+        """The form of `template` (its graph or a variant) some GPU server can run with these
+        values injected; NoServerCanRun (a refusal before any charge) when none can. The
+        user's LoRAs are not asked of the server: the comfy worker brings them."""
+        return self.stores.inventory.choose_form(
+            template,
+            lambda form: requirements_of(form.inject(_only_known(form, {**values, "seed": 0}))),
         )
 
     def _loras(self, user_id: str, prompt: str) -> tuple[str, list[LoraFile]]:

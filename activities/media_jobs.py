@@ -18,6 +18,7 @@ from temporalio import activity
 
 from activities.jobs import plan_or_refusal
 from domain.errors import TemplateGraphError, UserInputError
+from domain.inventory import requirements_of
 from domain.jobs import (
     ActivityNames,
     ComfyWork,
@@ -27,6 +28,7 @@ from domain.jobs import (
     MediaWork,
 )
 from domain.pricing import quote_media
+from domain.templates import Template
 from media.ops import (
     UPSCALE_MAX_PIXELS,
     UPSCALE_MAX_SIDE,
@@ -42,13 +44,10 @@ from store.db import Stores
 
 log = logging.getLogger(__name__)
 
-# The upscale models per factor. The factor is the model's own (a 4x model always gives 4x), so
-# choosing the scale means choosing the model file. These are the stand-in's files; on a real
-# server pass the names its /object_info lists for UpscaleModelLoader (constructor argument).
-DEFAULT_UPSCALE_MODELS: Mapping[int, str] = {
-    2: "2x-standin.safetensors",
-    4: "4x-standin.safetensors",
-}
+# The upscale model per factor comes from the `upscale` template's `choices.model` (factor ->
+# file, templates/upscale.json), overridden per factor by `Config.upscale_models`: the factor
+# is the model's own (a 4x model always gives 4x), so choosing the scale chooses the file.
+UPSCALE_MODEL_INPUT = "model"
 
 # Which template each ComfyUI job kind runs.
 COMFY_TEMPLATES: Mapping[str, str] = {"upscale": "upscale", "rmbg": "rmbg"}
@@ -74,7 +73,7 @@ class MediaJobActivities:
         self.media_queue = media_queue
         self.render_timeout = render_timeout
         self.heartbeat_timeout = heartbeat_timeout
-        self.upscale_models = dict(upscale_models or DEFAULT_UPSCALE_MODELS)
+        self.upscale_overrides = {int(k): v for k, v in (upscale_models or {}).items()}
 
     def all(self) -> list[Any]:
         return [self.prepare_media_job]
@@ -148,18 +147,16 @@ class MediaJobActivities:
             raise TemplateGraphError(
                 f"template {template.name!r} is a {template.kind} graph, not {req.kind}"
             )
-        image_ref = template.inputs.get("image")
-        if image_ref is None:
-            raise TemplateGraphError(f"template {template.name!r} has no input_image node")
         values: dict[str, Any] = {}
         prescale: tuple[int, int] | None = None
         if req.kind == "upscale":
-            scale = self._scale(req.params)
+            models = self.upscale_models(template)
+            scale = self._scale(req.params, models)
             in_w, in_h = upscale_input_size(source.width, source.height, scale)
             width, height = in_w * scale, in_h * scale
-            if "model" not in template.inputs:
+            if UPSCALE_MODEL_INPUT not in template.inputs:
                 raise TemplateGraphError(f"template {template.name!r} has no input_model node")
-            values["model"] = self.upscale_models[scale]
+            values[UPSCALE_MODEL_INPUT] = models[scale]
             params: dict[str, Any] = {"scale": scale}
             summary = f"upscale {scale}x {source.width}x{source.height} -> {width}x{height}"
             if (in_w, in_h) != (source.width, source.height):
@@ -176,6 +173,12 @@ class MediaJobActivities:
                 raise UserInputError(f"rmbg takes no parameters (got: {', '.join(extra)})")
             params = {}
             summary = f"rmbg {source.width}x{source.height}"
+        template = self.stores.inventory.choose_form(
+            template, lambda form: requirements_of(form.inject(values))
+        )
+        image_ref = template.inputs.get("image")
+        if image_ref is None:
+            raise TemplateGraphError(f"template {template.name!r} has no input_image node")
         graph = template.inject(values)
         if prescale is not None:
             graph = _scale_input_first(graph, image_ref.node, prescale)
@@ -184,20 +187,31 @@ class MediaJobActivities:
         )
         return work, params, summary
 
-    def _scale(self, params: Mapping[str, Any]) -> int:
+    def upscale_models(self, template: Template) -> dict[int, str]:
+        """Factor -> upscale model file: the template's `choices.model`, then the config's
+        `upscale_models` over it (both the operator's; none is in code)."""
+        models: dict[int, str] = {}
+        for key, value in template.choices.get(UPSCALE_MODEL_INPUT, {}).items():
+            if str(key).isdigit() and isinstance(value, str):
+                models[int(key)] = value
+        models.update(self.upscale_overrides)
+        if not models:
+            raise TemplateGraphError(
+                f"template {template.name!r} names no upscale model per factor "
+                '(add "choices": {"model": {"2": FILE, "4": FILE}} or set UPSCALE_MODELS)'
+            )
+        return models
+
+    def _scale(self, params: Mapping[str, Any], models: Mapping[int, str]) -> int:
         extra = sorted(set(params) - {"scale"})
         if extra:
             raise UserInputError(f"upscale takes only scale (got: {', '.join(extra)})")
         raw = params.get("scale", 4)
-        allowed = " or ".join(str(c) for c in sorted(self.upscale_models))
+        allowed = " or ".join(str(c) for c in sorted(models))
         scale = raw
         if isinstance(raw, str) and raw.strip().isdigit():
             scale = int(raw)
-        if (
-            isinstance(scale, bool)
-            or not isinstance(scale, int)
-            or scale not in self.upscale_models
-        ):
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale not in models:
             raise UserInputError(f"scale: must be {allowed}, got {raw!r}")
         return scale
 

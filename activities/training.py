@@ -26,6 +26,7 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,11 @@ from comfy.lora_cache import LoraCache
 from comfy.models import Progress as ComfyProgress
 from comfy.models import RunResult
 from domain.errors import StationError, UserInputError
+from domain.inventory import requirements_of
 from domain.jobs import ActivityNames, ComfyWork, JobPlan, LoraFile
 from domain.training import (
     CAPTION_PRICE_PER_IMAGE,
-    FAMILY_CHECKPOINTS,
+    TRAINING_CHECKPOINT_INPUT,
     TRAINING_RESOLUTION,
     AddImagesInput,
     CaptionPlan,
@@ -104,8 +106,10 @@ class TrainingActivities:
         heartbeat_timeout: float = 30.0,
         chunk_steps: int = 250,
         chunk_timeout: float = 3600.0,
+        training_checkpoints: Mapping[str, str] | None = None,
     ) -> None:
         self.stores = stores
+        self.training_checkpoints = dict(training_checkpoints or {})  # Config, over the template
         self.comfy_queue = comfy_queue
         self.comfy_io_queue = comfy_io_queue
         self.media_queue = media_queue
@@ -152,10 +156,11 @@ class TrainingActivities:
         name = self.stores.models.free_name(user.id, name)
         images = [TrainImage(image_id=im.image_id, caption=im.caption) for im in ds.images]
         resolution = TRAINING_RESOLUTION[params.family]
+        checkpoint = self.base_checkpoint(params.family)
         caption_work: list[dict[str, Any]] = []
         missing = [im for im in images if not im.caption.strip()]
         if missing:
-            template = self.stores.templates.get("caption")
+            template = self.stores.inventory.choose_form(self.stores.templates.get("caption"))
             ref = template.inputs["image"]
             for im in missing:
                 work = ComfyWork(graph=template.inject({}), uploads={ref.node: im.image_id})
@@ -169,7 +174,7 @@ class TrainingActivities:
             model_name=name,
             params=params,
             resolution=resolution,
-            checkpoint=FAMILY_CHECKPOINTS[params.family],
+            checkpoint=checkpoint,
             images=images,
             chunk_steps=self.chunk_steps,
             caption_work=caption_work,
@@ -195,6 +200,25 @@ class TrainingActivities:
             },
             template="train-lora",
         )
+
+    def base_checkpoint(self, family: str) -> str:
+        """The checkpoint `family` trains on (the config's, else train-lora's `choices`),
+        checked against the GPU servers: refused before any charge when no server can run the
+        training graph (or any variant of it) with that checkpoint."""
+        template = self.stores.templates.get("train-lora")
+        name = self.training_checkpoints.get(family) or template.choice(
+            TRAINING_CHECKPOINT_INPUT, family
+        )
+        if not isinstance(name, str) or not name:
+            raise UserInputError(
+                f"no base checkpoint is configured for {family} training (train-lora's "
+                "choices.checkpoint or TRAINING_CHECKPOINTS); ask the operator"
+            )
+        values = {TRAINING_CHECKPOINT_INPUT: name}
+        self.stores.inventory.choose_form(
+            template, lambda form: requirements_of(form.inject(values))
+        )
+        return name
 
     @activity.defn(name=ActivityNames.SAVE_CAPTIONS)
     def save_captions(self, inp: CaptionsInput) -> CaptionsResult:
@@ -237,9 +261,9 @@ class TrainingActivities:
         try:
             user = self.stores.users.get(inp.request.user)
             ds = self.stores.datasets.get(user.id, inp.request.dataset)
+            template = self.stores.inventory.choose_form(self.stores.templates.get("caption"))
         except StationError as err:
             return CaptionPlan(refused=err.message)
-        template = self.stores.templates.get("caption")
         ref = template.inputs["image"]
         work = {
             im.image_id: ComfyWork(

@@ -230,7 +230,9 @@ class JobsClient:
         self._planner = JobActivities(
             stores, max_loras=config.max_loras_per_prompt, checkpoints=config.checkpoints
         )
-        self._media_planner = MediaJobActivities(stores)
+        self._media_planner = MediaJobActivities(
+            stores, upscale_models={int(k): v for k, v in config.upscale_models.items()}
+        )
         self._collections = CollectionActivities(stores, self._planner)
         self.storage = storage_policy(config)
 
@@ -1304,7 +1306,11 @@ class JobsClient:
         """The training planner: the same checks `prepare_train_lora` runs in the workflow."""
         planner: TrainingActivities | None = getattr(self, "_training_planner", None)
         if planner is None:
-            planner = TrainingActivities(self.stores, chunk_steps=self.config.training_chunk_steps)
+            planner = TrainingActivities(
+                self.stores,
+                chunk_steps=self.config.training_chunk_steps,
+                training_checkpoints=self.config.training_checkpoints,
+            )
             self._training_planner = planner
         return planner
 

@@ -28,12 +28,9 @@ Family = Literal["sdxl", "flux", "sd15"]
 FAMILIES: tuple[str, ...] = ("sdxl", "flux", "sd15")
 # Training resolution per base family: dataset images are square-cropped and resized to it.
 TRAINING_RESOLUTION: dict[str, int] = {"sdxl": 1024, "flux": 1024, "sd15": 512}
-# The checkpoint each family trains on, by the stand-in's file names (a real server: configure).
-FAMILY_CHECKPOINTS: dict[str, str] = {
-    "sdxl": "sdxl-base-1.0.safetensors",
-    "flux": "flux1-dev.safetensors",
-    "sd15": "sdxl-base-1.0.safetensors",
-}
+# The checkpoint each family trains on is the operator's: templates/train-lora.json
+# `choices.checkpoint` (family -> file), overridden by `Config.training_checkpoints`.
+TRAINING_CHECKPOINT_INPUT = "checkpoint"
 
 MIN_IMAGES = 4
 MAX_IMAGES = 20
