@@ -31,7 +31,6 @@ from domain.errors import (
     UnknownTemplate,
     UserInputError,
 )
-from domain.inventory import requirements_of
 from domain.jobs import (
     ActivityNames,
     ChargeInput,
@@ -211,7 +210,7 @@ class JobActivities:
         user's LoRAs are not asked of the server: the comfy worker brings them."""
         return self.stores.inventory.choose_form(
             template,
-            lambda form: requirements_of(form.inject(_only_known(form, {**values, "seed": 0}))),
+            lambda form: form.requirements(_only_known(form, {**values, "seed": 0})),
         )
 
     def _loras(self, user_id: str, prompt: str) -> tuple[str, list[LoraFile]]:

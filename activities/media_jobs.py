@@ -18,7 +18,6 @@ from temporalio import activity
 
 from activities.jobs import plan_or_refusal
 from domain.errors import TemplateGraphError, UserInputError
-from domain.inventory import requirements_of
 from domain.jobs import (
     ActivityNames,
     ComfyWork,
@@ -174,7 +173,7 @@ class MediaJobActivities:
             params = {}
             summary = f"rmbg {source.width}x{source.height}"
         template = self.stores.inventory.choose_form(
-            template, lambda form: requirements_of(form.inject(values))
+            template, lambda form: form.requirements(values)
         )
         image_ref = template.inputs.get("image")
         if image_ref is None:

@@ -219,10 +219,10 @@ def check_template(
     listed = list(servers)
     out: list[FormCheck] = []
     for form in template.forms():
-        needs = requirements_of(form.graph)
+        needs = form.requirements()
         for name, values in choices.items():
             for value in values.values():
-                needs = needs.merged(requirements_of(form.inject({name: value})))
+                needs = needs.merged(form.requirements({name: value}))
         out.extend(
             FormCheck(variant=form.variant, server=s.url, missing=s.missing(needs)) for s in listed
         )

@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from domain.errors import TemplateGraphError
+from domain.inventory import Requirements, requirements_of
 from domain.pricing import family_base
 
 TemplateKind = Literal["txt2img", "img2img", "upscale", "rmbg", "caption", "train_lora"]
@@ -264,6 +265,9 @@ class TemplateVariant(BaseModel):
     description: str = ""
     graph: Graph
     inputs: dict[str, InputRef] = Field(default_factory=dict)
+    # Node types the comfy worker adds when it builds the job's graph (the 0.3.64 training
+    # variant's ImageBatch per dataset image): needed of a server like the graph's own.
+    adds_nodes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _validate(self) -> TemplateVariant:
@@ -272,12 +276,15 @@ class TemplateVariant(BaseModel):
         return self
 
     def definition(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "graph": self.graph,
             "inputs": {k: v.as_pair() for k, v in sorted(self.inputs.items())},
         }
+        if self.adds_nodes:
+            out["adds_nodes"] = list(self.adds_nodes)
+        return out
 
 
 class Template(BaseModel):
@@ -302,6 +309,7 @@ class Template(BaseModel):
     choices: dict[str, dict[str, Any]] = Field(default_factory=dict)
     variants: list[TemplateVariant] = Field(default_factory=list)
     variant: str = ""
+    adds_nodes: list[str] = Field(default_factory=list)  # set from the variant by forms()
 
     @field_validator("graph")
     @classmethod
@@ -348,11 +356,23 @@ class Template(BaseModel):
                         "inputs": v.inputs,
                         "variants": [],
                         "variant": v.name,
+                        "adds_nodes": list(v.adds_nodes),
                         "description": v.description or self.description,
                     }
                 )
             )
         return out
+
+    def requirements(
+        self, values: Mapping[str, Any] | None = None, *, fetched: Collection[str] = ()
+    ) -> Requirements:
+        """What a server needs to run this form with `values` injected: the graph's node
+        types and loader files, and the nodes the worker adds (`adds_nodes`)."""
+        graph = self.inject(values) if values else self.graph
+        needs = requirements_of(graph, fetched=fetched)
+        if self.adds_nodes:
+            needs = needs.merged(Requirements(node_types=frozenset(self.adds_nodes)))
+        return needs
 
     def choice(self, input_name: str, key: str) -> Any:
         """The operator-chosen value of `input_name` for `key` (None when none is set)."""

@@ -18,7 +18,7 @@ from typing import Any
 from pymongo.database import Database
 
 from domain.errors import NoServerCanRun
-from domain.inventory import Missing, Requirements, ServerInventory, requirements_of
+from domain.inventory import Missing, Requirements, ServerInventory
 from domain.inventory import servers_able as _able
 from domain.templates import Template
 
@@ -141,7 +141,7 @@ def pick_form(
     needs: Callable[[Template], Requirements] | None = None,
 ) -> Template:
     """The first form of `template` one of `servers` can run; NoServerCanRun otherwise."""
-    need = needs or (lambda form: requirements_of(form.graph))
+    need = needs or (lambda form: form.requirements())
     forms = template.forms()
     first_missing: Missing | None = None
     for form in forms:

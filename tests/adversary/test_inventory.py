@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
+import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,7 +38,9 @@ from domain.inventory import (
 from domain.jobs import MakeImageRequest, MediaPrepareInput, MediaRequest, PrepareInput
 from domain.rules import DomainRules
 from domain.templates import Template
+from domain.training import expand_dataset_images
 from store.db import Stores
+from store.inventory import pick_form
 from tests.fixtures.comfy import ComfyServer
 from tests.fixtures.devstack import Stack
 from workers.temporal_workers import record_inventory
@@ -62,7 +65,7 @@ def png() -> bytes:
     return buf.getvalue()
 
 
-def standin_like(url: str, *, without: set[str] = frozenset(), **models: set[str]) -> ServerInventory:  # type: ignore[assignment]
+def standin_like(url: str, *, without: Collection[str] = (), **models: set[str]) -> ServerInventory:
     """A server with the bundled templates' nodes and the stand-in's files, minus `without`."""
     nodes = {
         "CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode",
@@ -169,7 +172,7 @@ def test_a_server_without_the_chosen_upscale_model_is_not_enough(stores: Stores)
         return planner.plan_media_job(MediaPrepareInput(workflow_id="u", request=req))
 
     assert plan(4).comfy[0].graph["2"]["inputs"]["model_name"] == "4x-standin.safetensors"
-    with pytest.raises(NoServerCanRun, match="upscale_models/2x-standin.safetensors"):
+    with pytest.raises(NoServerCanRun, match=re.escape("upscale_models/2x-standin.safetensors")):
         plan(2)
 
 
@@ -200,8 +203,40 @@ def test_a_variant_must_take_the_templates_inputs(stores: Stores) -> None:
     make = stores.templates.get("make").definition()
     graph = copy.deepcopy(make["graph"])
     make["variants"] = [{"name": "bad", "graph": graph, "inputs": {"prompt": ["6", "text"]}}]
-    with pytest.raises(TemplateGraphError, match="variant .bad. lacks the template.s input"):
+    with pytest.raises(TemplateGraphError, match=r"variant .bad. lacks the template.s input"):
         Template.parse(make)
+
+
+CORE_0_3_64 = {  # what ComfyUI 0.3.64 core has of the training nodes (no dataset-folder nodes)
+    "LoadImageTextDataSetFromFolder",
+    "MakeTrainingDataset",
+}
+
+
+def test_a_0_3_64_server_trains_with_the_core_variant_one_load_image_per_dataset_image(
+    stores: Stores,
+) -> None:
+    template = stores.templates.get("train-lora")
+    old = standin_like("http://old:8188", without=CORE_0_3_64)
+    old = old.model_copy(update={"node_types": old.node_types | {"ImageBatch"}})
+    form = pick_form(template, [old])
+    assert form.variant == "core-0.3.64"
+    assert pick_form(template, [standin_like("http://new:8188")]).variant == ""
+    with pytest.raises(NoServerCanRun, match="LoadImageTextDataSetFromFolder"):
+        pick_form(template, [standin_like("http://x:8188", without=CORE_0_3_64)])  # no batch
+
+    graph = form.inject({"folder": "st_ds_1", "caption": "zxq_me", "steps": 250})
+    load = form.inputs["folder"].node
+    names = [f"st_ds_1/{n:02}.png" for n in range(4)]
+    out = expand_dataset_images(graph, load, names)
+    loads = sorted(n["inputs"]["image"] for n in out.values() if n["class_type"] == "LoadImage")
+    assert loads == names
+    batches = [k for k, n in out.items() if n["class_type"] == "ImageBatch"]
+    assert len(batches) == 3
+    encode = next(n for n in out.values() if n["class_type"] == "VAEEncode")
+    assert encode["inputs"]["pixels"] == [batches[-1], 0], "the VAE encodes the whole batch"
+    assert requirements_of(out).node_types <= old.node_types
+    assert out[form.inputs["caption"].node]["inputs"]["text"] == "zxq_me"
 
 
 # ---- operator-chosen models ------------------------------------------------------------------
@@ -216,7 +251,7 @@ def test_each_training_family_trains_on_the_operators_checkpoint(stores: Stores)
     chosen = TrainingActivities(stores, training_checkpoints={"sd15": "my-sd15.safetensors"})
     assert chosen.base_checkpoint("sd15") == "my-sd15.safetensors"
     stores.inventory.record_server(standin_like("http://gpu-1:8188"))
-    with pytest.raises(NoServerCanRun, match="checkpoints/my-sd15.safetensors"):
+    with pytest.raises(NoServerCanRun, match=re.escape("checkpoints/my-sd15.safetensors")):
         chosen.base_checkpoint("sd15")  # configured, but no server has it: refused, unpaid
 
 
