@@ -9,7 +9,7 @@ from PIL import Image
 
 from comfy.client import ComfyClient
 from comfy.models import Progress
-from tests.contract.conftest import start_blocker, txt2img
+from tests.contract.conftest import Pace, start_blocker, txt2img
 from tests.fixtures.comfy import ComfyServer
 
 STAGE_RANK = {"queued": 0, "running": 1, "done": 2}
@@ -50,9 +50,9 @@ async def test_txt2img_reports_progress_in_order_and_returns_pngs_of_the_asked_s
 
 
 async def test_a_queued_prompt_reports_its_place_in_the_queue(
-    comfy: ComfyClient, comfy_faults_reset: ComfyServer, ckpt: str
+    comfy: ComfyClient, comfy_faults_reset: ComfyServer, ckpt: str, pace: Pace
 ) -> None:
-    blocker = await start_blocker(comfy, comfy_faults_reset, ckpt)
+    blocker = await start_blocker(comfy, comfy_faults_reset, ckpt, pace)
     try:
         seen: list[Progress] = []
 
@@ -61,7 +61,9 @@ async def test_a_queued_prompt_reports_its_place_in_the_queue(
             if progress.stage == "queued":
                 await comfy.cancel(blocker)
 
-        result = await comfy.run(txt2img(ckpt), on_progress=stop_blocker_once_reported, timeout=60)
+        result = await comfy.run(
+            txt2img(ckpt), on_progress=stop_blocker_once_reported, timeout=pace.timeout()
+        )
         assert result.status == "success"
         assert seen[0].stage == "queued"
         assert seen[0].queue_position == 1
