@@ -17,15 +17,16 @@ import sys
 import uuid
 from collections.abc import Collection, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from PIL import Image
 from pymongo.database import Database
+from temporalio.testing import ActivityEnvironment
 
 from activities.jobs import JobActivities
 from activities.media_jobs import MediaJobActivities
-from activities.training import TrainingActivities
+from activities.training import TrainingActivities, TrainingComfyActivities
 from adapters.cli.comfy_cmd import render_check
 from adapters.jobs import JobsClient
 from domain.errors import NoServerCanRun, TemplateGraphError
@@ -38,10 +39,16 @@ from domain.inventory import (
 from domain.jobs import MakeImageRequest, MediaPrepareInput, MediaRequest, PrepareInput
 from domain.rules import DomainRules
 from domain.templates import Template
-from domain.training import expand_dataset_images
+from domain.training import (
+    ChunkInput,
+    TrainImage,
+    TrainingParams,
+    TrainSpec,
+    expand_dataset_images,
+)
 from store.db import Stores
 from store.inventory import pick_form
-from tests.fixtures.comfy import ComfyServer
+from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
 from tests.fixtures.devstack import Stack
 from workers.temporal_workers import record_inventory
 
@@ -123,8 +130,8 @@ def test_requirements_name_nodes_and_loader_files_but_not_links_or_fetched_loras
         "4": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.pth"}},
     }
     needs = requirements_of(graph, fetched={"st/user.safetensors"})
-    assert needs.node_types == {"CheckpointLoaderSimple", "LoraLoader", "TrainLoraNode",
-                                "UpscaleModelLoader"}  # fmt: skip
+    loaders = {"CheckpointLoaderSimple", "LoraLoader", "TrainLoraNode", "UpscaleModelLoader"}
+    assert needs.node_types == loaders
     assert needs.models == {"checkpoints": {SDXL}, "upscale_models": {"4x.pth"}}
     assert requirements_of(graph).models["loras"] == {"st/user.safetensors"}
 
@@ -167,8 +174,9 @@ def test_a_server_without_the_chosen_upscale_model_is_not_enough(stores: Stores)
     stores.inventory.record_server(standin_like("http://gpu-1:8188", upscale_models=only_4x))
 
     def plan(scale: int) -> Any:
-        req = MediaRequest(user=USER, kind="upscale", source_image_id=source,
-                           params={"scale": scale})  # fmt: skip
+        req = MediaRequest(
+            user=USER, kind="upscale", source_image_id=source, params={"scale": scale}
+        )
         return planner.plan_media_job(MediaPrepareInput(workflow_id="u", request=req))
 
     assert plan(4).comfy[0].graph["2"]["inputs"]["model_name"] == "4x-standin.safetensors"
@@ -332,3 +340,65 @@ async def test_comfy_check_on_the_stack_and_a_template_no_server_can_run_charges
         assert await jobs.active(user) == []
     finally:
         await asyncio.to_thread(jobs.stores.templates.coll.delete_many, {"name": name})
+
+
+# ---- a training chunk on a ComfyUI 0.3.64 core server ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def core_0_3_64(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
+    """A stand-in serving 0.3.64 core's training nodes (no dataset-folder nodes)."""
+    server = start_standin(
+        tmp_path_factory.mktemp("comfy-0.3.64"), extra_args=["--training-nodes", "core-0.3.64"]
+    )
+    try:
+        yield server
+    finally:
+        assert server.process is not None
+        stop_process(server.process)
+
+
+async def test_a_training_chunk_on_a_0_3_64_server_runs_the_core_variant_and_stores_its_lora(
+    stores: Stores, core_0_3_64: ComfyServer
+) -> None:
+    root = core_0_3_64.root
+    assert root is not None
+    assert await record_inventory(stores, core_0_3_64.url)
+    [server] = stores.inventory.servers()
+    assert "LoadImageTextDataSetFromFolder" not in server.node_types
+    assert "ImageBatch" in server.node_types
+    user = stores.users.get(USER)
+    images = [
+        TrainImage(
+            image_id=stores.blobs.put(
+                png(), f"{n}.png", "image/png", metadata={"user_id": user.id}
+            ),
+            caption=f"zxq_me photo {n}",
+        )
+        for n in range(4)
+    ]
+    spec = TrainSpec(
+        dataset_id="d1",
+        dataset_name="me",
+        dataset_hash="h",
+        owner=user.id,
+        trigger_word="zxq_me",
+        model_name="me",
+        params=TrainingParams(steps=100),
+        resolution=512,
+        checkpoint=TrainingActivities(stores).base_checkpoint("sdxl"),
+        images=images,
+    )
+    workflow_id = f"train-{uuid.uuid4().hex[:8]}"
+    chunk = ChunkInput(
+        workflow_id=workflow_id, chunk=0, start_step=0, steps=7, total_steps=7, spec=spec
+    )
+    acts = TrainingComfyActivities(core_0_3_64.url, cast(Any, None), stores, comfyui_dir=root)
+    try:
+        result = await ActivityEnvironment().run(acts.train_lora_chunk, chunk)
+    finally:
+        await acts.aclose()
+    assert result.steps_done == 7
+    assert stores.blobs.get(result.blob_id, "models")[:8] != b""  # stored in GridFS
+    saved = sorted((root / "output" / "loras").glob("*_7_steps_*_.safetensors"))
+    assert len(saved) == 1, "one LoRA file, named as the next chunk expects"
