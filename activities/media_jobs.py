@@ -18,6 +18,7 @@ from temporalio import activity
 
 from activities.jobs import plan_or_refusal
 from domain.errors import TemplateGraphError, UserInputError
+from domain.inventory import Requirements
 from domain.jobs import (
     ActivityNames,
     ComfyWork,
@@ -172,8 +173,10 @@ class MediaJobActivities:
                 raise UserInputError(f"rmbg takes no parameters (got: {', '.join(extra)})")
             params = {}
             summary = f"rmbg {source.width}x{source.height}"
+        # A reduced source adds an ImageScale node (below): the server needs that too.
+        added = Requirements(node_types=frozenset({"ImageScale"} if prescale else set()))
         template = self.stores.inventory.choose_form(
-            template, lambda form: form.requirements(values)
+            template, lambda form: form.requirements(values).merged(added)
         )
         image_ref = template.inputs.get("image")
         if image_ref is None:
