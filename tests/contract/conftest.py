@@ -43,14 +43,15 @@ class Pace:
     def steps_for(self, seconds: float, *, at_least: int = 3) -> int:
         """Steps that keep the server busy about `seconds` (a prompt that must still be
         running when the test acts on it)."""
-        return max(at_least, min(100_000, math.ceil(seconds / self.step)))
+        return max(at_least, min(MAX_STEPS, math.ceil(seconds / self.step)))
 
     def timeout(self, steps: int = 3, *, at_least: float = 30.0) -> float:
         """A deadline for a prompt of `steps` steps that only a broken server misses."""
         return max(at_least, 4 * (self.overhead + steps * self.step) + 10)
 
 
-PROBE_STEPS = 6
+PROBE_STEPS = 11
+MAX_STEPS = 10_000  # KSampler's own maximum: more is refused by validation
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -105,16 +105,18 @@ async def test_a_run_survives_its_websocket_being_dropped(
 
 
 async def test_a_restart_that_loses_the_running_prompt_raises_prompt_lost(
-    comfy: ComfyClient, ckpt: str, faults: ComfyServer
+    comfy: ComfyClient, ckpt: str, faults: ComfyServer, pace: Pace
 ) -> None:
     faults.set_faults(restart={"next": 1})
     prompt_id = str(uuid.uuid4())
     with pytest.raises(PromptLost) as caught:
-        await comfy.run(txt2img(ckpt), prompt_id=prompt_id, timeout=60)
+        await comfy.run(txt2img(ckpt), prompt_id=prompt_id, timeout=pace.timeout())
     assert caught.value.prompt_id == prompt_id
     assert caught.value.retryable
     # Resubmitting under the same id works: the server has forgotten it.
-    assert (await comfy.run(txt2img(ckpt), prompt_id=prompt_id, timeout=60)).status == "success"
+    assert (
+        await comfy.run(txt2img(ckpt), prompt_id=prompt_id, timeout=pace.timeout())
+    ).status == "success"
 
 
 async def test_a_restart_that_loses_the_queue_makes_wait_raise_prompt_lost(

@@ -17,6 +17,7 @@ def test_step_counts_and_timeouts_follow_the_measured_pace() -> None:
     assert fast.steps_for(1.0) == 200
     assert slow.steps_for(1.0) == 3, "never a 200-step prompt on a 2 s/step server"
     assert slow.steps_for(600) == 300
+    assert Pace(overhead=0.01, step=0.0001).steps_for(600) == 10_000, "KSampler's maximum"
     assert fast.timeout() == 30.0
     assert slow.timeout(20) > 4 * (20 + 20 * 2.0), "room for the server's own speed"
 
