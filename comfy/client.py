@@ -917,9 +917,12 @@ class ComfyClient:
     async def inventory(self) -> ServerInventory:
         """The server's node types and model files per folder, from one full `/object_info`
         (domain/inventory.py names which loader input lists which folder)."""
-        return inventory_from_object_info(
+        inv = inventory_from_object_info(
             self.base_url, await self.object_info(), seen_at=datetime.now(UTC)
         )
+        system = (await self.system_stats()).get("system")
+        version = system.get("comfyui_version") if isinstance(system, dict) else None
+        return inv.model_copy(update={"version": str(version)}) if version else inv
 
     async def combo_options(self, node_class: str, input_name: str) -> list[str]:
         """Options of a combo input, from either encoding: legacy `[[...], {...}]` or V3

@@ -89,6 +89,7 @@ class ServerInventory(BaseModel):
     node_types: frozenset[str] = frozenset()
     models: dict[str, frozenset[str]] = Field(default_factory=dict)
     seen_at: datetime | None = None
+    version: str = ""  # `comfyui_version` of /system_stats, when the server said
 
     def missing(self, needs: Requirements) -> Missing:
         return Missing(

@@ -55,6 +55,7 @@ class ComfyInventory:
                 "node_types": sorted(inv.node_types),
                 "models": models,
                 "checkpoints": models.get("checkpoints", []),
+                "version": inv.version,
                 "seen_at": now or inv.seen_at or datetime.now(UTC),
             },
             upsert=True,
@@ -76,6 +77,7 @@ class ComfyInventory:
                     node_types=frozenset(doc.get("node_types") or []),
                     models={str(f): frozenset(v) for f, v in (doc.get("models") or {}).items()},
                     seen_at=doc.get("seen_at"),
+                    version=str(doc.get("version") or ""),
                 )
             )
         return out

@@ -85,9 +85,9 @@ def render_check(
         if s.seen_at is not None:
             seen = s.seen_at if s.seen_at.tzinfo else s.seen_at.replace(tzinfo=UTC)
             age = f", seen {max(0, int((now - seen).total_seconds()))} s ago"
-        lines.append(
-            f"server {s.url}: {len(s.node_types)} node types; {folders or 'no models'}{age}"
-        )
+        version = f" (ComfyUI {s.version})" if s.version else ""
+        models = folders or "no models"
+        lines.append(f"server {s.url}{version}: {len(s.node_types)} node types; {models}{age}")
     lines.append("")
     checks: list[TemplateCheck] = [
         check_template(t, servers, overrides.get(t.name)) for t in templates

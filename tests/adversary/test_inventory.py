@@ -104,6 +104,7 @@ async def test_a_comfy_worker_records_its_servers_node_types_and_model_files(
     assert await record_inventory(stores, comfy_standin.url)
     [server] = await asyncio.to_thread(stores.inventory.servers)
     assert server.url == comfy_standin.url
+    assert server.version.startswith("0.3."), "the server's own version, for the operator"
     assert {"KSampler", "TrainLoraNode", "UpscaleModelLoader"} <= server.node_types
     assert {"2x-standin.safetensors", "4x-standin.safetensors"} <= server.models["upscale_models"]
     assert SDXL in server.models["checkpoints"]
@@ -315,7 +316,7 @@ async def test_comfy_check_on_the_stack_and_a_template_no_server_can_run_charges
 ) -> None:
     out = await asyncio.to_thread(cli, dev_stack, "comfy", "check")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"server {dev_stack.comfy_url}:" in out.stdout
+    assert f"server {dev_stack.comfy_url} (ComfyUI 0.3.64):" in out.stdout
     assert "verdict: all" in out.stdout
     out = await asyncio.to_thread(cli, dev_stack, "comfy", "check", dev_stack.comfy_url)
     assert out.returncode == 0, out.stdout + out.stderr
