@@ -41,21 +41,28 @@ NOT_A_FILE: frozenset[str] = frozenset({"[None]", "None", ""})
 
 
 class Requirements(BaseModel):
-    """What a graph needs from a server: node types, and model files per folder."""
+    """What a graph needs from a server: node types, model files per folder, and for each node
+    type the input names the graph gives it (so a node of another version, whose required
+    inputs differ, is told apart from the one the graph was written for)."""
 
     model_config = ConfigDict(frozen=True)
 
     node_types: frozenset[str] = frozenset()
     models: dict[str, frozenset[str]] = Field(default_factory=dict)
+    given: dict[str, frozenset[str]] = Field(default_factory=dict)
 
     def merged(self, other: Requirements) -> Requirements:
         folders = set(self.models) | set(other.models)
+        given = dict(self.given)
+        for cls, names in other.given.items():
+            given[cls] = given[cls] & names if cls in given else names
         return Requirements(
             node_types=self.node_types | other.node_types,
             models={
                 f: self.models.get(f, frozenset()) | other.models.get(f, frozenset())
                 for f in folders
             },
+            given=given,
         )
 
 
@@ -66,15 +73,18 @@ class Missing(BaseModel):
 
     node_types: list[str] = Field(default_factory=list)
     models: dict[str, list[str]] = Field(default_factory=dict)
+    inputs: dict[str, list[str]] = Field(default_factory=dict)  # node -> required, not given
 
     def __bool__(self) -> bool:
-        return bool(self.node_types or self.models)
+        return bool(self.node_types or self.models or self.inputs)
 
     def describe(self) -> str:
         """`node types X, Y; checkpoints/a.safetensors` — what an operator must install."""
         parts = []
         if self.node_types:
             parts.append("node types " + ", ".join(self.node_types))
+        for cls, names in sorted(self.inputs.items()):
+            parts.append(f"{cls} of another version (it requires {', '.join(names)})")
         for folder, files in sorted(self.models.items()):
             parts.append(", ".join(f"{folder}/{f}" for f in files))
         return "; ".join(parts) or "nothing"
@@ -90,8 +100,15 @@ class ServerInventory(BaseModel):
     models: dict[str, frozenset[str]] = Field(default_factory=dict)
     seen_at: datetime | None = None
     version: str = ""  # `comfyui_version` of /system_stats, when the server said
+    # Node type -> its required input names (unknown for records of older workers: unchecked).
+    required_inputs: dict[str, frozenset[str]] = Field(default_factory=dict)
 
     def missing(self, needs: Requirements) -> Missing:
+        inputs = {}
+        for cls, given in sorted(needs.given.items()):
+            lacking = self.required_inputs.get(cls, frozenset()) - given
+            if cls in self.node_types and lacking:
+                inputs[cls] = sorted(lacking)
         return Missing(
             node_types=sorted(needs.node_types - self.node_types),
             models={
@@ -99,6 +116,7 @@ class ServerInventory(BaseModel):
                 for folder, files in sorted(needs.models.items())
                 if files - self.models.get(folder, frozenset())
             },
+            inputs=inputs,
         )
 
     def can_run(self, needs: Requirements) -> bool:
@@ -114,6 +132,7 @@ def requirements_of(graph: Mapping[str, Any], *, fetched: Collection[str] = ()) 
     """
     types: set[str] = set()
     models: dict[str, set[str]] = {}
+    given: dict[str, frozenset[str]] = {}
     for node in graph.values():
         if not isinstance(node, Mapping):
             continue
@@ -124,6 +143,8 @@ def requirements_of(graph: Mapping[str, Any], *, fetched: Collection[str] = ()) 
         inputs = node.get("inputs")
         if not isinstance(inputs, Mapping):
             continue
+        names = frozenset(str(k) for k in inputs)
+        given[cls] = given[cls] & names if cls in given else names
         for name, value in inputs.items():
             folder = MODEL_INPUTS.get((cls, str(name)))
             if folder is None or not isinstance(value, str) or value in NOT_A_FILE:
@@ -132,7 +153,9 @@ def requirements_of(graph: Mapping[str, Any], *, fetched: Collection[str] = ()) 
                 continue
             models.setdefault(folder, set()).add(value)
     return Requirements(
-        node_types=frozenset(types), models={f: frozenset(v) for f, v in models.items()}
+        node_types=frozenset(types),
+        models={f: frozenset(v) for f, v in models.items()},
+        given=given,
     )
 
 
@@ -163,11 +186,18 @@ def inventory_from_object_info(
             if isinstance(group, Mapping) and input_name in group:
                 choices = combo_choices(group[input_name]) or []
                 models.setdefault(folder, set()).update(c for c in choices if c not in NOT_A_FILE)
+    required: dict[str, frozenset[str]] = {}
+    for cls, node in info.items():
+        sections = node.get("input") if isinstance(node, Mapping) else None
+        group = sections.get("required") if isinstance(sections, Mapping) else None
+        if isinstance(group, Mapping):
+            required[str(cls)] = frozenset(str(k) for k in group)
     return ServerInventory(
         url=url,
         node_types=frozenset(str(k) for k in info),
         models={f: frozenset(v) for f, v in models.items()},
         seen_at=seen_at,
+        required_inputs=required,
     )
 
 

@@ -56,6 +56,10 @@ class ComfyInventory:
                 "models": models,
                 "checkpoints": models.get("checkpoints", []),
                 "version": inv.version,
+                # A list, not an object: node class names are not safe as MongoDB keys.
+                "required_inputs": [
+                    [cls, sorted(names)] for cls, names in sorted(inv.required_inputs.items())
+                ],
                 "seen_at": now or inv.seen_at or datetime.now(UTC),
             },
             upsert=True,
@@ -78,6 +82,10 @@ class ComfyInventory:
                     models={str(f): frozenset(v) for f, v in (doc.get("models") or {}).items()},
                     seen_at=doc.get("seen_at"),
                     version=str(doc.get("version") or ""),
+                    required_inputs={
+                        str(cls): frozenset(names)
+                        for cls, names in doc.get("required_inputs") or []
+                    },
                 )
             )
         return out

@@ -115,6 +115,13 @@ async def test_a_comfy_worker_records_its_servers_node_types_and_model_files(
     assert stores.inventory.servers_able(Requirements(node_types=frozenset({"NoSuch"}))) == []
     needs = Requirements(models={"checkpoints": frozenset({"not-here.safetensors"})})
     assert stores.inventory.servers_able(needs) == []
+    # The newer TrainLoraNode requires inputs 0.3.64's has not: the core variant is not for it.
+    assert {"bucket_mode", "offloading"} <= server.required_inputs["TrainLoraNode"]
+    core = check_template(stores.templates.get("train-lora"), [server])
+    [default, variant] = core.forms
+    assert not default.missing
+    assert "bucket_mode" in variant.missing.inputs["TrainLoraNode"]
+    assert "TrainLoraNode of another version" in variant.missing.describe()
     # A server not seen within the hour is no longer offered.
     later = datetime.now(UTC) + timedelta(hours=2)
     assert stores.inventory.servers_able(requirements_of(upscale.graph), now=later) == []
