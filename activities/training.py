@@ -41,9 +41,11 @@ from comfy.errors import ComfyError
 from comfy.lora_cache import LoraCache
 from comfy.models import Progress as ComfyProgress
 from comfy.models import RunResult
-from domain.errors import StationError, UserInputError
+from domain.errors import NoServerCanRun, StationError, UserInputError
 from domain.jobs import ActivityNames, JobPlan, LoraFile
+from domain.templates import Template
 from domain.training import (
+    TRAINING_CHECKPOINT_INPUT,
     AddImagesInput,
     CaptionPlan,
     CaptionPrepareInput,
@@ -60,6 +62,7 @@ from domain.training import (
     TrainSpec,
     caption_with_trigger,
     chunk_prefix,
+    expand_dataset_images,
     lora_filename,
 )
 from media.safety import DEFAULT_LIMITS, ImageLimits, load_image
@@ -67,6 +70,7 @@ from services.job_plans import plan_or_refusal
 from services.training_plans import TrainingPlanner
 from store.blobs import BlobNotFound, BlobStore
 from store.db import Stores
+from store.inventory import pick_form
 
 log = logging.getLogger(__name__)
 
@@ -384,18 +388,41 @@ class TrainingComfyActivities:
             await asyncio.to_thread(cache.ensure, inp.previous)
             existing = inp.previous.filename
         template = await asyncio.to_thread(self.stores.templates.get, "train-lora")
-        return template.inject(
-            {
-                "checkpoint": spec.checkpoint,
-                "folder": folder,
-                "steps": inp.steps,
-                "learning_rate": spec.params.learning_rate,
-                "rank": spec.params.rank,
-                "seed": inp.chunk,
-                "existing_lora": existing,
-                "prefix": chunk_prefix(inp.workflow_id, inp.chunk),
-            }
-        )
+        form = await asyncio.to_thread(self._form_for_this_server, template, spec.checkpoint)
+        values: dict[str, Any] = {
+            "checkpoint": spec.checkpoint,
+            "folder": folder,
+            "steps": inp.steps,
+            "learning_rate": spec.params.learning_rate,
+            "rank": spec.params.rank,
+            "seed": inp.chunk,
+            "existing_lora": existing,
+            "prefix": chunk_prefix(inp.workflow_id, inp.chunk),
+        }
+        if "caption" in form.inputs:  # a variant with one caption for every image
+            values["caption"] = spec.trigger_word
+        graph = form.inject(values)
+        load = form.inputs["folder"].node
+        if graph[load]["class_type"] == "LoadImage":  # no dataset-folder node: one per image
+            names = [f"{folder}/{n:02}.png" for n in range(len(spec.images))]
+            graph = expand_dataset_images(graph, load, names)
+        return graph
+
+    def _form_for_this_server(self, template: Template, checkpoint: str) -> Template:
+        """The form of train-lora (its graph or a variant) this worker's server can run, by
+        its recorded inventory; the template's own graph when the server is not recorded or
+        can run none (the server's refusal then fails the chunk, refunded)."""
+        inv = self.stores.inventory.server(self.server_url)
+        if inv is None:
+            return template.forms()[0]
+        try:
+            return pick_form(
+                template,
+                [inv],
+                lambda form: form.requirements({TRAINING_CHECKPOINT_INPUT: checkpoint}),
+            )
+        except NoServerCanRun:
+            return template.forms()[0]
 
     def _write_dataset(self, inp: ChunkInput, root: Path) -> str:
         """input/<folder>/<n>.png + <n>.txt (caption with trigger word); atomic, once."""

@@ -45,6 +45,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -64,6 +65,7 @@ from comfy.errors import (
     PromptLost,
 )
 from comfy.models import NodeErrorDetail, OutputFile, Progress, RunResult, Stage, SubmitResult
+from domain.inventory import ServerInventory, combo_choices, inventory_from_object_info
 
 __all__ = ["ComfyClient", "ProgressCallback"]
 
@@ -912,6 +914,16 @@ class ComfyClient:
         data = await self._json("GET", path)
         return data if isinstance(data, dict) else {}
 
+    async def inventory(self) -> ServerInventory:
+        """The server's node types and model files per folder, from one full `/object_info`
+        (domain/inventory.py names which loader input lists which folder)."""
+        inv = inventory_from_object_info(
+            self.base_url, await self.object_info(), seen_at=datetime.now(UTC)
+        )
+        system = (await self.system_stats()).get("system")
+        version = system.get("comfyui_version") if isinstance(system, dict) else None
+        return inv.model_copy(update={"version": str(version)}) if version else inv
+
     async def combo_options(self, node_class: str, input_name: str) -> list[str]:
         """Options of a combo input, from either encoding: legacy `[[...], {...}]` or V3
         `["COMBO", {"options": [...]}]` (§3).
@@ -937,14 +949,10 @@ class ComfyClient:
                 break
         if spec is None:
             raise ComfyError(f"{node_class} has no input {input_name!r}")
+        choices = combo_choices(spec)
+        if choices is not None:
+            return choices
         head = spec[0] if isinstance(spec, list) and spec else spec
-        if isinstance(head, list):
-            return [str(o) for o in head]
-        if head == "COMBO" and isinstance(spec, list):
-            options = (
-                spec[1].get("options", []) if len(spec) > 1 and isinstance(spec[1], dict) else []
-            )
-            return [str(o) for o in options]
         raise ComfyError(f"{node_class}.{input_name} is not a combo input (type {head!r})")
 
     async def system_stats(self) -> dict[str, Any]:

@@ -104,3 +104,20 @@ class LedgerRefused(StationError):
     It is a bug in the caller, not a user's mistake, so it is never retried."""
 
     code = "ledger_refused"
+
+
+class NoServerCanRun(UserInputError):
+    """No GPU server seen lately has what a template (or every variant of it) needs.
+
+    Raised at quote time, so nothing is charged; the message names what the closest server
+    lacks (never a server's address) so the operator knows what to install."""
+
+    code = "no_server_can_run"
+
+    def __init__(self, template: str, missing: str) -> None:
+        self.template = template
+        self.missing = missing
+        super().__init__(
+            f"no GPU server can run template {template!r} now (missing: {missing}); "
+            "nothing was charged — the operator can see why with `stationthis comfy check`"
+        )

@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from domain.errors import TemplateGraphError
+from domain.inventory import Requirements, requirements_of
 from domain.pricing import family_base
 
 TemplateKind = Literal["txt2img", "img2img", "upscale", "rmbg", "caption", "train_lora"]
@@ -250,8 +251,51 @@ def version_hash(graph: Any) -> str:
     return hashlib.sha256(canonical_json(graph).encode("utf-8")).hexdigest()
 
 
+class TemplateVariant(BaseModel):
+    """Another graph for the same job, for servers of another version or with other nodes
+    (e.g. a training graph without the dataset-folder nodes, which ComfyUI 0.3.64 core lacks).
+
+    It takes the same named inputs as the template's own graph, so a planner injects the same
+    values whichever form it runs; the first form (the template's graph, then the variants in
+    file order) a server can run is the one used."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    graph: Graph
+    inputs: dict[str, InputRef] = Field(default_factory=dict)
+    # Node types the comfy worker adds when it builds the job's graph (the 0.3.64 training
+    # variant's ImageBatch per dataset image): needed of a server like the graph's own.
+    adds_nodes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _validate(self) -> TemplateVariant:
+        refs = validate_graph(self.graph, self.inputs)
+        object.__setattr__(self, "inputs", refs)
+        return self
+
+    def definition(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "graph": self.graph,
+            "inputs": {k: v.as_pair() for k, v in sorted(self.inputs.items())},
+        }
+        if self.adds_nodes:
+            out["adds_nodes"] = list(self.adds_nodes)
+        return out
+
+
 class Template(BaseModel):
-    """A validated template. `hash` covers everything that changes behaviour or price."""
+    """A validated template. `hash` covers everything that changes behaviour or price.
+
+    `choices` are operator-chosen values of named inputs, by key: the upscale model per factor
+    (`{"model": {"2": "RealESRGAN_x2.pth", "4": "RealESRGAN_x4plus.pth"}}`), the base
+    checkpoint per training family. They live here (or in the config), never in code, so a
+    real server's file names need no renaming. `variant` is set only on a form returned by
+    `forms()`: the variant's name, "" for the template's own graph.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -262,6 +306,10 @@ class Template(BaseModel):
     description: str = ""
     graph: Graph
     inputs: dict[str, InputRef] = Field(default_factory=dict)
+    choices: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    variants: list[TemplateVariant] = Field(default_factory=list)
+    variant: str = ""
+    adds_nodes: list[str] = Field(default_factory=list)  # set from the variant by forms()
 
     @field_validator("graph")
     @classmethod
@@ -275,7 +323,60 @@ class Template(BaseModel):
         # Resolve titled inputs into the explicit map so the stored template is self-describing.
         refs = validate_graph(self.graph, self.inputs)
         object.__setattr__(self, "inputs", refs)
+        for input_name, options in self.choices.items():
+            if input_name not in refs:
+                raise TemplateGraphError(
+                    f"choices for {input_name!r}: the template has no such input "
+                    f"(it has: {', '.join(sorted(refs)) or 'none'})"
+                )
+            for key, value in options.items():
+                self.inject({input_name: value})  # refused here if the type does not fit
+                if not isinstance(key, str) or not key:
+                    raise TemplateGraphError(f"choices for {input_name!r}: empty key")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise TemplateGraphError("two variants have the same name")
+        for v in self.variants:
+            lacking = sorted(set(refs) - set(v.inputs))
+            if lacking:
+                raise TemplateGraphError(
+                    f"variant {v.name!r} lacks the template's input(s) {', '.join(lacking)}"
+                )
         return self
+
+    def forms(self) -> list[Template]:
+        """The template's own graph, then each variant as a template of the same name (with
+        `variant` set), in the order a job tries them."""
+        out = [self.model_copy(update={"variants": []})] if self.variants else [self]
+        for v in self.variants:
+            out.append(
+                self.model_copy(
+                    update={
+                        "graph": v.graph,
+                        "inputs": v.inputs,
+                        "variants": [],
+                        "variant": v.name,
+                        "adds_nodes": list(v.adds_nodes),
+                        "description": v.description or self.description,
+                    }
+                )
+            )
+        return out
+
+    def requirements(
+        self, values: Mapping[str, Any] | None = None, *, fetched: Collection[str] = ()
+    ) -> Requirements:
+        """What a server needs to run this form with `values` injected: the graph's node
+        types and loader files, and the nodes the worker adds (`adds_nodes`)."""
+        graph = self.inject(values) if values else self.graph
+        needs = requirements_of(graph, fetched=fetched)
+        if self.adds_nodes:
+            needs = needs.merged(Requirements(node_types=frozenset(self.adds_nodes)))
+        return needs
+
+    def choice(self, input_name: str, key: str) -> Any:
+        """The operator-chosen value of `input_name` for `key` (None when none is set)."""
+        return self.choices.get(input_name, {}).get(key)
 
     @property
     def base_price(self) -> int:
@@ -288,7 +389,7 @@ class Template(BaseModel):
 
     def definition(self) -> dict[str, Any]:
         """The template as JSON (the file format), inputs as `[node, input]` pairs."""
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
             "family": self.family,
@@ -297,6 +398,12 @@ class Template(BaseModel):
             "graph": self.graph,
             "inputs": {k: v.as_pair() for k, v in sorted(self.inputs.items())},
         }
+        # Only when set, so the hash (and version) of a template without them is unchanged.
+        if self.choices:
+            out["choices"] = self.choices
+        if self.variants:
+            out["variants"] = [v.definition() for v in self.variants]
+        return out
 
     def inject(self, values: Mapping[str, Any]) -> Graph:
         return inject(self.graph, values, self.inputs)

@@ -28,12 +28,9 @@ Family = Literal["sdxl", "flux", "sd15"]
 FAMILIES: tuple[str, ...] = ("sdxl", "flux", "sd15")
 # Training resolution per base family: dataset images are square-cropped and resized to it.
 TRAINING_RESOLUTION: dict[str, int] = {"sdxl": 1024, "flux": 1024, "sd15": 512}
-# The checkpoint each family trains on, by the stand-in's file names (a real server: configure).
-FAMILY_CHECKPOINTS: dict[str, str] = {
-    "sdxl": "sdxl-base-1.0.safetensors",
-    "flux": "flux1-dev.safetensors",
-    "sd15": "sdxl-base-1.0.safetensors",
-}
+# The checkpoint each family trains on is the operator's: templates/train-lora.json
+# `choices.checkpoint` (family -> file), overridden by `Config.training_checkpoints`.
+TRAINING_CHECKPOINT_INPUT = "checkpoint"
 
 MIN_IMAGES = 4
 MAX_IMAGES = 20
@@ -626,3 +623,44 @@ def quote_captions(images: int, per_image: int = CAPTION_PRICE_PER_IMAGE) -> int
     if images < 0 or per_image < 0:
         raise ValueError("images and the price per image cannot be negative")
     return per_image * images
+
+
+def expand_dataset_images(
+    graph: Mapping[str, Any], load_node: str, images: Sequence[str]
+) -> dict[str, Any]:
+    """A copy of a training graph whose one LoadImage (`load_node`) becomes one LoadImage per
+    dataset file, chained by ImageBatch; every node that read the single image reads the batch.
+
+    This is how a server without the dataset-folder nodes (ComfyUI 0.3.64 core) trains: the
+    comfy worker has written the dataset under `input/<folder>/`, and LoadImage takes
+    `<folder>/<file>`. The images are all the training resolution, so ImageBatch keeps them.
+    """
+    if not images:
+        raise UserInputError("a training dataset needs images")
+    out = {k: dict(v, inputs=dict(v.get("inputs", {}))) for k, v in graph.items()}
+    out[load_node]["inputs"]["image"] = images[0]
+    next_id = max((int(k) for k in out if k.isdigit()), default=0) + 1
+    last = load_node
+    for name in images[1:]:
+        image_id, batch_id = str(next_id), str(next_id + 1)
+        next_id += 2
+        out[image_id] = {
+            "class_type": "LoadImage",
+            "inputs": {"image": name},
+            "_meta": {"title": f"dataset image {name}"},
+        }
+        out[batch_id] = {
+            "class_type": "ImageBatch",
+            "inputs": {"image1": [last, 0], "image2": [image_id, 0]},
+            "_meta": {"title": "Batch Images"},
+        }
+        last = batch_id
+    if last != load_node:
+        added = {k for k in out if k not in graph}
+        for node_id, node in out.items():
+            if node_id in added:
+                continue
+            for key, value in node["inputs"].items():
+                if value == [load_node, 0]:
+                    node["inputs"][key] = [last, 0]
+    return out

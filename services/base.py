@@ -40,11 +40,16 @@ class ServiceBase:
             max_loras=config.max_loras_per_prompt,
             checkpoints=config.checkpoints,
         )
-        self._media_planner = MediaPlanner(stores, routing=config.routing())
+        self._media_planner = MediaPlanner(
+            stores,
+            routing=config.routing(),
+            upscale_models={int(k): v for k, v in config.upscale_models.items()},
+        )
         self._trainer = TrainingPlanner(
             stores,
             routing=config.routing(),
             chunk_steps=config.training_chunk_steps,
+            training_checkpoints=config.training_checkpoints,
         )
 
     async def _owner(self, user: str) -> User:

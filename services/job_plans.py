@@ -25,6 +25,7 @@ from domain.checkpoints import (
     image_base,
 )
 from domain.errors import StationError, TemplateGraphError, UnknownTemplate, UserInputError
+from domain.inventory import Requirements
 from domain.jobs import (
     ComfyWork,
     JobPlan,
@@ -60,13 +61,10 @@ SEED_SPACE = 2**32
 # Settings that map onto template inputs of the same name; the rest are not graph inputs.
 GRAPH_SETTINGS = ("negative", "steps", "cfg", "width", "height", "sampler", "scheduler")
 
-# The upscale models per factor. The factor is the model's own (a 4x model always gives 4x), so
-# choosing the scale means choosing the model file. These are the stand-in's files; on a real
-# server pass the names its /object_info lists for UpscaleModelLoader (constructor argument).
-DEFAULT_UPSCALE_MODELS: Mapping[int, str] = {
-    2: "2x-standin.safetensors",
-    4: "4x-standin.safetensors",
-}
+# The upscale model per factor comes from the `upscale` template's `choices.model` (factor ->
+# file, templates/upscale.json), overridden per factor by `Config.upscale_models`: the factor
+# is the model's own (a 4x model always gives 4x), so choosing the scale chooses the file.
+UPSCALE_MODEL_INPUT = "model"
 
 # Which template each ComfyUI job kind runs.
 COMFY_TEMPLATES: Mapping[str, str] = {"upscale": "upscale", "rmbg": "rmbg"}
@@ -111,9 +109,6 @@ class MakePlanner:
         template = self.stores.templates.get(name)
         if template.kind not in ("txt2img", "img2img"):
             raise UnknownTemplate(name, [n for n in self.stores.templates.names()])
-        uploads: dict[str, str] = {}
-        if template.kind == "img2img":
-            uploads = self._img2img_source(template, req.source_image_id, user.id)
         base_seed = settings.seed if settings.seed >= 0 else secrets.randbelow(SEED_SPACE)
         seeds = [(base_seed + i) % SEED_SPACE for i in range(settings.batch)]
         values: dict[str, Any] = {k: getattr(settings, k) for k in GRAPH_SETTINGS}
@@ -131,6 +126,10 @@ class MakePlanner:
                     "pick another with /set checkpoint or ask the operator"
                 )
             values["checkpoint"] = settings.checkpoint
+        template = self._runnable_form(template, values)
+        uploads: dict[str, str] = {}
+        if template.kind == "img2img":
+            uploads = self._img2img_source(template, req.source_image_id, user.id)
         works = [
             ComfyWork(
                 graph=add_lora_loaders(
@@ -153,6 +152,8 @@ class MakePlanner:
         )
         summary = f"{template.name} {settings.width}x{settings.height} ×{settings.batch}: {prompt}"
         used = settings.model_dump()
+        if template.variant:
+            used["variant"] = template.variant
         used.update(template=template.name)
         if loras:
             used["loras"] = [f"{lora.name}:{lora.weight:g}" for lora in loras]
@@ -170,6 +171,15 @@ class MakePlanner:
             seeds=seeds,
             comfy=works,
             route=self.routing.route(inp.request.platform),
+        )
+
+    def _runnable_form(self, template: Template, values: dict[str, Any]) -> Template:
+        """The form of `template` (its graph or a variant) some GPU server can run with these
+        values injected; NoServerCanRun (a refusal before any charge) when none can. The
+        user's LoRAs are not asked of the server: the comfy worker brings them."""
+        return self.stores.inventory.choose_form(
+            template,
+            lambda form: form.requirements(_only_known(form, {**values, "seed": 0})),
         )
 
     def _loras(self, user_id: str, prompt: str) -> tuple[str, list[LoraFile]]:
@@ -224,7 +234,7 @@ class MediaPlanner:
     ) -> None:
         self.stores = stores
         self.routing = routing or Routing()  # Config.routing(): queues and timeouts
-        self.upscale_models = dict(upscale_models or DEFAULT_UPSCALE_MODELS)
+        self.upscale_overrides = {int(k): v for k, v in (upscale_models or {}).items()}
 
     def plan_media_job(self, inp: MediaPrepareInput) -> JobPlan:
         """The checks and decisions of prepare, raising UserInputError on bad input.
@@ -286,18 +296,16 @@ class MediaPlanner:
             raise TemplateGraphError(
                 f"template {template.name!r} is a {template.kind} graph, not {req.kind}"
             )
-        image_ref = template.inputs.get("image")
-        if image_ref is None:
-            raise TemplateGraphError(f"template {template.name!r} has no input_image node")
         values: dict[str, Any] = {}
         prescale: tuple[int, int] | None = None
         if req.kind == "upscale":
-            scale = self._scale(req.params)
+            models = self.upscale_models(template)
+            scale = self._scale(req.params, models)
             in_w, in_h = upscale_input_size(source.width, source.height, scale)
             width, height = in_w * scale, in_h * scale
-            if "model" not in template.inputs:
+            if UPSCALE_MODEL_INPUT not in template.inputs:
                 raise TemplateGraphError(f"template {template.name!r} has no input_model node")
-            values["model"] = self.upscale_models[scale]
+            values[UPSCALE_MODEL_INPUT] = models[scale]
             params: dict[str, Any] = {"scale": scale}
             summary = f"upscale {scale}x {source.width}x{source.height} -> {width}x{height}"
             if (in_w, in_h) != (source.width, source.height):
@@ -314,6 +322,14 @@ class MediaPlanner:
                 raise UserInputError(f"rmbg takes no parameters (got: {', '.join(extra)})")
             params = {}
             summary = f"rmbg {source.width}x{source.height}"
+        # A reduced source adds an ImageScale node (below): the server needs that too.
+        added = Requirements(node_types=frozenset({"ImageScale"} if prescale else set()))
+        template = self.stores.inventory.choose_form(
+            template, lambda form: form.requirements(values).merged(added)
+        )
+        image_ref = template.inputs.get("image")
+        if image_ref is None:
+            raise TemplateGraphError(f"template {template.name!r} has no input_image node")
         graph = template.inject(values)
         if prescale is not None:
             graph = _scale_input_first(graph, image_ref.node, prescale)
@@ -322,20 +338,31 @@ class MediaPlanner:
         )
         return work, params, summary
 
-    def _scale(self, params: Mapping[str, Any]) -> int:
+    def upscale_models(self, template: Template) -> dict[int, str]:
+        """Factor -> upscale model file: the template's `choices.model`, then the config's
+        `upscale_models` over it (both the operator's; none is in code)."""
+        models: dict[int, str] = {}
+        for key, value in template.choices.get(UPSCALE_MODEL_INPUT, {}).items():
+            if str(key).isdigit() and isinstance(value, str):
+                models[int(key)] = value
+        models.update(self.upscale_overrides)
+        if not models:
+            raise TemplateGraphError(
+                f"template {template.name!r} names no upscale model per factor "
+                '(add "choices": {"model": {"2": FILE, "4": FILE}} or set UPSCALE_MODELS)'
+            )
+        return models
+
+    def _scale(self, params: Mapping[str, Any], models: Mapping[int, str]) -> int:
         extra = sorted(set(params) - {"scale"})
         if extra:
             raise UserInputError(f"upscale takes only scale (got: {', '.join(extra)})")
         raw = params.get("scale", 4)
-        allowed = " or ".join(str(c) for c in sorted(self.upscale_models))
+        allowed = " or ".join(str(c) for c in sorted(models))
         scale = raw
         if isinstance(raw, str) and raw.strip().isdigit():
             scale = int(raw)
-        if (
-            isinstance(scale, bool)
-            or not isinstance(scale, int)
-            or scale not in self.upscale_models
-        ):
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale not in models:
             raise UserInputError(f"scale: must be {allowed}, got {raw!r}")
         return scale
 

@@ -8,6 +8,7 @@ before it starts a workflow, so bad input is refused at once with nothing writte
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from domain.errors import StationError, UserInputError
@@ -15,7 +16,7 @@ from domain.jobs import ComfyWork, JobPlan
 from domain.queues import Routing
 from domain.training import (
     CAPTION_PRICE_PER_IMAGE,
-    FAMILY_CHECKPOINTS,
+    TRAINING_CHECKPOINT_INPUT,
     TRAINING_RESOLUTION,
     CaptionPlan,
     CaptionPrepareInput,
@@ -43,10 +44,12 @@ class TrainingPlanner:
         *,
         routing: Routing | None = None,
         chunk_steps: int = 250,
+        training_checkpoints: Mapping[str, str] | None = None,
     ) -> None:
         self.stores = stores
         self.routing = routing or Routing()  # Config.routing(): queues and timeouts
         self.chunk_steps = chunk_steps
+        self.training_checkpoints = dict(training_checkpoints or {})  # Config, over the template
 
     def plan_train_lora(self, inp: TrainPrepareInput) -> JobPlan:
         """Every check before the charge; the jobs client runs it too, before starting."""
@@ -65,10 +68,11 @@ class TrainingPlanner:
         name = self.stores.models.free_name(user.id, name)
         images = [TrainImage(image_id=im.image_id, caption=im.caption) for im in ds.images]
         resolution = TRAINING_RESOLUTION[params.family]
+        checkpoint = self.base_checkpoint(params.family)
         caption_work: list[dict[str, Any]] = []
         missing = [im for im in images if not im.caption.strip()]
         if missing:
-            template = self.stores.templates.get("caption")
+            template = self.stores.inventory.choose_form(self.stores.templates.get("caption"))
             ref = template.inputs["image"]
             for im in missing:
                 work = ComfyWork(graph=template.inject({}), uploads={ref.node: im.image_id})
@@ -82,7 +86,7 @@ class TrainingPlanner:
             model_name=name,
             params=params,
             resolution=resolution,
-            checkpoint=FAMILY_CHECKPOINTS[params.family],
+            checkpoint=checkpoint,
             images=images,
             chunk_steps=self.chunk_steps,
             caption_work=caption_work,
@@ -104,14 +108,31 @@ class TrainingPlanner:
             route=self.routing.route(req.platform),
         )
 
+    def base_checkpoint(self, family: str) -> str:
+        """The checkpoint `family` trains on (the config's, else train-lora's `choices`),
+        checked against the GPU servers: refused before any charge when no server can run the
+        training graph (or any variant of it) with that checkpoint."""
+        template = self.stores.templates.get("train-lora")
+        name = self.training_checkpoints.get(family) or template.choice(
+            TRAINING_CHECKPOINT_INPUT, family
+        )
+        if not isinstance(name, str) or not name:
+            raise UserInputError(
+                f"no base checkpoint is configured for {family} training (train-lora's "
+                "choices.checkpoint or TRAINING_CHECKPOINTS); ask the operator"
+            )
+        values = {TRAINING_CHECKPOINT_INPUT: name}
+        self.stores.inventory.choose_form(template, lambda form: form.requirements(values))
+        return name
+
     def plan_captions(self, inp: CaptionPrepareInput) -> CaptionPlan:
         """What captioning the images without a caption costs and runs (or why not)."""
         try:
             user = self.stores.users.get(inp.request.user)
             ds = self.stores.datasets.get(user.id, inp.request.dataset)
+            template = self.stores.inventory.choose_form(self.stores.templates.get("caption"))
         except StationError as err:
             return CaptionPlan(refused=err.message)
-        template = self.stores.templates.get("caption")
         ref = template.inputs["image"]
         work = {
             im.image_id: ComfyWork(

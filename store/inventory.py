@@ -1,9 +1,12 @@
 """What each ComfyUI server has installed, as its comfy worker last read it (`/object_info`).
 
-Each comfy worker records its server's checkpoint files at start and every
-`INVENTORY_REFRESH` after; the planner refuses a checkpoint that no server seen within
-`INVENTORY_MAX_AGE` has, before anything is charged. A server is keyed by its URL, so a
-restarted worker replaces its own record and a server that went away ages out.
+Each comfy worker records its server's node types and model files (per ComfyUI model folder:
+checkpoints, loras, upscale_models, ...) at start and every `INVENTORY_REFRESH` after. The
+planners refuse, before anything is charged, a checkpoint no server has and a template no
+server can run; `stationthis comfy check` prints what each server lacks; the pool asks
+`servers_able(requirements)` which servers may take a job. A server is keyed by its URL, so a
+restarted worker replaces its own record, and a server not seen within `INVENTORY_MAX_AGE`
+ages out (it died or its worker stopped).
 
 A record not refreshed for `INVENTORY_TTL` (7 days) is deleted (TTL index on `seen_at`): server
 URLs come and go (a GPU box renamed, a rented server returned), and their records were kept
@@ -16,12 +19,17 @@ then wait on the comfy queue, which `stationthis jobs stuck` reports).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
+
+from domain.errors import NoServerCanRun
+from domain.inventory import Missing, Requirements, ServerInventory
+from domain.inventory import servers_able as _able
+from domain.templates import Template
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,8 @@ class ComfyInventory:
     def record(
         self, server_url: str, checkpoints: Iterable[str], now: datetime | None = None
     ) -> None:
+        """Record only a server's checkpoint files (what workers before the full inventory
+        wrote); its node types stay unknown, so it is not offered for templates."""
         self.coll.update_one(
             {"_id": server_url},
             {
@@ -54,6 +64,92 @@ class ComfyInventory:
             },
             upsert=True,
         )
+
+    def record_server(self, inv: ServerInventory, now: datetime | None = None) -> None:
+        """Record everything `inv` says about its server (replacing the previous record)."""
+        models = {folder: sorted(files) for folder, files in sorted(inv.models.items())}
+        self.coll.replace_one(
+            {"_id": inv.url},
+            {
+                "_id": inv.url,
+                "node_types": sorted(inv.node_types),
+                "models": models,
+                "checkpoints": models.get("checkpoints", []),
+                "version": inv.version,
+                # A list, not an object: node class names are not safe as MongoDB keys.
+                "required_inputs": [
+                    [cls, sorted(names)] for cls, names in sorted(inv.required_inputs.items())
+                ],
+                "seen_at": now or inv.seen_at or datetime.now(UTC),
+            },
+            upsert=True,
+        )
+
+    def servers(
+        self, now: datetime | None = None, max_age: timedelta = INVENTORY_MAX_AGE
+    ) -> list[ServerInventory]:
+        """Every server seen within `max_age`, by URL. A record holding only checkpoints (an
+        older worker) is left out: what it can run is unknown."""
+        since = (now or datetime.now(UTC)) - max_age
+        out: list[ServerInventory] = []
+        for doc in self.coll.find({"seen_at": {"$gte": since}}).sort("_id", 1):
+            if "node_types" not in doc:
+                continue
+            out.append(
+                ServerInventory(
+                    url=str(doc["_id"]),
+                    node_types=frozenset(doc.get("node_types") or []),
+                    models={str(f): frozenset(v) for f, v in (doc.get("models") or {}).items()},
+                    seen_at=doc.get("seen_at"),
+                    version=str(doc.get("version") or ""),
+                    required_inputs={
+                        str(cls): frozenset(names)
+                        for cls, names in doc.get("required_inputs") or []
+                    },
+                )
+            )
+        return out
+
+    def server(self, url: str) -> ServerInventory | None:
+        """One server's last record, however old; None if it never reported."""
+        for inv in self.servers(max_age=timedelta(days=36500)):
+            if inv.url == url:
+                return inv
+        return None
+
+    def known(self) -> bool:
+        """Whether any worker ever reported a full inventory. Until one has, nothing is
+        known, so nothing is refused for it (a fresh deployment starts its workers after)."""
+        return self.coll.count_documents({"node_types": {"$exists": True}}, limit=1) > 0
+
+    def servers_able(
+        self,
+        needs: Requirements,
+        now: datetime | None = None,
+        max_age: timedelta = INVENTORY_MAX_AGE,
+    ) -> list[str]:
+        """URLs of the servers seen lately that have every node type and model file `needs`
+        names (the query the pool routes by)."""
+        return _able(self.servers(now, max_age), needs)
+
+    def choose_form(
+        self,
+        template: Template,
+        needs: Callable[[Template], Requirements] | None = None,
+        now: datetime | None = None,
+    ) -> Template:
+        """The first form of `template` (its own graph, then its variants) that a server seen
+        lately can run — what the planners build the job from, before any charge.
+
+        `needs` gives a form's requirements with the job's values injected (a chosen
+        checkpoint or upscale model); by default its graph as stored. With no inventory known
+        yet the template's own graph is used; when no server can run any form, NoServerCanRun
+        names what the closest server lacks for the template's own graph.
+        """
+        if not self.known():
+            return template.forms()[0]
+        servers = self.servers(now)
+        return pick_form(template, servers, needs)
 
     def checkpoints(
         self, now: datetime | None = None, max_age: timedelta = INVENTORY_MAX_AGE
@@ -67,3 +163,27 @@ class ComfyInventory:
         for doc in self.coll.find({"seen_at": {"$gte": since}}, {"checkpoints": 1}):
             found.update(str(c) for c in doc.get("checkpoints") or [])
         return found
+
+
+def pick_form(
+    template: Template,
+    servers: list[ServerInventory],
+    needs: Callable[[Template], Requirements] | None = None,
+) -> Template:
+    """The first form of `template` one of `servers` can run; NoServerCanRun otherwise."""
+    need = needs or (lambda form: form.requirements())
+    forms = template.forms()
+    first_missing: Missing | None = None
+    for form in forms:
+        req = need(form)
+        if any(s.can_run(req) for s in servers):
+            return form
+        if form is forms[0] and servers:
+            first_missing = min((s.missing(req) for s in servers), key=_size)
+    raise NoServerCanRun(
+        template.name, first_missing.describe() if first_missing else "no GPU server is up"
+    )
+
+
+def _size(m: Missing) -> int:
+    return len(m.node_types) + sum(len(v) for v in m.models.values())

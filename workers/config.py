@@ -158,6 +158,12 @@ class Config(BaseSettings):
     # (sdxl, flux, sd15). The `checkpoint` setting may name these or a template's default of
     # the same family as the template; the price follows the checkpoint's family.
     checkpoints: dict[str, str] = Field(default_factory=dict)
+    # Operator-chosen model files over the templates' `choices` (none is a code constant):
+    # upscale model per factor (`{"2": "RealESRGAN_x2.pth", "4": "RealESRGAN_x4plus.pth"}`,
+    # over templates/upscale.json) and the base checkpoint each training family trains on
+    # (`{"sd15": "v1-5-pruned-emaonly.safetensors"}`, over templates/train-lora.json).
+    upscale_models: dict[str, str] = Field(default_factory=dict)
+    training_checkpoints: dict[str, str] = Field(default_factory=dict)
 
     # Storage of uploads (store/storage.py). Free storage — sources no job used yet and
     # dataset images — is capped per user; unused sources and orphaned dataset images are

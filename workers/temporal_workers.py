@@ -52,7 +52,11 @@ def workflow_worker(
         max_loras=config.max_loras_per_prompt,
         checkpoints=config.checkpoints,
     )
-    media_jobs = MediaJobActivities(stores, routing=config.routing())
+    media_jobs = MediaJobActivities(
+        stores,
+        routing=config.routing(),
+        upscale_models={int(k): v for k, v in config.upscale_models.items()},
+    )
     warm_bytecode()  # the sandbox re-imports workflow modules per run: from bytecode, not source
     return Worker(
         client,
@@ -127,17 +131,22 @@ INVENTORY_REFRESH = 600.0  # seconds between reads of a server's /object_info
 
 
 async def record_inventory(stores: Stores, url: str) -> bool:
-    """Record the checkpoint files server `url` has (its CheckpointLoaderSimple choices), so a
-    job naming one no server has is refused before its charge; False if the server did not
-    answer (its last record stays and ages out)."""
+    """Record the node types and model files server `url` has (store/inventory.py), so a job
+    no server can run is refused before its charge; False if the server did not answer (its
+    last record stays and ages out)."""
     try:
         async with ComfyClient(url, timeout=10.0) as comfy:
-            names = await comfy.combo_options("CheckpointLoaderSimple", "ckpt_name")
+            inv = (await comfy.inventory()).model_copy(update={"url": url})
     except (ComfyError, OSError, httpx.HTTPError) as err:
         log.warning("inventory of %s not read: %s", url, err)
         return False
-    await asyncio.to_thread(stores.inventory.record, url, names)
-    log.info("inventory of %s: %d checkpoint(s)", url, len(names))
+    await asyncio.to_thread(stores.inventory.record_server, inv)
+    log.info(
+        "inventory of %s: %d node type(s), %d checkpoint(s)",
+        url,
+        len(inv.node_types),
+        len(inv.models.get("checkpoints", ())),
+    )
     return True
 
 
@@ -158,6 +167,7 @@ def training_planner(config: Config, stores: Stores) -> TrainingPlanner:
         stores,
         routing=config.routing(),
         chunk_steps=config.training_chunk_steps,
+        training_checkpoints=config.training_checkpoints,
     )
 
 

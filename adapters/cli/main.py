@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "adapters.cli.up",
     "adapters.cli.points",
     "adapters.cli.templates_cmd",
+    "adapters.cli.comfy_cmd",
     "adapters.cli.workers_cmd",
     "adapters.cli.jobs_cmd",
     "adapters.cli.settings_cmd",

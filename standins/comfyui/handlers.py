@@ -26,7 +26,7 @@ from PIL import Image
 
 from standins.comfyui import render
 from standins.comfyui.modelfiles import read_safetensors_metadata, write_safetensors
-from standins.comfyui.nodes import Folders
+from standins.comfyui.nodes import Folders, legacy_train_outputs
 
 
 @dataclass(frozen=True)
@@ -365,8 +365,31 @@ async def make_training_dataset(ctx: RunContext, i: dict[str, Any]) -> NodeOutpu
     return NodeOutput((data, data))
 
 
+async def image_batch(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    """ImageBatch: image2 resized to image1's size (Lanczos, as ComfyUI's common_upscale)."""
+    first: list[Image.Image] = i["image1"]
+    second: list[Image.Image] = i["image2"]
+    w, h = first[0].size
+
+    def work() -> list[Image.Image]:
+        return [*first, *(im if im.size == (w, h) else im.resize((w, h)) for im in second)]
+
+    return NodeOutput((await asyncio.to_thread(work),))
+
+
+def _latent_training_data(latent: Latent, positive: Any) -> TrainingData:
+    """0.3.64's TrainLoraNode input: VAEEncode's LATENT and one CONDITIONING for every image."""
+    h = hashlib.sha256()
+    for img in latent.source or []:
+        h.update(img.tobytes())
+    h.update(str(getattr(positive, "text", positive)).encode())
+    return TrainingData(h.hexdigest(), latent.batch)
+
+
 async def train_lora(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
     latents: TrainingData = i["latents"]
+    if isinstance(latents, Latent):
+        latents = await asyncio.to_thread(_latent_training_data, latents, i.get("positive"))
     steps = int(i["steps"])
     rank = int(i["rank"])
     micro = steps * int(i.get("grad_accumulation_steps", 1))
@@ -404,7 +427,10 @@ async def train_lora(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
         )
         tensors[f"{base}.lora_up.weight"] = ("F32", [8, rank], struct.pack(f"<{len(up)}f", *up))
         tensors[f"{base}.alpha"] = ("F32", [], struct.pack("<f", float(rank)))
-    return NodeOutput((LoraWeights(tensors, total, digest), losses, total))
+    weights = LoraWeights(tensors, total, digest)
+    if legacy_train_outputs():
+        return NodeOutput((i["model"], weights, losses, total))
+    return NodeOutput((weights, losses, total))
 
 
 def _lora_counter(folder: Path, filename: str) -> int:
@@ -564,6 +590,7 @@ HANDLERS: dict[str, Handler] = {
     "KSampler": ksampler,
     "VAEDecode": vae_decode,
     "VAEEncode": vae_encode,
+    "ImageBatch": image_batch,
     "SaveImage": save_image,
     "PreviewImage": preview_image,
     "LoadImage": load_image,

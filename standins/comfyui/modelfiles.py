@@ -17,6 +17,7 @@ DEFAULT_MODELS: dict[str, dict[str, dict[str, str]]] = {
     "checkpoints": {
         "sdxl-base-1.0.safetensors": {"family": "sdxl", "standin": "checkpoint"},
         "flux1-dev.safetensors": {"family": "flux", "standin": "checkpoint"},
+        "v1-5-pruned-emaonly.safetensors": {"family": "sd15", "standin": "checkpoint"},
     },
     "upscale_models": {
         "4x-standin.safetensors": {"scale": "4", "standin": "upscale_model"},

@@ -400,6 +400,13 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
         ("LATENT",),
     ),
     NodeSpec(
+        "ImageBatch",
+        "Batch Images",
+        "image",
+        (_inp("image1", "IMAGE"), _inp("image2", "IMAGE")),
+        ("IMAGE",),
+    ),
+    NodeSpec(
         "SaveImage",
         "Save Image",
         "image",
@@ -723,3 +730,54 @@ NODES: dict[str, NodeSpec] = {spec.class_type: spec for spec in NODE_SPECS}
 
 # Folder keys of GET /models, in ComfyUI's order.
 MODEL_FOLDER_KEYS: tuple[str, ...] = MODEL_FOLDERS
+
+
+# ComfyUI 0.3.64 core's training nodes (comfy_extras/nodes_train.py of that release): no
+# dataset-folder nodes, and a TrainLoraNode that takes LATENT + CONDITIONING with fewer
+# options and has four outputs (model, lora, loss_map, steps). `python -m standins.comfyui
+# --training-nodes core-0.3.64` serves these, so the train-lora template's `core-0.3.64`
+# variant can be run against a server that lacks the newer nodes.
+TRAIN_LORA_0_3_64 = NodeSpec(
+    "TrainLoraNode",
+    "Train LoRA",
+    "training",
+    (
+        _inp("model", "MODEL"),
+        _inp("latents", "LATENT"),
+        _inp("positive", "CONDITIONING"),
+        _inp("batch_size", "INT", default=1, min=1, max=10000),
+        _inp("grad_accumulation_steps", "INT", default=1, min=1, max=1024),
+        _inp("steps", "INT", default=16, min=1, max=100000),
+        _inp("learning_rate", "FLOAT", default=0.0005, min=0.0000001, max=1.0, step=0.0000001),
+        _inp("rank", "INT", default=8, min=1, max=128),
+        _combo("optimizer", ("AdamW", "Adam", "SGD", "RMSprop"), default="AdamW"),
+        _combo("loss_function", ("MSE", "L1", "Huber", "SmoothL1"), default="MSE"),
+        _inp("seed", "INT", default=0, min=0, max=MAX_SEED),
+        _combo("training_dtype", ("bf16", "fp32"), default="bf16"),
+        _combo("lora_dtype", ("bf16", "fp32"), default="bf16"),
+        _combo("algorithm", ("LoRA", "LoHa", "LoKr", "OFT"), default="LoRA"),
+        _inp("gradient_checkpointing", "BOOLEAN", default=True),
+        _combo("existing_lora", _existing_loras, default="[None]"),
+    ),
+    ("MODEL", "LORA_MODEL", "LOSS_MAP", "INT"),
+    ("model", "lora", "loss_map", "steps"),
+    python_module=_TRAIN,
+    v3=True,
+)
+TRAINING_NODE_SETS: tuple[str, ...] = ("newer", "core-0.3.64")
+
+
+def use_training_nodes(name: str) -> None:
+    """Serve the training nodes of `name` (process-wide: one stand-in process is one server)."""
+    if name not in TRAINING_NODE_SETS:
+        raise ValueError(f"training nodes: one of {', '.join(TRAINING_NODE_SETS)}, got {name!r}")
+    for spec in TRAINING_NODE_SPECS:
+        NODES[spec.class_type] = spec
+    if name == "core-0.3.64":
+        del NODES["LoadImageTextDataSetFromFolder"], NODES["MakeTrainingDataset"]
+        NODES["TrainLoraNode"] = TRAIN_LORA_0_3_64
+
+
+def legacy_train_outputs() -> bool:
+    """Whether TrainLoraNode has 0.3.64's four outputs (the model first)."""
+    return NODES["TrainLoraNode"].outputs[0] == "MODEL"

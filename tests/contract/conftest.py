@@ -1,14 +1,19 @@
 """Contract suite of the ComfyUI client: drives only `comfy.client.ComfyClient` against a live
-server, the stand-in from `comfy_standin` (tests/fixtures/comfy.py) or, when COMFYUI_URLS is set,
-a real ComfyUI. Tests that need fault injection (`faults`) skip against a real server.
+server, the stand-in from `comfy_standin` (tests/fixtures/comfy.py) or, when COMFYUI_URL (or
+COMFYUI_URLS) is set, a real ComfyUI. Tests that need fault injection (`faults`) skip against a
+real server. Step counts and timeouts follow the server's measured `pace`, and every prompt a
+test submits is stopped when it ends, so one failure cannot leave the server busy for the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -17,12 +22,90 @@ import pytest_asyncio
 from aiohttp import web
 
 from comfy.client import ComfyClient
+from comfy.models import SubmitResult
 from tests.fixtures.comfy import ComfyServer
 
 
 @pytest.fixture
 def comfy_url(comfy_standin: ComfyServer) -> str:
     return comfy_standin.url
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast the server met here renders, measured once per session (one small prompt of
+    one step, then of `PROBE_STEPS`): step counts and timeouts follow it, so the suite means
+    the same on the stand-in, a CPU ComfyUI and a fast GPU instead of failing on timing."""
+
+    overhead: float  # seconds of a one-step prompt, loading and saving included
+    step: float  # seconds per sampler step at 64x64
+
+    def steps_for(self, seconds: float, *, at_least: int = 3) -> int:
+        """Steps that keep the server busy about `seconds` (a prompt that must still be
+        running when the test acts on it)."""
+        return max(at_least, min(MAX_STEPS, math.ceil(seconds / self.step)))
+
+    def timeout(self, steps: int = 3, *, at_least: float = 30.0) -> float:
+        """A deadline for a prompt of `steps` steps that only a broken server misses."""
+        return max(at_least, 4 * (self.overhead + steps * self.step) + 10)
+
+
+PROBE_STEPS = 11
+MAX_STEPS = 10_000  # KSampler's own maximum: more is refused by validation
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pace(comfy_standin: ComfyServer) -> Pace:
+    """The server's pace, from one warm-up prompt, one of 1 step and one of PROBE_STEPS."""
+    async with ComfyClient(comfy_standin.url, timeout=30.0, poll_interval=0.2) as client:
+        names = await client.combo_options("CheckpointLoaderSimple", "ckpt_name")
+        if not names:
+            pytest.skip("the server has no checkpoint")
+        await client.run(txt2img(names[0], steps=1), timeout=1800)  # loads the model once
+        timings = []
+        for steps in (1, PROBE_STEPS):
+            started = time.monotonic()
+            await client.run(txt2img(names[0], steps=steps), timeout=1800)
+            timings.append(time.monotonic() - started)
+    step = max((timings[1] - timings[0]) / (PROBE_STEPS - 1), 0.001)
+    return Pace(overhead=timings[0], step=step)
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _own_prompts_are_stopped(
+    comfy_standin: ComfyServer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[list[str]]:
+    """Every prompt a test submits (through any client) is interrupted or dequeued when the
+    test ends, passed or failed: a blocker left running on a real server would fail every
+    later test on timing."""
+    submitted: list[str] = []
+    original = ComfyClient._submit  # what submit() and run() both post through
+
+    async def _submit(
+        self: ComfyClient, graph: dict[str, Any], prompt_id: str, *args: Any, **kwargs: Any
+    ) -> SubmitResult:
+        submitted.append(prompt_id)  # before the answer: a lost answer may still have queued it
+        return await original(self, graph, prompt_id, *args, **kwargs)
+
+    monkeypatch.setattr(ComfyClient, "_submit", _submit)
+    yield submitted
+    monkeypatch.undo()
+    await stop_prompts(comfy_standin.url, submitted)
+
+
+async def stop_prompts(url: str, prompt_ids: list[str]) -> None:
+    """Dequeue the pending ones first (so none starts while the running one is stopped), then
+    interrupt whichever still runs; finished and unknown ids are left alone. Never raises:
+    it runs in teardown, after a failure that may have been the server's."""
+    ids = list(dict.fromkeys(prompt_ids))
+    if not ids:
+        return
+    async with ComfyClient(url, timeout=10.0) as client:
+        with contextlib.suppress(Exception):
+            await client.delete_queued(ids)
+        for prompt_id in ids:
+            with contextlib.suppress(Exception):
+                await client.cancel(prompt_id)
 
 
 @pytest_asyncio.fixture
@@ -184,12 +267,16 @@ def txt2img(
     }
 
 
-async def start_blocker(comfy: ComfyClient, server: ComfyServer, ckpt: str) -> str:
+async def start_blocker(
+    comfy: ComfyClient, server: ComfyServer, ckpt: str, pace: Pace | None = None
+) -> str:
     """Submit a prompt that keeps the server busy until cancelled; returns its id.
 
-    On the stand-in it is a `hang` fault (runs until interrupted); on a real server, many steps.
+    On the stand-in it is a `hang` fault (runs until interrupted); on a real server, enough
+    steps for ten minutes at its measured pace (the teardown stops it whatever happens).
     """
     if server.controllable:
         server.set_faults(hang={"next": 1})
         return (await comfy.submit(txt2img(ckpt, steps=1))).prompt_id
-    return (await comfy.submit(txt2img(ckpt, steps=10000))).prompt_id
+    steps = pace.steps_for(600) if pace is not None else 10000
+    return (await comfy.submit(txt2img(ckpt, steps=steps))).prompt_id

@@ -14,7 +14,7 @@ from comfy.errors import (
     ComfyUnavailable,
     ComfyValidationError,
 )
-from tests.contract.conftest import txt2img
+from tests.contract.conftest import Pace, txt2img
 from tests.fixtures.comfy import ComfyServer
 from workers.processes import free_port
 
@@ -58,10 +58,11 @@ async def test_an_invalid_graph_is_refused_naming_node_input_and_reason(
     class_type: str,
     input_name: str,
     error_type: str,
+    pace: Pace,
 ) -> None:
     prompt_id = str(uuid.uuid4())
     with pytest.raises(ComfyValidationError) as caught:
-        await comfy.run(break_graph(txt2img(ckpt)), prompt_id=prompt_id, timeout=30)
+        await comfy.run(break_graph(txt2img(ckpt)), prompt_id=prompt_id, timeout=pace.timeout())
 
     error = caught.value
     assert not error.retryable
@@ -112,24 +113,24 @@ async def test_a_prompt_id_that_is_not_a_canonical_uuid_is_refused_on_every_serv
 
 
 async def test_an_accepted_prompt_with_a_broken_branch_runs_only_the_valid_output(
-    comfy: ComfyClient, ckpt: str
+    comfy: ComfyClient, ckpt: str, pace: Pace
 ) -> None:
     graph = txt2img(ckpt)
     graph["10"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}}
     submitted = await comfy.submit(graph)
     assert "10" in submitted.node_errors
-    result = await comfy.wait(submitted.prompt_id, timeout=30)
+    result = await comfy.wait(submitted.prompt_id, timeout=pace.timeout())
     assert {f.node_id for f in result.outputs} == {"9"}
 
 
 async def test_a_node_failure_raises_an_execution_error_naming_the_node(
-    comfy: ComfyClient, ckpt: str, faults: ComfyServer
+    comfy: ComfyClient, ckpt: str, faults: ComfyServer, pace: Pace
 ) -> None:
     faults.set_faults(execution_error={"next": 1})
     graph = txt2img(ckpt)
     prompt_id = str(uuid.uuid4())
     with pytest.raises(ComfyExecutionError) as caught:
-        await comfy.run(graph, prompt_id=prompt_id, timeout=30)
+        await comfy.run(graph, prompt_id=prompt_id, timeout=pace.timeout())
     error = caught.value
     assert error.prompt_id == prompt_id
     assert error.node_id in graph
@@ -141,15 +142,15 @@ async def test_a_node_failure_raises_an_execution_error_naming_the_node(
 
 
 async def test_a_server_error_on_submit_is_retryable_unavailability(
-    comfy: ComfyClient, ckpt: str, faults: ComfyServer
+    comfy: ComfyClient, ckpt: str, faults: ComfyServer, pace: Pace
 ) -> None:
     faults.set_faults(http_500={"next": 1})
     with pytest.raises(ComfyUnavailable) as caught:
-        await comfy.run(txt2img(ckpt), timeout=30)
+        await comfy.run(txt2img(ckpt), timeout=pace.timeout())
     assert caught.value.retryable
     assert caught.value.status_code == 500
     # The next submission goes through: the fault was transient.
-    assert (await comfy.run(txt2img(ckpt), timeout=30)).status == "success"
+    assert (await comfy.run(txt2img(ckpt), timeout=pace.timeout())).status == "success"
 
 
 async def test_an_unreachable_server_is_retryable_unavailability() -> None:
