@@ -319,8 +319,11 @@ async def test_clearing_captions_and_captioning_again_is_charged_each_time(
     first = await jobs.caption_dataset(user, ds.id)
     assert (first.captioned, first.price, first.refunded) == (4, price, 0)
     assert await _balance(jobs, uid) == before - price == first.balance
-    charge = await asyncio.to_thread(jobs.stores.ledger.entry, f"{first.workflow_id}:charge")
-    assert charge is not None and charge.amount == price
+    entries = await asyncio.to_thread(jobs.stores.ledger.entries_for_job, first.workflow_id)
+    charges = [e for e in entries if e.key.endswith(":charge")]
+    # One charge, keyed per run (`<id>:<run id>:charge`, the caption-per-run-keys patch).
+    assert [c.amount for c in charges] == [price]
+    assert charges[0].key.startswith(f"{first.workflow_id}:") and charges[0].key.count(":") == 2
 
     # Nothing left to caption: nothing started, nothing charged.
     none = await jobs.caption_dataset(user, ds.id)
