@@ -262,6 +262,9 @@ class StoredOutput(BaseModel):
     width: int = 0
     height: int = 0
     content_type: str = "image/png"
+    # The content filter flagged it and the chat's policy is `blur`: a push platform shows it
+    # behind a spoiler (Telegram `has_spoiler`); the stored image is the original.
+    spoiler: bool = False
 
 
 class Progress(BaseModel):

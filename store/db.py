@@ -100,6 +100,7 @@ class Stores:
         from store.jobs import JobRepo
         from store.ledger import Ledger
         from store.models import ModelRepo
+        from store.safety import SafetyRepo
         from store.settings_repo import SettingsRepo
         from store.templates import TemplateRepo
         from store.users import UserRepo
@@ -115,6 +116,7 @@ class Stores:
         self.models = ModelRepo(self.db)
         self.inventory = ComfyInventory(self.db)
         self.button_tokens = ButtonTokens(self.db)
+        self.safety = SafetyRepo(self.db)
 
     @classmethod
     def from_uri(
@@ -136,6 +138,7 @@ class Stores:
         self.collections.ensure_indexes()
         self.datasets.ensure_indexes()
         self.models.ensure_indexes()
+        self.safety.ensure_indexes()
 
     def close(self) -> None:
         self.db.client.close()

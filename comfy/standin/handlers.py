@@ -27,6 +27,7 @@ from PIL import Image
 from comfy.standin import render
 from comfy.standin.modelfiles import read_safetensors_metadata, write_safetensors
 from comfy.standin.nodes import Folders
+from media.classifier import STANDIN_UNSAFE_WORD, mark_unsafe
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,10 @@ async def ksampler(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
         # Each LoRA leaves a deterministic mark derived from its weights' hash and strength.
         for digest, strength in model.loras:
             out = [render.apply_lora(img, digest, strength) for img in out]
+        # A prompt naming the stand-in's "unsafe" word draws the mark its classifier flags
+        # (media/classifier.py), so the content-safety paths run without a real model.
+        if STANDIN_UNSAFE_WORD in params["positive"]:
+            out = [mark_unsafe(img) for img in out]
         return out
 
     images = await asyncio.to_thread(draw)
