@@ -46,6 +46,7 @@ from domain.jobs import (
 )
 from domain.pricing import quote_image
 from domain.prompts import clean_prompt, strip_controls
+from domain.safety import PromptBlocked
 from domain.settings import apply_updates, clamp_to_limits, limits_for
 from domain.templates import Template
 from domain.training import (
@@ -80,6 +81,7 @@ class JobActivities:
         heartbeat_timeout: float = 30.0,
         max_loras: int = DEFAULT_MAX_LORAS,
         checkpoints: Mapping[str, str] | None = None,
+        safety_queue: str = "safety",
     ) -> None:
         self.stores = stores
         self.slots = JobSlots(stores.db)
@@ -89,6 +91,7 @@ class JobActivities:
         self.heartbeat_timeout = heartbeat_timeout
         self.max_loras = max_loras  # Config.max_loras_per_prompt
         self.checkpoints = check_families(checkpoints or {})  # Config.checkpoints
+        self.safety_queue = safety_queue  # Config.task_queues.safety
 
     def all(self) -> list[Any]:
         return [
@@ -121,6 +124,8 @@ class JobActivities:
         req = inp.request
         user = self.stores.users.get(req.user)
         prompt, loras = self._loras(user.id, clean_prompt(req.prompt))
+        if self.stores.safety.is_blocked(req.prompt, prompt):
+            raise PromptBlocked()  # before any quote: a refusal costs nothing
         limits = limits_for(user.points, self.stores.rules.limits)
         saved, clamps = clamp_to_limits(user.settings, limits)
         group = bool(req.reply and req.reply.group_chat)
@@ -183,6 +188,7 @@ class JobActivities:
             heartbeat_timeout=self.heartbeat_timeout,
             comfy_queue=self.comfy_queue,
             comfy_io_queue=self.comfy_io_queue,
+            **self.stores.safety.plan_settings(req.platform, req.reply, queue=self.safety_queue),
         )
         if loras:
             used["loras"] = [f"{lora.name}:{lora.weight:g}" for lora in loras]

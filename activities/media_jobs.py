@@ -67,6 +67,7 @@ class MediaJobActivities:
         render_timeout: float = 900.0,
         heartbeat_timeout: float = 30.0,
         upscale_models: Mapping[int, str] | None = None,
+        safety_queue: str = "safety",
     ) -> None:
         self.stores = stores
         self.comfy_queue = comfy_queue
@@ -75,6 +76,7 @@ class MediaJobActivities:
         self.render_timeout = render_timeout
         self.heartbeat_timeout = heartbeat_timeout
         self.upscale_models = dict(upscale_models or DEFAULT_UPSCALE_MODELS)
+        self.safety_queue = safety_queue  # Config.task_queues.safety
 
     def all(self) -> list[Any]:
         return [self.prepare_media_job]
@@ -124,6 +126,9 @@ class MediaJobActivities:
         price = quote_media(req.kind, self.stores.rules.prices, output_pixels=output_pixels)
         plan = plan.model_copy(update={"price": price})
         settings["params"] = params
+        settings.update(
+            self.stores.safety.plan_settings(req.platform, req.reply, queue=self.safety_queue)
+        )
         return plan.model_copy(update={"settings": settings, "summary": summary.strip()[:300]})
 
     # ---- pieces ----------------------------------------------------------------------------

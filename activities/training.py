@@ -44,6 +44,7 @@ from comfy.models import Progress as ComfyProgress
 from comfy.models import RunResult
 from domain.errors import StationError, UserInputError
 from domain.jobs import ActivityNames, ComfyWork, JobPlan, LoraFile
+from domain.safety import PromptBlocked
 from domain.training import (
     CAPTION_PRICE_PER_IMAGE,
     FAMILY_CHECKPOINTS,
@@ -151,6 +152,12 @@ class TrainingActivities:
         name = check_name(req.model_name or ds.name, "model")
         name = self.stores.models.free_name(user.id, name)
         images = [TrainImage(image_id=im.image_id, caption=im.caption) for im in ds.images]
+        # The operator's block list, per caption: a LoRA learns what its captions name.
+        if self.stores.safety.is_blocked(trigger):
+            raise PromptBlocked("trigger word")
+        for n, im in enumerate(images, 1):
+            if self.stores.safety.is_blocked(im.caption):
+                raise PromptBlocked(f"caption of dataset image {n}")
         resolution = TRAINING_RESOLUTION[params.family]
         caption_work: list[dict[str, Any]] = []
         missing = [im for im in images if not im.caption.strip()]

@@ -24,6 +24,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from domain.errors import UserInputError
+from domain.jobs import ReplyTarget
 from domain.safety import (
     Action,
     BlockEntry,
@@ -133,6 +134,22 @@ class SafetyRepo:
         """The policy and threshold that apply to a result shown in `place`."""
         operator = self.operator()
         return resolve_policy(operator, place, self.chat_policy(place)), operator.threshold
+
+    def plan_settings(
+        self, platform: str, reply: ReplyTarget | None, *, queue: str = "safety"
+    ) -> dict[str, Any]:
+        """What prepare adds to a plan's settings for the saga's output check: nothing when
+        the place's policy is `off` (the saga then asks no check), else the policy and the
+        threshold, decided once per job so a retried check applies the same rules."""
+        place = SafetyPlace(
+            platform=platform,
+            chat_id=reply.chat_id if reply else None,
+            group=bool(reply and reply.group_chat),
+        )
+        policy, threshold = self.policy_for(place)
+        if policy is Policy.OFF:
+            return {}
+        return {"safety": policy.value, "safety_threshold": threshold, "safety_queue": queue}
 
     # ---- the audit trail -------------------------------------------------------------------
 
