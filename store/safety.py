@@ -32,6 +32,7 @@ from domain.safety import (
     Policy,
     SafetyPlace,
     Verdict,
+    check_chat_setting,
     compile_block_list,
     prompt_blocked,
     resolve_policy,
@@ -129,6 +130,20 @@ class SafetyRepo:
             {"$set": {"policy": policy.value, "by": by, "at": datetime.now(UTC)}},
             upsert=True,
         )
+
+    def choose(
+        self, place: SafetyPlace, policy: Policy | None, *, by: str, is_admin: bool
+    ) -> Policy:
+        """A chat's own choice, checked: the one entry point of every platform's command
+        (Telegram /safety). `is_admin` is the platform's answer for `by` in that chat; the
+        chat is the one the command came from, never one named by the user. Returns the
+        policy that now applies."""
+        operator = self.operator()
+        check_chat_setting(
+            operator, policy or operator.policy, group=place.group, is_admin=is_admin
+        )
+        self.set_chat_policy(place, policy, by=by)
+        return resolve_policy(operator, place, policy)
 
     def policy_for(self, place: SafetyPlace) -> tuple[Policy, float]:
         """The policy and threshold that apply to a result shown in `place`."""

@@ -45,6 +45,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("traits", "set a trait type's values: /traits COLLECTION TRAIT"),
     ("train", "train your own LoRA from 4 … 20 photos"),
     ("models", "your trained LoRA models: rename, delete, publish"),
+    ("safety", "this chat's content filter: /safety off|blur|block (group admins)"),
 ]
 ADMIN_COMMANDS: list[tuple[str, str]] = [("grant", "admins: /grant USER N adds N points")]
 

@@ -63,9 +63,7 @@ class SafetyFakes(FakeActivities):
 
 
 @asynccontextmanager
-async def running(
-    env: WorkflowEnvironment, **kw: Any
-) -> AsyncIterator[tuple[SafetyFakes, str]]:
+async def running(env: WorkflowEnvironment, **kw: Any) -> AsyncIterator[tuple[SafetyFakes, str]]:
     tq = f"tq-{uuid.uuid4().hex[:8]}"
     fakes = SafetyFakes(env.client, queue=tq, **kw)
     acts = [a for a in fakes.all() if getattr(a, "__name__", "") != "prepare_make_image"]
