@@ -129,8 +129,9 @@ def stationthis_command(*args: str) -> list[str]:
 
 def worker_commands(config: Config) -> list[ExtraCommand]:
     """The processes `stationthis up` supervises unless `--no-workers` is given: the workflow
-    worker, the media worker (queue `media`), the safety worker (queue `safety`), one comfy worker per ComfyUI server (each of
-    COMFYUI_URLS, or the embedded stand-in with `comfyui.slots` slots), and the Telegram bot
+    worker, the media worker (queue `media`), the safety worker (queue `safety`), one comfy
+    worker per ComfyUI server (each of COMFYUI_URLS, or the embedded stand-in with
+    `comfyui.slots` slots), and the Telegram bot
     when TELEGRAM_BOT_TOKEN is set (it alone holds the token and serves `deliver-telegram`)."""
     slots = str(config.comfyui.slots)
     urls = config.comfyui_url_list
