@@ -123,9 +123,10 @@ class JobActivities:
         """
         req = inp.request
         user = self.stores.users.get(req.user)
-        prompt, loras = self._loras(user.id, clean_prompt(req.prompt))
-        if self.stores.safety.is_blocked(req.prompt, prompt):
-            raise PromptBlocked()  # before any quote: a refusal costs nothing
+        cleaned = clean_prompt(req.prompt)
+        if self.stores.safety.is_blocked(req.prompt, cleaned):
+            raise PromptBlocked()  # before any quote or lookup: a refusal costs nothing
+        prompt, loras = self._loras(user.id, cleaned)
         limits = limits_for(user.points, self.stores.rules.limits)
         saved, clamps = clamp_to_limits(user.settings, limits)
         group = bool(req.reply and req.reply.group_chat)

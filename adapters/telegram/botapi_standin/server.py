@@ -1681,6 +1681,7 @@ def _message_view(stored: ChatMessage) -> dict[str, Any]:
         "reply_to_message_id": reply["message_id"] if reply else None,
         "message_thread_id": msg.get("message_thread_id"),  # None: General (or not a forum)
         "media_group_id": msg.get("media_group_id"),
+        "has_media_spoiler": bool(msg.get("has_media_spoiler")),
         "edits": len(stored.edit_times),
         "edit_times": list(stored.edit_times),
         "deleted": stored.deleted,
