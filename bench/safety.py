@@ -71,7 +71,7 @@ def main() -> int:
             classifier.classify(data)
             times.append((time.perf_counter() - t) * 1000)
         times.sort()
-        p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+        p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
         kb = statistics.median(len(d) for d in datas) / 1024
         print(
             f"| {width}×{height} | {kb:.0f} | {statistics.median(times):.0f} | {p90:.0f} "
