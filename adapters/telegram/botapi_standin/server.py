@@ -1334,9 +1334,26 @@ async def get_chat_member(state: StandinState, p: Params) -> Any:
     else:
         status = "administrator" if user_id in chat.admins else "member"
     out: dict[str, Any] = {"status": status, "user": user}
-    if status == "administrator":
-        out.update(can_be_edited=False, is_anonymous=False, can_manage_chat=True)
+    if status == "administrator":  # Bot API ChatMemberAdministrator: every right is required
+        out.update({right: False for right in ADMIN_RIGHTS})
+        out.update(can_manage_chat=True, can_delete_messages=True, can_restrict_members=True)
     return out
+
+
+ADMIN_RIGHTS = (
+    "can_be_edited",
+    "is_anonymous",
+    "can_manage_chat",
+    "can_delete_messages",
+    "can_manage_video_chats",
+    "can_restrict_members",
+    "can_promote_members",
+    "can_change_info",
+    "can_invite_users",
+    "can_post_stories",
+    "can_edit_stories",
+    "can_delete_stories",
+)
 
 
 @method("getChat")
