@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from adapters.jobs import JobsClient
+from adapters.jobs import JobNotFound, JobsClient
 from domain.safety import Policy, SafetyPlace
 from media.classifier import STANDIN_UNSAFE_WORD
 from tests.fixtures.telegram import TelegramStandin, photos, said
@@ -72,6 +72,15 @@ async def test_a_blocking_group_withholds_the_image_says_why_and_refunds_it(
     user = await jobs.user(f"telegram:{user_id}")
     [blocked] = await asyncio.to_thread(jobs.stores.safety.blocked, user.id)
     assert blocked["policy"] == "block" and blocked["score"] >= 0.5
+    # The operator's override: the owner can now fetch the original; nobody else can.
+    wid = blocked["job_id"]
+    owner = f"telegram:{user_id}"
+    assert (await jobs.status(wid, user=owner)).outputs == []
+    await asyncio.to_thread(jobs.stores.safety.release, wid, by="operator:test")
+    [released] = (await jobs.status(wid, user=owner)).outputs
+    assert released.blob_id == blocked["blob_id"] and jobs.image(released)
+    with pytest.raises(JobNotFound):
+        await jobs.status(wid, user=f"telegram:{user_id + 7}")
 
 
 async def test_a_member_who_is_not_an_admin_cannot_change_the_groups_filter(
