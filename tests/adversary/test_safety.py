@@ -216,3 +216,58 @@ def test_a_retried_check_records_one_decision_per_image(stores: Stores) -> None:
     second = env.run(acts.check_outputs, inp)
     assert first == second and first.verdicts[0].action is Action.BLUR
     assert len(stores.safety.decisions_of("make-r")) == 1
+
+
+# ---- collections and training apply the same rules ---------------------------------------
+
+
+def test_a_cook_whose_trait_value_is_blocked_is_refused_before_it_starts(stores: Stores) -> None:
+    from activities.collections import CollectionActivities
+    from domain.collections import Collection, CollectionConfig, TraitType, TraitValue
+
+    config = CollectionConfig(
+        master_prompt="a portrait of a [[animal]]",
+        traits=[
+            TraitType(
+                name="animal",
+                values=[TraitValue(name="fox"), TraitValue(name="x", prompt="forbiddenword")],
+            )
+        ],
+        overrides=SMALL,
+    )
+    col = Collection(id="c1", name="zoo", supply=4, owner="u", config=config)
+    acts = CollectionActivities(stores)
+    assert acts.quote_piece(col, USER) > 0
+    stores.safety.add_word(BlockEntry(text="forbiddenword"))
+    with pytest.raises(PromptBlocked) as caught:
+        acts.quote_piece(col, USER)
+    assert "trait values" in caught.value.message
+
+
+def test_each_piece_of_a_cook_is_checked_by_its_own_prepare(stores: Stores) -> None:
+    """A piece is a make with platform `collection`: the same prepare, the same list."""
+    stores.safety.add_word(BlockEntry(text="forbiddenword"))
+    request = MakeImageRequest(
+        user=USER, platform="collection", prompt="a forbiddenword fox", overrides=SMALL
+    )
+    plan = JobActivities(stores).prepare_make_image(PrepareInput(workflow_id="p", request=request))
+    assert plan.refused_code == "blocked_prompt" and plan.price == 0
+
+
+def test_training_is_refused_when_a_dataset_images_caption_is_blocked(stores: Stores) -> None:
+    from activities.training import TrainingActivities
+    from domain.training import TrainPrepareInput, TrainRequest
+
+    owner = stores.users.get(USER).id
+    ds = stores.datasets.create(owner, "mine", trigger_word="zqxperson")
+    stores.datasets.add_images(owner, ds.id, [(f"o{i}", f"p{i}") for i in range(4)])
+    for i in range(1, 5):
+        stores.datasets.set_caption(owner, ds.id, i, f"a photo number {i}")
+    trainer = TrainingActivities(stores)
+    request = TrainRequest(user=USER, dataset="mine")
+    assert trainer.plan_train_lora(TrainPrepareInput(workflow_id="", request=request)).price > 0
+    stores.datasets.set_caption(owner, ds.id, 3, "a forbiddenword photo")
+    stores.safety.add_word(BlockEntry(text="forbiddenword"))
+    with pytest.raises(PromptBlocked) as caught:
+        trainer.plan_train_lora(TrainPrepareInput(workflow_id="", request=request))
+    assert "caption of dataset image 3" in caught.value.message
