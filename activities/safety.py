@@ -14,13 +14,12 @@ from typing import Any
 
 from temporalio import activity
 
+from domain.jobs import ActivityNames
 from domain.safety import CheckOutputsInput, CheckOutputsResult, Verdict, decide
 from media.classifier import Classifier
 from store.db import Stores
 
 log = logging.getLogger(__name__)
-
-CHECK_OUTPUTS = "check_outputs"
 
 
 class SafetyActivities:
@@ -31,7 +30,7 @@ class SafetyActivities:
     def all(self) -> list[Any]:
         return [self.check_outputs]
 
-    @activity.defn(name=CHECK_OUTPUTS)
+    @activity.defn(name=ActivityNames.CHECK_OUTPUTS)
     def check_outputs(self, inp: CheckOutputsInput) -> CheckOutputsResult:
         """Score every output of a job and say what its policy makes of each."""
         verdicts: list[Verdict] = []

@@ -62,6 +62,7 @@ class ActivityNames:
     RUN_COMFY_PROMPT = "run_comfy_prompt"
     STORE_COMFY_OUTPUTS = "store_comfy_outputs"
     DELIVER_RESULT = "deliver_result"
+    CHECK_OUTPUTS = "check_outputs"  # the output classifier (activities/safety.py, `safety`)
     # LoRA training (activities/training.py)
     PREPARE_TRAIN_LORA = "prepare_train_lora"
     TRAIN_LORA_CHUNK = "train_lora_chunk"

@@ -443,7 +443,7 @@ class PaidJobWorkflow:
         self._status.outputs = []  # nothing is shown before it is checked
         try:
             result: CheckOutputsResult = await workflow.execute_activity(
-                "check_outputs",
+                ActivityNames.CHECK_OUTPUTS,
                 CheckOutputsInput(
                     workflow_id=workflow.info().workflow_id,
                     user_id=self._user_id,
