@@ -37,7 +37,7 @@ from media.classifier import MarkerClassifier, mark_unsafe
 from store.db import Stores
 
 USER = "telegram:4242"
-SMALL = {"width": 512, "height": 512, "steps": 20}
+SMALL: dict[str, int | float | str] = {"width": 512, "height": 512, "steps": 20}
 GROUP_A = SafetyPlace(platform="telegram", chat_id="-1001", group=True)
 GROUP_B = SafetyPlace(platform="telegram", chat_id="-1002", group=True)
 PRIVATE = SafetyPlace(platform="telegram", chat_id="4242", group=False)
@@ -233,7 +233,7 @@ def test_a_cook_whose_trait_value_is_blocked_is_refused_before_it_starts(stores:
                 values=[TraitValue(name="fox"), TraitValue(name="x", prompt="forbiddenword")],
             )
         ],
-        overrides=SMALL,
+        overrides=dict(SMALL),
     )
     col = Collection(id="c1", name="zoo", supply=4, owner="u", config=config)
     acts = CollectionActivities(stores)

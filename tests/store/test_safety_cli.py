@@ -9,7 +9,7 @@ import pytest
 from pymongo.database import Database
 
 from adapters.cli.main import main
-from domain.safety import BlockEntry, Policy, SafetyPlace, Verdict
+from domain.safety import Action, BlockEntry, Policy, SafetyPlace, Verdict
 from store.db import Stores
 
 
@@ -53,7 +53,7 @@ def test_the_operator_lists_blocked_images_and_releases_them(
     cli_db: Stores, capsys, tmp_path: Path
 ) -> None:
     blob = cli_db.blobs.put(b"\x89PNG fake", "x.png", "image/png")
-    verdict = Verdict(blob_id=blob, score=0.93, label="BUTTOCKS_EXPOSED", action="block")
+    verdict = Verdict(blob_id=blob, score=0.93, label="BUTTOCKS_EXPOSED", action=Action.BLOCK)
     cli_db.safety.record("make-j1", "u1", Policy.BLOCK, 0.5, verdict)
     assert main(["safety", "blocked", "--user", "u1"]) == 0
     out = capsys.readouterr().out
