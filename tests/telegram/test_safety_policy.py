@@ -115,3 +115,28 @@ async def test_an_admin_of_another_chat_cannot_change_this_groups_filter(
     said(tg, ours, "only this group's administrators")
     assert await chat_policy(jobs, ours) is Policy.BLOCK
     assert await chat_policy(jobs, theirs) is Policy.OFF
+
+
+async def test_a_private_chat_that_chose_blur_gets_its_album_behind_spoilers(
+    bot: BotProcess, telegram: TelegramStandin, jobs: JobsClient, user_id: int
+) -> None:
+    """A private chat's user may choose blur; an album's flagged photos each carry the flag,
+    and `off` is refused while the operator does not allow unfiltered results."""
+    tg = telegram
+    who = f"telegram:{user_id}"
+    await started(tg, user_id)
+    await asyncio.to_thread(jobs.stores.safety.set_operator, policy="block")
+    try:
+        tg.send(user_id, "/safety off")
+        said(tg, user_id, "does not allow unfiltered results")
+        tg.send(user_id, "/safety blur")
+        said(tg, user_id, "now blur")
+        await jobs.grant(who, 2000, by="test", key=f"test-safety-{user_id}")
+        await jobs.update_settings(who, {"batch": 2, "steps": 4, "width": 256, "height": 256})
+        tg.send(user_id, f"/make a fox {STANDIN_UNSAFE_WORD}")
+        album = tg.wait_for(user_id, lambda ms: photos(ms)[1:] and photos(ms), timeout=30)
+    finally:
+        await asyncio.to_thread(jobs.stores.safety.set_operator, policy="off")
+    assert len(album) == 2 and album[0]["media_group_id"] == album[1]["media_group_id"]
+    assert all(m["has_media_spoiler"] for m in album)
+    assert await charges(jobs, who) == 1
