@@ -115,6 +115,7 @@ class PaidJobWorkflow:
         self._plan_user_id = ""
         self._unit_outputs: list[list[StoredOutput]] = []
         self._withheld: str | None = None  # why the content filter withheld images
+        self._checking = False  # the content check runs: its images are not shown yet
 
     # ---- handlers -------------------------------------------------------------------------
 
@@ -299,6 +300,8 @@ class PaidJobWorkflow:
                 failure = failure or self._withheld
         except asyncio.CancelledError as err:
             operator_cancel = err
+            if self._checking:  # cancelled during the content check: nothing was shown
+                produced, produced_units = [], 0
         # A cancel that arrives once every unit is made (in the same workflow task as the last
         # result) has nothing left to stop: the job is done, and the cancel answers so.
         everything_made = produced_units >= plan.units
@@ -441,6 +444,7 @@ class PaidJobWorkflow:
         if not produced or policy == Policy.OFF.value or not workflow.patched("output-safety"):
             return produced, units
         self._status.outputs = []  # nothing is shown before it is checked
+        self._checking = True
         try:
             result: CheckOutputsResult = await workflow.execute_activity(
                 ActivityNames.CHECK_OUTPUTS,
@@ -460,9 +464,12 @@ class PaidJobWorkflow:
             verdicts = {v.blob_id: v for v in result.verdicts}
             unanswered: str | None = None
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError):  # `temporal workflow cancel` reached it
+                raise asyncio.CancelledError() from err
             workflow.logger.warning("content check failed, withholding: %s", err.cause or err)
             verdicts = {}
             unanswered = "the content check did not answer, so the result was withheld"
+        self._checking = False
         blocked = {
             o.blob_id
             for o in produced

@@ -7,15 +7,17 @@ Activities are mocked at the boundary; the classifier's answers come through a f
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -30,12 +32,20 @@ class SafetyFakes(FakeActivities):
     """Prepare plans under `policy`; `check_outputs` answers `actions[unit]` for each unit."""
 
     def __init__(
-        self, client: Client, *, policy: str, actions: list[str], answer: bool = True, **kw: Any
+        self,
+        client: Client,
+        *,
+        policy: str,
+        actions: list[str],
+        answer: bool = True,
+        hang: bool = False,
+        **kw: Any,
     ) -> None:
         super().__init__(client, units=len(actions), **kw)
         self.policy = policy
         self.actions = actions
         self.answer = answer
+        self.hang = hang
         self.checked: list[CheckOutputsInput] = []
 
     @activity.defn(name="prepare_make_image")
@@ -49,6 +59,9 @@ class SafetyFakes(FakeActivities):
     @activity.defn(name="check_outputs")
     async def check_outputs(self, inp: CheckOutputsInput) -> CheckOutputsResult:
         self.checked.append(inp)
+        while self.hang:
+            activity.heartbeat()
+            await asyncio.sleep(0.1)
         if not self.answer:
             raise RuntimeError("the classifier crashed")
         verdicts = []
@@ -166,3 +179,22 @@ async def test_property_the_ledger_of_a_checked_job_nets_to_what_was_shown(
     assert fakes.book.balance == 1000 - net
     if shown == 0:
         assert result.state is JobState.REFUSED and net == 0
+
+
+async def test_an_operator_cancel_during_the_check_refunds_what_was_never_shown(
+    temporal_dev_env,
+) -> None:
+    env = temporal_dev_env
+    async with running(env, policy="block", actions=["allow"], hang=True) as (fakes, tq):
+        handle = await start(env, tq, request())
+        deadline = asyncio.get_running_loop().time() + 10
+        while not fakes.checked and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        assert fakes.checked, "the check never started"
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        status = await handle.query(MakeImageWorkflow.status)
+        fakes.hang = False
+    assert status.state is JobState.CANCELLED and status.outputs == []
+    assert fakes.book.refunds() == [35] and fakes.book.balance == 1000
