@@ -189,6 +189,10 @@ def final_text(status: JobStatus) -> str:
     return f"{what}: {status.headline()}"
 
 
+# Said under an image sent behind a spoiler (this chat's `/safety blur`).
+SPOILER_NOTE = "hidden: flagged by this chat's content filter, tap to show"
+
+
 def result_caption(status: JobStatus, index: int) -> str:
     """Caption of one delivered image: prompt, seed, price."""
     parts: list[str] = []
@@ -207,6 +211,8 @@ def result_caption(status: JobStatus, index: int) -> str:
         reduced = (status.settings.get("params") or {}).get("input_size")
         if status.kind == "upscale" and reduced:  # the source was too large for the cap
             parts.append(f"source reduced to {reduced[0]}×{reduced[1]} first to fit the cap")
+    if index < len(status.outputs) and status.outputs[index].spoiler:
+        parts.append(SPOILER_NOTE)
     return _caption(parts, status)
 
 
@@ -234,6 +240,9 @@ def album_caption(status: JobStatus) -> str:
     if seeds:
         parts.append("seeds " + ", ".join(str(s) for s in seeds))
     parts.append(f"{len(status.outputs)} images")
+    hidden = sum(1 for o in status.outputs if o.spoiler)
+    if hidden:
+        parts.append(f"{hidden} {SPOILER_NOTE}")
     return _caption(parts, status)
 
 

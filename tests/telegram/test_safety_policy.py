@@ -44,12 +44,14 @@ async def test_a_blurred_group_gets_its_flagged_image_behind_a_spoiler(
     tg.send(user_id, f"/make a fox {STANDIN_UNSAFE_WORD}", chat_id=group, chat_type="supergroup")
     [flagged] = tg.wait_for(group, photos, timeout=30)
     assert flagged["has_media_spoiler"] is True
+    assert "flagged by this chat's content filter" in flagged["caption"]
     sent = [c for c in tg.calls("sendPhoto") if str(c["params"].get("chat_id")) == str(group)]
     assert sent and str(sent[-1]["params"].get("has_spoiler")).lower() == "true"
     # A clean image in the same group is not hidden.
     tg.send(user_id, "/make a quiet lake", chat_id=group, chat_type="supergroup")
     clean = tg.wait_for(group, lambda ms: photos(ms)[1:] or None, timeout=30)[0]
     assert clean["has_media_spoiler"] is False
+    assert "content filter" not in clean["caption"]
     assert await charges(jobs, f"telegram:{user_id}") == 2
 
 
@@ -139,4 +141,5 @@ async def test_a_private_chat_that_chose_blur_gets_its_album_behind_spoilers(
         await asyncio.to_thread(jobs.stores.safety.set_operator, policy="off")
     assert len(album) == 2 and album[0]["media_group_id"] == album[1]["media_group_id"]
     assert all(m["has_media_spoiler"] for m in album)
+    assert "2 hidden: flagged" in album[0]["caption"]
     assert await charges(jobs, who) == 1
