@@ -271,3 +271,26 @@ def test_training_is_refused_when_a_dataset_images_caption_is_blocked(stores: St
     with pytest.raises(PromptBlocked) as caught:
         trainer.plan_train_lora(TrainPrepareInput(workflow_id="", request=request))
     assert "caption of dataset image 3" in caught.value.message
+
+
+def test_a_media_job_in_a_group_carries_the_groups_policy(stores: Stores) -> None:
+    from activities.media_jobs import MediaJobActivities
+    from domain.jobs import MediaPrepareInput, MediaRequest
+
+    owner = stores.users.get(USER).id
+    source = stores.blobs.put(
+        png(render.generate({}, 64, 64)), "s.png", "image/png", metadata={"user_id": owner}
+    )
+    stores.safety.choose(GROUP_A, Policy.BLOCK, by="telegram:1", is_admin=True)
+    request = MediaRequest(
+        user=USER,
+        platform="telegram",
+        kind="resize",
+        source_image_id=source,
+        params={"width": 32, "mode": "fit"},
+        reply=ReplyTarget(chat_id=GROUP_A.chat_id or "", group_chat=True),
+    )
+    plan = MediaJobActivities(stores, safety_queue="safety-x").plan_media_job(
+        MediaPrepareInput(workflow_id="", request=request)
+    )
+    assert plan.settings["safety"] == "block" and plan.settings["safety_queue"] == "safety-x"
