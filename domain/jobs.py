@@ -63,6 +63,7 @@ class ActivityNames:
     RUN_COMFY_PROMPT = "run_comfy_prompt"
     STORE_COMFY_OUTPUTS = "store_comfy_outputs"
     DELIVER_RESULT = "deliver_result"
+    CHECK_OUTPUTS = "check_outputs"  # the output classifier (activities/safety.py, `safety`)
     # LoRA training (activities/training.py)
     PREPARE_TRAIN_LORA = "prepare_train_lora"
     TRAIN_LORA_CHUNK = "train_lora_chunk"
@@ -272,6 +273,9 @@ class StoredOutput(BaseModel):
     width: int = 0
     height: int = 0
     content_type: str = "image/png"
+    # The content filter flagged it and the chat's policy is `blur`: a push platform shows it
+    # behind a spoiler (Telegram `has_spoiler`); the stored image is the original.
+    spoiler: bool = False
 
 
 class Progress(BaseModel):

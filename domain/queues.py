@@ -24,6 +24,7 @@ class TaskQueues(BaseModel):
     comfy: str = "comfy"
     comfy_io: str = "comfy-io"  # fetching outputs, off the GPU slot
     media: str = "media"
+    safety: str = "safety"  # the output classifier (stationthis safety-worker), CPU only
 
     def deliver(self, platform: str) -> str:
         """Delivery queue of one platform: served only by that adapter's own process."""

@@ -257,6 +257,11 @@ class DatasetImagesRequest(BaseModel):
     user_id: str = ""
     resolution: int = 1024
     media_queue: str = "media"
+    # The content filter for dataset images (issue 19): under `block` each prepared image is
+    # classified and a flagged one refuses the whole add. Defaults keep older requests valid.
+    safety: str = "off"
+    safety_threshold: float = 0.5
+    safety_queue: str = "safety"
 
 
 class PrepareImageInput(BaseModel):

@@ -21,6 +21,7 @@ from domain.collections import (
     trait_frequencies,
 )
 from domain.jobs import MakeImageRequest, PrepareInput
+from domain.safety import PromptBlocked
 from services.job_plans import MakePlanner
 from store.blobs import BlobStore
 from store.collections import Piece
@@ -37,7 +38,15 @@ def piece_request(col: Collection, user: str, prompt: str, seed: int) -> MakeIma
 
 
 def quote_piece(planner: MakePlanner, col: Collection, user: str) -> int:
-    """The price of one piece for `user` (prepare's own checks: bad settings raise here)."""
+    """The price of one piece for `user` (prepare's own checks: bad settings raise here).
+
+    The operator's block list is checked here over the master prompt and every trait value,
+    so a cook that would render a blocked term is refused before it starts (each piece's
+    prepare checks its own prompt again)."""
+    texts = [col.config.master_prompt]
+    texts += [v.prompt or v.name for t in col.config.traits for v in t.values]
+    if planner.stores.safety.is_blocked(*texts):
+        raise PromptBlocked("collection's master prompt or one of its trait values")
     master = parse_master_prompt(col.config.master_prompt)
     choice = choose_traits(col.config, piece_seed(col.id, 1), master)
     req = piece_request(col, user, render_prompt(col.config, choice, master) or "x", 1)

@@ -38,6 +38,7 @@ from domain.jobs import (
 from domain.pricing import quote_image, quote_media
 from domain.prompts import clean_prompt, strip_controls
 from domain.queues import Routing
+from domain.safety import PromptBlocked
 from domain.settings import apply_updates, clamp_to_limits, limits_for
 from domain.templates import Template
 from domain.training import DEFAULT_MAX_LORAS, add_lora_loaders, lora_tag_names, loras_for_prompt
@@ -94,7 +95,10 @@ class MakePlanner:
         """
         req = inp.request
         user = self.stores.users.get(req.user)
-        prompt, loras = self._loras(user.id, clean_prompt(req.prompt))
+        cleaned = clean_prompt(req.prompt)
+        if self.stores.safety.is_blocked(req.prompt, cleaned):
+            raise PromptBlocked()  # before any quote or lookup: a refusal costs nothing
+        prompt, loras = self._loras(user.id, cleaned)
         limits = limits_for(user.points, self.stores.rules.limits)
         saved, clamps = clamp_to_limits(user.settings, limits)
         group = bool(req.reply and req.reply.group_chat)
@@ -155,6 +159,8 @@ class MakePlanner:
         if template.variant:
             used["variant"] = template.variant
         used.update(template=template.name)
+        safety_queue = self.routing.queues.safety
+        used.update(self.stores.safety.plan_settings(req.platform, req.reply, queue=safety_queue))
         if loras:
             used["loras"] = [f"{lora.name}:{lora.weight:g}" for lora in loras]
         return JobPlan(
@@ -272,6 +278,10 @@ class MediaPlanner:
         price = quote_media(req.kind, self.stores.rules.prices, output_pixels=output_pixels)
         plan = plan.model_copy(update={"price": price})
         settings["params"] = params
+        safety_queue = self.routing.queues.safety
+        settings.update(
+            self.stores.safety.plan_settings(req.platform, req.reply, queue=safety_queue)
+        )
         return plan.model_copy(update={"settings": settings, "summary": summary.strip()[:300]})
 
     # ---- pieces ----------------------------------------------------------------------------

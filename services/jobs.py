@@ -348,6 +348,10 @@ class JobService(ServiceBase):
         status = await self._any_status(wid)
         if owners is not None and status.user not in owners:
             raise JobNotFound(f"no job {wid!r}")
+        if status.final:  # images the content filter withheld and an operator released
+            released = await asyncio.to_thread(self.stores.safety.released_blobs, wid)
+            shown = {o.blob_id for o in status.outputs}
+            status.outputs += [StoredOutput(blob_id=b) for b in released if b not in shown]
         return status.settled()
 
     async def _owners(self, user: str) -> frozenset[str]:

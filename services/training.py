@@ -125,6 +125,12 @@ class TrainingService(JobService, MediaSourceService):
             resolution=TRAINING_RESOLUTION.get(ds.family, 1024),
             media_queue=self.config.task_queues.media,
         )
+        # Dataset images are nobody's chat: the operator's default policy applies to them.
+        operator = await asyncio.to_thread(self.stores.safety.operator)
+        if operator.policy.value == "block":
+            request.safety = operator.policy.value
+            request.safety_threshold = operator.threshold
+            request.safety_queue = self.config.task_queues.safety
         digest = hashlib.sha256("|".join(originals).encode()).hexdigest()[:12]
         result: DatasetImagesResult = await self.temporal.execute_workflow(
             DatasetImagesWorkflow.run,

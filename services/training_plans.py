@@ -14,6 +14,7 @@ from typing import Any
 from domain.errors import StationError, UserInputError
 from domain.jobs import ComfyWork, JobPlan
 from domain.queues import Routing
+from domain.safety import PromptBlocked
 from domain.training import (
     CAPTION_PRICE_PER_IMAGE,
     TRAINING_CHECKPOINT_INPUT,
@@ -67,6 +68,12 @@ class TrainingPlanner:
         name = check_name(req.model_name or ds.name, "model")
         name = self.stores.models.free_name(user.id, name)
         images = [TrainImage(image_id=im.image_id, caption=im.caption) for im in ds.images]
+        # The operator's block list, per caption: a LoRA learns what its captions name.
+        if self.stores.safety.is_blocked(trigger):
+            raise PromptBlocked("trigger word")
+        for n, im in enumerate(images, 1):
+            if self.stores.safety.is_blocked(im.caption):
+                raise PromptBlocked(f"caption of dataset image {n}")
         resolution = TRAINING_RESOLUTION[params.family]
         checkpoint = self.base_checkpoint(params.family)
         caption_work: list[dict[str, Any]] = []

@@ -26,6 +26,7 @@ from store.inventory import ComfyInventory
 from store.jobs import JobRepo
 from store.ledger import Ledger
 from store.models import ModelRepo
+from store.safety import SafetyRepo
 from store.settings_repo import SettingsRepo
 from store.templates import TemplateRepo
 from store.users import UserRepo
@@ -51,6 +52,7 @@ class Stores:
         self.inventory = ComfyInventory(self.db)
         self.button_tokens = ButtonTokens(self.db)
         self.deliveries = DeliveryRepo(self.db)
+        self.safety = SafetyRepo(self.db)
 
     @classmethod
     def from_uri(
@@ -74,6 +76,7 @@ class Stores:
         self.models.ensure_indexes()
         self.inventory.ensure_indexes()
         self.button_tokens.ensure_indexes()
+        self.safety.ensure_indexes()
 
     def close(self) -> None:
         self.db.client.close()

@@ -129,8 +129,9 @@ def stationthis_command(*args: str) -> list[str]:
 
 def worker_commands(config: Config) -> list[ExtraCommand]:
     """The processes `stationthis up` supervises unless `--no-workers` is given: the workflow
-    worker, the media worker (queue `media`), one comfy worker per ComfyUI server (each of
-    COMFYUI_URLS, or the embedded stand-in with `comfyui.slots` slots), and the Telegram bot
+    worker, the media worker (queue `media`), the safety worker (queue `safety`), one comfy
+    worker per ComfyUI server (each of COMFYUI_URLS, or the embedded stand-in with
+    `comfyui.slots` slots), and the Telegram bot
     when TELEGRAM_BOT_TOKEN is set (it alone holds the token and serves `deliver-telegram`)."""
     slots = str(config.comfyui.slots)
     urls = config.comfyui_url_list
@@ -161,6 +162,18 @@ def worker_commands(config: Config) -> list[ExtraCommand]:
         *comfy,
         ExtraCommand("media-worker", stationthis_command("media-worker"), metrics=True),
     ]
+    # The output classifier: the stand-in's images carry the stand-in's mark, so the embedded
+    # stack runs the marker classifier; real servers get NudeNet when the `safety` extra is
+    # installed (without it the operator's policy must stay `off`; README "Content safety").
+    classifier = "marker" if not urls else "nudenet"
+    if classifier == "marker" or importlib.util.find_spec("nudenet") is not None:
+        commands.append(
+            ExtraCommand(
+                "safety-worker",
+                stationthis_command("safety-worker", "--classifier", classifier),
+                metrics=True,
+            )
+        )
     if config.telegram_bot_token is not None:
         commands.append(ExtraCommand("bot", stationthis_command("bot"), metrics=True))
     return commands

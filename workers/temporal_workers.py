@@ -7,6 +7,8 @@
   these; its `comfy-io` worker copies finished outputs into GridFS without holding a GPU slot.
 - `stationthis media-worker`: the `media` queue — Pillow resize/convert as sync activities in a
   thread pool (Pillow releases the GIL), about two per CPU core.
+- `stationthis safety-worker`: the `safety` queue — the output classifier (CPU, ONNX), one
+  image per core; needs the `safety` extra unless `--classifier marker` (the stand-in's).
 
 Shutdown is graceful: on SIGTERM/SIGINT the workers stop polling and give running activities
 `graceful_shutdown_timeout` to finish; what does not finish is retried elsewhere by Temporal.
@@ -31,8 +33,10 @@ from activities.comfy import ComfyActivities
 from activities.jobs import JobActivities
 from activities.media import MediaActivities
 from activities.media_jobs import MediaJobActivities
+from activities.safety import SafetyActivities
 from activities.training import DatasetMediaActivities, TrainingActivities, TrainingComfyActivities
 from comfy.client import ComfyClient, ComfyError
+from media.classifier import Classifier
 from services.training_plans import TrainingPlanner
 from store.db import Stores
 from workers.config import Config
@@ -194,6 +198,26 @@ def media_worker(
         activities=[*acts.all(), *dataset_acts.all()],
         activity_executor=executor,
         max_concurrent_activities=slots or media_slots(),
+        graceful_shutdown_timeout=GRACE,
+    )
+
+
+def safety_worker(
+    client: Client,
+    config: Config,
+    stores: Stores,
+    executor: ThreadPoolExecutor,
+    classifier: Classifier,
+    slots: int,
+) -> Worker:
+    """The `safety` queue worker: the output classifier, on the CPU, off the GPU slot. One
+    image per core at a time (`slots`); `executor` needs at least `slots` threads."""
+    return Worker(
+        client,
+        task_queue=config.task_queues.safety,
+        activities=SafetyActivities(stores, classifier).all(),
+        activity_executor=executor,
+        max_concurrent_activities=slots,
         graceful_shutdown_timeout=GRACE,
     )
 

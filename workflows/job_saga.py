@@ -68,6 +68,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.pricing import partial_refund
     from domain.queues import JobRoute, plan_route
+    from domain.safety import (
+        DEFAULT_THRESHOLD,
+        Action,
+        CheckOutputsInput,
+        CheckOutputsResult,
+        Policy,
+        Verdict,
+    )
     from domain.search_attributes import JOB_STATE
 
 # Workflow modules are imported inside the sandbox (workflows/registry.py says why).
@@ -120,6 +128,9 @@ class PaidJobWorkflow:
         self._slot = HeldSlot()
         self._units = 1
         self._plan_user_id = ""
+        self._unit_outputs: list[list[StoredOutput]] = []
+        self._withheld: str | None = None  # why the content filter withheld images
+        self._checking = False  # the content check runs: its images are not shown yet
 
     # ---- handlers -------------------------------------------------------------------------
 
@@ -366,8 +377,12 @@ class PaidJobWorkflow:
             if self._cancel is None:
                 self._set_state(JobState.QUEUED)
                 produced, produced_units, failure = await self._produce(plan)
+                produced, produced_units = await self._check_safety(plan, produced, produced_units)
+                failure = failure or self._withheld
         except asyncio.CancelledError as err:
             operator_cancel = err
+            if self._checking:  # cancelled during the content check: nothing was shown
+                produced, produced_units = [], 0
         # A cancel that arrives once every unit is made (in the same workflow task as the last
         # result) has nothing left to stop: the job is done, and the cancel answers so.
         everything_made = produced_units >= plan.units
@@ -383,6 +398,9 @@ class PaidJobWorkflow:
             await self._refund(plan, produced_units=produced_units, reason=reason)
             if cancelled:
                 self._finish(JobState.CANCELLED, reason=reason)
+            elif not produced and self._withheld:
+                self._status.refused_code = "unsafe_output"  # our refusal: refunded in full
+                self._finish(JobState.REFUSED, reason=self._withheld)
             elif not produced:
                 self._finish(JobState.FAILED, reason=failure or "no output")
             else:
@@ -484,11 +502,74 @@ class PaidJobWorkflow:
             exc = t.exception()
             if exc is None:
                 produced.extend(t.result())
+                self._unit_outputs.append(t.result())
                 units += 1
             else:
                 failure = failure or describe_failure(exc)
         self._status.outputs = produced
         return produced, units, failure
+
+    async def _check_safety(
+        self, plan: JobPlan, produced: list[StoredOutput], units: int
+    ) -> tuple[list[StoredOutput], int]:
+        """Run the output classifier under the place's policy (decided at prepare, in
+        `plan.settings["safety"]`): withhold blocked images, flag blurred ones for a spoiler.
+
+        A unit whose every image is withheld counts as not produced, so its share is refunded:
+        the refusal is ours. If the safety worker does not answer within SAFETY_DEADLINE the
+        images are withheld (fail closed) rather than shown unchecked. Plans without a policy
+        (`off`, and every plan of an earlier release) ask nothing, so their histories are
+        unchanged; the patch guards the new command for the others.
+        """
+        policy = str(plan.settings.get("safety", Policy.OFF.value))
+        if not produced or policy == Policy.OFF.value or not workflow.patched("output-safety"):
+            return produced, units
+        self._status.outputs = []  # nothing is shown before it is checked
+        self._checking = True
+        try:
+            result: CheckOutputsResult = await workflow.execute_activity(
+                ActivityNames.CHECK_OUTPUTS,
+                CheckOutputsInput(
+                    workflow_id=workflow.info().workflow_id,
+                    user_id=self._user_id,
+                    policy=Policy(policy),
+                    threshold=float(plan.settings.get("safety_threshold", DEFAULT_THRESHOLD)),
+                    outputs=produced,
+                ),
+                result_type=CheckOutputsResult,
+                task_queue=str(plan.settings.get("safety_queue", "safety")),
+                start_to_close_timeout=policies.SAFETY_TIMEOUT,
+                schedule_to_close_timeout=policies.SAFETY_DEADLINE,
+                retry_policy=policies.SAFETY_RETRY,
+            )
+            verdicts = {v.blob_id: v for v in result.verdicts}
+            unanswered: str | None = None
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):  # `temporal workflow cancel` reached it
+                raise asyncio.CancelledError() from err
+            workflow.logger.warning("content check failed, withholding: %s", err.cause or err)
+            verdicts = {}
+            unanswered = "the content check did not answer, so the result was withheld"
+        self._checking = False
+        blocked = {
+            o.blob_id
+            for o in produced
+            if o.blob_id not in verdicts or verdicts[o.blob_id].action is Action.BLOCK
+        }
+        kept = [
+            o.model_copy(update={"spoiler": verdicts[o.blob_id].action is Action.BLUR})
+            for o in produced
+            if o.blob_id not in blocked
+        ]
+        kept_units = sum(
+            1 for outs in self._unit_outputs if any(o.blob_id not in blocked for o in outs)
+        )
+        if blocked:
+            self._withheld = unanswered or _withheld_reason(
+                [verdicts[b] for b in sorted(blocked) if b in verdicts], len(produced)
+            )
+        self._status.outputs = kept
+        return kept, min(units, kept_units)
 
     async def _produce_comfy(self, index: int, work: ComfyWork) -> list[StoredOutput]:
         wid = workflow.info().workflow_id
@@ -678,6 +759,19 @@ def is_workflow_exit_exception(err: BaseException) -> bool:
     retries on the same history. Only the former may compensate (samples-python
     message_passing/waiting_for_handlers_and_compensation)."""
     return isinstance(err, (asyncio.CancelledError, FailureError))
+
+
+def _withheld_reason(blocked: list[Verdict], total: int) -> str:
+    """What the user reads about withheld images: how many, and the strongest finding."""
+    what = "the image was" if total == 1 else f"{max(1, len(blocked))} of {total} images were"
+    if not blocked:
+        return f"{what} withheld by this chat's content filter and refunded"
+    top = max(blocked, key=lambda v: v.score)
+    label = top.label.lower().replace("_", " ") or "flagged"
+    return (
+        f"{what} withheld by this chat's content filter ({label}, score {top.score:.2f}) "
+        "and refunded"
+    )
 
 
 def job_failed_error(status: JobStatus) -> ApplicationError:

@@ -8,6 +8,7 @@
   4 attempts; validation, execution and interrupt errors never retried.
 - process_image (media): start-to-close 2 min; 3 attempts; bad images never retried.
 - store_comfy_outputs (comfy-io): start-to-close 2 min; 10 attempts.
+- check_outputs (safety): start-to-close 2 min, schedule-to-close 15 min, then fail closed.
 - record_job, release_job_slot (stationthis): start-to-close 15 s; retried forever (upserts).
 - deliver_result (deliver-<platform>): start-to-close 2 min, heartbeat 20 s (a bot killed
   mid-send is noticed in seconds), schedule-to-close = the request's `reply.deliver_within`
@@ -89,3 +90,10 @@ MEDIA_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     non_retryable_error_types=[*USER_INPUT_ERRORS, "bad_image"],
 )
+
+# check_outputs (safety): one image takes ~0.1-0.3 s on a CPU core (bench/safety.py), a batch
+# a few seconds. A safety worker that is down holds the job until SAFETY_DEADLINE; then the job
+# fails closed: its images are withheld and refunded, never shown unchecked.
+SAFETY_TIMEOUT = timedelta(minutes=2)
+SAFETY_DEADLINE = timedelta(minutes=15)
+SAFETY_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))

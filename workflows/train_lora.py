@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         RefundResult,
         StoredOutput,
     )
+    from domain.safety import Action, CheckOutputsInput, CheckOutputsResult, Policy
     from domain.training import (
         AddImagesInput,
         CaptionOutcome,
@@ -421,6 +422,35 @@ class CaptionDatasetWorkflow:
 class DatasetImagesWorkflow:
     """`dataset add`: each image square-cropped and resized on the `media` queue, then added."""
 
+    async def _check_images(self, request: DatasetImagesRequest, images: list[str]) -> str | None:
+        """Under the operator's `block` policy, the content filter per dataset image: a LoRA
+        learns what it is shown. Returns why the add is refused, or None. Requests without it
+        (the default `off`, and every earlier one) ask nothing; the patch guards the command."""
+        if request.safety != "block" or not workflow.patched("dataset-safety"):
+            return None
+        result: CheckOutputsResult = await workflow.execute_activity(
+            ActivityNames.CHECK_OUTPUTS,
+            CheckOutputsInput(
+                workflow_id=workflow.info().workflow_id,
+                user_id=request.user_id,
+                policy=Policy.BLOCK,
+                threshold=request.safety_threshold,
+                outputs=[StoredOutput(blob_id=b) for b in images],
+            ),
+            result_type=CheckOutputsResult,
+            task_queue=request.safety_queue,
+            start_to_close_timeout=policies.SAFETY_TIMEOUT,
+            schedule_to_close_timeout=policies.SAFETY_DEADLINE,
+            retry_policy=policies.SAFETY_RETRY,
+        )
+        for n, verdict in enumerate(result.verdicts, 1):
+            if verdict.action is Action.BLOCK:
+                return (
+                    f"image {n} was refused by the content filter (score {verdict.score:.2f}); "
+                    "nothing was added"
+                )
+        return None
+
     @workflow.run
     async def run(self, request: DatasetImagesRequest) -> DatasetImagesResult:
         wid = workflow.info().workflow_id
@@ -447,6 +477,9 @@ class DatasetImagesWorkflow:
             if isinstance(res, BaseException):
                 return DatasetImagesResult(refused=f"image {n + 1}: {describe_failure(res)}")
             prepared.append((original, res))
+        refused = await self._check_images(request, [p for _, p in prepared])
+        if refused:
+            return DatasetImagesResult(refused=refused)
         return await workflow.execute_local_activity(
             ActivityNames.ADD_DATASET_IMAGES,
             AddImagesInput(user=request.user, dataset=request.dataset, images=prepared),

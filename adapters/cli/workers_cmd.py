@@ -1,14 +1,17 @@
-"""`stationthis worker`, `comfy-worker` and `media-worker`: the Temporal worker processes."""
+"""`stationthis worker`, `comfy-worker`, `media-worker` and `safety-worker`: the Temporal worker
+processes."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from media.classifier import ClassifierUnavailable, make_classifier
 from workers.config import Config
 from workers.devstack import resolve_endpoints
 from workers.metrics import audit_forever, start_metrics
@@ -20,6 +23,7 @@ from workers.temporal_workers import (
     media_slots,
     media_worker,
     run_until_signalled,
+    safety_worker,
     workflow_worker,
 )
 
@@ -72,6 +76,18 @@ def register(subparsers: Any) -> None:
     )
     add_metrics_port(m)
     m.set_defaults(handler=_media_worker_cmd)
+    s = subparsers.add_parser(
+        "safety-worker", help="run the output classifier (queue `safety`, CPU; extra `safety`)"
+    )
+    s.add_argument("--slots", type=int, default=None, help="images at once (default: CPU cores)")
+    s.add_argument(
+        "--classifier",
+        choices=["nudenet", "marker"],
+        default="nudenet",
+        help="nudenet (needs pip install '.[safety]') or marker (the stand-in's, for tests)",
+    )
+    add_metrics_port(s)
+    s.set_defaults(handler=lambda args: asyncio.run(_safety_worker(args)))
 
 
 async def _workflow_worker(args: argparse.Namespace) -> int:
@@ -124,6 +140,29 @@ async def _comfy_worker(
         await run_until_signalled(workers)
     finally:
         inventory.cancel()
+    return 0
+
+
+async def _safety_worker(args: argparse.Namespace) -> int:
+    try:
+        classifier = make_classifier(args.classifier)
+    except ClassifierUnavailable as err:
+        raise SystemExit(f"error: {err}") from None
+    slots = args.slots or (os.cpu_count() or 1)
+    config = Config()
+    endpoints = resolve_endpoints(config)
+    serve_metrics(args, config)
+    client = await connect_temporal(config, endpoints)
+    stores = open_stores(config, endpoints, indexes=False)
+    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="safety") as pool:
+        worker = safety_worker(client, config, stores, pool, classifier, slots)
+        log.info(
+            "safety worker (%s) polling %s with %d slot(s)",
+            classifier.name,
+            config.task_queues.safety,
+            slots,
+        )
+        await run_until_signalled([worker])
     return 0
 
 

@@ -311,6 +311,7 @@ class TelegramDelivery:
                     caption=result_caption(status, i),
                     keyboard=result_keyboard(status, i),
                     as_file=as_file or as_document(status.kind, out, data),
+                    spoiler=out.spoiler,
                 )
                 await self.jobs.mark_delivered(status.workflow_id, part, msg.message_id)
         if retire_status and reply.status_message_id is not None and "status" not in sent:
@@ -332,6 +333,7 @@ class TelegramDelivery:
             files = as_file or any(
                 as_document(status.kind, out, data) for out, data in zip(chunk, datas, strict=True)
             )
+            spoilers = [out.spoiler for out in chunk]
             names = [
                 f"{status.workflow_id}-{first + n + 1}.{EXTENSIONS.get(out.content_type, 'png')}"
                 for n, out in enumerate(chunk)
@@ -345,9 +347,14 @@ class TelegramDelivery:
                     caption=caption,
                     keyboard=None,
                     as_file=files,
+                    spoiler=spoilers[0],
                 )
             else:
-                msg = (await self._send_album(reply, datas, names, caption, as_file=files))[0]
+                msg = (
+                    await self._send_album(
+                        reply, datas, names, caption, as_file=files, spoilers=spoilers
+                    )
+                )[0]
             await self.jobs.mark_delivered(status.workflow_id, part, msg.message_id)
         keyboard = album_keyboard(status)
         if keyboard is not None and "buttons" not in sent:
@@ -367,14 +374,25 @@ class TelegramDelivery:
         caption: str,
         *,
         as_file: bool,
+        spoilers: Sequence[bool] = (),
     ) -> tuple[Message, ...]:
-        """sendMediaGroup; photos refused for their size or shape go again as documents."""
-        if not as_file:
+        """sendMediaGroup; photos refused for their size or shape go again as documents.
+
+        An image the content filter flagged (`spoilers[n]`) goes as a photo behind a spoiler
+        whatever the user's "send as file" choice (a document has no spoiler), and as a
+        document only without its preview."""
+        spoiler = list(spoilers) or [False] * len(datas)
+        if not as_file or any(spoiler):
             try:
                 return await self.bot.send_media_group(
                     reply.chat_id,
                     [
-                        InputMediaPhoto(data, caption=caption if n == 0 else None, filename=name)
+                        InputMediaPhoto(
+                            data,
+                            caption=caption if n == 0 else None,
+                            filename=name,
+                            has_spoiler=spoiler[n] or None,
+                        )
                         for n, (data, name) in enumerate(zip(datas, names, strict=True))
                     ],
                     reply_parameters=_reply_parameters(reply),
@@ -388,7 +406,7 @@ class TelegramDelivery:
                 log.info("album of photos refused (%s); sending documents", err.message)
         media = []
         for n, (data, name) in enumerate(zip(datas, names, strict=True)):
-            thumb = await asyncio.to_thread(preview_jpeg, data)
+            thumb = None if spoiler[n] else await asyncio.to_thread(preview_jpeg, data)
             media.append(
                 InputMediaDocument(
                     data,
@@ -427,13 +445,18 @@ class TelegramDelivery:
         caption: str,
         keyboard: InlineKeyboardMarkup | None,
         as_file: bool,
+        spoiler: bool = False,
     ) -> Message:
+        """One image as a photo, else as a document. A flagged image (`spoiler`) goes as a
+        photo behind Telegram's spoiler even if the user asked for files, and as a document
+        only without a preview: a document cannot hide its thumbnail."""
         params = _reply_parameters(reply)
-        if not as_file:
+        if not as_file or spoiler:
             try:
                 return await self.bot.send_photo(
                     reply.chat_id,
                     data,
+                    has_spoiler=spoiler or None,
                     caption=caption,
                     reply_markup=keyboard,
                     reply_parameters=params,
@@ -459,7 +482,7 @@ class TelegramDelivery:
             reply_markup=keyboard,
             reply_parameters=params,
             message_thread_id=reply.message_thread_id,
-            thumbnail=await asyncio.to_thread(preview_jpeg, data),
+            thumbnail=None if spoiler else await asyncio.to_thread(preview_jpeg, data),
         )
 
     async def _retire_status(self, chat_id: str, message_id: int) -> None:

@@ -45,6 +45,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("traits", "set a trait type's values: /traits COLLECTION TRAIT"),
     ("train", "train your own LoRA from 4 … 20 photos"),
     ("models", "your trained LoRA models: rename, delete, publish"),
+    ("safety", "this chat's content filter: /safety off|blur|block (group admins)"),
 ]
 ADMIN_COMMANDS: list[tuple[str, str]] = [("grant", "admins: /grant USER N adds N points")]
 
@@ -188,6 +189,10 @@ def final_text(status: JobStatus) -> str:
     return f"{what}: {status.headline()}"
 
 
+# Said under an image sent behind a spoiler (this chat's `/safety blur`).
+SPOILER_NOTE = "hidden: flagged by this chat's content filter, tap to show"
+
+
 def result_caption(status: JobStatus, index: int) -> str:
     """Caption of one delivered image: prompt, seed, price."""
     parts: list[str] = []
@@ -206,6 +211,8 @@ def result_caption(status: JobStatus, index: int) -> str:
         reduced = (status.settings.get("params") or {}).get("input_size")
         if status.kind == "upscale" and reduced:  # the source was too large for the cap
             parts.append(f"source reduced to {reduced[0]}×{reduced[1]} first to fit the cap")
+    if index < len(status.outputs) and status.outputs[index].spoiler:
+        parts.append(SPOILER_NOTE)
     return _caption(parts, status)
 
 
@@ -233,6 +240,9 @@ def album_caption(status: JobStatus) -> str:
     if seeds:
         parts.append("seeds " + ", ".join(str(s) for s in seeds))
     parts.append(f"{len(status.outputs)} images")
+    hidden = sum(1 for o in status.outputs if o.spoiler)
+    if hidden:
+        parts.append(f"{hidden} {SPOILER_NOTE}")
     return _caption(parts, status)
 
 

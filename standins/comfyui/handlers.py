@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from media.classifier import STANDIN_UNSAFE_WORD, mark_unsafe
 from standins.comfyui import render
 from standins.comfyui.modelfiles import read_safetensors_metadata, write_safetensors
 from standins.comfyui.nodes import Folders, legacy_train_outputs
@@ -152,6 +153,10 @@ async def ksampler(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
         # Each LoRA leaves a deterministic mark derived from its weights' hash and strength.
         for digest, strength in model.loras:
             out = [render.apply_lora(img, digest, strength) for img in out]
+        # A prompt naming the stand-in's "unsafe" word draws the mark its classifier flags
+        # (media/classifier.py), so the content-safety paths run without a real model.
+        if STANDIN_UNSAFE_WORD in params["positive"]:
+            out = [mark_unsafe(img) for img in out]
         return out
 
     images = await asyncio.to_thread(draw)

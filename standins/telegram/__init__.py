@@ -11,8 +11,8 @@ Bot API methods covered: getMe, getUpdates (long polling, offset/limit/timeout/a
 secret-token header, retried with back-off), deleteWebhook, getWebhookInfo, sendMessage,
 editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage, sendPhoto,
 sendDocument, sendMediaGroup, sendChatAction, answerCallbackQuery, getFile (+ file download),
-setMyCommands, getMyCommands, deleteMyCommands, getChat. See `server.py` for the control API
-and README.md for the real-Telegram behaviours it models (and does not).
+setMyCommands, getMyCommands, deleteMyCommands, getChat, getChatMember. See `server.py` for the
+control API and README.md for the real-Telegram behaviours it models (and does not).
 """
 
 from __future__ import annotations

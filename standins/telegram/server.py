@@ -214,6 +214,7 @@ class Chat:
     username: str | None = None
     is_forum: bool = False
     messages: dict[int, ChatMessage] = field(default_factory=dict)
+    admins: set[int] = field(default_factory=set)  # user ids getChatMember calls administrator
 
     def as_telegram(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "type": self.type}
@@ -1029,7 +1030,12 @@ async def send_photo(state: StandinState, p: Params) -> Any:
             raise bad_request("wrong file identifier/HTTP URL specified")
         stored = _existing_file(state, ref, "photo")
         sizes = [photo_size_view(f) for f in _photo_siblings(state, stored)]
-    return await _send(state, p, {"photo": sizes, **_caption(p)})
+    return await _send(state, p, {"photo": sizes, **_caption(p), **_spoiler(p.flag("has_spoiler"))})
+
+
+def _spoiler(flag: Any) -> dict[str, Any]:
+    """Message.has_media_spoiler, present only when the photo was sent with `has_spoiler`."""
+    return {"has_media_spoiler": True} if flag is True or str(flag).lower() == "true" else {}
 
 
 def photo_size_view(f: StoredFile) -> dict[str, Any]:
@@ -1124,6 +1130,7 @@ async def send_media_group(state: StandinState, p: Params) -> Any:
         body: dict[str, Any] = {"caption": caption or None}
         try:
             if item["type"] == "photo":
+                body.update(_spoiler(item.get("has_spoiler")))
                 if upload is not None:
                     body["photo"] = state.photo_sizes(upload.data)
                 else:
@@ -1311,6 +1318,44 @@ async def delete_my_commands(state: StandinState, p: Params) -> Any:
     return True
 
 
+@method("getChatMember")
+async def get_chat_member(state: StandinState, p: Params) -> Any:
+    """ChatMember of a user: `creator`/`administrator` for the chat's admins (a private chat's
+    own user is its creator), `member` for anyone else. Admins are set by the control API
+    (`send(..., admin=True)`)."""
+    chat = state.chats.get(p.chat_id())
+    if chat is None:
+        raise bad_request("chat not found")
+    user_id = p.integer("user_id", required=True)
+    assert user_id is not None
+    user = state.users.get(user_id) or {"id": user_id, "is_bot": False, "first_name": "User"}
+    if chat.type == "private":
+        status = "creator" if user_id == chat.id else "member"
+    else:
+        status = "administrator" if user_id in chat.admins else "member"
+    out: dict[str, Any] = {"status": status, "user": user}
+    if status == "administrator":  # Bot API ChatMemberAdministrator: every right is required
+        out.update({right: False for right in ADMIN_RIGHTS})
+        out.update(can_manage_chat=True, can_delete_messages=True, can_restrict_members=True)
+    return out
+
+
+ADMIN_RIGHTS = (
+    "can_be_edited",
+    "is_anonymous",
+    "can_manage_chat",
+    "can_delete_messages",
+    "can_manage_video_chats",
+    "can_restrict_members",
+    "can_promote_members",
+    "can_change_info",
+    "can_invite_users",
+    "can_post_stories",
+    "can_edit_stories",
+    "can_delete_stories",
+)
+
+
 @method("getChat")
 async def get_chat(state: StandinState, p: Params) -> Any:
     chat = state.chats.get(p.chat_id())
@@ -1453,6 +1498,8 @@ async def control_send(request: web.Request) -> web.Response:
     user = state.user(user_id, body.get("first_name"), body.get("username"))
     chat_id = int(body.get("chat_id") or (user_id if chat_type == "private" else -user_id))
     chat = state.chat(chat_id, chat_type=chat_type, title=body.get("chat_title"))
+    if body.get("admin") and chat.type != "private":
+        chat.admins.add(user_id)
     message: dict[str, Any] = {}
     sender_chat: dict[str, Any] | None = None
     if body.get("anonymous") or body.get("sender_chat_id") is not None:
@@ -1651,6 +1698,7 @@ def _message_view(stored: ChatMessage) -> dict[str, Any]:
         "reply_to_message_id": reply["message_id"] if reply else None,
         "message_thread_id": msg.get("message_thread_id"),  # None: General (or not a forum)
         "media_group_id": msg.get("media_group_id"),
+        "has_media_spoiler": bool(msg.get("has_media_spoiler")),
         "edits": len(stored.edit_times),
         "edit_times": list(stored.edit_times),
         "deleted": stored.deleted,

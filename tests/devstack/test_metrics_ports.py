@@ -15,9 +15,15 @@ def test_every_worker_and_the_bot_get_their_own_metrics_ports(tmp_path: Path) ->
     config = Config(devstack_dir=tmp_path, telegram_bot_token="123:abc", comfyui_urls="")  # type: ignore[arg-type]
     stack = DevStack(config, extra=[*worker_commands(config), ExtraCommand("other", ["true"])])
     procs = {p.name: p for p in stack._extras_for(ENDPOINTS)}
-    assert set(stack.metrics_urls) == {"worker", "comfy-worker", "media-worker", "bot"}
+    assert set(stack.metrics_urls) == {
+        "worker",
+        "comfy-worker",
+        "media-worker",
+        "safety-worker",
+        "bot",
+    }
     ports = {int(procs[name].env["METRICS_PORT"]) for name in stack.metrics_urls}  # type: ignore[index]
-    assert len(ports) == 4  # one per process, the SDK's on the port after each
+    assert len(ports) == 5  # one per process, the SDK's on the port after each
     for name, (ours, sdk) in stack.metrics_urls.items():
         port = int(procs[name].env["METRICS_PORT"])  # type: ignore[index]
         assert (ours, sdk) == (
