@@ -25,7 +25,8 @@ import statistics
 import time
 
 import psutil
-from comfy.standin import render
+
+from standins.comfyui import render
 
 SIZES = [(512, 512), (1024, 1024), (1344, 768), (2048, 2048)]
 

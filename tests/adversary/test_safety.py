@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from comfy.standin import render
 from PIL import Image
 from pymongo.database import Database
 from temporalio.testing import ActivityEnvironment
@@ -36,6 +35,7 @@ from domain.safety import (
 from media.classifier import MarkerClassifier, mark_unsafe
 from services.collection_plans import quote_piece
 from services.job_plans import MakePlanner
+from standins.comfyui import render
 from store.db import Stores
 
 USER = "telegram:4242"

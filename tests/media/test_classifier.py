@@ -6,11 +6,11 @@ from __future__ import annotations
 import io
 
 import pytest
-from comfy.standin import render
 from PIL import Image, ImageDraw
 
 from domain.safety import DEFAULT_THRESHOLD
 from media.classifier import MarkerClassifier, NudeNetClassifier, mark_unsafe
+from standins.comfyui import render
 
 
 def encoded(img: Image.Image, fmt: str = "PNG") -> bytes:
