@@ -46,6 +46,7 @@ from domain.jobs import (
 )
 from domain.pricing import quote_image
 from domain.prompts import clean_prompt, strip_controls
+from domain.routing import comfy_route
 from domain.settings import apply_updates, clamp_to_limits, limits_for
 from domain.templates import Template
 from domain.training import (
@@ -181,9 +182,10 @@ class JobActivities:
             template=template.name,
             render_timeout=self.render_timeout,
             heartbeat_timeout=self.heartbeat_timeout,
-            comfy_queue=self.comfy_queue,
             comfy_io_queue=self.comfy_io_queue,
         )
+        # The queue of the servers that have the checkpoint, and the user as fairness key.
+        used.update(comfy_route(self.comfy_queue, [w.graph for w in works], user.id))
         if loras:
             used["loras"] = [f"{lora.name}:{lora.weight:g}" for lora in loras]
         return JobPlan(

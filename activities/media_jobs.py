@@ -27,6 +27,7 @@ from domain.jobs import (
     MediaWork,
 )
 from domain.pricing import quote_media
+from domain.routing import comfy_route
 from media.ops import (
     UPSCALE_MAX_PIXELS,
     UPSCALE_MAX_SIDE,
@@ -114,6 +115,7 @@ class MediaJobActivities:
             work, params, summary = self._comfy_work(req, source, user.id)
             template = COMFY_TEMPLATES[req.kind]
             plan = plan.model_copy(update={"comfy": [work], "template": template})
+            settings.update(comfy_route(self.comfy_queue, [work.graph], user.id))
             if req.kind == "upscale":
                 in_w, in_h = params.get("input_size", [source.width, source.height])
                 output_pixels = in_w * params["scale"] * in_h * params["scale"]

@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
+from temporalio.common import Priority, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -95,6 +95,7 @@ class PaidJobWorkflow:
         self._cancel: CancelRequest | None = None
         self._progress: dict[int, Progress] = {}
         self._comfy_queue = "comfy"
+        self._comfy_priority = Priority.default
         self._comfy_io_queue = "comfy-io"
         self._media_queue = "media"
         self._kind = self.kind
@@ -424,6 +425,7 @@ class PaidJobWorkflow:
             start_to_close_timeout=self._render_timeout,
             heartbeat_timeout=self._heartbeat_timeout,
             retry_policy=policies.COMFY_RETRY,
+            priority=self._comfy_priority,
         )
         self._status.gpu_seconds += run.gpu_seconds
         if not run.files:
@@ -548,6 +550,12 @@ class PaidJobWorkflow:
             seconds=float(plan.settings.get("heartbeat_timeout", 30))
         )
         self._comfy_queue = str(plan.settings.get("comfy_queue", "comfy"))
+        # Fair share between users (domain/routing.py): the plan names the user as the GPU
+        # queue's fairness key. A plan from before carries none and schedules as it did.
+        fairness_key = str(plan.settings.get("fairness_key") or "")
+        self._comfy_priority = (
+            Priority(fairness_key=fairness_key) if fairness_key else Priority.default
+        )
         self._media_queue = str(plan.settings.get("media_queue", "media"))
         self._comfy_io_queue = str(plan.settings.get("comfy_io_queue", "comfy-io"))
 
