@@ -334,21 +334,6 @@ class ComfyServerWorkers:
         await self.acts.aclose()
 
 
-def comfy_workers(
-    client: Client,
-    config: Config,
-    stores: Stores,
-    url: str,
-    slots: int,
-    *,
-    comfyui_dir: Path | None = None,
-) -> list[Worker]:
-    """The base `comfy` and the `comfy-io` workers of one server, without model-aware queues
-    (tests and tools that run one server; `stationthis comfy-worker` uses ComfyServerWorkers)."""
-    server = ComfyServerWorkers(client, config, stores, url, slots, comfyui_dir=comfyui_dir)
-    return [server._gpu_worker(config.task_queues.comfy), server._io_worker()]
-
-
 async def read_checkpoints(url: str) -> list[str] | None:
     """The checkpoint files server `url` has (its CheckpointLoaderSimple choices); None if it
     did not answer. The one place the pool reads a server's models (issue 16's inventory
@@ -359,25 +344,6 @@ async def read_checkpoints(url: str) -> list[str] | None:
     except (ComfyError, OSError, httpx.HTTPError) as err:
         log.warning("inventory of %s not read: %s", url, err)
         return None
-
-
-async def record_inventory(stores: Stores, url: str) -> bool:
-    """Record the checkpoint files server `url` has, so a job naming one no server has is
-    refused before its charge; False if the server did not answer (its last record stays and
-    ages out)."""
-    names = await read_checkpoints(url)
-    if names is None:
-        return False
-    await asyncio.to_thread(stores.inventory.record, url, names)
-    log.info("inventory of %s: %d checkpoint(s)", url, len(names))
-    return True
-
-
-async def keep_inventory(stores: Stores, url: str, every: float = INVENTORY_REFRESH) -> None:
-    """Record the server's inventory now and every `every` seconds (run as a task)."""
-    while True:
-        await record_inventory(stores, url)
-        await asyncio.sleep(every)
 
 
 def training_activities(config: Config, stores: Stores) -> TrainingActivities:
