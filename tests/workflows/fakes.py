@@ -131,6 +131,7 @@ class FakeActivities:
                 "render_timeout": self.render_timeout,
                 "comfy_queue": self.queue,
                 "comfy_io_queue": self.queue,
+                "fairness_key": "u1",  # the GPU queue's fair share (domain/routing.py)
             },
             comfy=[
                 ComfyWork(graph={"1": {"class_type": "X", "inputs": {}}}, seed=s) for s in seeds
@@ -293,6 +294,7 @@ class FakeMediaActivities(FakeActivities):
                 "comfy_queue": self.queue,
                 "comfy_io_queue": self.queue,
                 "media_queue": self.queue,
+                "fairness_key": "u1",
                 "params": req.params,
             },
             refused=self.refuse,

@@ -4,7 +4,8 @@ The histories are written by the saga tests the first time they run (or with SAV
 after an intended, versioned change) and committed. Subfolders keep the histories of earlier
 versions (`before-ledger-patch/`: charge and refund as local activities; `before-run-keys/`:
 ledger keys per workflow id, the slot held through a delivery of up to 7 days;
-`before-failed-status/`: a failed job completed with its failed status instead of failing), which
+`before-failed-status/`: a failed job completed with its failed status instead of failing;
+`before-fair-share/`: plans without a fairness key, the GPU activity scheduled without one), which
 must keep replaying through their `workflow.patched` branches. Every subfolder is replayed.
 """
 
