@@ -95,6 +95,10 @@ class Standin:
             f"{self.url}/_standin/faults", json={"render_time": seconds}, timeout=5
         ).raise_for_status()
 
+    def queue(self) -> tuple[int, int]:
+        q = httpx.get(f"{self.url}/queue", timeout=10).json()
+        return len(q["queue_running"]), len(q["queue_pending"])
+
     def history(self) -> dict[str, Any]:
         data: dict[str, Any] = httpx.get(f"{self.url}/history", timeout=30).json()
         return data
@@ -387,20 +391,29 @@ class Pool:
         wids, _first = await self.backlog(self.args.jobs // 4)
         self.serve(a)
         self.serve(b)
-        await asyncio.sleep(self.args.add_after / 2)
+        # Signal once the worker holds a running and a fed-ahead prompt on its server.
+        deadline = time.monotonic() + 60
+        while a.queue() != (1, 1) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        worker = self.workers.pop(a.url)
         signalled = time.time()
-        stop_task = asyncio.create_task(asyncio.to_thread(stop, self.workers.pop(a.url)))
+
+        def stop_and_time() -> float:
+            stop(worker)
+            return time.time() - signalled
+
+        stop_task = asyncio.create_task(asyncio.to_thread(stop_and_time))
         await self.finish(wids)
-        await stop_task
-        stopped = time.time() - signalled
+        stopped = await stop_task
         self.stop_all()
         runs = await self.all_runs(wids, [a, b])
         ids = await self.prompt_ids(wids)
         handed = sum(1 for w in wids if ids[f"{w}#2"] in {r.prompt_id for r in runs})
         row = summarise(Row("SIGTERM one of two", [f"{a.render:g} s", f"{b.render:g} s"]), runs)
         row.note = (
-            f"{handed} prompt(s) handed back and run on the other server; the signalled worker "
-            f"exited after {stopped:.1f} s; {len(wids)} jobs done, each charged once"
+            f"signalled while its server ran one prompt and held one fed ahead: {handed} "
+            f"prompt(s) handed back and run on the other server, the signalled worker exited "
+            f"{stopped:.1f} s after SIGTERM; {len(wids)} jobs done, each charged once"
         )
         return row
 
