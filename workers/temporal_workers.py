@@ -240,6 +240,7 @@ class ComfyServerWorkers:
         self._running: dict[str, tuple[Worker, asyncio.Task[None]]] = {}
         self._checked_at = 0.0
         self._lock = asyncio.Lock()
+        self._stopping: set[asyncio.Task[None]] = set()  # workers of lost queues, shutting down
 
     def _gpu_worker(self, queue: str) -> Worker:
         return Worker(
@@ -291,7 +292,11 @@ class ComfyServerWorkers:
             for queue in lost:
                 worker, _task = self._running.pop(queue)
                 log.warning("%s: model gone, no longer polling %s", self.url, queue)
-                await worker.shutdown()
+                # Not awaited here: the activity that found the model gone may be running on
+                # this very worker, and its shutdown waits for it (up to the grace).
+                stopping = asyncio.create_task(worker.shutdown())
+                self._stopping.add(stopping)
+                stopping.add_done_callback(self._stopping.discard)
 
     async def missing(self, needed: list[str], fresh: bool = False) -> list[str]:
         """The files of `needed` the server lacks, by its last read list; with `fresh` (ComfyUI
