@@ -498,12 +498,20 @@ async def measure(stack: DevStack, args: argparse.Namespace) -> list[Row]:
             s.set_render(args.scale * 3.0)
         pool = Pool(stack, standins, args)
         await pool.open()
-        rows = [await pool.direct(fast[0])]
-        rows.append(await pool.scenario("1 server", [fast[0]]))
-        rows.append(await pool.scenario("2 servers, unequal", [fast[0], slow[0]]))
-        rows.append(await pool.scenario("4 servers, unequal", [*fast, *slow]))
-        rows.append(await pool.add_server(fast[0], fast[1]))
-        rows.append(await pool.sigterm(fast[0], fast[1]))
+        wanted = set(args.rows.split(","))
+        rows: list[Row] = []
+        if "direct" in wanted:
+            rows.append(await pool.direct(fast[0]))
+        if "1" in wanted:
+            rows.append(await pool.scenario("1 server", [fast[0]]))
+        if "2" in wanted:
+            rows.append(await pool.scenario("2 servers, unequal", [fast[0], slow[0]]))
+        if "4" in wanted:
+            rows.append(await pool.scenario("4 servers, unequal", [*fast, *slow]))
+        if "add" in wanted:
+            rows.append(await pool.add_server(fast[0], fast[1]))
+        if "sigterm" in wanted:
+            rows.append(await pool.sigterm(fast[0], fast[1]))
         pool.stop_all()
         return rows
     finally:
@@ -516,6 +524,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=200, help="backlog per scenario")
     p.add_argument("--scale", type=float, default=0.25, help="render times: fast=scale, slow=3x")
     p.add_argument("--add-after", type=float, default=4.0, help="seconds before the change")
+    p.add_argument(
+        "--rows",
+        default="direct,1,2,4,add,sigterm",
+        help="rows to measure (comma-separated; the default is all)",
+    )
     p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "performance.md")
     p.add_argument("--no-write", action="store_true")
     return p.parse_args(argv)
