@@ -18,7 +18,9 @@ the pool starts on a full backlog:
 
 - **direct**: the same prompts (the graphs prepare builds) POSTed straight to one fast server's
   own queue: ComfyUI's own gap between prompts, the floor.
-- **1, 2, 4 servers**: fast; fast + slow; fast, fast, slow, slow.
+- **1, 2, 4 servers**: fast; fast + slow; fast, fast, slow, slow. **1 server, feed-ahead 0**:
+  the one-server row again with `COMFY_FEED_AHEAD=0`, the pool as it was before (the next
+  prompt polled only once the last one completed).
 - **add a server mid-run**: one fast server, a second one started after `--add-after` seconds;
   jobs/s in the window before and after it took its first prompt.
 - **SIGTERM**: two fast servers, one signalled mid-run: its fed-ahead prompt is handed back
@@ -230,8 +232,9 @@ class Pool:
         self.jobs = JobsClient(self.temporal, self.stores, config)
         self.planner = JobActivities(self.stores)
 
-    def serve(self, s: Standin) -> None:
-        self.workers[s.url] = start_comfy_worker(self.env, s.url, self.stack.log_dir)
+    def serve(self, s: Standin, feed_ahead: int | None = None) -> None:
+        env = self.env if feed_ahead is None else {**self.env, "COMFY_FEED_AHEAD": str(feed_ahead)}
+        self.workers[s.url] = start_comfy_worker(env, s.url, self.stack.log_dir)
 
     def stop_all(self) -> None:
         for proc in self.workers.values():
@@ -316,11 +319,13 @@ class Pool:
             runs += runs_of(s, wanted)
         return runs
 
-    async def scenario(self, name: str, servers: list[Standin]) -> Row:
+    async def scenario(
+        self, name: str, servers: list[Standin], feed_ahead: int | None = None
+    ) -> Row:
         progress("%s: backlog of %d jobs", name, self.args.jobs)
         wids, first = await self.backlog(self.args.jobs)
         for s in servers:
-            self.serve(s)
+            self.serve(s, feed_ahead)
         await self.finish(wids)
         self.stop_all()
         ids = await self.prompt_ids(wids)
@@ -504,6 +509,8 @@ async def measure(stack: DevStack, args: argparse.Namespace) -> list[Row]:
             rows.append(await pool.direct(fast[0]))
         if "1" in wanted:
             rows.append(await pool.scenario("1 server", [fast[0]]))
+        if "1-no-feed" in wanted:  # the A/B: what the pool did before the feed-ahead
+            rows.append(await pool.scenario("1 server, feed-ahead 0", [fast[0]], feed_ahead=0))
         if "2" in wanted:
             rows.append(await pool.scenario("2 servers, unequal", [fast[0], slow[0]]))
         if "4" in wanted:
@@ -526,7 +533,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--add-after", type=float, default=4.0, help="seconds before the change")
     p.add_argument(
         "--rows",
-        default="direct,1,2,4,add,sigterm",
+        default="direct,1,1-no-feed,2,4,add,sigterm",
         help="rows to measure (comma-separated; the default is all)",
     )
     p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "performance.md")
