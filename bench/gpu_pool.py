@@ -48,6 +48,7 @@ import contextlib
 import itertools
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -538,6 +539,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "performance.md")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--keep-dir", action="store_true", help="keep the stack directory (logs)")
     return p.parse_args(argv)
 
 
@@ -546,9 +548,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     began = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="stationthis-pool-"))
-    with stack_in(root) as stack:
-        progress("stack ready in %s", root)
-        rows = asyncio.run(measure(stack, args))
+    try:
+        with stack_in(root) as stack:
+            progress("stack ready in %s", root)
+            rows = asyncio.run(measure(stack, args))
+    finally:
+        if args.keep_dir:
+            progress("stack directory kept: %s", root)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     body = render(rows, args, time.monotonic() - began)
     print(body)
     if not args.no_write:
