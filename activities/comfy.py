@@ -11,6 +11,13 @@ Crash safety: prompt ids are derived from (workflow id, unit, attempt), and the 
 records which server and prompt an attempt submitted. A retry first re-attaches to the earlier
 prompt (still queued, running or finished on the server) and only submits anew when the server
 has no trace of it, so a worker killed mid-render does not render twice.
+
+The GPU pool (README "GPU pool"): a worker holds more prompts than its server runs at once (the
+feed-ahead), so the next prompt already waits in ComfyUI's own queue. Such a prompt is handed
+back to Temporal (dequeued from the server, the attempt failed as retryable `ComfyHandedBack`)
+when its worker shuts down, and so is any prompt whose checkpoint the server no longer has
+(`ComfyModelMissing`): the retry is matched to another worker of the same queue, whose server
+has the model. The charge is the workflow's, keyed per run, so a hand-back never charges again.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import io
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 from PIL import Image
@@ -32,7 +40,7 @@ from temporalio.exceptions import ApplicationError
 from activities import metrics
 from activities.heartbeat import heartbeat_forever
 from comfy.client import ComfyClient
-from comfy.errors import ComfyError, PromptLost
+from comfy.errors import ComfyError, ComfyValidationError, PromptLost
 from comfy.models import OutputFile, RunResult
 from comfy.models import Progress as ComfyProgress
 from domain.jobs import (
@@ -45,6 +53,7 @@ from domain.jobs import (
     StoredOutput,
     StoreOutputsInput,
 )
+from domain.routing import checkpoints_needed
 from store.blobs import BlobNotFound, BlobStore
 
 log = logging.getLogger(__name__)
@@ -128,6 +137,28 @@ def to_application_error(err: ComfyError) -> ApplicationError:
 
 
 EnsureLoras = Callable[[list[LoraFile]], Awaitable[None]]
+# Given the checkpoint files a graph loads, the ones the server does not have: from the worker's
+# last read of its server's list, or (fresh=True) from a new read; a file found lost stops the
+# worker polling its queue.
+MissingModels = Callable[[list[str], bool], Awaitable[list[str]]]
+
+# How soon a handed-back prompt is tried again (on another worker): at once, not after the
+# policy's backoff, since nothing is wrong with the job.
+HAND_BACK_DELAY = timedelta(milliseconds=100)
+
+
+class HandedBack(Exception):
+    """The attempt gives its prompt back to the task queue (see the module docstring)."""
+
+    def __init__(self, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type
+
+    def to_application_error(self) -> ApplicationError:
+        return ApplicationError(
+            self.message, type=self.error_type, next_retry_delay=HAND_BACK_DELAY
+        )
 
 
 class ComfyActivities:
@@ -139,6 +170,7 @@ class ComfyActivities:
         *,
         ensure_loras: EnsureLoras | None = None,
         max_output_bytes: int | None = None,
+        missing_models: MissingModels | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         # The largest output read from ComfyUI and so stored in GridFS (config
@@ -148,6 +180,9 @@ class ComfyActivities:
         self.blobs = blobs
         # Puts the LoRA files a graph names into this server's loras folder (comfy/lora_cache.py)
         self.ensure_loras = ensure_loras
+        # Which checkpoints of a graph the server lacks (workers/temporal_workers.py); None: not
+        # checked, a missing one fails at ComfyUI's validation as before.
+        self.missing_models = missing_models
         # One long-lived client per server: building an httpx client per call costs ~20 ms of
         # CPU (docs/performance.md). It keeps one WebSocket per prompt, so concurrent
         # activities do not share event streams.
@@ -173,6 +208,7 @@ class ComfyActivities:
         try:
             result = await self._reattach(comfy, inp, info.attempt, beat, reporter)
             if result is None:
+                await self._hand_back_if_missing(inp.work.graph, fresh=False)
                 if inp.work.loras and self.ensure_loras is not None:
                     await self.ensure_loras(inp.work.loras)
                 graph = await self._with_uploads(comfy, inp)
@@ -184,12 +220,24 @@ class ComfyActivities:
                 async def on_progress(p: ComfyProgress) -> None:
                     await reporter.report(p, beat)
 
-                result = await comfy.run(
-                    graph,
-                    prompt_id=prompt_id,
-                    on_progress=on_progress,
-                    timeout=inp.timeout_seconds,
-                )
+                try:
+                    result = await self._run_or_hand_back(
+                        comfy,
+                        comfy.run(
+                            graph,
+                            prompt_id=prompt_id,
+                            on_progress=on_progress,
+                            timeout=inp.timeout_seconds,
+                        ),
+                        prompt_id,
+                    )
+                except ComfyValidationError:
+                    # Refused: if the server lost the model since its last read, hand back.
+                    await self._hand_back_if_missing(inp.work.graph, fresh=True)
+                    raise
+        except HandedBack as back:
+            log.info("prompt for %s[%d] handed back: %s", inp.workflow_id, inp.index, back)
+            raise back.to_application_error() from None
         except asyncio.CancelledError:
             # The workflow cancelled (user, operator, or timeout): stop the GPU work.
             attempt = beat.get("attempt")
@@ -219,6 +267,42 @@ class ComfyActivities:
                 beat=beat.get("attempt"),
             )
         return run
+
+    async def _hand_back_if_missing(self, graph: dict[str, Any], *, fresh: bool) -> None:
+        """Give the prompt back when this server lacks a checkpoint it loads (it was removed
+        since the worker polled that checkpoint's queue): another server of the queue runs it."""
+        needed = checkpoints_needed(graph)
+        if not needed or self.missing_models is None:
+            return
+        missing = await self.missing_models(needed, fresh)
+        if missing:
+            raise HandedBack(
+                f"{self.server_url} no longer has {', '.join(missing)}", "ComfyModelMissing"
+            )
+
+    async def _run_or_hand_back(
+        self, comfy: ComfyClient, run: Awaitable[RunResult], prompt_id: str
+    ) -> RunResult:
+        """Await the run; if the worker shuts down while the prompt still waits in the
+        server's queue (fed ahead), take it off that queue and hand it back at once instead of
+        holding it through the shutdown grace. A prompt already running is left to finish."""
+        running = asyncio.ensure_future(run)
+        stopping = asyncio.ensure_future(activity.wait_for_worker_shutdown())
+        try:
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not running.done() and await _dequeue_if_pending(comfy, prompt_id):
+                running.cancel()
+                with contextlib.suppress(BaseException):
+                    await running
+                raise HandedBack(
+                    f"{self.server_url} is shutting down; the prompt had not started",
+                    "ComfyHandedBack",
+                )
+            return await running
+        finally:
+            stopping.cancel()
+            if not running.done():
+                running.cancel()
 
     async def _reattach(
         self,
@@ -329,6 +413,18 @@ class ComfyActivities:
             )
             activity.heartbeat(*([beat] if beat is not None else []))
         return stored
+
+
+async def _dequeue_if_pending(comfy: ComfyClient, prompt_id: str) -> bool:
+    """Remove a prompt from the server's pending queue; True if it is gone without having run
+    (False: it is running or finished, or the server did not answer)."""
+    try:
+        if (await comfy.queue_position(prompt_id)) in (None, 0):
+            return False  # finished, unknown, running, or next (may start any moment)
+        await comfy.delete_queued([prompt_id])
+        return await comfy.queue_position(prompt_id) is None and not await comfy.history(prompt_id)
+    except ComfyError:
+        return False
 
 
 def _measure(data: bytes) -> tuple[int, int, str]:

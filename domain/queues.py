@@ -49,6 +49,8 @@ class JobRoute(BaseModel):
     render_timeout: float = LEGACY_RENDER_TIMEOUT  # seconds one ComfyUI prompt may take
     heartbeat_timeout: float = LEGACY_HEARTBEAT_TIMEOUT  # a silent comfy worker is dead
     chunk_timeout: float = LEGACY_CHUNK_TIMEOUT  # seconds one training chunk may take
+    # Fair share on the GPU queues (domain/routing.py): the user, or empty (a plan from before).
+    fairness_key: str = ""
 
     def deliver_to(self, platform: str) -> str:
         return self.deliver_queue or _DEFAULT_QUEUES.deliver(platform)
@@ -86,4 +88,5 @@ def plan_route(route: JobRoute | None, settings: Mapping[str, Any]) -> JobRoute:
         render_timeout=float(settings.get("render_timeout", LEGACY_RENDER_TIMEOUT)),
         heartbeat_timeout=float(settings.get("heartbeat_timeout", LEGACY_HEARTBEAT_TIMEOUT)),
         chunk_timeout=float(settings.get("chunk_timeout", LEGACY_CHUNK_TIMEOUT)),
+        fairness_key=str(settings.get("fairness_key") or ""),
     )

@@ -38,6 +38,7 @@ from domain.jobs import (
 from domain.pricing import quote_image, quote_media
 from domain.prompts import clean_prompt, strip_controls
 from domain.queues import Routing
+from domain.routing import comfy_route
 from domain.safety import PromptBlocked
 from domain.settings import apply_updates, clamp_to_limits, limits_for
 from domain.templates import Template
@@ -176,7 +177,10 @@ class MakePlanner:
             prompt=prompt,
             seeds=seeds,
             comfy=works,
-            route=self.routing.route(inp.request.platform),
+            # The queue of the servers that have the checkpoint, and the user as fairness key.
+            route=comfy_route(
+                self.routing.route(inp.request.platform), [w.graph for w in works], user.id
+            ),
         )
 
     def _runnable_form(self, template: Template, values: dict[str, Any]) -> Template:
@@ -267,7 +271,10 @@ class MediaPlanner:
         if req.kind in COMFY_TEMPLATES:
             work, params, summary = self._comfy_work(req, source, user.id)
             template = COMFY_TEMPLATES[req.kind]
-            plan = plan.model_copy(update={"comfy": [work], "template": template})
+            route = comfy_route(
+                plan.route or self.routing.route(req.platform), [work.graph], user.id
+            )
+            plan = plan.model_copy(update={"comfy": [work], "template": template, "route": route})
             if req.kind == "upscale":
                 in_w, in_h = params.get("input_size", [source.width, source.height])
                 output_pixels = in_w * params["scale"] * in_h * params["scale"]

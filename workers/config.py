@@ -38,10 +38,22 @@ class TemporalDev(BaseModel):
     )
     # Server tuning (README "Temporal server settings"). The dev server reads its transfer queue
     # at most 20 times a second by default, so every hand-over to another task queue waits
-    # ~40 ms; 1000 removes that wait without changing any history.
+    # ~40 ms; 1000 removes that wait without changing any history. `matching.enableFairness`
+    # turns on task-queue fairness (server 1.29+; the embedded one is 1.32): a backlog on a
+    # comfy queue is dispatched round-robin across the fairness keys (users, domain/routing.py)
+    # instead of in arrival order. Off, one user's batch of 50 makes everyone else wait.
+    # Fairness (like ordering) holds within one partition of a task queue: with the default 4
+    # a small user's single job still ran 6th-7th behind a backlog of 12 in tests, with 1 it
+    # runs 2nd. A dev server gains nothing from partitions; a cluster sets 1 for comfy queues
+    # only (a dynamic-config constraint by task queue name), README "GPU pool".
     dynamic_config: dict[str, str | int | float | bool] = Field(
         default_factory=lambda: dict[str, str | int | float | bool](
-            {"history.transferProcessorMaxPollRPS": 1000}
+            {
+                "history.transferProcessorMaxPollRPS": 1000,
+                "matching.enableFairness": True,
+                "matching.numTaskqueueReadPartitions": 1,
+                "matching.numTaskqueueWritePartitions": 1,
+            }
         )
     )
     # WAL + synchronous=normal: a kill -9 of the server loses nothing acknowledged; an OS crash
@@ -130,6 +142,11 @@ class Config(BaseSettings):
     # slot is freed before delivery either way.
     delivery_deadline: float = 3600.0
     comfy_heartbeat_timeout: float = 30.0  # a comfy worker silent this long is presumed dead
+    # Prompts a comfy worker keeps queued on its ComfyUI server beyond the ones running (README
+    # "GPU pool"): 1 means the next prompt already waits in the server's own queue when the
+    # running one ends, so the GPU does not idle for a Temporal round trip between prompts.
+    # 0 is the old behaviour (the next task is polled only after the running one completed).
+    comfy_feed_ahead: int = Field(default=1, ge=0)
     workflow_worker_threads: int = 16  # threads for the sync (pymongo) activities
 
     # Prometheus metrics (README "Metrics"): a worker or bot serves StationThis's metrics on

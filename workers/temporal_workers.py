@@ -2,9 +2,11 @@
 
 - `stationthis worker`: the `stationthis` queue — every workflow, plus the light MongoDB
   activities (prepare, points, history, slots), run in a thread pool since pymongo blocks.
-- `stationthis comfy-worker --url URL --slots N`: one per ComfyUI server. Its `comfy` worker
-  takes at most N prompts at once (a GPU runs one), so adding a GPU is starting one more of
-  these; its `comfy-io` worker copies finished outputs into GridFS without holding a GPU slot.
+- `stationthis comfy-worker --url URL --slots N`: one per ComfyUI server (`ComfyServerWorkers`).
+  It polls the base `comfy` queue and one queue per checkpoint its server has, holding at most
+  N prompts running plus `COMFY_FEED_AHEAD` waiting in the server's own queue (a GPU runs one),
+  so adding a GPU is starting one more of these; its `comfy-io` worker copies finished outputs
+  into GridFS without holding a GPU slot.
 - `stationthis media-worker`: the `media` queue — Pillow resize/convert as sync activities in a
   thread pool (Pillow releases the GIL), about two per CPU core.
 - `stationthis safety-worker`: the `safety` queue — the output classifier (CPU, ONNX), one
@@ -17,16 +19,29 @@ Shutdown is graceful: on SIGTERM/SIGINT the workers stop polling and give runnin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import (
+    CustomSlotSupplier,
+    FixedSizeSlotSupplier,
+    PollerBehaviorSimpleMaximum,
+    SlotMarkUsedContext,
+    SlotPermit,
+    SlotReleaseContext,
+    SlotReserveContext,
+    Worker,
+    WorkerTuner,
+)
 
 from activities.collections import CollectionActivities
 from activities.comfy import ComfyActivities
@@ -36,6 +51,8 @@ from activities.media_jobs import MediaJobActivities
 from activities.safety import SafetyActivities
 from activities.training import DatasetMediaActivities, TrainingActivities, TrainingComfyActivities
 from comfy.client import ComfyClient, ComfyError
+from domain.inventory import ServerInventory
+from domain.routing import checkpoint_queue
 from media.classifier import Classifier
 from services.training_plans import TrainingPlanner
 from store.db import Stores
@@ -79,70 +96,268 @@ def workflow_worker(
     )
 
 
-def comfy_workers(
-    client: Client,
-    config: Config,
-    stores: Stores,
-    url: str,
-    slots: int,
-    *,
-    comfyui_dir: Path | None = None,
-) -> list[Worker]:
-    """The `comfy` and `comfy-io` workers of one server. Its folder is `comfyui_dir`, else the
-    configured one (COMFYUI_DIRS / COMFYUI_DIR); never what the server reports about itself."""
-    folder = comfyui_dir or config.comfyui_dir_for(url)
-    if folder is None:
-        log.error(
-            "no folder configured for the ComfyUI server %s (COMFYUI_DIRS or COMFYUI_DIR): "
-            "it renders, but training and LoRA files are refused on it",
-            url,
+class _QueuePermit(SlotPermit):
+    """A reserved slot, remembering the queue whose poll reserved it."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+
+
+class ServerSlots(CustomSlotSupplier):
+    """The prompts one ComfyUI server holds at once, shared by the workers of all its queues.
+
+    Capacity is the server's slots plus the feed-ahead: with one slot and a feed-ahead of 1 the
+    worker holds two prompts, one running and the next waiting in ComfyUI's own queue, so the
+    GPU starts it the moment the first ends (no Temporal round trip in between).
+
+    A poll needs a reserved slot, and a reservation counts against the capacity until its
+    poll brought nothing or its task is done (the SDK reserves the next poll's slot before it
+    marks the last one used: counting only used slots let one more task in). So that no queue
+    starves while the others' polls hold the reservations, a queue without a reservation of its
+    own may still poll while fewer than `capacity` prompts are held; the server then holds at
+    most `capacity - 1 + queues` (the extra ones wait in its queue and are handed back when the
+    worker stops).
+
+    Called from the SDK's core threads (mark and release) and from the worker's event loop
+    (reserve): a lock guards the counts and waiters are woken through their loop.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self.used = 0
+        self.reserved: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def _may_poll(self, queue: str) -> bool:
+        if self.used + sum(self.reserved.values()) < self.capacity:
+            return True
+        return self.reserved.get(queue, 0) == 0 and self.used < self.capacity
+
+    async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
+        while True:
+            event = asyncio.Event()
+            with self._lock:
+                if self._may_poll(ctx.task_queue):
+                    self.reserved[ctx.task_queue] = self.reserved.get(ctx.task_queue, 0) + 1
+                    return _QueuePermit(ctx.task_queue)
+                self._waiters.append((asyncio.get_running_loop(), event))
+            await event.wait()
+
+    def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
+        return None  # eager dispatch never applies: no workflow runs on a comfy queue
+
+    def _unreserve(self, permit: SlotPermit) -> None:
+        queue = permit.queue if isinstance(permit, _QueuePermit) else ""
+        if self.reserved.get(queue, 0) > 0:
+            self.reserved[queue] -= 1
+
+    def mark_slot_used(self, ctx: SlotMarkUsedContext) -> None:
+        with self._lock:
+            self._unreserve(ctx.permit)
+            self.used += 1
+        self._wake()
+
+    def release_slot(self, ctx: SlotReleaseContext) -> None:
+        with self._lock:
+            if ctx.slot_info is None:
+                self._unreserve(ctx.permit)  # reserved for a poll that brought nothing
+            else:
+                self.used = max(0, self.used - 1)
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop closed
+                loop.call_soon_threadsafe(event.set)
+
+    def tuner(self) -> WorkerTuner:
+        """A tuner whose activity slots are these (the others unused by a comfy worker)."""
+        return WorkerTuner.create_composite(
+            workflow_supplier=FixedSizeSlotSupplier(2),
+            activity_supplier=self,
+            local_activity_supplier=FixedSizeSlotSupplier(1),
+            nexus_supplier=FixedSizeSlotSupplier(1),
         )
-    training = TrainingComfyActivities(
-        url,
-        client,
-        stores,
-        comfyui_dir=folder,
-        cache_bytes=config.lora_cache_bytes,
-    )
-    acts = ComfyActivities(
-        url,
-        client,
-        stores.blobs,
-        ensure_loras=training.ensure_loras,
-        max_output_bytes=config.comfy_max_output_bytes,
-    )
-    return [
-        Worker(
-            client,
-            task_queue=config.task_queues.comfy,
-            activities=[acts.run_comfy_prompt, training.train_lora_chunk],
-            max_concurrent_activities=slots,
-            # Progress must reach the server within about a second of ComfyUI reporting it.
-            max_heartbeat_throttle_interval=timedelta(seconds=1),
-            graceful_shutdown_timeout=GRACE,
-        ),
-        Worker(
-            client,
-            task_queue=config.task_queues.comfy_io,
-            activities=[acts.store_comfy_outputs],
-            max_concurrent_activities=max(4, 2 * slots),
-            graceful_shutdown_timeout=GRACE,
-        ),
-    ]
 
 
 INVENTORY_REFRESH = 600.0  # seconds between reads of a server's /object_info
+MISSING_RECHECK = 2.0  # a lost model re-reads the server's list at most this often
+
+
+class ComfyServerWorkers:
+    """The workers of one ComfyUI server: model-aware, pull-based, fed ahead.
+
+    It polls the base `comfy` queue (prompts that load no checkpoint) and one queue per
+    checkpoint its server has (`comfy:ckpt:<file>`, domain/routing.py), all sharing one
+    `ServerSlots`; and `comfy-io` (copying outputs, off the GPU slot). The checkpoint list is
+    read from the server at start and every `refresh_every` seconds (and recorded in the
+    inventory): a new file starts a queue's worker, a lost one stops it, and an activity that
+    finds its checkpoint gone hands its prompt back (activities/comfy.py). Its folder is
+    `comfyui_dir`, else the configured one (COMFYUI_DIRS / COMFYUI_DIR); never what the server
+    reports about itself.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        config: Config,
+        stores: Stores,
+        url: str,
+        slots: int,
+        *,
+        comfyui_dir: Path | None = None,
+        feed_ahead: int | None = None,
+        refresh_every: float = INVENTORY_REFRESH,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.stores = stores
+        self.url = url.rstrip("/")
+        self.queues = config.task_queues
+        ahead = config.comfy_feed_ahead if feed_ahead is None else feed_ahead
+        self.slots = ServerSlots(slots + max(0, ahead))
+        self.refresh_every = refresh_every
+        folder = comfyui_dir or config.comfyui_dir_for(url)
+        if folder is None:
+            log.error(
+                "no folder configured for the ComfyUI server %s (COMFYUI_DIRS or COMFYUI_DIR): "
+                "it renders, but training and LoRA files are refused on it",
+                url,
+            )
+        self.training = TrainingComfyActivities(
+            url, client, stores, comfyui_dir=folder, cache_bytes=config.lora_cache_bytes
+        )
+        self.acts = ComfyActivities(
+            url,
+            client,
+            stores.blobs,
+            ensure_loras=self.training.ensure_loras,
+            max_output_bytes=config.comfy_max_output_bytes,
+            missing_models=self.missing,
+        )
+        self.checkpoints: set[str] | None = None  # None: the server's list was never read
+        self._running: dict[str, tuple[Worker, asyncio.Task[None]]] = {}
+        self._checked_at = 0.0
+        self._lock = asyncio.Lock()
+        self._stopping: set[asyncio.Task[None]] = set()  # workers of lost queues, shutting down
+
+    def _gpu_worker(self, queue: str) -> Worker:
+        return Worker(
+            self.client,
+            task_queue=queue,
+            activities=[self.acts.run_comfy_prompt, self.training.train_lora_chunk],
+            tuner=self.slots.tuner(),
+            # One poll per queue: a poll holds a reservation of the shared slots.
+            activity_task_poller_behavior=PollerBehaviorSimpleMaximum(1),
+            # Progress must reach the server within about a second of ComfyUI reporting it.
+            max_heartbeat_throttle_interval=timedelta(seconds=1),
+            graceful_shutdown_timeout=GRACE,
+        )
+
+    def _io_worker(self) -> Worker:
+        return Worker(
+            self.client,
+            task_queue=self.queues.comfy_io,
+            activities=[self.acts.store_comfy_outputs],
+            max_concurrent_activities=max(4, 2 * self.slots.capacity),
+            graceful_shutdown_timeout=GRACE,
+        )
+
+    def wanted_queues(self) -> set[str]:
+        """The base queue plus one per checkpoint the server has (as last read)."""
+        base = self.queues.comfy
+        return {base, *(checkpoint_queue(base, c) for c in self.checkpoints or ())}
+
+    @property
+    def polled(self) -> set[str]:
+        """The GPU queues polled now."""
+        return set(self._running)
+
+    async def refresh(self) -> None:
+        """Read the server's checkpoints, record them, and poll exactly their queues."""
+        async with self._lock:
+            inv = await read_inventory(self.url)
+            self._checked_at = time.monotonic()
+            if inv is None:
+                return  # the server did not answer: keep polling what we polled
+            await asyncio.to_thread(self.stores.inventory.record_server, inv)
+            self.checkpoints = set(inv.models.get("checkpoints", ()))
+            wanted = self.wanted_queues()
+            for queue in sorted(wanted - set(self._running)):
+                worker = self._gpu_worker(queue)
+                self._running[queue] = (worker, asyncio.create_task(worker.run()))
+                log.info("%s: polling %s", self.url, queue)
+            lost = [q for q in self._running if q not in wanted]
+            for queue in lost:
+                worker, _task = self._running.pop(queue)
+                log.warning("%s: model gone, no longer polling %s", self.url, queue)
+                # Not awaited here: the activity that found the model gone may be running on
+                # this very worker, and its shutdown waits for it (up to the grace).
+                stopping = asyncio.create_task(worker.shutdown())
+                self._stopping.add(stopping)
+                stopping.add_done_callback(self._stopping.discard)
+
+    async def missing(self, needed: list[str], fresh: bool = False) -> list[str]:
+        """The files of `needed` the server lacks, by its last read list; with `fresh` (ComfyUI
+        just refused the graph) or a file not on that list, the list is read again first (at
+        most every MISSING_RECHECK seconds), which stops the polling of the queues it lost."""
+        have = self.checkpoints
+        known = have is not None and all(n in have for n in needed)
+        if known and not fresh:
+            return []
+        if time.monotonic() - self._checked_at >= MISSING_RECHECK or fresh:
+            await self.refresh()
+        have = self.checkpoints
+        if have is None:
+            return []  # unknown: let ComfyUI's validation decide
+        return [n for n in needed if n not in have]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until `stop` is set, re-reading the inventory on schedule; then shut down
+        gracefully (a fed-ahead prompt that has not started is handed back at once)."""
+        io = self._io_worker()
+        io_task = asyncio.create_task(io.run())
+        await self.refresh()
+        if not self._running:  # the server did not answer: at least the base queue
+            worker = self._gpu_worker(self.queues.comfy)
+            self._running[self.queues.comfy] = (worker, asyncio.create_task(worker.run()))
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.refresh_every)
+                if not stop.is_set():
+                    await self.refresh()
+                for _worker, task in list(self._running.values()):
+                    if task.done():
+                        task.result()  # a worker died: surface its error
+        finally:
+            log.info("stopping comfy workers of %s (grace %ss)", self.url, GRACE.total_seconds())
+            workers = [w for w, _t in self._running.values()] + [io]
+            await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+            io_task.cancel()
+        await self.acts.aclose()
+
+
+async def read_inventory(url: str) -> ServerInventory | None:
+    """What server `url` has: node types, each node's required inputs, the model files per
+    folder and its version (its whole /object_info); None if it did not answer."""
+    try:
+        async with ComfyClient(url, timeout=10.0) as comfy:
+            return (await comfy.inventory()).model_copy(update={"url": url})
+    except (ComfyError, OSError, httpx.HTTPError) as err:
+        log.warning("inventory of %s not read: %s", url, err)
+        return None
 
 
 async def record_inventory(stores: Stores, url: str) -> bool:
     """Record the node types and model files server `url` has (store/inventory.py), so a job
     no server can run is refused before its charge; False if the server did not answer (its
     last record stays and ages out)."""
-    try:
-        async with ComfyClient(url, timeout=10.0) as comfy:
-            inv = (await comfy.inventory()).model_copy(update={"url": url})
-    except (ComfyError, OSError, httpx.HTTPError) as err:
-        log.warning("inventory of %s not read: %s", url, err)
+    inv = await read_inventory(url)
+    if inv is None:
         return False
     await asyncio.to_thread(stores.inventory.record_server, inv)
     log.info(
@@ -152,13 +367,6 @@ async def record_inventory(stores: Stores, url: str) -> bool:
         len(inv.models.get("checkpoints", ())),
     )
     return True
-
-
-async def keep_inventory(stores: Stores, url: str, every: float = INVENTORY_REFRESH) -> None:
-    """Record the server's inventory now and every `every` seconds (run as a task)."""
-    while True:
-        await record_inventory(stores, url)
-        await asyncio.sleep(every)
 
 
 def training_activities(config: Config, stores: Stores) -> TrainingActivities:
@@ -220,6 +428,15 @@ def safety_worker(
         max_concurrent_activities=slots,
         graceful_shutdown_timeout=GRACE,
     )
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 async def run_until_signalled(workers: list[Worker]) -> None:

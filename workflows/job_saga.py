@@ -33,6 +33,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from temporalio import workflow
+from temporalio.common import Priority
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -588,6 +589,7 @@ class PaidJobWorkflow:
             start_to_close_timeout=self._render_timeout,
             heartbeat_timeout=self._heartbeat_timeout,
             retry_policy=policies.COMFY_RETRY,
+            priority=self._comfy_priority,
         )
         self._status.gpu_seconds += run.gpu_seconds
         if not run.files:
@@ -715,6 +717,13 @@ class PaidJobWorkflow:
     @property
     def _heartbeat_timeout(self) -> timedelta:
         return timedelta(seconds=self._route.heartbeat_timeout)
+
+    @property
+    def _comfy_priority(self) -> Priority:
+        """Fair share between users (domain/routing.py): the plan's route names the user as
+        the GPU queue's fairness key. A plan from before carries none and schedules as it did."""
+        key = self._route.fairness_key
+        return Priority(fairness_key=key) if key else Priority.default
 
     def _finish(self, state: JobState, *, reason: str | None = None) -> None:
         self._status.reason = reason

@@ -18,12 +18,12 @@ from workers.metrics import audit_forever, start_metrics
 from workers.runtime import connect_temporal, open_stores
 from workers.sweeper import sweep_forever
 from workers.temporal_workers import (
-    comfy_workers,
-    keep_inventory,
+    ComfyServerWorkers,
     media_slots,
     media_worker,
     run_until_signalled,
     safety_worker,
+    stop_on_signals,
     workflow_worker,
 )
 
@@ -133,13 +133,11 @@ async def _comfy_worker(
     client = await connect_temporal(config, endpoints)
     stores = open_stores(config, endpoints, indexes=False)
     folder = Path(comfyui_dir) if comfyui_dir else None
-    workers = comfy_workers(client, config, stores, url, slots, comfyui_dir=folder)
-    log.info("comfy worker for %s with %d slot(s)", url, slots)
-    inventory = asyncio.create_task(keep_inventory(stores, url))
-    try:
-        await run_until_signalled(workers)
-    finally:
-        inventory.cancel()
+    server = ComfyServerWorkers(client, config, stores, url, slots, comfyui_dir=folder)
+    log.info(
+        "comfy worker for %s with %d slot(s), feed-ahead %d", url, slots, config.comfy_feed_ahead
+    )
+    await server.run(stop_on_signals())
     return 0
 
 

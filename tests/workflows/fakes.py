@@ -138,6 +138,7 @@ class FakeActivities:
                 comfy_io_queue=self.queue,
                 deliver_queue=f"deliver-{inp.request.platform}",
                 render_timeout=self.render_timeout,
+                fairness_key="u1",  # the GPU queue's fair share (domain/routing.py)
             ),
             comfy=[
                 ComfyWork(graph={"1": {"class_type": "X", "inputs": {}}}, seed=s) for s in seeds
@@ -313,6 +314,7 @@ class FakeMediaActivities(FakeActivities):
                 "comfy_queue": self.queue,
                 "comfy_io_queue": self.queue,
                 "media_queue": self.queue,
+                "fairness_key": "u1",
                 "params": req.params,
             },
             refused=self.refuse,
