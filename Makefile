@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test check fmt up chaos bench report clean
 
+# The compileall line writes bytecode for the modules the workflow sandbox re-imports on every
+# run (no .pyc is written at run time under PYTHONDONTWRITEBYTECODE); the worker refreshes it if
+# a source changed.
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null
 	$(BIN)/pip install -q -e '.[dev,safety]' --config-settings editable_mode=compat
-	# Bytecode for the modules the workflow sandbox re-imports on every run (no .pyc is written
-	# at run time under PYTHONDONTWRITEBYTECODE); the worker refreshes it if a source changed.
 	$(BIN)/python -m compileall -q workflows domain
 	touch $(STAMP)
 
