@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import signal
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from standins.comfyui.nodes import TRAINING_NODE_SETS, use_training_nodes
 from standins.comfyui.server import create_app
+from standins.serving import configure_logging, serve_until_signalled
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -41,29 +38,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 async def _serve(args: argparse.Namespace) -> None:
     use_training_nodes(args.training_nodes)
     app = create_app(args.root, args.step_delay, args.train_step_delay)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
-    port = runner.addresses[0][1]
-    print(f"ready http://{args.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_signalled(app, args.host, args.port)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level)
     asyncio.run(_serve(args))
     return 0
 
