@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import re
-import sys
 import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Callable
@@ -31,10 +29,8 @@ import yarl
 from discord import app_commands
 
 from standins.discord.state import DEFAULT_TOKEN
+from tests.fixtures.standin_process import start_platform_standin
 from workers.processes import ManagedProcess
-
-READY_TIMEOUT = 30.0
-_READY_RE = re.compile(r"^ready (http://\S+)$", re.MULTILINE)
 
 Message = dict[str, Any]
 
@@ -214,33 +210,8 @@ class DiscordStandin:
 
 def start_discord_standin(log_path: Path, token: str = DEFAULT_TOKEN) -> DiscordStandin:
     """Start the stand-in on a free port; returns once its control API answers."""
-    found: list[str] = []
-
-    def health() -> None:
-        if not found:
-            text = log_path.read_text(errors="replace") if log_path.exists() else ""
-            match = _READY_RE.search(text)
-            if match is None:
-                raise RuntimeError("no ready line yet")
-            found.append(match.group(1))
-        httpx.get(f"{found[0]}/_control/health", timeout=2).raise_for_status()
-
-    proc = ManagedProcess(
-        "discord-standin",
-        [sys.executable, "-m", "standins.discord", "--port", "0", "--token", token],
-        health=health,
-        log_path=log_path,
-        cwd=Path(__file__).resolve().parents[2],
-        ready_timeout=READY_TIMEOUT,
-        stop_timeout=5.0,
-    )
-    proc.start()
-    try:
-        proc.wait_ready()
-    except BaseException:
-        proc.stop()
-        raise
-    return DiscordStandin(found[0], token, proc)
+    url, proc = start_platform_standin("standins.discord", log_path, token)
+    return DiscordStandin(url, token, proc)
 
 
 class Bot:
