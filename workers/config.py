@@ -209,6 +209,13 @@ class Config(BaseSettings):
     telegram_command_rate: int = 20
     telegram_command_window: float = 60.0
 
+    # HTTP API and web page (`stationthis web`, adapters/web/). Requests per API key: at most
+    # `api_request_rate` per `api_request_window` seconds, then 429 with Retry-After.
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    api_request_rate: int = 120
+    api_request_window: float = 60.0
+
     @field_validator("admin_ids", mode="before")
     @classmethod
     def _split_admins(cls, v: Any) -> Any:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from adapters.jobs import JobsClient
+from adapters.telegram.ratelimit import RateLimiter
+from adapters.web import api, problems
 from workers.config import Config
 
 
@@ -23,6 +25,10 @@ def create_app(config: Config, jobs: JobsClient) -> FastAPI:
     )
     app.state.config = config
     app.state.jobs = jobs
+    # Per API key: at most `api_request_rate` requests per `api_request_window` seconds.
+    app.state.rate_limiter = RateLimiter(config.api_request_rate, config.api_request_window)
+    problems.install(app)
+    app.include_router(api.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
