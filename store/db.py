@@ -31,6 +31,7 @@ from store.safety import SafetyRepo
 from store.settings_repo import SettingsRepo
 from store.templates import TemplateRepo
 from store.users import UserRepo
+from store.webhooks import WebhookSecrets
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Stores:
         self.deliveries = DeliveryRepo(self.db)
         self.safety = SafetyRepo(self.db)
         self.api_keys = ApiKeyRepo(self.db)
+        self.webhook_secrets = WebhookSecrets(self.db)
 
     @classmethod
     def from_uri(

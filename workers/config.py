@@ -215,6 +215,10 @@ class Config(BaseSettings):
     web_port: int = 8080
     api_request_rate: int = 120
     api_request_window: float = 60.0
+    # Webhooks (README "Webhooks"): a job's events are retried with backoff for this many
+    # seconds. Loopback receivers are refused like private ones unless allowed (tests only).
+    webhook_deadline: float = 24 * 3600.0
+    webhook_allow_loopback: bool = False
 
     @field_validator("admin_ids", mode="before")
     @classmethod

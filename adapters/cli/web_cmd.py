@@ -82,6 +82,7 @@ def run_web(args: argparse.Namespace) -> int:
     from adapters.cli.context import jobs_client
     from adapters.web.app import create_app
     from workers.config import Config
+    from workers.webhook_worker import webhook_worker
 
     config = Config()
     host = args.host or config.web_host
@@ -93,7 +94,9 @@ def run_web(args: argparse.Namespace) -> int:
             server = uvicorn.Server(
                 uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
             )
-            await server.serve()
+            # The webhook deliveries run in this process, on the `deliver-webhook` queue.
+            async with webhook_worker(config, jobs):
+                await server.serve()
 
     asyncio.run(serve())
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -18,13 +19,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from activities.webhooks import check_url
 from adapters.jobs import JobsClient, StartedJob
 from adapters.telegram.ratelimit import RateLimiter
 from adapters.web.problems import Problem
 from domain.identity import parse_identity
 from domain.jobs import JobStatus, MakeImageRequest, MediaRequest
 from domain.training import TrainingParams, TrainRequest
+from domain.webhooks import WebhookWorkflowInput
 from media.safety import DEFAULT_LIMITS
 from store.api_keys import ApiKey
 from store.blobs import BlobNotFound, _oid
@@ -53,6 +58,8 @@ class JobCreate(BaseModel):
     model_name: str | None = None
     collection: str | None = None
     in_flight: int = 3
+    # Where each state change is POSTed, signed (README "Webhooks"); public http(s) only.
+    webhook_url: str | None = Field(default=None, max_length=2000)
 
 
 class OutputView(BaseModel):
@@ -273,9 +280,35 @@ async def create_job(
     """Start a job. With `Idempotency-Key`, the same key and body give the same job (a retry
     after a lost answer starts nothing new); the same key with another body is a 422."""
     rid = await _request_id(jobs, key, idempotency_key, body)
+    config = jobs.config
+    if body.webhook_url:  # refused before anything is started
+        await check_url(body.webhook_url, allow_loopback=config.webhook_allow_loopback)
     started = await _start(jobs, key, body, rid)
+    if body.webhook_url:
+        await _start_webhook(jobs, key, started.workflow_id, body.webhook_url)
     status = await jobs.status(started.workflow_id, user=key.identity)
     return job_view(status, existing=started.existing)
+
+
+async def _start_webhook(jobs: JobsClient, key: ApiKey, job_id: str, url: str) -> None:
+    """Start the job's webhook deliveries (once per job: a replayed request finds them)."""
+    owner = await jobs.user(key.identity)
+    with contextlib.suppress(WorkflowAlreadyStartedError):  # sent already: its job has ended
+        await jobs.temporal.start_workflow(
+            "JobWebhooksWorkflow",
+            WebhookWorkflowInput(
+                job_id=job_id,
+                url=url,
+                user_id=owner.id,
+                identity=key.identity,
+                queue=jobs.config.task_queues.deliver("webhook"),
+                deadline=jobs.config.webhook_deadline,
+            ),
+            id=f"webhook-{job_id}",
+            task_queue=jobs.config.task_queues.deliver("webhook"),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
