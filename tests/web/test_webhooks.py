@@ -178,7 +178,7 @@ async def test_private_loopback_and_link_local_urls_are_refused(url: str) -> Non
 
 async def test_the_api_refuses_an_unsafe_webhook_before_starting_anything(api: Api) -> None:
     api.jobs.config = api.jobs.config.model_copy(update={"webhook_allow_loopback": False})
-    identity, key = await api.new_key()
+    _identity, key = await api.new_key()
     async with api.client(key) as c:
         for url in ("http://127.0.0.1:9/x", "http://10.0.0.5/x", "http://169.254.169.254/"):
             r = await c.post(
