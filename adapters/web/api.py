@@ -485,3 +485,23 @@ async def quote(
         clamps=plan.clamps,
         summary=plan.summary,
     )
+
+
+class WebhookSecret(BaseModel):
+    secret: str
+
+
+@router.get("/me/webhook-secret", response_model=WebhookSecret)
+async def webhook_secret(jobs: Jobs, key: Caller) -> WebhookSecret:
+    """The account's webhook signing secret (made on first use), to verify our events."""
+    owner = await jobs.user(key.identity)
+    secret = await asyncio.to_thread(jobs.stores.webhook_secrets.secret, owner.id)
+    return WebhookSecret(secret=secret)
+
+
+@router.post("/me/webhook-secret/rotate", response_model=WebhookSecret)
+async def rotate_webhook_secret(jobs: Jobs, key: Caller) -> WebhookSecret:
+    """A new signing secret; events sent from now on are signed with it."""
+    owner = await jobs.user(key.identity)
+    secret = await asyncio.to_thread(jobs.stores.webhook_secrets.rotate, owner.id)
+    return WebhookSecret(secret=secret)
