@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,8 @@ from tests.web.conftest import Api
 from workers.processes import LOOPBACK, free_port
 
 pytestmark = pytest.mark.stack
+
+HISTORIES = Path(__file__).parents[1] / "workflows" / "histories"
 
 SMALL = {"width": 256, "height": 256, "steps": 4}
 
@@ -111,6 +115,12 @@ async def test_each_state_reaches_the_receiver_signed_once_deduped(
     last = max(receiver.seen.values(), key=lambda e: e["created"])
     assert last["job"]["id"] == job_id
     assert last["job"]["outputs"] and last["job"]["price"] > 0
+    handle = api.jobs.temporal.get_workflow_handle(f"webhook-{job_id}")
+    result = await asyncio.wait_for(handle.result(), 30)  # the API's client: plain JSON
+    assert result["delivered"] == len(states) and result["gave_up"] is None
+    path = HISTORIES / "webhook_delivered.json"  # for tests/workflows/test_replay.py
+    if os.environ.get("SAVE_HISTORIES") or not path.exists():
+        path.write_text((await handle.fetch_history()).to_json())
 
 
 async def test_a_receiver_that_answers_sees_the_live_states_too(
