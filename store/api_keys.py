@@ -30,6 +30,12 @@ KEY_PREFIX = "st_"
 IDEMPOTENCY_TTL = timedelta(hours=24)
 
 
+class IdempotencyRecord(BaseModel):
+    body: str  # sha256 of the first request's body
+    request_id: str
+    job_id: str | None = None
+
+
 class ApiKey(BaseModel):
     """A stored key: never the key itself, only what identifies and describes it."""
 
@@ -112,9 +118,10 @@ class ApiKeyRepo:
 
     def claim_idempotency(
         self, owner: str, key: str, body_hash: str, request_id: str
-    ) -> tuple[str, str]:
+    ) -> IdempotencyRecord:
         """Remember (owner, key) -> (body hash, request id) once; returns what is stored, the
-        first request's, so a replay reuses its request id and a changed body is detectable."""
+        first request's, so a replay reuses its request id (and its job, once started) and a
+        changed body is detectable."""
         _id = f"{owner}\n{key}"
         with contextlib.suppress(DuplicateKeyError):
             self.idem.insert_one(
@@ -122,10 +129,20 @@ class ApiKeyRepo:
                     "_id": _id,
                     "body": body_hash,
                     "request_id": request_id,
+                    "job_id": None,
                     "created_at": datetime.now(UTC),
                 }
             )
         doc = self.idem.find_one({"_id": _id})
         if doc is None:  # expired between the two calls: this request is the first again
             return self.claim_idempotency(owner, key, body_hash, request_id)
-        return str(doc["body"]), str(doc["request_id"])
+        return IdempotencyRecord(
+            body=str(doc["body"]),
+            request_id=str(doc["request_id"]),
+            job_id=doc.get("job_id"),
+        )
+
+    def record_idempotent_job(self, owner: str, key: str, job_id: str) -> None:
+        """The job the key's first request started: a replay answers with it (a cook, started
+        by collection rather than by request id, included)."""
+        self.idem.update_one({"_id": f"{owner}\n{key}"}, {"$set": {"job_id": job_id}})

@@ -31,13 +31,14 @@ from domain.jobs import JobStatus, MakeImageRequest, MediaRequest
 from domain.training import TrainingParams, TrainRequest
 from domain.webhooks import WebhookWorkflowInput
 from media.safety import DEFAULT_LIMITS
-from store.api_keys import ApiKey
-from store.blobs import BlobNotFound, _oid
+from store.api_keys import ApiKey, IdempotencyRecord
 
 router = APIRouter(prefix="/v1")
 
 JobKindName = Literal["make", "upscale", "rmbg", "resize", "convert", "train", "cook"]
 UPLOAD_CHUNK = 64 * 1024
+# Jobs read per identity to cut a page from (newest first): pages reach this far back.
+LIST_SCAN = 1000
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -198,27 +199,25 @@ def _body_hash(body: JobCreate) -> str:
     ).hexdigest()
 
 
-async def _request_id(
-    jobs: JobsClient, key: ApiKey, idem: str | None, body: JobCreate
-) -> str | None:
-    """The request id the job is started with: from the Idempotency-Key, so the same key
-    starts (or finds) the same workflow; a key reused with another body is refused."""
-    if idem is None:
-        return None
+async def _idempotency(
+    jobs: JobsClient, key: ApiKey, idem: str, body: JobCreate
+) -> IdempotencyRecord:
+    """The Idempotency-Key's record: the request id the job is started with (so the same key
+    starts or finds the same workflow) and its job once started; another body is refused."""
     if not 1 <= len(idem) <= 255:
         raise Problem(422, "bad_idempotency_key", "Idempotency-Key must be 1-255 characters")
     wanted = _body_hash(body)
     rid = "api" + hashlib.sha256(f"{key.identity}\n{idem}".encode()).hexdigest()[:20]
-    stored, rid = await asyncio.to_thread(
+    record = await asyncio.to_thread(
         jobs.stores.api_keys.claim_idempotency, key.identity, idem, wanted, rid
     )
-    if stored != wanted:
+    if record.body != wanted:
         raise Problem(
             422,
             "idempotency_key_reused",
             "this Idempotency-Key was used with another request body",
         )
-    return rid
+    return record
 
 
 async def _start(jobs: JobsClient, key: ApiKey, body: JobCreate, rid: str | None) -> StartedJob:
@@ -279,13 +278,26 @@ async def create_job(
 ) -> JobView:
     """Start a job. With `Idempotency-Key`, the same key and body give the same job (a retry
     after a lost answer starts nothing new); the same key with another body is a 422."""
-    rid = await _request_id(jobs, key, idempotency_key, body)
+    record = None
+    if idempotency_key is not None:
+        record = await _idempotency(jobs, key, idempotency_key, body)
+        if record.job_id is not None:  # a replay: the job its first request started
+            status = await jobs.status(record.job_id, user=key.identity)
+            return job_view(status, existing=True)
+    rid = record.request_id if record is not None else None
     config = jobs.config
     if body.webhook_url:  # refused before anything is started
         await check_url(body.webhook_url, allow_loopback=config.webhook_allow_loopback)
     started = await _start(jobs, key, body, rid)
     if body.webhook_url:
         await _start_webhook(jobs, key, started.workflow_id, body.webhook_url)
+    if idempotency_key is not None:
+        await asyncio.to_thread(
+            jobs.stores.api_keys.record_idempotent_job,
+            key.identity,
+            idempotency_key,
+            started.workflow_id,
+        )
     status = await jobs.status(started.workflow_id, user=key.identity)
     return job_view(status, existing=started.existing)
 
@@ -340,7 +352,13 @@ async def list_jobs(
 ) -> JobPage:
     """The caller's jobs, newest first, `limit` a page; `next_cursor` fetches the next page."""
     after = _after(cursor) if cursor else None
-    rows = await jobs.list_jobs(user=key.identity, state=state, limit=1000)
+    # The account's jobs from every linked identity (a job started on Telegram shows here).
+    user = await jobs.user(key.identity)
+    rows = [
+        row
+        for identity in user.identities
+        for row in await jobs.list_jobs(user=identity, state=state, limit=LIST_SCAN)
+    ]
     rows.sort(key=lambda r: (r.started, r.workflow_id), reverse=True)
     picked: list[JobRow] = []
     more = False
@@ -391,12 +409,7 @@ async def get_output(output_id: str, jobs: Jobs, key: Caller) -> StreamingRespon
     """An output image streamed from GridFS; another user's id is a 404 like a missing one.
     Outputs never change, so they may be cached (privately) for good."""
     owner = await jobs.user(key.identity)
-    info = await asyncio.to_thread(jobs.stores.blobs.info_owned, output_id, owner.id)
-    bucket = jobs.stores.blobs._bucket("images")
-    try:
-        stream = await asyncio.to_thread(bucket.open_download_stream, _oid(output_id))
-    except Exception as err:  # gridfs.errors.NoFile: deleted between the two reads
-        raise BlobNotFound(output_id) from err
+    info, stream = await asyncio.to_thread(jobs.stores.blobs.open_owned, output_id, owner.id)
 
     async def chunks() -> AsyncIterator[bytes]:
         try:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from adapters.telegram.ratelimit import RateLimiter
+from domain.jobs import MakeImageRequest
 from tests.fixtures.devstack import Stack
 from tests.web.conftest import Api
 
@@ -217,3 +218,36 @@ async def test_settings_are_changed_all_or_nothing(api: Api) -> None:
         assert bad.status_code == 422
         assert "width" in bad.json()["detail"]
         assert (await c.get("/v1/me")).json()["settings"]["steps"] == 12
+
+
+async def test_a_job_started_on_telegram_is_seen_and_cancelled_through_the_api(
+    api: Api, dev_stack: Stack
+) -> None:
+    stores = api.jobs.stores
+    tg = f"telegram:{uuid.uuid4().int % 10**9 + 10**9}"
+    await asyncio.to_thread(stores.users.get_or_create, tg, 500)
+    code = await asyncio.to_thread(stores.users.create_link_code, tg)
+    web = f"web:linked-{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(stores.users.redeem_link_code, code, web)
+    key, _ = await asyncio.to_thread(stores.api_keys.create, web, "test")
+    dev_stack.faults(render_time=4.0)
+    try:
+        started = await api.jobs.start_make(
+            MakeImageRequest(user=tg, platform="cli", prompt="a fox", overrides=SMALL)
+        )
+        async with api.client(key) as c:
+            seen = await c.get(f"/v1/jobs/{started.workflow_id}")
+            assert seen.status_code == 200, seen.text
+            ids: list[str] = []
+            for _ in range(50):
+                ids = [j["id"] for j in (await c.get("/v1/jobs")).json()["jobs"]]
+                if ids:
+                    break
+                await asyncio.sleep(0.2)
+            assert ids == [started.workflow_id]
+            cancelled = await c.post(f"/v1/jobs/{started.workflow_id}/cancel")
+            assert cancelled.status_code == 200, cancelled.text
+            assert cancelled.json()["state"] == "cancelled"
+            assert (await c.get("/v1/me")).json()["balance"] == 500
+    finally:
+        dev_stack.reset_faults()
