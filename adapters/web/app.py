@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from adapters.jobs import JobsClient
 from adapters.telegram.ratelimit import RateLimiter
 from adapters.web import api, problems
+from adapters.web.limits import BodyLimit
+from media.safety import DEFAULT_LIMITS
 from workers.config import Config
 
 
@@ -28,6 +30,8 @@ def create_app(config: Config, jobs: JobsClient) -> FastAPI:
     # Per API key: at most `api_request_rate` requests per `api_request_window` seconds.
     app.state.rate_limiter = RateLimiter(config.api_request_rate, config.api_request_window)
     problems.install(app)
+    # Uploads over media/safety.py's byte limit are refused before their body is read.
+    app.add_middleware(BodyLimit, limit=DEFAULT_LIMITS.max_bytes, paths={"/v1/uploads"})
     app.include_router(api.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -110,5 +110,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if err.status_code == 404 else f"http_{err.status_code}"
+        code = {404: "not_found", 413: "too_large"}.get(err.status_code, f"http_{err.status_code}")
         return problem_response(err.status_code, code, str(err.detail), instance=request.url.path)

@@ -190,6 +190,21 @@ async def test_uploads_are_checked_before_anything_is_stored(api: Api) -> None:
         assert text.headers["content-type"] == "application/problem+json"
         huge = await c.post("/v1/uploads", files={"file": ("x.png", b"\0" * (21 * 2**20))})
         assert huge.status_code == 413
+        assert huge.json()["code"] == "too_large"
+
+        async def chunks():  # no Content-Length: refused while it streams in
+            boundary = b"--b\r\nContent-Disposition: form-data; name=file; filename=x.png\r\n\r\n"
+            yield boundary
+            for _ in range(30):
+                yield b"\0" * 2**20
+
+        chunked = await c.post(
+            "/v1/uploads",
+            content=chunks(),
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert chunked.status_code == 413, chunked.text
+        assert chunked.json()["code"] == "too_large"
         assert await stored() == 0
         up = await c.post("/v1/uploads", files={"file": ("red.png", png())})
         assert up.status_code == 201, up.text
