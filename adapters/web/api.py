@@ -27,7 +27,7 @@ from adapters.jobs import JobsClient, StartedJob
 from adapters.telegram.ratelimit import RateLimiter
 from adapters.web.problems import Problem
 from domain.identity import parse_identity
-from domain.jobs import JobStatus, MakeImageRequest, MediaRequest
+from domain.jobs import JobState, JobStatus, MakeImageRequest, MediaRequest
 from domain.training import TrainingParams, TrainRequest
 from domain.webhooks import WebhookWorkflowInput
 from media.safety import DEFAULT_LIMITS
@@ -335,9 +335,12 @@ def _cursor(started: str, wid: str) -> str:
 
 def _after(cursor: str) -> tuple[str, str]:
     try:
-        started, _, wid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("\n")
+        raw = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise Problem(422, "bad_cursor", "cursor: not a cursor this API gave") from None
+        raw = ""
+    started, sep, wid = raw.partition("\n")
+    if not sep or not started or not wid:
+        raise Problem(422, "bad_cursor", "cursor: not a cursor this API gave")
     return started, wid
 
 
@@ -345,7 +348,7 @@ def _after(cursor: str) -> tuple[str, str]:
 async def list_jobs(
     jobs: Jobs,
     key: Caller,
-    state: str | None = None,
+    state: JobState | None = None,
     kind: JobKindName | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
@@ -357,7 +360,9 @@ async def list_jobs(
     rows = [
         row
         for identity in user.identities
-        for row in await jobs.list_jobs(user=identity, state=state, limit=LIST_SCAN)
+        for row in await jobs.list_jobs(
+            user=identity, state=state.value if state else None, limit=LIST_SCAN
+        )
     ]
     rows.sort(key=lambda r: (r.started, r.workflow_id), reverse=True)
     picked: list[JobRow] = []

@@ -82,6 +82,7 @@ async def test_a_job_is_made_watched_and_its_output_downloaded(api: Api) -> None
             await asyncio.sleep(0.2)
             page = (await c.get("/v1/jobs", params={"kind": "make"})).json()
         assert [j["id"] for j in page["jobs"]] == [job["id"]]
+        assert (await c.get("/v1/jobs", params={"state": "nonsense"})).status_code == 422
 
 
 async def test_a_replayed_idempotency_key_gives_the_same_job_and_one_charge(api: Api) -> None:
@@ -266,3 +267,24 @@ async def test_a_job_started_on_telegram_is_seen_and_cancelled_through_the_api(
             assert (await c.get("/v1/me")).json()["balance"] == 500
     finally:
         dev_stack.reset_faults()
+
+
+async def test_the_job_list_pages_with_a_cursor(api: Api) -> None:
+    _, key = await api.new_key()
+    async with api.client(key) as c:
+        made = [(await c.post("/v1/jobs", json=make(f"fox {i}"))).json()["id"] for i in range(3)]
+        for job in made:
+            await until_final(c, job)
+        pages: list[list[str]] = []
+        for _ in range(50):
+            first = (await c.get("/v1/jobs", params={"limit": 2})).json()
+            if len(first["jobs"]) == 2 and first["next_cursor"]:
+                break
+            await asyncio.sleep(0.2)
+        pages.append([j["id"] for j in first["jobs"]])
+        rest = (await c.get("/v1/jobs", params={"limit": 2, "cursor": first["next_cursor"]})).json()
+        pages.append([j["id"] for j in rest["jobs"]])
+        assert rest["next_cursor"] is None
+        assert sorted(pages[0] + pages[1]) == sorted(made)  # each once, none twice
+        bad = await c.get("/v1/jobs", params={"cursor": "!!"})
+        assert bad.status_code == 422
