@@ -126,6 +126,9 @@ async def test_another_users_job_and_output_read_as_missing_ones(api: Api) -> No
         assert theirs.status_code == none.status_code == 404
         assert theirs.json()["code"] == none.json()["code"] == "output_not_found"
         assert b"\x89PNG" not in theirs.content
+        for odd in ("not-an-id", "%00", "..%2f..%2fetc"):  # malformed ids: 404, never a 500
+            assert (await b.get(f"/v1/outputs/{odd}")).status_code == 404
+            assert (await b.get(f"/v1/jobs/{odd}")).status_code == 404
 
 
 async def test_a_key_revoked_mid_way_stops_at_its_next_request(api: Api) -> None:
