@@ -194,6 +194,21 @@ class BlobStore:
         except gridfs.errors.NoFile:
             raise BlobNotFound(blob_id) from None
 
+    def open_owned(
+        self, blob_id: str, owner_id: str, bucket: str = "images"
+    ) -> tuple[BlobInfo, gridfs.GridOut]:
+        """`owner_id`'s blob as its description and an open stream, for a reader that sends
+        it in chunks (the HTTP API) instead of holding it whole; `BlobNotFound` for another
+        user's blob exactly as for a missing one. The caller closes the stream."""
+        doc = self.db[f"{bucket}.files"].find_one(self._owned(blob_id, owner_id))
+        if doc is None:
+            raise BlobNotFound(blob_id)
+        try:
+            stream = self._bucket(bucket).open_download_stream(doc["_id"])
+        except gridfs.errors.NoFile:
+            raise BlobNotFound(blob_id) from None
+        return _info(blob_id, bucket, doc), stream
+
     def touch(self, blob_id: str, when: datetime, bucket: str = "images") -> None:
         """Mark a blob fresh again (`metadata.fresh_at`): the same file stored a second time
         starts its unused-source lifetime anew instead of being swept under the new job."""

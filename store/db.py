@@ -16,6 +16,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from domain.rules import DEFAULT_RULES, DomainRules
+from store.api_keys import ApiKeyRepo
 from store.blobs import BlobStore
 from store.button_tokens import ButtonTokens
 from store.collections import CollectionRepo
@@ -30,6 +31,7 @@ from store.safety import SafetyRepo
 from store.settings_repo import SettingsRepo
 from store.templates import TemplateRepo
 from store.users import UserRepo
+from store.webhooks import WebhookSecrets
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Stores:
         self.button_tokens = ButtonTokens(self.db)
         self.deliveries = DeliveryRepo(self.db)
         self.safety = SafetyRepo(self.db)
+        self.api_keys = ApiKeyRepo(self.db)
+        self.webhook_secrets = WebhookSecrets(self.db)
 
     @classmethod
     def from_uri(
@@ -77,6 +81,7 @@ class Stores:
         self.inventory.ensure_indexes()
         self.button_tokens.ensure_indexes()
         self.safety.ensure_indexes()
+        self.api_keys.ensure_indexes()
 
     def close(self) -> None:
         self.db.client.close()

@@ -209,6 +209,17 @@ class Config(BaseSettings):
     telegram_command_rate: int = 20
     telegram_command_window: float = 60.0
 
+    # HTTP API and web page (`stationthis web`, adapters/web/). Requests per API key: at most
+    # `api_request_rate` per `api_request_window` seconds, then 429 with Retry-After.
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    api_request_rate: int = 120
+    api_request_window: float = 60.0
+    # Webhooks (README "Webhooks"): a job's events are retried with backoff for this many
+    # seconds. Loopback receivers are refused like private ones unless allowed (tests only).
+    webhook_deadline: float = 24 * 3600.0
+    webhook_allow_loopback: bool = False
+
     @field_validator("admin_ids", mode="before")
     @classmethod
     def _split_admins(cls, v: Any) -> Any:

@@ -176,7 +176,23 @@ def worker_commands(config: Config) -> list[ExtraCommand]:
         )
     if config.telegram_bot_token is not None:
         commands.append(ExtraCommand("bot", stationthis_command("bot"), metrics=True))
+    # The HTTP API and web page (`stationthis web`), ready once it answers /healthz.
+    web = web_url(config)
+    commands.append(
+        ExtraCommand(
+            "web",
+            stationthis_command("web", "--host", config.web_host, "--port", str(config.web_port)),
+            health=lambda _endpoints: http_check(f"{web}/healthz"),
+            # A test stack's webhook receivers listen on loopback (never in production).
+            env={"WEBHOOK_ALLOW_LOOPBACK": "true"} if config.webhook_allow_loopback else {},
+        )
+    )
     return commands
+
+
+def web_url(config: Config) -> str:
+    """Where `stationthis web` started by `up` serves (printed by `up`)."""
+    return f"http://{config.web_host}:{config.web_port}"
 
 
 def metrics_port_pair() -> int:

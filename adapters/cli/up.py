@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Any
 
 from workers.config import Config
-from workers.devstack import DevStack, Endpoints
+from workers.devstack import DevStack, Endpoints, web_url
 from workers.processes import ServiceError
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ def format_ready(stack: DevStack, endpoints: Endpoints) -> str:
         f"  MongoDB:        {endpoints.mongodb_uri}{origin('mongodb')}",
         f"  ComfyUI:        {', '.join(endpoints.comfyui_urls)}{origin('comfyui')}",
     ]
+    if "web" in started:
+        lines.append(f"  Web / API:      {web_url(stack.config)} (OpenAPI at /docs)")
     extras = [n for n in stack.processes if n not in {"temporal", "mongodb", "comfyui"}]
     if extras:
         lines.append(f"  workers:        {', '.join(extras)}")

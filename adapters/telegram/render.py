@@ -46,6 +46,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "train your own LoRA from 4 … 20 photos"),
     ("models", "your trained LoRA models: rename, delete, publish"),
     ("safety", "this chat's content filter: /safety off|blur|block (group admins)"),
+    ("apikey", "a key for the HTTP API: /apikey [list | revoke KEY_ID] (private chat)"),
 ]
 ADMIN_COMMANDS: list[tuple[str, str]] = [("grant", "admins: /grant USER N adds N points")]
 
@@ -90,7 +91,7 @@ def button(text: str, data: str) -> InlineKeyboardButton:
     return InlineKeyboardButton(text, callback_data=data)
 
 
-PRIVATE_ONLY_COMMANDS = frozenset({"train"})  # refused in groups (training.train_cmd)
+PRIVATE_ONLY_COMMANDS = frozenset({"train", "apikey"})  # refused in groups
 
 
 def bot_commands(group: bool = False) -> list[BotCommand]:

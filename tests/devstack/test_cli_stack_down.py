@@ -23,6 +23,7 @@ COMMANDS = [
     ["templates", "list"],
     ["dataset", "list", "--user", "cli:x"],
     ["models", "list", "--user", "cli:x"],
+    ["apikey", "list", "--user", "cli:x"],
 ]
 
 

@@ -24,6 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.cook_collection import CookCollectionWorkflow
+from workflows.job_webhooks import JobWebhooksWorkflow
 from workflows.make_image import MakeImageWorkflow
 from workflows.media_job import MediaJobWorkflow
 from workflows.train_lora import CaptionDatasetWorkflow, TrainLoraWorkflow
@@ -36,6 +37,7 @@ WORKFLOWS: dict[str, list[type]] = {
     "cook": [CookCollectionWorkflow, MakeImageWorkflow],
     "train": [TrainLoraWorkflow],
     "caption": [CaptionDatasetWorkflow],
+    "webhook": [JobWebhooksWorkflow],
 }
 
 
@@ -98,5 +100,6 @@ def test_every_path_has_a_saved_history() -> None:
         "caption_done",
         "caption_partly_failed",
         "caption_refused",
+        "webhook_delivered",
     }
     assert expected <= names, f"missing histories: {sorted(expected - names)}"
