@@ -30,6 +30,7 @@ from store.safety import SafetyRepo
 from store.settings_repo import SettingsRepo
 from store.templates import TemplateRepo
 from store.users import UserRepo
+from store.web_sessions import WebSessions
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Stores:
         self.button_tokens = ButtonTokens(self.db)
         self.deliveries = DeliveryRepo(self.db)
         self.safety = SafetyRepo(self.db)
+        self.web_sessions = WebSessions(self.db)
 
     @classmethod
     def from_uri(
@@ -77,6 +79,7 @@ class Stores:
         self.inventory.ensure_indexes()
         self.button_tokens.ensure_indexes()
         self.safety.ensure_indexes()
+        self.web_sessions.ensure_indexes()
 
     def close(self) -> None:
         self.db.client.close()

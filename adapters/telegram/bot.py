@@ -36,7 +36,7 @@ from temporalio.worker import Worker
 from adapters.jobs import JobsClient
 from adapters.telegram import collections as coll
 from adapters.telegram import handlers as h
-from adapters.telegram import safety
+from adapters.telegram import linking, safety
 from adapters.telegram import training as train
 from adapters.telegram.delivery import TelegramDelivery
 from adapters.telegram.flood import ChatRateLimiter
@@ -124,6 +124,7 @@ def build_application(config: Config, jobs: JobsClient, pacer: EditPacer) -> App
     coll.register(app)  # /collections, /traits; its flow text before generic text
     train.register(app)  # /train, /models; its flow photos and text before the generic ones
     safety.register(app)  # /safety: this chat's content filter
+    linking.register(app)  # /login, /link: one account on every platform
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.IMAGE, h.photo_message))
     app.add_handler(MessageHandler(filters.COMMAND, h.unknown))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, h.text_message))

@@ -46,6 +46,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "train your own LoRA from 4 … 20 photos"),
     ("models", "your trained LoRA models: rename, delete, publish"),
     ("safety", "this chat's content filter: /safety off|blur|block (group admins)"),
+    ("login", "a one-time code to sign in on the web page"),
+    ("link", "link this chat to your web account: /link CODE"),
 ]
 ADMIN_COMMANDS: list[tuple[str, str]] = [("grant", "admins: /grant USER N adds N points")]
 

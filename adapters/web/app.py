@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from adapters.jobs import JobsClient
+from adapters.web import pages
 from workers.config import Config
 
 
@@ -23,6 +24,9 @@ def create_app(config: Config, jobs: JobsClient) -> FastAPI:
     )
     app.state.config = config
     app.state.jobs = jobs
+
+    # The web page (adapters/web/pages.py): sign-in, prompt box, jobs, gallery, uploads.
+    app.include_router(pages.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
