@@ -203,9 +203,9 @@ async def jobs_fragment(request: Request) -> Response:
     """The job list and gallery alone: what page.js reloads every second."""
     session = await require_session(request)
     statuses = await _statuses(request, session)
-    return _secure(
-        templates.TemplateResponse(request, "_jobs.html", {"jobs": statuses, "csrf": session.csrf})
-    )
+    points = (await jobs_of(request).user(session.identity)).points
+    context = {"jobs": statuses, "csrf": session.csrf, "points": points}
+    return _secure(templates.TemplateResponse(request, "_jobs.html", context))
 
 
 @router.get("/static/{name}")

@@ -41,7 +41,14 @@
         if (r.status === 401) { window.location.reload(); return null; }
         return r.ok ? r.text() : null;
       })
-      .then(function (html) { if (html !== null && html !== undefined) box.innerHTML = html; })
+      .then(function (html) {
+        if (html === null || html === undefined) return;
+        box.innerHTML = html;
+        // The balance in the header follows the list (a charge, a refund).
+        var live = document.getElementById("live-balance");
+        var shown = document.getElementById("balance");
+        if (live && shown) shown.textContent = live.dataset.points;
+      })
       .catch(function () {})
       .finally(function () { setTimeout(function () { pollJobs(box); }, 1000); });
   }
