@@ -405,8 +405,10 @@ async def upload(request: Request) -> Response:
         raise HTTPException(
             status_code=413, detail=f"the image is larger than {limit // (1024 * 1024)} MB"
         )
-    await require_csrf(request, session)
+    # Parsed with the upload's own limits before the CSRF check reads it (Starlette keeps the
+    # first parse of a request's form).
     form = await request.form(max_files=1, max_fields=20)
+    await require_csrf(request, session)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     file = form.get("file")
     kind = fields.get("kind", "")

@@ -116,6 +116,16 @@ async def test_an_upload_over_the_limit_is_refused_before_it_is_read(
         "/upload", data={"kind": "rmbg"}, files={"file": ("ok.png", png.getvalue(), "image/png")}
     )
     assert r.status_code == 403
+    # One file per upload: a second is refused by the form parser, nothing stored.
+    r = await b.client.post(
+        "/upload",
+        data={"csrf": b.csrf, "kind": "rmbg"},
+        files=[
+            ("file", ("a.png", png.getvalue(), "image/png")),
+            ("more", ("b.png", png.getvalue(), "image/png")),
+        ],
+    )
+    assert r.status_code == 400, r.text[:300]
     assert await asyncio.to_thread(files.count_documents, {}) == before
     account = await jobs.user(who)
     for identity in account.identities:
