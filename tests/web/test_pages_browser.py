@@ -30,6 +30,7 @@ import websockets
 
 from adapters.jobs import JobsClient
 from adapters.web.app import create_app
+from tests.fixtures.devstack import Stack
 from tests.fixtures.telegram import TelegramStandin, said
 from tests.integration.test_temporal_ui_browser import CHROMIUM
 from tests.telegram.conftest import BotProcess, bot, user_id  # noqa: F401 - fixtures
@@ -255,3 +256,47 @@ async def test_a_signed_in_user_links_another_chat_with_slash_link(
         said(telegram, second + 1, "already used")
         page = await client.get("/")
         assert f"telegram:{second}" in page.text
+
+
+async def test_started_on_telegram_cancelled_on_the_web_refund_shown_in_both(
+    bot: BotProcess,  # noqa: F811
+    telegram: TelegramStandin,
+    jobs: JobsClient,
+    user_id: int,  # noqa: F811
+    dev_stack: Stack,
+) -> None:
+    from tests.web.conftest import Browser, new_client
+
+    me, who = user_id, f"telegram:{user_id}"
+    telegram.send(me, "/start")
+    said(telegram, me, "starter points")
+    dev_stack.faults(render_time=10.0)
+    try:
+        telegram.send(me, "/make a fox that waits in the chat")
+        deadline = time.monotonic() + 30
+        while not (running := await jobs.list_jobs(user=who, running=True)):
+            assert time.monotonic() < deadline, "the bot started no job"
+            await asyncio.sleep(0.2)
+        wid = running[0].workflow_id
+
+        telegram.send(me, "/login")
+        found = re.search(
+            r"sign-in code: ([A-Z0-9]{8})", said(telegram, me, "sign-in code")["text"]
+        )
+        assert found
+        b = Browser(new_client(jobs))
+        async with b.client:
+            assert (await b.sign_in(found.group(1))).status_code == 303
+            assert f'action="/jobs/{wid}/cancel"' in (await b.client.get("/fragments/jobs")).text
+            r = await b.post(f"/jobs/{wid}/cancel")
+            assert r.status_code == 200
+            refunded = re.search(r"Cancelled; (\d+) points refunded", r.text)
+            assert refunded, r.text[-3000:]
+            refund = int(refunded.group(1))
+            assert refund > 0 and f"<td>{refund}</td><td>{wid}</td>" in r.text  # web ledger
+        # Telegram: the job's status message says so, and /balance lists the refund.
+        said(telegram, me, f"refunded {refund} points")
+        telegram.send(me, "/balance")
+        said(telegram, me, f"refund +{refund}")
+    finally:
+        dev_stack.reset_faults()
