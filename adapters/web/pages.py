@@ -2,10 +2,10 @@
 gallery, uploads for media jobs, balance and ledger (issue 18 items 1, 4 and 5).
 
 Server-rendered with Jinja2 and one small script (static/page.js, no build step) that shows the
-quote before starting and reloads the job list fragment every second. Everything goes through
-the jobs client (the same services the bot and the CLI use), acting as the session's `web:`
-identity: the services check that a job belongs to that identity's account, so another
-account's job id reads as a missing one (404) whatever the route. Every POST needs the CSRF
+quote before starting and keeps the job list live from server-sent events (`/events/jobs`).
+Everything goes through the jobs client (the same services the bot and the CLI use), acting as the
+session's `web:` identity: the services check that a job belongs to that identity's account, so
+another account's job id reads as a missing one (404) whatever the route. Every POST needs the CSRF
 token (adapters/web/sessions.py).
 """
 
@@ -14,16 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import UploadFile
 
 from adapters.jobs import JobNotFound, NotCancellable
 from adapters.web.sessions import (
+    SESSION_COOKIE,
     SIGNIN_CSRF_COOKIE,
     csrf_matches,
     current_session,
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+FRAGMENT = templates.env.get_template("_jobs.html")
+SSE_STREAM_SECONDS = 300
 STATIC = {"page.js": "text/javascript", "page.css": "text/css"}
 
 router = APIRouter(include_in_schema=False)
@@ -130,7 +135,7 @@ async def signout(request: Request) -> Response:
     session = await require_session(request)
     await require_csrf(request, session)
     store = jobs_of(request).stores.web_sessions
-    await asyncio.to_thread(store.delete, request.cookies.get("st_session"))
+    await asyncio.to_thread(store.delete, request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/", status_code=303)
     end_session(response)
     return response
@@ -206,6 +211,46 @@ async def jobs_fragment(request: Request) -> Response:
     points = (await jobs_of(request).user(session.identity)).points
     context = {"jobs": statuses, "csrf": session.csrf, "points": points}
     return _secure(templates.TemplateResponse(request, "_jobs.html", context))
+
+
+def _sse(event: str, data: str) -> str:
+    lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
+    return f"event: {event}\n{lines}\n"
+
+
+@router.get("/events/jobs")
+async def job_events(request: Request) -> Response:
+    """Server-sent events: the job list fragment each time it changes (checked every second),
+    so the bars move without the page asking. A stream lasts `SSE_STREAM_SECONDS` and the
+    browser's EventSource reconnects; a session that ends mid-stream gets `signedout`."""
+    session = await require_session(request)
+    jobs = jobs_of(request)
+    store = jobs.stores.web_sessions
+    token = request.cookies.get(SESSION_COOKIE)
+
+    async def stream() -> AsyncIterator[str]:
+        last = ""
+        quiet = 0
+        end = time.monotonic() + SSE_STREAM_SECONDS
+        yield "retry: 1000\n\n"
+        while time.monotonic() < end and not await request.is_disconnected():
+            if await asyncio.to_thread(store.lookup, token) is None:
+                yield _sse("signedout", "")
+                return
+            statuses = await _statuses(request, session)
+            points = (await jobs.user(session.identity)).points
+            html = FRAGMENT.render(jobs=statuses, csrf=session.csrf, points=points)
+            if html != last:
+                yield _sse("jobs", html)
+                last, quiet = html, 0
+            else:
+                quiet += 1
+                if quiet % 15 == 0:
+                    yield ": keep-alive\n\n"
+            await asyncio.sleep(1)
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
 @router.get("/static/{name}")

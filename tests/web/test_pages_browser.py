@@ -300,3 +300,56 @@ async def test_started_on_telegram_cancelled_on_the_web_refund_shown_in_both(
         said(telegram, me, f"refund +{refund}")
     finally:
         dev_stack.reset_faults()
+
+
+async def test_the_job_list_streams_as_server_sent_events(jobs: JobsClient, web_url: str) -> None:
+    from domain.jobs import MakeImageRequest
+    from tests.web.conftest import telegram_user
+
+    who = await telegram_user(jobs, points=500)
+    user, web = await jobs.sign_in_with_code(await jobs.link_code(who))
+    token, _ = await asyncio.to_thread(jobs.stores.web_sessions.create, user.id, web)
+    async with httpx.AsyncClient(base_url=web_url, timeout=60) as http:
+        assert (await http.get("/events/jobs")).status_code == 401
+        headers = {"Cookie": f"st_session={token}"}
+        async with http.stream("GET", "/events/jobs", headers=headers) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            events = aiter_events(r)
+            first = await anext(events)
+            assert first[0] == "jobs" and "No jobs yet." in first[1]
+            started = await jobs.start_make(
+                MakeImageRequest(
+                    user=who,
+                    platform="cli",
+                    prompt="a streamed fox",
+                    overrides={"width": 256, "height": 256, "steps": 4},
+                )
+            )
+            wid = started.workflow_id
+            states = []
+            async for event, data in events:
+                assert event == "jobs"
+                found = re.search(rf'data-job="{re.escape(wid)}" data-state="(\w+)"', data)
+                if found:
+                    states.append(found.group(1))
+                if states and states[-1] == "done":
+                    break
+            assert states[-1] == "done" and f"/jobs/{wid}/outputs/0" in data
+            # Signed out elsewhere: the stream says so and ends.
+            await asyncio.to_thread(jobs.stores.web_sessions.delete, token)
+            assert (await anext(events))[0] == "signedout"
+
+
+async def aiter_events(r: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) pairs of a text/event-stream response."""
+    event, data = "", []
+    async for line in r.aiter_lines():
+        if line == "":
+            if event:
+                yield event, "\n".join(data)
+            event, data = "", []
+        elif line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])

@@ -35,20 +35,21 @@
       .catch(function () { out.textContent = "No quote right now."; });
   }
 
+  function showJobs(box, html) {
+    box.innerHTML = html;
+    // The balance in the header follows the list (a charge, a refund).
+    var live = document.getElementById("live-balance");
+    var shown = document.getElementById("balance");
+    if (live && shown) shown.textContent = live.dataset.points;
+  }
+
   function pollJobs(box) {
     fetch(box.dataset.src, { credentials: "same-origin" })
       .then(function (r) {
         if (r.status === 401) { window.location.reload(); return null; }
         return r.ok ? r.text() : null;
       })
-      .then(function (html) {
-        if (html === null || html === undefined) return;
-        box.innerHTML = html;
-        // The balance in the header follows the list (a charge, a refund).
-        var live = document.getElementById("live-balance");
-        var shown = document.getElementById("balance");
-        if (live && shown) shown.textContent = live.dataset.points;
-      })
+      .then(function (html) { if (html !== null && html !== undefined) showJobs(box, html); })
       .catch(function () {})
       .finally(function () { setTimeout(function () { pollJobs(box); }, 1000); });
   }
@@ -62,6 +63,17 @@
       showQuote(form, out);
     }
     var box = document.getElementById("jobs");
-    if (box) setTimeout(function () { pollJobs(box); }, 1000);
+    if (!box) return;
+    if (!window.EventSource) {
+      setTimeout(function () { pollJobs(box); }, 1000);
+      return;
+    }
+    // Server-sent events; if the stream cannot be opened at all, fall back to polling.
+    var events = new EventSource("/events/jobs");
+    events.addEventListener("jobs", function (e) { showJobs(box, e.data); });
+    events.addEventListener("signedout", function () { window.location.reload(); });
+    events.onerror = function () {
+      if (events.readyState === EventSource.CLOSED) pollJobs(box);
+    };
   });
 })();
