@@ -116,3 +116,31 @@ async def test_signing_out_ends_the_session(
     other = browser()
     other.client.cookies.set("st_session", token, domain="testserver")
     assert (await other.client.get("/quote", params={"prompt": "x"})).status_code == 401
+
+
+async def test_two_browsers_racing_with_one_code_sign_in_once(
+    jobs: JobsClient, browser: Callable[[], Browser]
+) -> None:
+    who = await telegram_user(jobs)
+    code = await jobs.link_code(who)
+    racers = [browser() for _ in range(4)]
+    results = await asyncio.gather(*(b.sign_in(code) for b in racers))
+    assert sorted(r.status_code for r in results) == [303, 400, 400, 400]
+    webs = [i for i in (await jobs.user(who)).identities if i.startswith("web:")]
+    assert len(webs) == 1
+
+
+async def test_an_expired_session_is_signed_out(
+    jobs: JobsClient, browser: Callable[[], Browser]
+) -> None:
+    from store.web_sessions import WebSessions
+
+    who = await telegram_user(jobs)
+    user, web = await jobs.sign_in_with_code(await jobs.link_code(who))
+    expired = WebSessions(jobs.stores.db, ttl=timedelta(seconds=-1))
+    token, _ = await asyncio.to_thread(expired.create, user.id, web)
+    b = browser()
+    b.client.cookies.set("st_session", token, domain="testserver")
+    page = await b.client.get("/")
+    assert 'action="/signin"' in page.text and who not in page.text
+    assert (await b.client.get("/fragments/jobs")).status_code == 401
