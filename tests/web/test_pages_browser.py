@@ -343,7 +343,7 @@ async def test_the_job_list_streams_as_server_sent_events(jobs: JobsClient, web_
 
 async def aiter_events(r: httpx.Response) -> AsyncIterator[tuple[str, str]]:
     """(event, data) pairs of a text/event-stream response."""
-    event, data = "", []
+    event, data = "", list[str]()
     async for line in r.aiter_lines():
         if line == "":
             if event:
