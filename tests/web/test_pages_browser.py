@@ -353,3 +353,28 @@ async def aiter_events(r: httpx.Response) -> AsyncIterator[tuple[str, str]]:
             event = line[7:]
         elif line.startswith("data: "):
             data.append(line[6:])
+
+
+async def test_login_in_a_group_writes_no_code_anywhere(
+    bot: BotProcess,  # noqa: F811
+    telegram: TelegramStandin,
+    jobs: JobsClient,
+    user_id: int,  # noqa: F811
+) -> None:
+    group = -(10**12) - user_id
+    telegram.send(user_id, "/start")
+    said(telegram, user_id, "starter points")
+    telegram.send(user_id, "/login", chat_id=group, chat_type="supergroup")
+    said(telegram, group, "only in a private chat")
+    telegram.send(user_id, "/login", chat_id=group, chat_type="supergroup", anonymous=True)
+    await asyncio.sleep(1)
+    for chat in (group, user_id):
+        texts = [m["text"] or "" for m in telegram.messages(chat)]
+        assert not any("sign-in code" in t for t in texts), texts
+    codes = jobs.stores.db["link_codes"]
+    assert (
+        await asyncio.to_thread(
+            codes.count_documents, {"user_id": (await jobs.user(f"telegram:{user_id}")).id}
+        )
+        == 0
+    )
