@@ -66,3 +66,19 @@ class AccountService(ServiceBase):
             self.stores.ledger.grant, identity, amount, key, by=by, reason="admin grant"
         )
         return result.balance
+
+    # -- one person, many identities (sign-in and link codes, store/users.py) ---------------
+
+    async def link_code(self, identity: str) -> str:
+        """A one-time code (10 minutes, single use) that signs a browser in as this account or
+        links another platform's identity to it; asking again voids the previous one."""
+        user, _ = await asyncio.to_thread(self.stores.users.get_or_create, identity)
+        return await asyncio.to_thread(self.stores.users.create_link_code, user)
+
+    async def link_identity(self, code: str, identity: str) -> User:
+        """Add `identity` to the account whose code this is (refused if it has another)."""
+        return await asyncio.to_thread(self.stores.users.redeem_link_code, code, identity)
+
+    async def sign_in_with_code(self, code: str) -> tuple[User, str]:
+        """The account of a sign-in code and the `web:` identity the page acts as."""
+        return await asyncio.to_thread(self.stores.users.sign_in_with_code, code)

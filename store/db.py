@@ -31,6 +31,7 @@ from store.safety import SafetyRepo
 from store.settings_repo import SettingsRepo
 from store.templates import TemplateRepo
 from store.users import UserRepo
+from store.web_sessions import WebSessions
 from store.webhooks import WebhookSecrets
 
 
@@ -57,6 +58,7 @@ class Stores:
         self.safety = SafetyRepo(self.db)
         self.api_keys = ApiKeyRepo(self.db)
         self.webhook_secrets = WebhookSecrets(self.db)
+        self.web_sessions = WebSessions(self.db)
 
     @classmethod
     def from_uri(
@@ -82,6 +84,7 @@ class Stores:
         self.button_tokens.ensure_indexes()
         self.safety.ensure_indexes()
         self.api_keys.ensure_indexes()
+        self.web_sessions.ensure_indexes()
 
     def close(self) -> None:
         self.db.client.close()

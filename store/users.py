@@ -159,6 +159,9 @@ class UserRepo:
         """A one-time code that links another platform's identity to this user until it expires."""
         user_id = resolve_user_id(self.coll, user)
         now = datetime.now(UTC)
+        # One live code per account: asking again voids the last one, so codes cannot pile up
+        # (a leaked old code is dead the moment a new one is asked for).
+        self.codes.delete_many({"user_id": user_id})
         for _ in range(10):
             code = "".join(secrets.choice(LINK_CODE_ALPHABET) for _ in range(LINK_CODE_LENGTH))
             try:
@@ -203,6 +206,39 @@ class UserRepo:
             raise LinkCodeError(f"{identity} already belongs to another account") from None
         log.info("linked %s to user %s", identity, user.id)
         return user
+
+    def sign_in_with_code(self, code: str) -> tuple[User, str]:
+        """Spend a one-time code for a browser sign-in: the code's user and its `web:` identity.
+
+        The same code store as `redeem_link_code` (short-lived, single use); a user with no
+        `web:` identity yet gets one (`web:<random>`) in the same transaction, so the page acts
+        for the account with an identity of its own platform and jobs started there say `web`.
+        """
+        code = code.strip().upper()
+
+        def redeem(session: ClientSession) -> tuple[User, str]:
+            entry = self.codes.find_one_and_delete({"_id": code}, session=session)
+            if entry is None or _aware(entry["expires_at"]) <= datetime.now(UTC):
+                raise LinkCodeError("this sign-in code is unknown, already used or expired")
+            doc = self.coll.find_one({"_id": entry["user_id"]}, session=session)
+            if doc is None:
+                raise UnknownUser(entry["user_id"])
+            web = next((i for i in doc.get("identities", []) if i.startswith("web:")), None)
+            if web is None:
+                web = f"web:{secrets.token_hex(8)}"
+                doc = self.coll.find_one_and_update(
+                    {"_id": entry["user_id"]},
+                    {"$addToSet": {"identities": web}},
+                    return_document=True,
+                    session=session,
+                )
+                if doc is None:
+                    raise UnknownUser(entry["user_id"])
+            return user_from_doc(doc), web
+
+        user, web = run_transaction(self.db.client, redeem)
+        log.info("browser sign-in for user %s as %s", user.id, web)
+        return user, web
 
 
 def _aware(value: datetime) -> datetime:

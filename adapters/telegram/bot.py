@@ -34,7 +34,7 @@ from telegram.ext import (
 from temporalio.worker import Worker
 
 from adapters.jobs import JobsClient
-from adapters.telegram import apikeys, safety
+from adapters.telegram import apikeys, linking, safety
 from adapters.telegram import collections as coll
 from adapters.telegram import handlers as h
 from adapters.telegram import training as train
@@ -125,6 +125,7 @@ def build_application(config: Config, jobs: JobsClient, pacer: EditPacer) -> App
     train.register(app)  # /train, /models; its flow photos and text before the generic ones
     safety.register(app)  # /safety: this chat's content filter
     apikeys.register(app)  # /apikey: HTTP API keys, private chats only
+    linking.register(app)  # /login, /link: one account on every platform
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.IMAGE, h.photo_message))
     app.add_handler(MessageHandler(filters.COMMAND, h.unknown))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, h.text_message))

@@ -47,6 +47,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("models", "your trained LoRA models: rename, delete, publish"),
     ("safety", "this chat's content filter: /safety off|blur|block (group admins)"),
     ("apikey", "a key for the HTTP API: /apikey [list | revoke KEY_ID] (private chat)"),
+    ("login", "a one-time code to sign in on the web page"),
+    ("link", "link this chat to your web account: /link CODE"),
 ]
 ADMIN_COMMANDS: list[tuple[str, str]] = [("grant", "admins: /grant USER N adds N points")]
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from adapters.jobs import JobsClient
 from adapters.telegram.ratelimit import RateLimiter
-from adapters.web import api, problems
+from adapters.web import api, pages, problems
 from adapters.web.limits import BodyLimit
 from media.safety import DEFAULT_LIMITS
 from workers.config import Config
@@ -33,6 +33,9 @@ def create_app(config: Config, jobs: JobsClient) -> FastAPI:
     # Uploads over media/safety.py's byte limit are refused before their body is read.
     app.add_middleware(BodyLimit, limit=DEFAULT_LIMITS.max_bytes, paths={"/v1/uploads"})
     app.include_router(api.router)
+
+    # The web page (adapters/web/pages.py): sign-in, prompt box, jobs, gallery, uploads.
+    app.include_router(pages.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
