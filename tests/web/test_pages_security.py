@@ -8,6 +8,7 @@ import io
 import uuid
 from collections.abc import Callable
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -49,6 +50,14 @@ async def test_a_post_without_the_sessions_csrf_token_changes_nothing(
     assert (await b.client.post("/link-code", headers={"X-CSRF-Token": b.csrf})).status_code == 200
 
 
+def not_found(r: httpx.Response) -> str:
+    """The detail of a not-found problem document (adapters/web/problems.py): the same words,
+    whether the job is another account's or does not exist."""
+    body = r.json()
+    assert (body["status"], body["code"]) == (404, "not_found"), body
+    return str(body["detail"])
+
+
 async def test_another_accounts_job_reads_as_missing_on_every_route(
     jobs: JobsClient, browser: Callable[[], Browser], dev_stack: Stack
 ) -> None:
@@ -67,9 +76,9 @@ async def test_another_accounts_job_reads_as_missing_on_every_route(
         for action in ("cancel", "regen", "again", "upscale"):
             r = await b.post(f"/jobs/{wid}/{action}", index="0")
             assert r.status_code == 404, (wid, action, r.status_code, r.text[:300])
-            assert r.json() == {"detail": f"no job {wid!r}"}
+            assert not_found(r) == f"no job {wid!r}"
         r = await b.client.get(f"/jobs/{wid}/outputs/0")
-        assert r.status_code == 404 and r.json() == {"detail": f"no job {wid!r}"}
+        assert r.status_code == 404 and not_found(r) == f"no job {wid!r}"
         r = await b.client.get(f"/jobs/{wid}/outputs/0", params={"download": 1})
         assert r.status_code == 404
     # Nothing was touched: the slow job still runs (and is not in the attacker's list).
