@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from pymongo.errors import PyMongoError
 from temporalio.client import Client
 from temporalio.worker import (
     CustomSlotSupplier,
@@ -51,8 +52,8 @@ from activities.media_jobs import MediaJobActivities
 from activities.safety import SafetyActivities
 from activities.training import DatasetMediaActivities, TrainingActivities, TrainingComfyActivities
 from comfy.client import ComfyClient, ComfyError
-from domain.inventory import ServerInventory
-from domain.routing import checkpoint_queue
+from domain.inventory import Requirements, ServerInventory
+from domain.routing import able_to_run, checkpoint_queue
 from media.classifier import Classifier
 from services.training_plans import TrainingPlanner
 from store.db import Stores
@@ -184,18 +185,21 @@ class ServerSlots(CustomSlotSupplier):
 
 
 INVENTORY_REFRESH = 600.0  # seconds between reads of a server's /object_info
+CAPABILITY_RECHECK = 2.0  # seconds between reads of the capability queues planners recorded
 MISSING_RECHECK = 2.0  # a lost model re-reads the server's list at most this often
 
 
 class ComfyServerWorkers:
     """The workers of one ComfyUI server: model-aware, pull-based, fed ahead.
 
-    It polls the base `comfy` queue (prompts that load no checkpoint) and one queue per
-    checkpoint its server has (`comfy:ckpt:<file>`, domain/routing.py), all sharing one
-    `ServerSlots`; and `comfy-io` (copying outputs, off the GPU slot). The checkpoint list is
-    read from the server at start and every `refresh_every` seconds (and recorded in the
-    inventory): a new file starts a queue's worker, a lost one stops it, and an activity that
-    finds its checkpoint gone hands its prompt back (activities/comfy.py). Its folder is
+    It polls the base `comfy` queue (prompts that load no checkpoint), one queue per
+    checkpoint its server has (`comfy:ckpt:<file>`, domain/routing.py) and every capability
+    queue (`comfy:cap:<hash>`) whose needs its server meets, all sharing one `ServerSlots`; and
+    `comfy-io` (copying outputs, off the GPU slot). The inventory is read from the server at
+    start and every `refresh_every` seconds (and recorded), the capability queues planners
+    recorded every `capability_every` seconds: a new file or capability starts a queue's
+    worker, a lost one stops it, and an activity that finds its checkpoint gone hands its
+    prompt back (activities/comfy.py). Its folder is
     `comfyui_dir`, else the configured one (COMFYUI_DIRS / COMFYUI_DIR); never what the server
     reports about itself.
     """
@@ -211,6 +215,7 @@ class ComfyServerWorkers:
         comfyui_dir: Path | None = None,
         feed_ahead: int | None = None,
         refresh_every: float = INVENTORY_REFRESH,
+        capability_every: float = CAPABILITY_RECHECK,
     ) -> None:
         self.client = client
         self.config = config
@@ -220,6 +225,7 @@ class ComfyServerWorkers:
         ahead = config.comfy_feed_ahead if feed_ahead is None else feed_ahead
         self.slots = ServerSlots(slots + max(0, ahead))
         self.refresh_every = refresh_every
+        self.capability_every = capability_every
         folder = comfyui_dir or config.comfyui_dir_for(url)
         if folder is None:
             log.error(
@@ -239,6 +245,8 @@ class ComfyServerWorkers:
             missing_models=self.missing,
         )
         self.checkpoints: set[str] | None = None  # None: the server's list was never read
+        self.inventory: ServerInventory | None = None  # the server as last read
+        self.capabilities: dict[str, list[Requirements]] = {}  # capability queue -> needs
         self._running: dict[str, tuple[Worker, asyncio.Task[None]]] = {}
         self._checked_at = 0.0
         self._lock = asyncio.Lock()
@@ -267,9 +275,15 @@ class ComfyServerWorkers:
         )
 
     def wanted_queues(self) -> set[str]:
-        """The base queue plus one per checkpoint the server has (as last read)."""
+        """The base queue, one per checkpoint the server has, and every recorded capability
+        queue the server can serve (all as last read)."""
         base = self.queues.comfy
-        return {base, *(checkpoint_queue(base, c) for c in self.checkpoints or ())}
+        able = {
+            queue
+            for queue, alternatives in self.capabilities.items()
+            if self.inventory is not None and able_to_run(self.inventory, alternatives)
+        }
+        return {base, *(checkpoint_queue(base, c) for c in self.checkpoints or ()), *able}
 
     @property
     def polled(self) -> set[str]:
@@ -284,21 +298,39 @@ class ComfyServerWorkers:
             if inv is None:
                 return  # the server did not answer: keep polling what we polled
             await asyncio.to_thread(self.stores.inventory.record_server, inv)
+            self.inventory = inv
             self.checkpoints = set(inv.models.get("checkpoints", ()))
-            wanted = self.wanted_queues()
-            for queue in sorted(wanted - set(self._running)):
-                worker = self._gpu_worker(queue)
-                self._running[queue] = (worker, asyncio.create_task(worker.run()))
-                log.info("%s: polling %s", self.url, queue)
-            lost = [q for q in self._running if q not in wanted]
-            for queue in lost:
-                worker, _task = self._running.pop(queue)
-                log.warning("%s: model gone, no longer polling %s", self.url, queue)
-                # Not awaited here: the activity that found the model gone may be running on
-                # this very worker, and its shutdown waits for it (up to the grace).
-                stopping = asyncio.create_task(worker.shutdown())
-                self._stopping.add(stopping)
-                stopping.add_done_callback(self._stopping.discard)
+            await self._sync_queues()
+
+    async def recheck_capabilities(self) -> None:
+        """Re-read the capability queues planners recorded and poll those the server can run;
+        MongoDB not answering keeps the queues polled now (tried again on the next tick)."""
+        async with self._lock:
+            try:
+                await self._sync_queues()
+            except PyMongoError as err:
+                log.warning("%s: capability queues not read: %s", self.url, err)
+
+    async def _sync_queues(self) -> None:
+        """Poll exactly `wanted_queues()` (called holding the lock)."""
+        if self.inventory is not None:
+            self.capabilities = await asyncio.to_thread(
+                self.stores.inventory.capabilities, self.queues.comfy
+            )
+        wanted = self.wanted_queues()
+        for queue in sorted(wanted - set(self._running)):
+            worker = self._gpu_worker(queue)
+            self._running[queue] = (worker, asyncio.create_task(worker.run()))
+            log.info("%s: polling %s", self.url, queue)
+        lost = [q for q in self._running if q not in wanted]
+        for queue in lost:
+            worker, _task = self._running.pop(queue)
+            log.warning("%s: model or node gone, no longer polling %s", self.url, queue)
+            # Not awaited here: the activity that found the model gone may be running on
+            # this very worker, and its shutdown waits for it (up to the grace).
+            stopping = asyncio.create_task(worker.shutdown())
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
 
     async def missing(self, needed: list[str], fresh: bool = False) -> list[str]:
         """The files of `needed` the server lacks, by its last read list; with `fresh` (ComfyUI
@@ -327,9 +359,15 @@ class ComfyServerWorkers:
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.refresh_every)
-                if not stop.is_set():
+                    await asyncio.wait_for(
+                        stop.wait(), min(self.refresh_every, self.capability_every)
+                    )
+                if stop.is_set():
+                    break
+                if time.monotonic() - self._checked_at >= self.refresh_every:
                     await self.refresh()
+                else:
+                    await self.recheck_capabilities()
                 for _worker, task in list(self._running.values()):
                     if task.done():
                         task.result()  # a worker died: surface its error

@@ -1,0 +1,274 @@
+"""Capability-aware GPU routing (issue 16 leftovers): a job that needs a node type or a model
+file only some servers have (RemoveBackground, an upscale model, the caption nodes, the
+training nodes) goes to a queue only the servers able to run it poll.
+
+The planner stories record server inventories by hand (as a comfy worker would) and read the
+plan's route; the end-to-end story runs the real saga against two stand-in ComfyUI servers,
+one started without RemoveBackground, and asserts where each prompt ran (the stand-ins' own
+/history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+from pymongo.database import Database
+from temporalio.testing import WorkflowEnvironment
+
+from adapters.jobs import JobsClient
+from domain.inventory import requirements_of
+from domain.jobs import JobState, MakeImageRequest, MediaPrepareInput, MediaRequest, PrepareInput
+from domain.routing import (
+    CAPABILITY_QUEUE_MARK,
+    able_to_run,
+    capability_queue,
+    checkpoint_queue,
+    queue_for_needs,
+)
+from domain.rules import DomainRules
+from domain.training import TrainingParams, TrainPrepareInput, TrainRequest
+from services.job_plans import MakePlanner, MediaPlanner
+from services.training_plans import TrainingPlanner
+from store.db import Stores
+from tests.adversary.test_gpu_pool import Pool, prompts_run, run_attempts, wait_until
+from tests.adversary.test_inventory import CORE_0_3_64, standin_like
+from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
+from workers.config import Config, TaskQueues
+from workers.temporal_workers import workflow_worker
+
+USER = "telegram:4004"
+SDXL = "sdxl-base-1.0.safetensors"
+BASE = "comfy"
+
+
+@pytest.fixture
+def stores(mongo_db: Database[Any]) -> Iterator[Stores]:
+    s = Stores(mongo_db, DomainRules(starter_grant=5000))
+    s.ensure_indexes()
+    s.templates.load_bundled()
+    s.users.get_or_create(USER)
+    yield s
+
+
+def png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def is_capability_queue(queue: str) -> bool:
+    return queue.startswith(BASE + CAPABILITY_QUEUE_MARK)
+
+
+# ---- what the planners decide ------------------------------------------------------------------
+
+
+def test_an_rmbg_job_goes_to_a_queue_only_servers_with_remove_background_poll(
+    stores: Stores,
+) -> None:
+    able = standin_like("http://gpu-a:8188")
+    lacking = standin_like("http://gpu-b:8188", without={"RemoveBackground"})
+    stores.inventory.record_server(able)
+    stores.inventory.record_server(lacking)
+    user = stores.users.get(USER)
+    source = stores.blobs.put(png(), "a.png", "image/png", metadata={"user_id": user.id})
+    request = MediaRequest(user=USER, kind="rmbg", source_image_id=source)
+    plan = MediaPlanner(stores).plan_media_job(MediaPrepareInput(workflow_id="r", request=request))
+
+    assert plan.route is not None
+    queue = plan.route.comfy_queue
+    assert is_capability_queue(queue), f"rmbg went to {queue}, which every server polls"
+    wanted = stores.inventory.capabilities(BASE)
+    assert queue in wanted, "recorded, so the able servers' workers start polling it"
+    assert able_to_run(able, wanted[queue]) and not able_to_run(lacking, wanted[queue])
+
+
+def test_an_upscale_needing_a_model_one_server_lacks_is_routed_by_it(stores: Stores) -> None:
+    stores.inventory.record_server(standin_like("http://gpu-a:8188"))
+    stores.inventory.record_server(
+        standin_like("http://gpu-b:8188", upscale_models={"4x-standin.safetensors"})
+    )
+    user = stores.users.get(USER)
+    source = stores.blobs.put(png(), "a.png", "image/png", metadata={"user_id": user.id})
+
+    def queue(scale: int) -> str:
+        req = MediaRequest(
+            user=USER, kind="upscale", source_image_id=source, params={"scale": scale}
+        )
+        plan = MediaPlanner(stores).plan_media_job(MediaPrepareInput(workflow_id="u", request=req))
+        assert plan.route is not None
+        return plan.route.comfy_queue
+
+    assert queue(4) == BASE, "every server has the 4x model: the base queue, as before"
+    assert is_capability_queue(queue(2)), "only gpu-a has the 2x model"
+
+
+def test_a_make_every_server_can_run_keeps_its_checkpoint_queue(stores: Stores) -> None:
+    stores.inventory.record_server(standin_like("http://gpu-a:8188"))
+    stores.inventory.record_server(standin_like("http://gpu-b:8188", without={"RemoveBackground"}))
+    inp = PrepareInput(
+        workflow_id="m",
+        request=MakeImageRequest(
+            user=USER, prompt="a fox", overrides={"width": 512, "height": 512, "steps": 20}
+        ),
+    )
+    plan = MakePlanner(stores).plan_make_image(inp)
+    assert plan.route is not None
+    assert plan.route.comfy_queue == checkpoint_queue(BASE, SDXL)
+    assert stores.inventory.capabilities(BASE) == {}, "nothing recorded for an ordinary job"
+
+
+def train(stores: Stores) -> Any:
+    user = stores.users.get(USER)
+    ds = stores.datasets.create(user.id, "cats", trigger_word="zxqcat")
+    blobs = [
+        stores.blobs.put(png(), f"{n}.png", "image/png", metadata={"user_id": user.id})
+        for n in range(4)
+    ]
+    stores.datasets.add_images(user.id, ds.id, [(b, b) for b in blobs])
+    for b in blobs[1:]:  # the first has no caption: it is captioned on the GPU first
+        stores.datasets.set_caption(user.id, ds.id, b, "a cat")
+    request = TrainRequest(
+        user=USER, dataset="cats", params=TrainingParams(family="sdxl", steps=250)
+    )
+    return TrainingPlanner(stores).plan_train_lora(
+        TrainPrepareInput(workflow_id="t", request=request)
+    )
+
+
+def test_training_chunks_and_captions_go_to_the_servers_that_have_their_nodes(
+    stores: Stores,
+) -> None:
+    no_training = standin_like("http://gpu-a:8188", without={"TrainLoraNode"})
+    no_caption = standin_like("http://gpu-b:8188", without={"Florence2Run"})
+    stores.inventory.record_server(no_training)
+    stores.inventory.record_server(no_caption)
+    plan = train(stores)
+
+    wanted = stores.inventory.capabilities(BASE)
+    assert plan.route is not None
+    chunks = plan.route.comfy_queue
+    captions = plan.settings["training"]["caption_queue"]
+    assert is_capability_queue(chunks) and is_capability_queue(captions)
+    assert chunks != captions
+    assert able_to_run(no_caption, wanted[chunks]) and not able_to_run(no_training, wanted[chunks])
+    assert able_to_run(no_training, wanted[captions])
+    assert not able_to_run(no_caption, wanted[captions])
+
+
+def test_a_0_3_64_server_and_a_newer_one_both_take_training(stores: Stores) -> None:
+    old = standin_like("http://old:8188", without=CORE_0_3_64)
+    old = old.model_copy(update={"node_types": old.node_types | {"ImageBatch"}})
+    stores.inventory.record_server(old)
+    stores.inventory.record_server(standin_like("http://new:8188"))
+    plan = train(stores)
+    assert plan.route is not None
+    assert plan.route.comfy_queue == BASE, "each can run a form of train-lora: every server"
+    assert plan.settings["training"]["caption_queue"] == BASE
+
+
+def test_a_capability_queue_is_named_by_its_needs_not_their_order() -> None:
+    rmbg = requirements_of({"1": {"class_type": "RemoveBackground", "inputs": {}}})
+    up = requirements_of(
+        {"1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "2x.pth"}}}
+    )
+    assert capability_queue(BASE, [rmbg, up]) == capability_queue(BASE, [up, rmbg])
+    assert capability_queue(BASE, [rmbg]) != capability_queue(BASE, [up])
+    lacking = standin_like("http://b", without={"RemoveBackground"})
+    assert queue_for_needs(BASE, [rmbg], [standin_like("http://a")]) == BASE
+    assert queue_for_needs(BASE, [rmbg], []) == BASE, "nothing known: nothing decided"
+    assert is_capability_queue(queue_for_needs(BASE, [rmbg], [standin_like("http://a"), lacking]))
+
+
+# ---- end to end: two stand-ins, one without RemoveBackground -----------------------------------
+
+
+@pytest.fixture
+def unequal_servers(tmp_path: Path) -> Iterator[list[ComfyServer]]:
+    servers = [
+        start_standin(tmp_path / "full", step_delay=0.005),
+        start_standin(
+            tmp_path / "lacking",
+            step_delay=0.005,
+            extra_args=["--without-nodes", "RemoveBackground"],
+        ),
+    ]
+    try:
+        yield servers
+    finally:
+        for s in servers:
+            assert s.process is not None
+            stop_process(s.process)
+
+
+@pytest_asyncio.fixture
+async def pool(
+    temporal_dev_env: WorkflowEnvironment,
+    mongo_db: Database[Any],
+    unequal_servers: list[ComfyServer],
+) -> AsyncIterator[Pool]:
+    tag = uuid.uuid4().hex[:8]
+    config = Config(
+        max_running_jobs=50,
+        task_queues=TaskQueues(
+            workflows=f"wf-{tag}", comfy=f"comfy-{tag}", comfy_io=f"io-{tag}", media=f"m-{tag}"
+        ),
+        comfy_heartbeat_timeout=10,
+    )
+    stores = Stores(mongo_db, DomainRules(starter_grant=0, max_running_jobs=50))
+    stores.ensure_indexes()
+    stores.templates.load_bundled()
+    p = Pool(
+        env=temporal_dev_env,
+        config=config,
+        stores=stores,
+        jobs=JobsClient(temporal_dev_env.client, stores, config),
+        servers=unequal_servers,
+        running=[],
+    )
+    with ThreadPoolExecutor(max_workers=config.workflow_worker_threads) as executor:
+        worker = workflow_worker(temporal_dev_env.client, config, stores, executor)
+        async with worker:
+            try:
+                yield p
+            finally:
+                for _w, stop, _task in p.running:
+                    stop.set()
+                for _w, _stop, task in p.running:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(task, 30)
+
+
+async def test_rmbg_jobs_never_land_on_the_server_without_remove_background(pool: Pool) -> None:
+    full, lacking = pool.servers
+    a = await pool.serve(full)
+    b = await pool.serve(lacking)
+    users = [await pool.user() for _ in range(2)]
+    wids = []
+    for user in users:
+        for n in range(2):
+            source = await pool.jobs.store_source(user, png(), f"{n}.png")
+            started = await pool.jobs.start_media(
+                MediaRequest(user=user, kind="rmbg", source_image_id=source)
+            )
+            wids.append(started.workflow_id)
+    results = await asyncio.gather(*(asyncio.wait_for(pool.jobs.result(w), 60) for w in wids))
+
+    assert [r.state for r in results] == [JobState.DONE] * len(wids), [r.reason for r in results]
+    assert prompts_run(lacking) == 0, "an rmbg prompt was sent to the server without the node"
+    assert prompts_run(full) == len(wids)
+    for wid in wids:
+        assert max(await run_attempts(pool, wid)) == 1, f"{wid} was retried"
+    caps = [q for q in a.polled if CAPABILITY_QUEUE_MARK in q]
+    assert caps, "the able server polls the rmbg capability queue"
+    await wait_until(lambda: not any(CAPABILITY_QUEUE_MARK in q for q in b.polled))
