@@ -5,7 +5,10 @@
   too few points is an answer, not an error.
 - refund_points (stationthis): start-to-close 15 s; retried forever: a refund is never forgotten.
 - run_comfy_prompt (comfy): start-to-close = the job's render budget, heartbeat 30 s;
-  4 attempts; validation, execution and interrupt errors never retried.
+  4 attempts; validation, execution and interrupt errors never retried. A hand-back is a
+  retryable failure retried after 0.1 s on another worker (`ComfyHandedBack`: a stopping
+  worker gives back a fed-ahead prompt that has not started; `ComfyModelMissing`: the server
+  lost a checkpoint the graph loads; activities/comfy.py).
 - process_image (media): start-to-close 2 min; 3 attempts; bad images never retried.
 - store_comfy_outputs (comfy-io): start-to-close 2 min; 10 attempts.
 - check_outputs (safety): start-to-close 2 min, schedule-to-close 15 min, then fail closed.
