@@ -145,6 +145,11 @@ MissingModels = Callable[[list[str], bool], Awaitable[list[str]]]
 # How soon a handed-back prompt is tried again (on another worker): at once, not after the
 # policy's backoff, since nothing is wrong with the job.
 HAND_BACK_DELAY = timedelta(milliseconds=100)
+# Whether a prompt waiting in this server's own queue (fed ahead) would start sooner on another
+# server: its task queue has no backlog left and another server's worker polls it (the end of
+# a backlog on a pool of unequal GPUs). Given the task queue; workers/temporal_workers.py.
+BetterElsewhere = Callable[[str], Awaitable[bool]]
+FED_AHEAD_CHECK = 0.5  # seconds between such checks while a fed-ahead prompt waits
 
 
 class HandedBack(Exception):
@@ -171,6 +176,7 @@ class ComfyActivities:
         ensure_loras: EnsureLoras | None = None,
         max_output_bytes: int | None = None,
         missing_models: MissingModels | None = None,
+        better_elsewhere: BetterElsewhere | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         # The largest output read from ComfyUI and so stored in GridFS (config
@@ -183,6 +189,8 @@ class ComfyActivities:
         # Which checkpoints of a graph the server lacks (workers/temporal_workers.py); None: not
         # checked, a missing one fails at ComfyUI's validation as before.
         self.missing_models = missing_models
+        # None: a fed-ahead prompt stays on this server until it runs (or the worker stops).
+        self.better_elsewhere = better_elsewhere
         # One long-lived client per server: building an httpx client per call costs ~20 ms of
         # CPU (docs/performance.md). It keeps one WebSocket per prompt, so concurrent
         # activities do not share event streams.
@@ -285,24 +293,52 @@ class ComfyActivities:
     ) -> RunResult:
         """Await the run; if the worker shuts down while the prompt still waits in the
         server's queue (fed ahead), take it off that queue and hand it back at once instead of
-        holding it through the shutdown grace. A prompt already running is left to finish."""
+        holding it through the shutdown grace. Likewise when, while it waits, the task queue
+        it came from has run dry and another server polls it (`better_elsewhere`): a faster
+        GPU that went idle at the end of a backlog takes it instead of waiting out this
+        server's render. A prompt already running is left to finish."""
         running = asyncio.ensure_future(run)
         stopping = asyncio.ensure_future(activity.wait_for_worker_shutdown())
+        elsewhere = asyncio.ensure_future(self._until_better_elsewhere(comfy, prompt_id))
         try:
-            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({running, stopping, elsewhere}, return_when=asyncio.FIRST_COMPLETED)
             if not running.done() and await _dequeue_if_pending(comfy, prompt_id):
                 running.cancel()
                 with contextlib.suppress(BaseException):
                     await running
+                why = (
+                    "is shutting down"
+                    if stopping.done()
+                    else "is busy and the queue is empty while another server polls it"
+                )
                 raise HandedBack(
-                    f"{self.server_url} is shutting down; the prompt had not started",
-                    "ComfyHandedBack",
+                    f"{self.server_url} {why}; the prompt had not started", "ComfyHandedBack"
                 )
             return await running
         finally:
             stopping.cancel()
+            elsewhere.cancel()
             if not running.done():
                 running.cancel()
+
+    async def _until_better_elsewhere(self, comfy: ComfyClient, prompt_id: str) -> None:
+        """Return once the prompt waits behind another on this server while another server
+        could take it now; never while it runs, and never without `better_elsewhere`."""
+        if self.better_elsewhere is None:
+            await asyncio.Event().wait()
+        queue = activity.info().task_queue
+        while True:
+            await asyncio.sleep(FED_AHEAD_CHECK)
+            try:
+                position = await comfy.queue_position(prompt_id)
+            except ComfyError:
+                continue
+            if position is None or position == 0:
+                await asyncio.Event().wait()  # running or done: nothing to give back
+            assert self.better_elsewhere is not None
+            with contextlib.suppress(Exception):
+                if await self.better_elsewhere(queue):
+                    return
 
     async def _reattach(
         self,

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import httpx
 from pymongo.errors import PyMongoError
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.worker import (
     CustomSlotSupplier,
@@ -123,17 +126,29 @@ class ServerSlots(CustomSlotSupplier):
     (reserve): a lock guards the counts and waiters are woken through their loop.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, running: int | None = None) -> None:
         self.capacity = max(1, capacity)
+        # Prompts the server runs at once (the rest of `capacity` is fed ahead).
+        self.running = max(1, min(self.capacity, running or self.capacity))
+        # Feed-ahead paused: a fed-ahead prompt was handed back to a server that was idle
+        # (end of a backlog); polling only for what runs at once until a running one ends,
+        # so this server does not take the same prompt straight back.
+        self.held = False
         self.used = 0
         self.reserved: dict[str, int] = {}
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     def _may_poll(self, queue: str) -> bool:
-        if self.used + sum(self.reserved.values()) < self.capacity:
+        capacity = self.running if self.held else self.capacity
+        if self.used + sum(self.reserved.values()) < capacity:
             return True
-        return self.reserved.get(queue, 0) == 0 and self.used < self.capacity
+        return self.reserved.get(queue, 0) == 0 and self.used < capacity
+
+    def hold_feed_ahead(self) -> None:
+        """Poll no fed-ahead prompt until one of the running prompts ends."""
+        with self._lock:
+            self.held = True
 
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
         while True:
@@ -165,6 +180,8 @@ class ServerSlots(CustomSlotSupplier):
                 self._unreserve(ctx.permit)  # reserved for a poll that brought nothing
             else:
                 self.used = max(0, self.used - 1)
+                if self.used < self.running:
+                    self.held = False
         self._wake()
 
     def _wake(self) -> None:
@@ -223,7 +240,9 @@ class ComfyServerWorkers:
         self.url = url.rstrip("/")
         self.queues = config.task_queues
         ahead = config.comfy_feed_ahead if feed_ahead is None else feed_ahead
-        self.slots = ServerSlots(slots + max(0, ahead))
+        self.slots = ServerSlots(slots + max(0, ahead), running=slots)
+        # This server's pollers, told apart from other servers' on the same task queues.
+        self.identity = f"{client.identity}|{self.url}"
         self.refresh_every = refresh_every
         self.capability_every = capability_every
         folder = comfyui_dir or config.comfyui_dir_for(url)
@@ -243,6 +262,7 @@ class ComfyServerWorkers:
             ensure_loras=self.training.ensure_loras,
             max_output_bytes=config.comfy_max_output_bytes,
             missing_models=self.missing,
+            better_elsewhere=self.better_elsewhere if ahead > 0 else None,
         )
         self.checkpoints: set[str] | None = None  # None: the server's list was never read
         self.inventory: ServerInventory | None = None  # the server as last read
@@ -258,12 +278,33 @@ class ComfyServerWorkers:
             task_queue=queue,
             activities=[self.acts.run_comfy_prompt, self.training.train_lora_chunk],
             tuner=self.slots.tuner(),
+            identity=self.identity,
             # One poll per queue: a poll holds a reservation of the shared slots.
             activity_task_poller_behavior=PollerBehaviorSimpleMaximum(1),
             # Progress must reach the server within about a second of ComfyUI reporting it.
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             graceful_shutdown_timeout=GRACE,
         )
+
+    async def better_elsewhere(self, queue: str) -> bool:
+        """Whether a prompt fed ahead on this server should go back to `queue`: nothing else
+        waits there and another server's worker polls it (so a GPU that went idle at the end
+        of a backlog takes it instead of waiting for this one). If so, this server stops
+        feeding ahead until its running prompt ends, so it does not take it straight back."""
+        resp = await self.client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.client.namespace,
+                task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                report_stats=True,
+            )
+        )
+        if resp.stats.approximate_backlog_count > 0:
+            return False
+        if not any(p.identity != self.identity for p in resp.pollers):
+            return False
+        self.slots.hold_feed_ahead()
+        return True
 
     def _io_worker(self) -> Worker:
         return Worker(

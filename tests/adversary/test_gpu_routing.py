@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +41,7 @@ from domain.training import TrainingParams, TrainPrepareInput, TrainRequest
 from services.job_plans import MakePlanner, MediaPlanner
 from services.training_plans import TrainingPlanner
 from store.db import Stores
-from tests.adversary.test_gpu_pool import Pool, prompts_run, run_attempts, wait_until
+from tests.adversary.test_gpu_pool import Pool, prompts_run, queue_of, run_attempts, wait_until
 from tests.adversary.test_inventory import CORE_0_3_64, standin_like
 from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
 from workers.config import Config, TaskQueues
@@ -272,3 +273,42 @@ async def test_rmbg_jobs_never_land_on_the_server_without_remove_background(pool
     caps = [q for q in a.polled if CAPABILITY_QUEUE_MARK in q]
     assert caps, "the able server polls the rmbg capability queue"
     await wait_until(lambda: not any(CAPABILITY_QUEUE_MARK in q for q in b.polled))
+
+
+# ---- the end of a backlog: a fast GPU never waits for a slow one's fed-ahead prompt ------------
+
+
+async def test_an_idle_server_takes_the_prompt_a_busy_one_holds_fed_ahead(pool: Pool) -> None:
+    slow, fast = pool.servers
+    slow.set_faults(render_time=4.0)
+    await pool.serve(slow)
+    users = [await pool.user(), await pool.user()]
+    wids = [await pool.make(u) for u in users]
+    await wait_until(lambda: queue_of(slow) == (1, 1), timeout=10)  # one runs, one fed ahead
+
+    started = time.monotonic()
+    await pool.serve(fast)  # the backlog is empty; this server is idle
+    second = await asyncio.wait_for(pool.jobs.result(wids[1]), 30)
+    took = time.monotonic() - started
+    first = await asyncio.wait_for(pool.jobs.result(wids[0]), 30)
+
+    assert (first.state, second.state) == (JobState.DONE, JobState.DONE)
+    assert prompts_run(fast) == 1, "the fed-ahead prompt was handed to the idle server"
+    assert prompts_run(slow) == 1, "the running one finished where it ran"
+    assert took < 3.5, f"the idle server waited for the busy one's render ({took:.1f} s)"
+    for wid, r in zip(wids, (first, second), strict=True):
+        assert pool.charges(wid) == (1, r.price)
+
+
+async def test_a_lone_busy_server_keeps_its_fed_ahead_prompt(pool: Pool) -> None:
+    gpu = pool.servers[0]
+    gpu.set_faults(render_time=5.0)
+    await pool.serve(gpu)
+    wids = [await pool.make(await pool.user()) for _ in range(2)]
+    await wait_until(lambda: queue_of(gpu) == (1, 1), timeout=10)
+    await asyncio.sleep(1.5)  # several checks: nobody else polls, so it stays fed ahead
+    assert queue_of(gpu) == (1, 1)
+    results = await asyncio.gather(*(pool.jobs.result(w) for w in wids))
+    assert [r.state for r in results] == [JobState.DONE] * 2
+    for wid in wids:
+        assert max(await run_attempts(pool, wid)) == 1, "never handed back"
