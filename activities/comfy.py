@@ -44,6 +44,7 @@ from comfy.errors import ComfyError, ComfyValidationError, PromptLost
 from comfy.models import OutputFile, RunResult
 from comfy.models import Progress as ComfyProgress
 from domain.jobs import (
+    COMFY_MAX_FAILED_ATTEMPTS,
     ActivityNames,
     ComfyRunInput,
     ComfyRunResult,
@@ -118,6 +119,8 @@ async def follow_earlier_prompt(
     one the server has forgotten (restart) is skipped. None means: submit anew.
     """
     for earlier in candidates:
+        if not earlier.prompt_id:
+            continue  # the beat of a hand-back: no prompt left behind
         if earlier.server_url != server_url:
             with contextlib.suppress(Exception):
                 async with ComfyClient(earlier.server_url, timeout=5) as other:
@@ -129,6 +132,18 @@ async def follow_earlier_prompt(
         except PromptLost:
             continue
     return None
+
+
+def _handed_back_so_far() -> int:
+    """How many earlier attempts of this activity handed their prompt back (their count is in
+    the last heartbeat details; a lost beat undercounts, which only gives up sooner)."""
+    details = activity.info().heartbeat_details
+    if not details:
+        return 0
+    try:
+        return Attempt.model_validate(details[0]).handed_back
+    except Exception:
+        return 0
 
 
 def to_application_error(err: ComfyError) -> ApplicationError:
@@ -213,6 +228,15 @@ class ComfyActivities:
         ticker = asyncio.create_task(heartbeat_forever(lambda: beat.get("attempt")))
         comfy = self.comfy
         prompt_id = prompt_id_for(inp.workflow_id, inp.index, info.attempt, info.workflow_run_id)
+        handed_back = _handed_back_so_far()
+        failed = info.attempt - 1 - handed_back
+        if failed >= COMFY_MAX_FAILED_ATTEMPTS:
+            ticker.cancel()
+            raise ApplicationError(
+                f"the render failed {failed} times (hand-backs to another server aside)",
+                type="ComfyGaveUp",
+                non_retryable=True,
+            )
         try:
             result = await self._reattach(comfy, inp, info.attempt, beat, reporter)
             if result is None:
@@ -221,7 +245,10 @@ class ComfyActivities:
                     await self.ensure_loras(inp.work.loras)
                 graph = await self._with_uploads(comfy, inp)
                 beat["attempt"] = Attempt(
-                    server_url=self.server_url, prompt_id=prompt_id, index=inp.index
+                    server_url=self.server_url,
+                    prompt_id=prompt_id,
+                    index=inp.index,
+                    handed_back=handed_back,
                 )
                 activity.heartbeat(beat["attempt"])
 
@@ -245,6 +272,11 @@ class ComfyActivities:
                     raise
         except HandedBack as back:
             log.info("prompt for %s[%d] handed back: %s", inp.workflow_id, inp.index, back)
+            ticker.cancel()
+            # The next attempt reads the count here and does not count this one as failed.
+            activity.heartbeat(
+                Attempt(server_url="", prompt_id="", index=inp.index, handed_back=handed_back + 1)
+            )
             raise back.to_application_error() from None
         except asyncio.CancelledError:
             # The workflow cancelled (user, operator, or timeout): stop the GPU work.

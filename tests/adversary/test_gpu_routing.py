@@ -12,23 +12,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
 from PIL import Image
 from pymongo.database import Database
-from temporalio.testing import WorkflowEnvironment
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.comfy import ComfyActivities
 from adapters.jobs import JobsClient
 from domain.inventory import requirements_of
-from domain.jobs import JobState, MakeImageRequest, MediaPrepareInput, MediaRequest, PrepareInput
+from domain.jobs import (
+    COMFY_MAX_FAILED_ATTEMPTS,
+    COMFY_MAX_HAND_BACKS,
+    ComfyRunInput,
+    ComfyWork,
+    JobState,
+    MakeImageRequest,
+    MediaPrepareInput,
+    MediaRequest,
+    PrepareInput,
+    RenderBeat,
+)
 from domain.routing import (
     CAPABILITY_QUEUE_MARK,
     able_to_run,
@@ -46,6 +60,7 @@ from tests.adversary.test_inventory import CORE_0_3_64, standin_like
 from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
 from workers.config import Config, TaskQueues
 from workers.temporal_workers import workflow_worker
+from workflows.policies import COMFY_RETRY
 
 USER = "telegram:4004"
 SDXL = "sdxl-base-1.0.safetensors"
@@ -312,3 +327,53 @@ async def test_a_lone_busy_server_keeps_its_fed_ahead_prompt(pool: Pool) -> None
     assert [r.state for r in results] == [JobState.DONE] * 2
     for wid in wids:
         assert max(await run_attempts(pool, wid)) == 1, "never handed back"
+
+
+# ---- hand-backs are not failures -------------------------------------------------------------
+
+
+def make_graph(stores: Stores) -> dict[str, Any]:
+    template = stores.templates.get("make")
+    return template.inject({"prompt": "a fox", "seed": 1, "width": 256, "height": 256, "steps": 2})
+
+
+async def test_hand_backs_do_not_use_up_the_renders_attempts(
+    stores: Stores, tmp_path: Path
+) -> None:
+    assert COMFY_RETRY.maximum_attempts == COMFY_MAX_FAILED_ATTEMPTS + COMFY_MAX_HAND_BACKS
+    server = start_standin(tmp_path / "gpu", step_delay=0.001)
+    beats: list[Any] = []
+
+    async def lost(needed: list[str], fresh: bool) -> list[str]:
+        return needed  # the server lost the checkpoint: hand back
+
+    def env(attempt: int, details: list[Any]) -> ActivityEnvironment:
+        e = ActivityEnvironment()
+        e.info = dataclasses.replace(e.info, attempt=attempt, heartbeat_details=details)
+        e.on_heartbeat = lambda *d: beats.append(d[0] if d else None)
+        return e
+
+    inp = ComfyRunInput(workflow_id="wf-hand-back", work=ComfyWork(graph=make_graph(stores)))
+    try:
+        losing = ComfyActivities(server.url, cast(Any, None), stores.blobs, missing_models=lost)
+        with pytest.raises(ApplicationError) as back:
+            await env(4, [RenderBeat(server_url="", prompt_id="", handed_back=3).model_dump()]).run(
+                losing.run_comfy_prompt, inp
+            )
+        assert back.value.type == "ComfyModelMissing" and not back.value.non_retryable
+        assert RenderBeat.model_validate(beats[-1]).handed_back == 4, "the count goes on"
+        await losing.aclose()
+
+        # The 6th attempt after 5 hand-backs has failed 0 times: it renders.
+        acts = ComfyActivities(server.url, cast(Any, None), stores.blobs)
+        details = [RenderBeat(server_url="", prompt_id="", handed_back=5).model_dump()]
+        result = await env(6, details).run(acts.run_comfy_prompt, inp)
+        assert result.files, "rendered"
+        # Four real failures (no hand-back among them): the 5th attempt gives up.
+        with pytest.raises(ApplicationError) as gave_up:
+            await env(5, []).run(acts.run_comfy_prompt, inp)
+        assert gave_up.value.type == "ComfyGaveUp" and gave_up.value.non_retryable
+        await acts.aclose()
+    finally:
+        assert server.process is not None
+        stop_process(server.process)
