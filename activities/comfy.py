@@ -44,6 +44,7 @@ from comfy.errors import ComfyError, ComfyValidationError, PromptLost
 from comfy.models import OutputFile, RunResult
 from comfy.models import Progress as ComfyProgress
 from domain.jobs import (
+    COMFY_MAX_FAILED_ATTEMPTS,
     ActivityNames,
     ComfyRunInput,
     ComfyRunResult,
@@ -118,6 +119,8 @@ async def follow_earlier_prompt(
     one the server has forgotten (restart) is skipped. None means: submit anew.
     """
     for earlier in candidates:
+        if not earlier.prompt_id:
+            continue  # the beat of a hand-back: no prompt left behind
         if earlier.server_url != server_url:
             with contextlib.suppress(Exception):
                 async with ComfyClient(earlier.server_url, timeout=5) as other:
@@ -129,6 +132,18 @@ async def follow_earlier_prompt(
         except PromptLost:
             continue
     return None
+
+
+def _handed_back_so_far() -> int:
+    """How many earlier attempts of this activity handed their prompt back (their count is in
+    the last heartbeat details; a lost beat undercounts, which only gives up sooner)."""
+    details = activity.info().heartbeat_details
+    if not details:
+        return 0
+    try:
+        return Attempt.model_validate(details[0]).handed_back
+    except Exception:
+        return 0
 
 
 def to_application_error(err: ComfyError) -> ApplicationError:
@@ -145,6 +160,11 @@ MissingModels = Callable[[list[str], bool], Awaitable[list[str]]]
 # How soon a handed-back prompt is tried again (on another worker): at once, not after the
 # policy's backoff, since nothing is wrong with the job.
 HAND_BACK_DELAY = timedelta(milliseconds=100)
+# Whether a prompt waiting in this server's own queue (fed ahead) would start sooner on another
+# server: its task queue has no backlog left and another server's worker polls it (the end of
+# a backlog on a pool of unequal GPUs). Given the task queue; workers/temporal_workers.py.
+BetterElsewhere = Callable[[str], Awaitable[bool]]
+FED_AHEAD_CHECK = 0.5  # seconds between such checks while a fed-ahead prompt waits
 
 
 class HandedBack(Exception):
@@ -171,6 +191,7 @@ class ComfyActivities:
         ensure_loras: EnsureLoras | None = None,
         max_output_bytes: int | None = None,
         missing_models: MissingModels | None = None,
+        better_elsewhere: BetterElsewhere | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         # The largest output read from ComfyUI and so stored in GridFS (config
@@ -183,6 +204,8 @@ class ComfyActivities:
         # Which checkpoints of a graph the server lacks (workers/temporal_workers.py); None: not
         # checked, a missing one fails at ComfyUI's validation as before.
         self.missing_models = missing_models
+        # None: a fed-ahead prompt stays on this server until it runs (or the worker stops).
+        self.better_elsewhere = better_elsewhere
         # One long-lived client per server: building an httpx client per call costs ~20 ms of
         # CPU (docs/performance.md). It keeps one WebSocket per prompt, so concurrent
         # activities do not share event streams.
@@ -205,6 +228,15 @@ class ComfyActivities:
         ticker = asyncio.create_task(heartbeat_forever(lambda: beat.get("attempt")))
         comfy = self.comfy
         prompt_id = prompt_id_for(inp.workflow_id, inp.index, info.attempt, info.workflow_run_id)
+        handed_back = _handed_back_so_far()
+        failed = info.attempt - 1 - handed_back
+        if failed >= COMFY_MAX_FAILED_ATTEMPTS:
+            ticker.cancel()
+            raise ApplicationError(
+                f"the render failed {failed} times (hand-backs to another server aside)",
+                type="ComfyGaveUp",
+                non_retryable=True,
+            )
         try:
             result = await self._reattach(comfy, inp, info.attempt, beat, reporter)
             if result is None:
@@ -213,7 +245,10 @@ class ComfyActivities:
                     await self.ensure_loras(inp.work.loras)
                 graph = await self._with_uploads(comfy, inp)
                 beat["attempt"] = Attempt(
-                    server_url=self.server_url, prompt_id=prompt_id, index=inp.index
+                    server_url=self.server_url,
+                    prompt_id=prompt_id,
+                    index=inp.index,
+                    handed_back=handed_back,
                 )
                 activity.heartbeat(beat["attempt"])
 
@@ -237,6 +272,11 @@ class ComfyActivities:
                     raise
         except HandedBack as back:
             log.info("prompt for %s[%d] handed back: %s", inp.workflow_id, inp.index, back)
+            ticker.cancel()
+            # The next attempt reads the count here and does not count this one as failed.
+            activity.heartbeat(
+                Attempt(server_url="", prompt_id="", index=inp.index, handed_back=handed_back + 1)
+            )
             raise back.to_application_error() from None
         except asyncio.CancelledError:
             # The workflow cancelled (user, operator, or timeout): stop the GPU work.
@@ -285,24 +325,52 @@ class ComfyActivities:
     ) -> RunResult:
         """Await the run; if the worker shuts down while the prompt still waits in the
         server's queue (fed ahead), take it off that queue and hand it back at once instead of
-        holding it through the shutdown grace. A prompt already running is left to finish."""
+        holding it through the shutdown grace. Likewise when, while it waits, the task queue
+        it came from has run dry and another server polls it (`better_elsewhere`): a faster
+        GPU that went idle at the end of a backlog takes it instead of waiting out this
+        server's render. A prompt already running is left to finish."""
         running = asyncio.ensure_future(run)
         stopping = asyncio.ensure_future(activity.wait_for_worker_shutdown())
+        elsewhere = asyncio.ensure_future(self._until_better_elsewhere(comfy, prompt_id))
         try:
-            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({running, stopping, elsewhere}, return_when=asyncio.FIRST_COMPLETED)
             if not running.done() and await _dequeue_if_pending(comfy, prompt_id):
                 running.cancel()
                 with contextlib.suppress(BaseException):
                     await running
+                why = (
+                    "is shutting down"
+                    if stopping.done()
+                    else "is busy and the queue is empty while another server polls it"
+                )
                 raise HandedBack(
-                    f"{self.server_url} is shutting down; the prompt had not started",
-                    "ComfyHandedBack",
+                    f"{self.server_url} {why}; the prompt had not started", "ComfyHandedBack"
                 )
             return await running
         finally:
             stopping.cancel()
+            elsewhere.cancel()
             if not running.done():
                 running.cancel()
+
+    async def _until_better_elsewhere(self, comfy: ComfyClient, prompt_id: str) -> None:
+        """Return once the prompt waits behind another on this server while another server
+        could take it now; never while it runs, and never without `better_elsewhere`."""
+        if self.better_elsewhere is None:
+            await asyncio.Event().wait()
+        queue = activity.info().task_queue
+        while True:
+            await asyncio.sleep(FED_AHEAD_CHECK)
+            try:
+                position = await comfy.queue_position(prompt_id)
+            except ComfyError:
+                continue
+            if position is None or position == 0:
+                await asyncio.Event().wait()  # running or done: nothing to give back
+            assert self.better_elsewhere is not None
+            with contextlib.suppress(Exception):
+                if await self.better_elsewhere(queue):
+                    return
 
     async def _reattach(
         self,

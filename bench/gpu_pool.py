@@ -109,7 +109,7 @@ class Standin:
 
 def start_standin(root: Path) -> Standin:
     root.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "comfy.standin", "--port", "0", "--root", str(root)]
+    argv = [sys.executable, "-m", "standins.comfyui", "--port", "0", "--root", str(root)]
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT, start_new_session=True
     )
@@ -337,7 +337,13 @@ class Pool:
         if len({r.server for r in runs}) > 1:
             fast_end = max(r.end for r in runs if r.server == servers[0].url)
             tail = max(r.end for r in runs) - fast_end
-            row.note = f"the fast server idle at the end while another still rendered: {tail:.2f} s"
+            # Prompts another server started after the fast one's last end: queued work the
+            # idle fast GPU waited for (what the tail hand-back removes); 0 is the target.
+            held = sum(1 for r in runs if r.server != servers[0].url and r.start > fast_end)
+            row.note = (
+                f"the fast server idle at the end while another still rendered: {tail:.2f} s; "
+                f"prompts started elsewhere after its last end (queued work it waited for): {held}"
+            )
         return row
 
     async def direct(self, server: Standin) -> Row:

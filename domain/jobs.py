@@ -310,6 +310,17 @@ class RenderBeat(BaseModel):
     queue_position: int | None = None
     stage: str = "queued"
     detail: str = ""
+    # Attempts so far that handed the prompt back to the queue (a stopping worker, a lost
+    # model, a busy server at the end of a backlog): not failures, so they do not count
+    # against COMFY_MAX_FAILED_ATTEMPTS. Carried from attempt to attempt in these details.
+    handed_back: int = 0
+
+
+# A render is given up after this many failed attempts; hand-backs aside, of which a prompt
+# may make up to COMFY_MAX_HAND_BACKS more (the retry policy's maximum is the sum; the
+# activity itself stops at the failures, counting from its heartbeat details).
+COMFY_MAX_FAILED_ATTEMPTS = 4
+COMFY_MAX_HAND_BACKS = 12
 
 
 class JobStatus(BaseModel):

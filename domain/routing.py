@@ -6,6 +6,17 @@ scheduled on X's queue, so only a worker whose server has X can take it, and the
 GPU among those takes it (Temporal matches the next poll, nobody assigns). A prompt that loads
 no checkpoint (upscale, rmbg, caption) goes to the base queue, which every server polls.
 
+Capabilities beyond checkpoints: a job may also need node types or model files only some
+servers have (an upscale model, RemoveBackground, the caption nodes, the dataset-folder
+training nodes). The planner states what the job needs as a list of alternatives (one
+`Requirements` per form of the template the job may run as: a training run may use any form
+its server can run) and `queue_for_needs` decides: when every live server can run it (its
+checkpoint aside) the queue is the checkpoint or base queue as above; otherwise it is a
+capability queue `comfy:cap:<hash of the alternatives>`, recorded in MongoDB
+(`store/inventory.py` `ComfyInventory.want`), and every comfy worker whose server can run one
+of the alternatives polls it (it re-reads the recorded capabilities every few seconds). Still
+pull-based: the first free GPU able to run the job takes it.
+
 Fair share: every comfy activity carries the user's id as its Temporal fairness key, and the
 server's task-queue fairness (`matching.enableFairness`, workers/config.py `TemporalDev`)
 dispatches a backlog round-robin across users instead of in arrival order.
@@ -18,9 +29,12 @@ replay unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from domain.inventory import Requirements, ServerInventory, requirements_of
 from domain.queues import JobRoute
 
 # Node types that load a checkpoint file by name, and the input that names it.
@@ -31,6 +45,7 @@ CHECKPOINT_LOADERS: dict[str, str] = {
 }
 
 CHECKPOINT_QUEUE_MARK = ":ckpt:"
+CAPABILITY_QUEUE_MARK = ":cap:"
 
 
 def checkpoints_needed(graph: Mapping[str, Any]) -> list[str]:
@@ -64,12 +79,87 @@ def queue_for_graphs(base: str, graphs: Iterable[Mapping[str, Any]]) -> str:
     return base
 
 
-def comfy_route(route: JobRoute, graphs: Iterable[Mapping[str, Any]], user_id: str) -> JobRoute:
-    """`route` with its job's GPU queue (by the checkpoint its prompts load) and its fairness key
-    (the user), from the base queue `route` names."""
+def needs_of(graphs: Iterable[Mapping[str, Any]], fetched: Iterable[str] = ()) -> Requirements:
+    """What running every graph of one job needs of one server (the files in `fetched`, a
+    user's LoRAs the worker brings, aside)."""
+    brought = frozenset(fetched)
+    out: Requirements | None = None
+    for graph in graphs:
+        needs = requirements_of(graph, fetched=brought)
+        out = needs if out is None else out.merged(needs)
+    return out or Requirements()
+
+
+def capability_key(alternatives: Sequence[Requirements]) -> str:
+    """A short stable name of a set of alternatives (order and repeats do not matter)."""
+    canon = sorted({_canonical(a) for a in alternatives})
+    return hashlib.sha256(json.dumps(canon).encode()).hexdigest()[:16]
+
+
+def _canonical(needs: Requirements) -> str:
+    return json.dumps(
+        {
+            "n": sorted(needs.node_types),
+            "m": {f: sorted(v) for f, v in sorted(needs.models.items()) if v},
+            "g": {c: sorted(v) for c, v in sorted(needs.given.items())},
+        },
+        sort_keys=True,
+    )
+
+
+def capability_queue(base: str, alternatives: Sequence[Requirements]) -> str:
+    """The task queue of the servers that can run one of `alternatives`."""
+    return f"{base}{CAPABILITY_QUEUE_MARK}{capability_key(alternatives)}"
+
+
+def without_checkpoints(needs: Requirements) -> Requirements:
+    """`needs` less its checkpoint files (which the checkpoint queues already route by)."""
+    models = {f: v for f, v in needs.models.items() if f != "checkpoints"}
+    return needs.model_copy(update={"models": models})
+
+
+def able_to_run(server: ServerInventory, alternatives: Sequence[Requirements]) -> bool:
+    """Whether `server` can run one of `alternatives`."""
+    return any(server.can_run(a) for a in alternatives)
+
+
+def queue_for_needs(
+    base: str,
+    alternatives: Sequence[Requirements],
+    servers: Sequence[ServerInventory],
+    graphs: Iterable[Mapping[str, Any]] = (),
+) -> str:
+    """The queue of a job needing one of `alternatives`, given the live `servers`.
+
+    Every server can run it, its checkpoint aside: the checkpoint queue of `graphs` (or the
+    base queue), exactly as before capabilities were routed. Otherwise (or when `graphs` name
+    no checkpoint and some server lacks one the alternatives load) the capability queue, which
+    only the able servers poll. With no server known nothing is decided here: the job goes
+    where `graphs` send it (prepare already refused what no known server can run).
+    """
+    legacy = queue_for_graphs(base, graphs)
+    if not servers or not alternatives:
+        return legacy
+    stripped = [without_checkpoints(a) for a in alternatives]
+    if all(able_to_run(s, stripped) for s in servers) and (
+        legacy != base or all(able_to_run(s, alternatives) for s in servers)
+    ):
+        return legacy
+    return capability_queue(base, alternatives)
+
+
+def comfy_route(
+    route: JobRoute,
+    graphs: Iterable[Mapping[str, Any]],
+    user_id: str,
+    queue: str | None = None,
+) -> JobRoute:
+    """`route` with its job's GPU queue (`queue`, decided by the planner from the inventory;
+    by default by the checkpoint its prompts load) and its fairness key (the user), from the
+    base queue `route` names."""
     return route.model_copy(
         update={
-            "comfy_queue": queue_for_graphs(route.comfy_queue, graphs),
+            "comfy_queue": queue or queue_for_graphs(route.comfy_queue, graphs),
             "fairness_key": user_id[:64],  # Temporal's limit for a fairness key
         }
     )

@@ -150,6 +150,9 @@ class TrainSpec(BaseModel):
     chunk_steps: int = DEFAULT_CHUNK_STEPS
     caption_parallel: int = 3
     caption_work: list[dict[str, Any]] = Field(default_factory=list)  # ComfyWork per uncaptioned
+    # The GPU queue of the caption prompts (servers with the caption nodes, domain/routing.py);
+    # empty: the job's own comfy queue (a plan from before captions were routed).
+    caption_queue: str = ""
 
 
 class ChunkInput(BaseModel):

@@ -37,8 +37,8 @@ from domain.jobs import (
 )
 from domain.pricing import quote_image, quote_media
 from domain.prompts import clean_prompt, strip_controls
-from domain.queues import Routing
-from domain.routing import comfy_route
+from domain.queues import JobRoute, Routing
+from domain.routing import comfy_route, needs_of
 from domain.safety import PromptBlocked
 from domain.settings import apply_updates, clamp_to_limits, limits_for
 from domain.templates import Template
@@ -177,11 +177,13 @@ class MakePlanner:
             prompt=prompt,
             seeds=seeds,
             comfy=works,
-            # The queue of the servers that have the checkpoint, and the user as fairness key.
-            route=comfy_route(
-                self.routing.route(inp.request.platform), [w.graph for w in works], user.id
-            ),
+            # The queue of the servers that can run it, and the user as fairness key.
+            route=self._route(inp.request.platform, works, user.id),
         )
+
+    def _route(self, platform: str, works: list[ComfyWork], user_id: str) -> JobRoute:
+        """The job's route: its GPU queue by what its graphs need (domain/routing.py)."""
+        return gpu_route(self.stores, self.routing.route(platform), works, user_id)
 
     def _runnable_form(self, template: Template, values: dict[str, Any]) -> Template:
         """The form of `template` (its graph or a variant) some GPU server can run with these
@@ -271,8 +273,8 @@ class MediaPlanner:
         if req.kind in COMFY_TEMPLATES:
             work, params, summary = self._comfy_work(req, source, user.id)
             template = COMFY_TEMPLATES[req.kind]
-            route = comfy_route(
-                plan.route or self.routing.route(req.platform), [work.graph], user.id
+            route = gpu_route(
+                self.stores, plan.route or self.routing.route(req.platform), [work], user.id
             )
             plan = plan.model_copy(update={"comfy": [work], "template": template, "route": route})
             if req.kind == "upscale":
@@ -450,3 +452,13 @@ def _pillow_params(req: MediaRequest, source: LoadedImage) -> tuple[dict[str, An
     params = validate_convert_params(dict(req.params))
     check_output_size(w, h, params)
     return params, f"convert {w}x{h} to {params['format']}"
+
+
+def gpu_route(stores: Stores, route: JobRoute, works: list[ComfyWork], user_id: str) -> JobRoute:
+    """`route` with the GPU queue of the servers able to run `works` (their checkpoint's
+    queue, or a capability queue when some server lacks a node type or model they need; the
+    users' LoRAs aside, which the worker brings) and the user as fairness key."""
+    graphs = [w.graph for w in works]
+    fetched = {lora.filename for w in works for lora in w.loras}
+    queue = stores.inventory.queue_for(route.comfy_queue, [needs_of(graphs, fetched)], graphs)
+    return comfy_route(route, graphs, user_id, queue=queue)

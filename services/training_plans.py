@@ -14,6 +14,7 @@ from typing import Any
 from domain.errors import StationError, UserInputError
 from domain.jobs import ComfyWork, JobPlan
 from domain.queues import Routing
+from domain.routing import needs_of
 from domain.safety import PromptBlocked
 from domain.training import (
     CAPTION_PRICE_PER_IMAGE,
@@ -77,6 +78,7 @@ class TrainingPlanner:
         resolution = TRAINING_RESOLUTION[params.family]
         checkpoint = self.base_checkpoint(params.family)
         caption_work: list[dict[str, Any]] = []
+        caption_queue = ""
         missing = [im for im in images if not im.caption.strip()]
         if missing:
             template = self.stores.inventory.choose_form(self.stores.templates.get("caption"))
@@ -84,6 +86,16 @@ class TrainingPlanner:
             for im in missing:
                 work = ComfyWork(graph=template.inject({}), uploads={ref.node: im.image_id})
                 caption_work.append({"image_id": im.image_id, "work": work.model_dump()})
+            caption_queue = self._caption_queue(template.inject({}))
+        route = self.routing.route(req.platform)
+        # Training chunks go to the servers able to run some form of train-lora with this
+        # base checkpoint (the chunk activity builds the form its own server can run).
+        training = self.stores.templates.get("train-lora")
+        values = {TRAINING_CHECKPOINT_INPUT: checkpoint}
+        queue = self.stores.inventory.queue_for(
+            route.comfy_queue, [form.requirements(values) for form in training.forms()]
+        )
+        route = route.model_copy(update={"comfy_queue": queue})
         spec = TrainSpec(
             dataset_id=ds.id,
             dataset_name=ds.name,
@@ -97,6 +109,7 @@ class TrainingPlanner:
             images=images,
             chunk_steps=self.chunk_steps,
             caption_work=caption_work,
+            caption_queue=caption_queue,
         )
         price = quote(len(images), params.steps, self.stores.rules.prices)
         return JobPlan(
@@ -112,7 +125,7 @@ class TrainingPlanner:
                 "dataset": ds.name,
             },
             template="train-lora",
-            route=self.routing.route(req.platform),
+            route=route,
         )
 
     def base_checkpoint(self, family: str) -> str:
@@ -131,6 +144,11 @@ class TrainingPlanner:
         values = {TRAINING_CHECKPOINT_INPUT: name}
         self.stores.inventory.choose_form(template, lambda form: form.requirements(values))
         return name
+
+    def _caption_queue(self, graph: dict[str, Any]) -> str:
+        """The GPU queue of the caption prompts: the servers that have the caption nodes."""
+        base = self.routing.queues.comfy
+        return self.stores.inventory.queue_for(base, [needs_of([graph])], [graph])
 
     def plan_captions(self, inp: CaptionPrepareInput) -> CaptionPlan:
         """What captioning the images without a caption costs and runs (or why not)."""
@@ -153,7 +171,7 @@ class TrainingPlanner:
             dataset_name=ds.name,
             trigger_word=ds.trigger_word,
             work=work,
-            comfy_queue=self.routing.queues.comfy,
+            comfy_queue=self._caption_queue(template.inject({})),
             render_timeout=self.routing.render_timeout,
             heartbeat_timeout=self.routing.heartbeat_timeout,
             per_image=CAPTION_PRICE_PER_IMAGE,

@@ -19,7 +19,8 @@ then wait on the comfy queue, which `stationthis jobs stuck` reports).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,25 +30,75 @@ from pymongo.errors import OperationFailure
 from domain.errors import NoServerCanRun
 from domain.inventory import Missing, Requirements, ServerInventory
 from domain.inventory import servers_able as _able
+from domain.routing import CAPABILITY_QUEUE_MARK, queue_for_needs
 from domain.templates import Template
 
 log = logging.getLogger(__name__)
 
 INVENTORY_MAX_AGE = timedelta(hours=1)
 INVENTORY_TTL = timedelta(days=7)
+# A capability queue a planner routed to is recorded again at most this often (one write per
+# capability per planner process, not per job); unused ones age out after INVENTORY_TTL.
+CAPABILITY_REWRITE = 600.0
 
 
 class ComfyInventory:
     def __init__(self, db: Database[Any]) -> None:
         self.coll = db["comfy_inventory"]
+        # Capability queues (domain/routing.py): queue -> the alternatives a job there needs.
+        self.capability_coll = db["comfy_capabilities"]
+        self._wanted_at: dict[str, float] = {}  # queue -> when this process last recorded it
 
     def ensure_indexes(self) -> None:
-        try:
-            self.coll.create_index(
-                "seen_at", expireAfterSeconds=int(INVENTORY_TTL.total_seconds()), name="expiry_ttl"
-            )
-        except OperationFailure as e:  # pragma: no cover - depends on the server
-            log.warning("TTL index on comfy_inventory not created (%s); records stay", e)
+        for coll in (self.coll, self.capability_coll):
+            try:
+                coll.create_index(
+                    "seen_at",
+                    expireAfterSeconds=int(INVENTORY_TTL.total_seconds()),
+                    name="expiry_ttl",
+                )
+            except OperationFailure as e:  # pragma: no cover - depends on the server
+                log.warning("TTL index on %s not created (%s); records stay", coll.name, e)
+
+    def queue_for(
+        self,
+        base: str,
+        alternatives: Sequence[Requirements],
+        graphs: Iterable[Mapping[str, Any]] = (),
+    ) -> str:
+        """The GPU queue of a job needing one of `alternatives` (domain/routing.py
+        `queue_for_needs` over the servers seen lately); a capability queue is recorded, so
+        the comfy workers of the servers able to run it start polling it."""
+        queue = queue_for_needs(base, alternatives, self.servers(), graphs)
+        if queue.startswith(base + CAPABILITY_QUEUE_MARK):
+            self.want(base, queue, alternatives)
+        return queue
+
+    def want(self, base: str, queue: str, alternatives: Sequence[Requirements]) -> None:
+        """Record that jobs wait on capability `queue` (of base queue `base`) for a server that
+        can run one of `alternatives`; written at most every CAPABILITY_REWRITE per process."""
+        now = time.monotonic()
+        if now - self._wanted_at.get(queue, -CAPABILITY_REWRITE) < CAPABILITY_REWRITE:
+            return
+        self.capability_coll.replace_one(
+            {"_id": queue},
+            {
+                "_id": queue,
+                "base": base,
+                "alternatives": [_needs_doc(a) for a in alternatives],
+                "seen_at": datetime.now(UTC),
+            },
+            upsert=True,
+        )
+        self._wanted_at[queue] = now
+
+    def capabilities(self, base: str) -> dict[str, list[Requirements]]:
+        """Every capability queue of base queue `base` that planners recorded, with the
+        alternatives a server must be able to run one of to poll it."""
+        return {
+            str(doc["_id"]): [_needs_from(a) for a in doc.get("alternatives") or []]
+            for doc in self.capability_coll.find({"base": base})
+        }
 
     def record(
         self, server_url: str, checkpoints: Iterable[str], now: datetime | None = None
@@ -182,6 +233,23 @@ def pick_form(
             first_missing = min((s.missing(req) for s in servers), key=_size)
     raise NoServerCanRun(
         template.name, first_missing.describe() if first_missing else "no GPU server is up"
+    )
+
+
+def _needs_doc(needs: Requirements) -> dict[str, Any]:
+    return {
+        "node_types": sorted(needs.node_types),
+        "models": {f: sorted(v) for f, v in sorted(needs.models.items())},
+        # A list, not an object: node class names are not safe as MongoDB keys.
+        "given": [[cls, sorted(names)] for cls, names in sorted(needs.given.items())],
+    }
+
+
+def _needs_from(doc: Mapping[str, Any]) -> Requirements:
+    return Requirements(
+        node_types=frozenset(doc.get("node_types") or []),
+        models={str(f): frozenset(v) for f, v in (doc.get("models") or {}).items()},
+        given={str(c): frozenset(n) for c, n in doc.get("given") or []},
     )
 
 

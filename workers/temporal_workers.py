@@ -30,6 +30,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from pymongo.errors import PyMongoError
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.worker import (
     CustomSlotSupplier,
@@ -51,8 +55,8 @@ from activities.media_jobs import MediaJobActivities
 from activities.safety import SafetyActivities
 from activities.training import DatasetMediaActivities, TrainingActivities, TrainingComfyActivities
 from comfy.client import ComfyClient, ComfyError
-from domain.inventory import ServerInventory
-from domain.routing import checkpoint_queue
+from domain.inventory import Requirements, ServerInventory
+from domain.routing import able_to_run, checkpoint_queue
 from media.classifier import Classifier
 from services.training_plans import TrainingPlanner
 from store.db import Stores
@@ -122,17 +126,29 @@ class ServerSlots(CustomSlotSupplier):
     (reserve): a lock guards the counts and waiters are woken through their loop.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, running: int | None = None) -> None:
         self.capacity = max(1, capacity)
+        # Prompts the server runs at once (the rest of `capacity` is fed ahead).
+        self.running = max(1, min(self.capacity, running or self.capacity))
+        # Feed-ahead paused: a fed-ahead prompt was handed back to a server that was idle
+        # (end of a backlog); polling only for what runs at once until a running one ends,
+        # so this server does not take the same prompt straight back.
+        self.held = False
         self.used = 0
         self.reserved: dict[str, int] = {}
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     def _may_poll(self, queue: str) -> bool:
-        if self.used + sum(self.reserved.values()) < self.capacity:
+        capacity = self.running if self.held else self.capacity
+        if self.used + sum(self.reserved.values()) < capacity:
             return True
-        return self.reserved.get(queue, 0) == 0 and self.used < self.capacity
+        return self.reserved.get(queue, 0) == 0 and self.used < capacity
+
+    def hold_feed_ahead(self) -> None:
+        """Poll no fed-ahead prompt until one of the running prompts ends."""
+        with self._lock:
+            self.held = True
 
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
         while True:
@@ -164,6 +180,8 @@ class ServerSlots(CustomSlotSupplier):
                 self._unreserve(ctx.permit)  # reserved for a poll that brought nothing
             else:
                 self.used = max(0, self.used - 1)
+                if self.used < self.running:
+                    self.held = False
         self._wake()
 
     def _wake(self) -> None:
@@ -184,18 +202,21 @@ class ServerSlots(CustomSlotSupplier):
 
 
 INVENTORY_REFRESH = 600.0  # seconds between reads of a server's /object_info
+CAPABILITY_RECHECK = 2.0  # seconds between reads of the capability queues planners recorded
 MISSING_RECHECK = 2.0  # a lost model re-reads the server's list at most this often
 
 
 class ComfyServerWorkers:
     """The workers of one ComfyUI server: model-aware, pull-based, fed ahead.
 
-    It polls the base `comfy` queue (prompts that load no checkpoint) and one queue per
-    checkpoint its server has (`comfy:ckpt:<file>`, domain/routing.py), all sharing one
-    `ServerSlots`; and `comfy-io` (copying outputs, off the GPU slot). The checkpoint list is
-    read from the server at start and every `refresh_every` seconds (and recorded in the
-    inventory): a new file starts a queue's worker, a lost one stops it, and an activity that
-    finds its checkpoint gone hands its prompt back (activities/comfy.py). Its folder is
+    It polls the base `comfy` queue (prompts that load no checkpoint), one queue per
+    checkpoint its server has (`comfy:ckpt:<file>`, domain/routing.py) and every capability
+    queue (`comfy:cap:<hash>`) whose needs its server meets, all sharing one `ServerSlots`; and
+    `comfy-io` (copying outputs, off the GPU slot). The inventory is read from the server at
+    start and every `refresh_every` seconds (and recorded), the capability queues planners
+    recorded every `capability_every` seconds: a new file or capability starts a queue's
+    worker, a lost one stops it, and an activity that finds its checkpoint gone hands its
+    prompt back (activities/comfy.py). Its folder is
     `comfyui_dir`, else the configured one (COMFYUI_DIRS / COMFYUI_DIR); never what the server
     reports about itself.
     """
@@ -211,6 +232,7 @@ class ComfyServerWorkers:
         comfyui_dir: Path | None = None,
         feed_ahead: int | None = None,
         refresh_every: float = INVENTORY_REFRESH,
+        capability_every: float = CAPABILITY_RECHECK,
     ) -> None:
         self.client = client
         self.config = config
@@ -218,8 +240,11 @@ class ComfyServerWorkers:
         self.url = url.rstrip("/")
         self.queues = config.task_queues
         ahead = config.comfy_feed_ahead if feed_ahead is None else feed_ahead
-        self.slots = ServerSlots(slots + max(0, ahead))
+        self.slots = ServerSlots(slots + max(0, ahead), running=slots)
+        # This server's pollers, told apart from other servers' on the same task queues.
+        self.identity = f"{client.identity}|{self.url}"
         self.refresh_every = refresh_every
+        self.capability_every = capability_every
         folder = comfyui_dir or config.comfyui_dir_for(url)
         if folder is None:
             log.error(
@@ -237,8 +262,11 @@ class ComfyServerWorkers:
             ensure_loras=self.training.ensure_loras,
             max_output_bytes=config.comfy_max_output_bytes,
             missing_models=self.missing,
+            better_elsewhere=self.better_elsewhere if ahead > 0 else None,
         )
         self.checkpoints: set[str] | None = None  # None: the server's list was never read
+        self.inventory: ServerInventory | None = None  # the server as last read
+        self.capabilities: dict[str, list[Requirements]] = {}  # capability queue -> needs
         self._running: dict[str, tuple[Worker, asyncio.Task[None]]] = {}
         self._checked_at = 0.0
         self._lock = asyncio.Lock()
@@ -250,12 +278,33 @@ class ComfyServerWorkers:
             task_queue=queue,
             activities=[self.acts.run_comfy_prompt, self.training.train_lora_chunk],
             tuner=self.slots.tuner(),
+            identity=self.identity,
             # One poll per queue: a poll holds a reservation of the shared slots.
             activity_task_poller_behavior=PollerBehaviorSimpleMaximum(1),
             # Progress must reach the server within about a second of ComfyUI reporting it.
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             graceful_shutdown_timeout=GRACE,
         )
+
+    async def better_elsewhere(self, queue: str) -> bool:
+        """Whether a prompt fed ahead on this server should go back to `queue`: nothing else
+        waits there and another server's worker polls it (so a GPU that went idle at the end
+        of a backlog takes it instead of waiting for this one). If so, this server stops
+        feeding ahead until its running prompt ends, so it does not take it straight back."""
+        resp = await self.client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.client.namespace,
+                task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                report_stats=True,
+            )
+        )
+        if resp.stats.approximate_backlog_count > 0:
+            return False
+        if not any(p.identity != self.identity for p in resp.pollers):
+            return False
+        self.slots.hold_feed_ahead()
+        return True
 
     def _io_worker(self) -> Worker:
         return Worker(
@@ -267,9 +316,15 @@ class ComfyServerWorkers:
         )
 
     def wanted_queues(self) -> set[str]:
-        """The base queue plus one per checkpoint the server has (as last read)."""
+        """The base queue, one per checkpoint the server has, and every recorded capability
+        queue the server can serve (all as last read)."""
         base = self.queues.comfy
-        return {base, *(checkpoint_queue(base, c) for c in self.checkpoints or ())}
+        able = {
+            queue
+            for queue, alternatives in self.capabilities.items()
+            if self.inventory is not None and able_to_run(self.inventory, alternatives)
+        }
+        return {base, *(checkpoint_queue(base, c) for c in self.checkpoints or ()), *able}
 
     @property
     def polled(self) -> set[str]:
@@ -284,21 +339,39 @@ class ComfyServerWorkers:
             if inv is None:
                 return  # the server did not answer: keep polling what we polled
             await asyncio.to_thread(self.stores.inventory.record_server, inv)
+            self.inventory = inv
             self.checkpoints = set(inv.models.get("checkpoints", ()))
-            wanted = self.wanted_queues()
-            for queue in sorted(wanted - set(self._running)):
-                worker = self._gpu_worker(queue)
-                self._running[queue] = (worker, asyncio.create_task(worker.run()))
-                log.info("%s: polling %s", self.url, queue)
-            lost = [q for q in self._running if q not in wanted]
-            for queue in lost:
-                worker, _task = self._running.pop(queue)
-                log.warning("%s: model gone, no longer polling %s", self.url, queue)
-                # Not awaited here: the activity that found the model gone may be running on
-                # this very worker, and its shutdown waits for it (up to the grace).
-                stopping = asyncio.create_task(worker.shutdown())
-                self._stopping.add(stopping)
-                stopping.add_done_callback(self._stopping.discard)
+            await self._sync_queues()
+
+    async def recheck_capabilities(self) -> None:
+        """Re-read the capability queues planners recorded and poll those the server can run;
+        MongoDB not answering keeps the queues polled now (tried again on the next tick)."""
+        async with self._lock:
+            try:
+                await self._sync_queues()
+            except PyMongoError as err:
+                log.warning("%s: capability queues not read: %s", self.url, err)
+
+    async def _sync_queues(self) -> None:
+        """Poll exactly `wanted_queues()` (called holding the lock)."""
+        if self.inventory is not None:
+            self.capabilities = await asyncio.to_thread(
+                self.stores.inventory.capabilities, self.queues.comfy
+            )
+        wanted = self.wanted_queues()
+        for queue in sorted(wanted - set(self._running)):
+            worker = self._gpu_worker(queue)
+            self._running[queue] = (worker, asyncio.create_task(worker.run()))
+            log.info("%s: polling %s", self.url, queue)
+        lost = [q for q in self._running if q not in wanted]
+        for queue in lost:
+            worker, _task = self._running.pop(queue)
+            log.warning("%s: model or node gone, no longer polling %s", self.url, queue)
+            # Not awaited here: the activity that found the model gone may be running on
+            # this very worker, and its shutdown waits for it (up to the grace).
+            stopping = asyncio.create_task(worker.shutdown())
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
 
     async def missing(self, needed: list[str], fresh: bool = False) -> list[str]:
         """The files of `needed` the server lacks, by its last read list; with `fresh` (ComfyUI
@@ -327,9 +400,15 @@ class ComfyServerWorkers:
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.refresh_every)
-                if not stop.is_set():
+                    await asyncio.wait_for(
+                        stop.wait(), min(self.refresh_every, self.capability_every)
+                    )
+                if stop.is_set():
+                    break
+                if time.monotonic() - self._checked_at >= self.refresh_every:
                     await self.refresh()
+                else:
+                    await self.recheck_capabilities()
                 for _worker, task in list(self._running.values()):
                     if task.done():
                         task.result()  # a worker died: surface its error

@@ -5,7 +5,11 @@
   too few points is an answer, not an error.
 - refund_points (stationthis): start-to-close 15 s; retried forever: a refund is never forgotten.
 - run_comfy_prompt (comfy): start-to-close = the job's render budget, heartbeat 30 s;
-  4 attempts; validation, execution and interrupt errors never retried.
+  4 failed attempts; validation, execution and interrupt errors never retried. A hand-back
+  is retried after 0.1 s on another worker and does not count as a failed attempt (up to 12
+  of them) (`ComfyHandedBack`: a stopping
+  worker gives back a fed-ahead prompt that has not started; `ComfyModelMissing`: the server
+  lost a checkpoint the graph loads; activities/comfy.py).
 - process_image (media): start-to-close 2 min; 3 attempts; bad images never retried.
 - store_comfy_outputs (comfy-io): start-to-close 2 min; 10 attempts.
 - check_outputs (safety): start-to-close 2 min, schedule-to-close 15 min, then fail closed.
@@ -27,6 +31,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
+
+from domain.jobs import COMFY_MAX_FAILED_ATTEMPTS, COMFY_MAX_HAND_BACKS
 
 # Error types (ApplicationError.type) that retrying cannot fix.
 USER_INPUT_ERRORS = [
@@ -62,11 +68,13 @@ LEDGER_RETRY = RetryPolicy(
 )
 
 COMFY_HEARTBEAT = timedelta(seconds=30)
+# 4 failed attempts, plus up to 12 hand-backs, which are no failure: the activity gives up
+# itself (non-retryable `ComfyGaveUp`) once its failures, hand-backs aside, reach 4.
 COMFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=4,
+    maximum_attempts=COMFY_MAX_FAILED_ATTEMPTS + COMFY_MAX_HAND_BACKS,
     non_retryable_error_types=COMFY_PERMANENT_ERRORS,
 )
 

@@ -196,7 +196,7 @@ class TrainLoraWorkflow(PaidJobWorkflow):
             work = {c["image_id"]: ComfyWork.model_validate(c["work"]) for c in spec.caption_work}
             texts, failed = await caption_images(
                 work,
-                queue=self._comfy_queue,
+                queue=spec.caption_queue or self._comfy_queue,
                 render_timeout=self._render_timeout,
                 heartbeat_timeout=self._heartbeat_timeout,
                 parallel=spec.caption_parallel,

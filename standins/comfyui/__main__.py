@@ -11,7 +11,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from standins.comfyui.nodes import TRAINING_NODE_SETS, use_training_nodes
+from standins.comfyui.nodes import TRAINING_NODE_SETS, drop_nodes, use_training_nodes
 from standins.comfyui.server import create_app
 from standins.serving import configure_logging, serve_until_signalled
 
@@ -31,12 +31,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="newer",
         help="the training nodes served: newer (dataset-folder nodes) or core-0.3.64",
     )
+    p.add_argument(
+        "--without-nodes",
+        default="",
+        help="comma-separated node types not served (a server without RemoveBackground)",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> None:
     use_training_nodes(args.training_nodes)
+    drop_nodes([n for n in args.without_nodes.split(",") if n.strip()])
     app = create_app(args.root, args.step_delay, args.train_step_delay)
     await serve_until_signalled(app, args.host, args.port)
 

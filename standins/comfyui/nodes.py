@@ -778,6 +778,12 @@ def use_training_nodes(name: str) -> None:
         NODES["TrainLoraNode"] = TRAIN_LORA_0_3_64
 
 
+def drop_nodes(names: list[str]) -> None:
+    """Serve none of the node types `names` (a server without some custom nodes installed)."""
+    for name in names:
+        NODES.pop(name.strip(), None)
+
+
 def legacy_train_outputs() -> bool:
     """Whether TrainLoraNode has 0.3.64's four outputs (the model first)."""
     return NODES["TrainLoraNode"].outputs[0] == "MODEL"
