@@ -197,6 +197,13 @@ async def test_a_cancelled_job_is_interrupted_and_refunded_once(temporal_dev_env
         handle = await start(env, tq, request())
         state = JobState.QUEUED if how == "queued-hang" else JobState.RUNNING
         status = await wait_state(handle, state)
+        # The state is set when the render is scheduled; its first report (queue position or
+        # percent) follows with the activity's first beat, later on a loaded machine.
+        for _ in range(100):
+            if status.queue_position is not None or status.percent:
+                break
+            await asyncio.sleep(0.1)
+            status = await handle.query(MakeImageWorkflow.status)
         if how == "queued-hang":
             assert status.queue_position == 2
         else:
