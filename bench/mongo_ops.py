@@ -121,9 +121,7 @@ def render_table(entries: list[dict[str, Any]], n: int) -> str:
     for k, c in counts.most_common():
         name, coll, q, plan = k
         q = q.replace("|", "\\|")
-        lines.append(
-            f"| {c / n:.1f} | {name} | {coll} | `{q}` | {plan} | {millis[k] / n:.1f} |"
-        )
+        lines.append(f"| {c / n:.1f} | {name} | {coll} | `{q}` | {plan} | {millis[k] / n:.1f} |")
     return "\n".join(lines)
 
 

@@ -365,11 +365,16 @@ class Ledger:
         query: dict[str, Any] = {"job_id": job_id, "kind": "charge"}
         if key is not None:
             query["key"] = key
-        first = self.entries_coll.find_one(query, {"_id": 1}, sort=[("created_at", ASCENDING)])
+        # One round trip: find the first charge and set its time in the same command.
+        first = self.entries_coll.find_one_and_update(
+            query,
+            {"$set": {"gpu_seconds": seconds}},
+            projection={"_id": 1},
+            sort=[("created_at", ASCENDING)],
+        )
         if first is None:
             log.warning("no charge for job %s to record %.1f GPU seconds on", job_id, seconds)
             return False
-        self.entries_coll.update_one({"_id": first["_id"]}, {"$set": {"gpu_seconds": seconds}})
         return True
 
     def audit(self) -> list[Discrepancy]:
