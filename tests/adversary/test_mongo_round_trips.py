@@ -10,20 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pymongo
 import pytest
 from pymongo import monitoring
 from pymongo.database import Database
+from temporalio.client import Client
 
 from domain.errors import NoServerCanRun, TooManyJobs
 from domain.inventory import ServerInventory
+from domain.jobs import MakeImageRequest
 from domain.rules import DomainRules
 from domain.users import JobRecord
+from services.jobs import JobService
 from store.db import Stores
 from store.slots import JobSlots
 from tests.fixtures.stack import MongoServer
+from workers.config import Config
 
 USER = "telegram:4004"
 
@@ -33,10 +37,13 @@ class Commands(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.finds: list[str] = []  # the collection of each `find`
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name not in ("hello", "isMaster", "ismaster", "ping", "endSessions"):
             self.names.append(event.command_name)
+        if event.command_name == "find":
+            self.finds.append(str(event.command["find"]))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -200,3 +207,32 @@ def test_a_first_slot_is_taken_even_with_no_slot_document_yet(
     assert slots.running("u-new") == ["wf-1"]
     with pytest.raises(TooManyJobs):
         slots.acquire("u-new", "wf-2", 1)
+
+
+# ---- the jobs client's start ---------------------------------------------------------------------
+
+
+class FakeTemporal:
+    """Only what `start_make` calls: the start, recorded (no server needed to count reads)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def start_workflow(self, workflow: str, arg: Any, **kw: Any) -> None:
+        self.started.append(str(kw["id"]))
+
+
+async def test_starting_a_make_reads_the_user_once_and_takes_their_slot(
+    counted: tuple[Stores, Commands],
+) -> None:
+    """The plan's user lookup is the start's: the slot is taken under that id, no second read."""
+    stores, commands = counted
+    user = stores.users.get_or_create(USER)[0]
+    temporal = FakeTemporal()
+    jobs = JobService(cast(Client, temporal), stores, Config())
+    commands.finds.clear()
+    request = MakeImageRequest(user=USER, platform="telegram", prompt="a lighthouse at dusk")
+    started = await jobs.start_make(request)
+    assert temporal.started == [started.workflow_id]
+    assert commands.finds.count("users") == 1, commands.finds
+    assert JobSlots(stores.db).running(user.id) == [started.workflow_id]
