@@ -149,13 +149,6 @@ class Ledger:
         _check_amount(amount)
         user_id = resolve_user_id(self.users_coll, user)
         fields = {"job_id": job_id, "reason": reason, "gpu_seconds": None}
-        # A key already applied is the common case (the settle of a plain run replays its
-        # charge's key): answer it from one read, with no transaction to start and commit. An
-        # entry's key, user, kind and amount never change once committed, so this is the
-        # answer the transaction's own first read would give; a new key goes on to it.
-        existing = self.entries_coll.find_one({"key": key})
-        if existing is not None:
-            return self._replay(existing, "charge", user_id, int(existing["amount"]))
 
         def step(session: ClientSession) -> LedgerResult | None:
             existing = self.entries_coll.find_one({"key": key}, session=session)

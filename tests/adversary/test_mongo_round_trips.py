@@ -18,7 +18,7 @@ from pymongo import monitoring
 from pymongo.database import Database
 from temporalio.client import Client
 
-from domain.errors import LedgerRefused, NoServerCanRun, TooManyJobs
+from domain.errors import NoServerCanRun, TooManyJobs
 from domain.inventory import ServerInventory
 from domain.jobs import MakeImageRequest
 from domain.rules import DomainRules
@@ -236,30 +236,3 @@ async def test_starting_a_make_reads_the_user_once_and_takes_their_slot(
     assert temporal.started == [started.workflow_id]
     assert commands.finds.count("users") == 1, commands.finds
     assert JobSlots(stores.db).running(user.id) == [started.workflow_id]
-
-
-# ---- the settle: the charge step again, a replay in a plain run ---------------------------------
-
-
-def test_settling_a_paid_job_replays_its_charge_without_a_transaction(
-    counted: tuple[Stores, Commands],
-) -> None:
-    """The settle of a plain run finds its own charge's key: a read, no transaction to commit."""
-    stores, commands = counted
-    user = stores.users.get_or_create(USER)[0]
-    first = stores.ledger.charge_up_to(user.id, 35, "job-2:r1:charge", job_id="job-2", reason="m")
-    assert first is not None and not first.replayed
-    balance = stores.ledger.balance(user.id)
-    commands.names.clear()
-    again = stores.ledger.charge_up_to(user.id, 35, "job-2:r1:charge", job_id="job-2", reason="m")
-    assert again is not None and again.replayed and again.entry == first.entry
-    assert "commitTransaction" not in commands.names and len(commands.names) == 2, commands.names
-    assert stores.ledger.balance(user.id) == balance, "a replay moves no points"
-    other = stores.users.get_or_create("telegram:4005")[0]
-    with pytest.raises(LedgerRefused):
-        stores.ledger.charge_up_to(other.id, 35, "job-2:r1:charge", job_id="job-2", reason="m")
-    # A reset run (a key of its own) of a job already paid still pays nothing more.
-    assert (
-        stores.ledger.charge_up_to(user.id, 35, "job-2:r2:charge", job_id="job-2", reason="m")
-        is None
-    )
