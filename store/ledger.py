@@ -162,7 +162,9 @@ class Ledger:
             missing = amount - max(0, totals.refundable)
             if missing <= 0:
                 return None
-            return self.apply_in_session(session, "charge", user_id, missing, key, fields)
+            # The key was read above in this transaction's snapshot: book without reading it
+            # again (a concurrent commit of the key fails the insert and `_transact` replays).
+            return self._book(session, "charge", user_id, missing, key, fields)
 
         return self._transact(key, step)
 
@@ -217,6 +219,19 @@ class Ledger:
         existing = self.entries_coll.find_one({"key": key}, session=session)
         if existing is not None:
             return self._replay(existing, kind, user_id, amount)
+        return self._book(session, kind, user_id, amount, key, fields)
+
+    def _book(
+        self,
+        session: ClientSession,
+        kind: LedgerKind,
+        user_id: str,
+        amount: int,
+        key: str,
+        fields: dict[str, Any],
+    ) -> LedgerResult:
+        """Steps 2-3: move the points and insert the entry, for a key this transaction has
+        already found unused (the unique index on `key` still refuses a concurrent twin)."""
         if kind == "charge":
             doc = self.users_coll.find_one_and_update(
                 {"_id": user_id, "points": {"$gte": amount}},

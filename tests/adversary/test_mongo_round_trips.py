@@ -18,7 +18,7 @@ from pymongo import monitoring
 from pymongo.database import Database
 from temporalio.client import Client
 
-from domain.errors import NoServerCanRun, TooManyJobs
+from domain.errors import InsufficientPoints, NoServerCanRun, TooManyJobs
 from domain.inventory import ServerInventory
 from domain.jobs import MakeImageRequest
 from domain.rules import DomainRules
@@ -236,3 +236,28 @@ async def test_starting_a_make_reads_the_user_once_and_takes_their_slot(
     assert temporal.started == [started.workflow_id]
     assert commands.finds.count("users") == 1, commands.finds
     assert JobSlots(stores.db).running(user.id) == [started.workflow_id]
+
+
+# ---- the job's charge --------------------------------------------------------------------------
+
+
+def test_a_jobs_charge_reads_its_key_once_inside_its_transaction(
+    counted: tuple[Stores, Commands],
+) -> None:
+    """charge_up_to checks its key, then books: the booking does not read the key again (the
+    transaction's snapshot could not show it otherwise), and still charges exactly once."""
+    stores, commands = counted
+    user = stores.users.get_or_create(USER)[0]
+    before = stores.ledger.balance(user.id)
+    commands.finds.clear()
+    first = stores.ledger.charge_up_to(user.id, 35, "job-3:r1:charge", job_id="job-3", reason="m")
+    assert first is not None and not first.replayed and first.entry.amount == 35
+    assert commands.finds == ["users", "ledger", "ledger"], "user, key, job's totals"
+    again = stores.ledger.charge_up_to(user.id, 35, "job-3:r1:charge", job_id="job-3", reason="m")
+    assert again is not None and again.replayed and again.entry == first.entry
+    assert stores.ledger.balance(user.id) == before - 35, "charged once"
+    with pytest.raises(InsufficientPoints):
+        stores.ledger.charge_up_to(user.id, 10**6, "job-4:r1:charge", job_id="job-4", reason="m")
+    assert stores.ledger.entry("job-4:r1:charge") is None and stores.ledger.balance(user.id) == (
+        before - 35
+    )
