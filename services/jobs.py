@@ -182,11 +182,15 @@ class JobService(ServiceBase):
         # act for a Telegram user; the result then stays with the CLI).
         request = request.model_copy(update={"user": normalise_identity(request.user)})
         # The same checks prepare runs, so bad input is refused before anything is written.
-        await asyncio.to_thread(
+        plan = await asyncio.to_thread(
             self._planner.plan_make_image, PrepareInput(workflow_id="", request=request)
         )
         return await self._start(
-            "make", request, summary=request.prompt, details=_static_details(request)
+            "make",
+            request,
+            summary=request.prompt,
+            details=_static_details(request),
+            user_id=plan.user_id,
         )
 
     async def quote_make(self, request: MakeImageRequest) -> JobPlan:
@@ -201,7 +205,7 @@ class JobService(ServiceBase):
     async def start_media(self, request: MediaRequest) -> StartedJob:
         """Check a media request (the checks prepare runs), take a slot and start the job."""
         request = request.model_copy(update={"user": normalise_identity(request.user)})
-        await asyncio.to_thread(
+        plan = await asyncio.to_thread(
             self._media_planner.plan_media_job,
             MediaPrepareInput(workflow_id="", request=request),
         )
@@ -211,6 +215,7 @@ class JobService(ServiceBase):
             request,
             summary=f"{request.kind} {params}".strip(),
             details=_media_details(request),
+            user_id=plan.user_id,
         )
 
     def _repeat(
@@ -255,13 +260,24 @@ class JobService(ServiceBase):
         return request
 
     async def _start(
-        self, kind: str, request: JobRequest, *, summary: str, details: str
+        self,
+        kind: str,
+        request: JobRequest,
+        *,
+        summary: str,
+        details: str,
+        user_id: str | None = None,
     ) -> StartedJob:
-        """Start `WORKFLOW_TYPES[kind]` for the request, once per request id."""
+        """Start `WORKFLOW_TYPES[kind]` for the request, once per request id.
+
+        `user_id`: the requester's id when the caller's plan already looked the user up (one
+        MongoDB read fewer per job, issue 17); otherwise it is read here.
+        """
         request = self._delivery(request)
-        user = await asyncio.to_thread(self.stores.users.get, request.user)
+        if not user_id:
+            user_id = (await asyncio.to_thread(self.stores.users.get, request.user)).id
         wid = new_job_id(kind, request.user, request.request_id)
-        await self._take_slot(user.id, wid)
+        await self._take_slot(user_id, wid)
         attrs = TypedSearchAttributes(
             [
                 SearchAttributePair(USER_ID, request.user),
@@ -286,9 +302,9 @@ class JobService(ServiceBase):
             )
         except WorkflowAlreadyStartedError:
             existing = True  # this request already ran to the end; it is not started again
-            await asyncio.to_thread(self.slots.release, user.id, wid)
+            await asyncio.to_thread(self.slots.release, user_id, wid)
         except BaseException:
-            await asyncio.to_thread(self.slots.release, user.id, wid)
+            await asyncio.to_thread(self.slots.release, user_id, wid)
             raise
         await self.remember_job(wid, request.user)
         return StartedJob(wid, kind, request.user, existing, self.job_url(wid))

@@ -197,9 +197,12 @@ class ComfyInventory:
         yet the template's own graph is used; when no server can run any form, NoServerCanRun
         names what the closest server lacks for the template's own graph.
         """
-        if not self.known():
-            return template.forms()[0]
+        # One read in the common case (issue 17: prepare runs this for every job, in the jobs
+        # client and again in the workflow): a server seen lately with a full record means the
+        # inventory is known, so `known()` is asked only when none was.
         servers = self.servers(now)
+        if not servers and not self.known():
+            return template.forms()[0]
         return pick_form(template, servers, needs)
 
     def checkpoints(

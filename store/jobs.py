@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -36,17 +36,23 @@ class JobRepo:
         doc = job.model_dump()
         created_at = doc.pop("created_at")
         update = {"$set": doc, "$setOnInsert": {"created_at": created_at}}
+        # Write and read back in one round trip (the saga's record step runs once per job).
+        stored: dict[str, Any] | None = None
         for attempt in range(3):
             try:
-                self.coll.update_one({"_id": job.workflow_id}, update, upsert=True)
+                stored = self.coll.find_one_and_update(
+                    {"_id": job.workflow_id},
+                    update,
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
                 break
             except DuplicateKeyError:
                 # Two upserts of a new id raced; the loser's retry is a plain update.
                 if attempt == 2:
                     raise
-        stored = self.get(job.workflow_id)
-        assert stored is not None
-        return stored
+        assert stored is not None, "an upsert returning the document after always has one"
+        return _job(stored)
 
     def get(self, workflow_id: str) -> JobRecord | None:
         doc = self.coll.find_one({"_id": workflow_id})

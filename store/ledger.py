@@ -162,7 +162,9 @@ class Ledger:
             missing = amount - max(0, totals.refundable)
             if missing <= 0:
                 return None
-            return self.apply_in_session(session, "charge", user_id, missing, key, fields)
+            # The key was read above in this transaction's snapshot: book without reading it
+            # again (a concurrent commit of the key fails the insert and `_transact` replays).
+            return self._book(session, "charge", user_id, missing, key, fields)
 
         return self._transact(key, step)
 
@@ -217,6 +219,19 @@ class Ledger:
         existing = self.entries_coll.find_one({"key": key}, session=session)
         if existing is not None:
             return self._replay(existing, kind, user_id, amount)
+        return self._book(session, kind, user_id, amount, key, fields)
+
+    def _book(
+        self,
+        session: ClientSession,
+        kind: LedgerKind,
+        user_id: str,
+        amount: int,
+        key: str,
+        fields: dict[str, Any],
+    ) -> LedgerResult:
+        """Steps 2-3: move the points and insert the entry, for a key this transaction has
+        already found unused (the unique index on `key` still refuses a concurrent twin)."""
         if kind == "charge":
             doc = self.users_coll.find_one_and_update(
                 {"_id": user_id, "points": {"$gte": amount}},
@@ -365,11 +380,16 @@ class Ledger:
         query: dict[str, Any] = {"job_id": job_id, "kind": "charge"}
         if key is not None:
             query["key"] = key
-        first = self.entries_coll.find_one(query, {"_id": 1}, sort=[("created_at", ASCENDING)])
+        # One round trip: find the first charge and set its time in the same command.
+        first = self.entries_coll.find_one_and_update(
+            query,
+            {"$set": {"gpu_seconds": seconds}},
+            projection={"_id": 1},
+            sort=[("created_at", ASCENDING)],
+        )
         if first is None:
             log.warning("no charge for job %s to record %.1f GPU seconds on", job_id, seconds)
             return False
-        self.entries_coll.update_one({"_id": first["_id"]}, {"$set": {"gpu_seconds": seconds}})
         return True
 
     def audit(self) -> list[Discrepancy]:

@@ -44,18 +44,17 @@ class JobSlots:
         *,
         still_running: Callable[[Iterable[str]], set[str]] | None = None,
     ) -> None:
-        """Take a slot for `workflow_id` or raise TooManyJobs; `still_running` prunes stale ids."""
+        """Take a slot for `workflow_id` or raise TooManyJobs; `still_running` prunes stale ids.
+
+        One command when the user has a slot document and room (every job but their first): the
+        conditional push. Only when it takes nothing is the document created and the push tried
+        again, so a user's first job costs one upsert more and a full one a read.
+        """
+        if self._push(user_id, workflow_id, limit):
+            return
         self.coll.update_one({"_id": user_id}, {"$setOnInsert": {"running": []}}, upsert=True)
         for _ in range(2):
-            taken = self.coll.update_one(
-                {
-                    "_id": user_id,
-                    f"running.{limit - 1}": {"$exists": False},
-                    "running.wf": {"$ne": workflow_id},
-                },
-                {"$push": {"running": {"wf": workflow_id, "at": datetime.now(UTC)}}},
-            )
-            if taken.modified_count:
+            if self._push(user_id, workflow_id, limit):
                 return
             current = self.running(user_id)
             if workflow_id in current:
@@ -69,6 +68,18 @@ class JobSlots:
                 {"_id": user_id}, {"$pull": {"running": {"wf": {"$in": sorted(stale)}}}}
             )
         raise TooManyJobs(len(self.running(user_id)), limit)
+
+    def _push(self, user_id: str, workflow_id: str, limit: int) -> bool:
+        """The atomic step: add `workflow_id` if the user holds fewer than `limit` and not it."""
+        taken = self.coll.update_one(
+            {
+                "_id": user_id,
+                f"running.{limit - 1}": {"$exists": False},
+                "running.wf": {"$ne": workflow_id},
+            },
+            {"$push": {"running": {"wf": workflow_id, "at": datetime.now(UTC)}}},
+        )
+        return bool(taken.modified_count)
 
     def release(self, user_id: str, workflow_id: str) -> None:
         self.coll.update_one({"_id": user_id}, {"$pull": {"running": {"wf": workflow_id}}})

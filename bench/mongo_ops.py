@@ -1,0 +1,139 @@
+# ruff: noqa: E402
+"""MongoDB commands per make job, by command and query shape: what each job asks the database.
+
+Run with `.venv/bin/python bench/mongo_ops.py` (about a minute). On a fresh embedded dev stack
+(free loopback ports, a temporary directory, every process stopped at the end) it turns on the
+MongoDB profiler (level 2: every operation) for the application's database, runs `--jobs`
+sequential 1-image make jobs through `JobsClient` (the client's checks and slot included), and
+prints one markdown table: each command per job with its collection, the fields it filters on
+(values dropped: the query's shape), the plan MongoDB chose (`COLLSCAN` = no index) and the
+server's time for it.
+
+Why the profiler and not a pymongo CommandListener: the jobs run across three processes (the
+client here, the workflow worker, the comfy worker); the profiler sees all of them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `python bench/mongo_ops.py` puts only bench/ on the path
+    sys.path.insert(0, str(REPO_ROOT))
+
+import argparse
+import asyncio
+import tempfile
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from adapters.jobs import JobsClient
+from bench.make_image import embedded_stack, set_render_time
+from domain.jobs import JobState, MakeImageRequest
+from workers.devstack import DevStack
+from workers.runtime import connect_temporal, open_stores
+
+POINTS = 100_000
+# Commands of the driver and the profiler itself, not of a job.
+_IGNORED = {"hello", "isMaster", "ismaster", "ping", "buildInfo", "endSessions", "profile"}
+
+
+def shape(doc: Any) -> Any:
+    """The keys of a filter or update, values dropped, so queries group by their shape."""
+    if isinstance(doc, Mapping):
+        return {k: shape(v) if k.startswith("$") else "?" for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [shape(d) for d in doc[:1]]
+    return "?"
+
+
+def key_of(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """(command, collection, query shape, plan) of one profiler entry."""
+    cmd: Mapping[str, Any] = entry.get("command") or {}
+    name = next(iter(cmd), entry.get("op", "?"))
+    coll = str(entry.get("ns", "")).split(".", 1)[-1]
+    query = cmd.get("filter") or cmd.get("query") or cmd.get("q")
+    if query is None and isinstance(cmd.get("pipeline"), list) and cmd["pipeline"]:
+        query = cmd["pipeline"][0]
+    if query is None and cmd.get("updates"):
+        query = cmd["updates"][0].get("q")
+    plan = str(entry.get("planSummary", ""))
+    return str(name), coll, str(shape(query)) if query is not None else "", plan
+
+
+async def run_jobs(stack: DevStack, jobs_n: int) -> tuple[list[dict[str, Any]], int]:
+    config, endpoints = stack.config, stack.endpoints
+    temporal = await connect_temporal(config, endpoints)
+    stores = open_stores(config, endpoints)
+    db = stores.db
+    set_render_time(endpoints.comfyui_urls[0], 0.0)
+    try:
+        jobs = JobsClient(temporal, stores, config)
+        user = f"cli:bench-mongo-{uuid.uuid4().hex[:6]}"
+        await asyncio.to_thread(stores.users.get_or_create, user, POINTS)
+
+        async def one(seed: int) -> None:
+            request = MakeImageRequest(
+                user=user,
+                platform="cli",
+                prompt="a lighthouse on a cliff at dusk",
+                overrides={"width": 256, "height": 256, "steps": 4, "seed": seed},
+            )
+            started = await jobs.start_make(request)
+            status = await jobs.result(started.workflow_id)
+            if status.state is not JobState.DONE:
+                raise RuntimeError(f"{started.workflow_id} ended {status.state}")
+
+        await one(1)  # warm up: caches, indexes, connections; not counted
+        await asyncio.sleep(0.5)
+        db.command("profile", 0)
+        db.drop_collection("system.profile")
+        db.command("profile", 2)
+        for i in range(jobs_n):
+            await one(100 + i)
+        await asyncio.sleep(0.5)  # the last job's record and release land
+        db.command("profile", 0)
+        entries = list(db["system.profile"].find({}))
+    finally:
+        stores.close()
+    return entries, jobs_n
+
+
+def render_table(entries: list[dict[str, Any]], n: int) -> str:
+    counts: Counter[tuple[str, str, str, str]] = Counter()
+    millis: dict[tuple[str, str, str, str], float] = defaultdict(float)
+    for e in entries:
+        k = key_of(e)
+        if k[0] in _IGNORED or k[1].startswith("system."):
+            continue
+        counts[k] += 1
+        millis[k] += float(e.get("millis", 0))
+    total = sum(counts.values())
+    lines = [
+        f"{total / n:.1f} MongoDB commands per make job ({total} over {n} sequential jobs).",
+        "",
+        "| per job | command | collection | filter shape | plan | server ms per job |",
+        "|---:|---|---|---|---|---:|",
+    ]
+    for k, c in counts.most_common():
+        name, coll, q, plan = k
+        q = q.replace("|", "\\|")
+        lines.append(f"| {c / n:.1f} | {name} | {coll} | `{q}` | {plan} | {millis[k] / n:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10, help="sequential make jobs to profile")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="st-mongo-") as tmp, embedded_stack(Path(tmp)) as s:
+        entries, n = asyncio.run(run_jobs(s, args.jobs))
+    print(render_table(entries, n))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

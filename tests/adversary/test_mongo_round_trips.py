@@ -1,0 +1,263 @@
+"""MongoDB round trips of a make job's hot steps (issue 17: CPU per job, MongoDB the largest share).
+
+`bench/mongo_ops.py` profiles every command a make job sends; these tests pin the steps cut to
+one command each in the common case, and check that each still does what it did: the inventory
+read that chooses a template's form, the history record, the GPU seconds on the charge, and the
+running-job slot. Commands are counted with a pymongo CommandListener on a client of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pymongo
+import pytest
+from pymongo import monitoring
+from pymongo.database import Database
+from temporalio.client import Client
+
+from domain.errors import InsufficientPoints, NoServerCanRun, TooManyJobs
+from domain.inventory import ServerInventory
+from domain.jobs import MakeImageRequest
+from domain.rules import DomainRules
+from domain.users import JobRecord
+from services.jobs import JobService
+from store.db import Stores
+from store.slots import JobSlots
+from tests.fixtures.stack import MongoServer
+from workers.config import Config
+
+USER = "telegram:4004"
+
+
+class Commands(monitoring.CommandListener):
+    """The names of the commands a client sent (driver handshakes and heartbeats left out)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.finds: list[str] = []  # the collection of each `find`
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name not in ("hello", "isMaster", "ismaster", "ping", "endSessions"):
+            self.names.append(event.command_name)
+        if event.command_name == "find":
+            self.finds.append(str(event.command["find"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.fixture
+def counted(
+    mongo_server: MongoServer, mongo_db: Database[Any]
+) -> Iterator[tuple[Stores, Commands]]:
+    """Stores over the test's database through a client whose commands are counted."""
+    listener = Commands()
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        mongo_server.uri, event_listeners=[listener], serverSelectionTimeoutMS=10_000
+    )
+    try:
+        stores = Stores(client[mongo_db.name], DomainRules(starter_grant=500))
+        stores.ensure_indexes()
+        stores.templates.load_bundled()
+        listener.names.clear()
+        yield stores, listener
+    finally:
+        client.close()
+
+
+def server(url: str, *, nodes: frozenset[str] | None = None) -> ServerInventory:
+    every = frozenset(
+        {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode",
+         "VAEEncode", "SaveImage", "PreviewImage", "LoadImage", "ImageScale", "LoraLoader"}
+    )  # fmt: skip
+    return ServerInventory(
+        url=url,
+        node_types=every if nodes is None else nodes,
+        models={"checkpoints": frozenset({"sdxl-base-1.0.safetensors"})},
+    )
+
+
+# ---- the inventory read of prepare ------------------------------------------------------------
+
+
+def test_choosing_a_templates_form_reads_the_inventory_once_when_a_server_reported(
+    counted: tuple[Stores, Commands],
+) -> None:
+    stores, commands = counted
+    stores.inventory.record_server(server("http://gpu-1:8188"))
+    template = stores.templates.get("make")
+    commands.names.clear()
+    form = stores.inventory.choose_form(template)
+    assert form.name == "make"
+    assert commands.names == ["find"], "one read of the servers seen lately, not two"
+
+
+def test_with_no_inventory_ever_the_templates_own_graph_is_used(
+    counted: tuple[Stores, Commands],
+) -> None:
+    stores, _ = counted
+    template = stores.templates.get("make")
+    assert stores.inventory.choose_form(template).graph == template.forms()[0].graph
+
+
+def test_a_server_seen_only_long_ago_still_refuses_what_it_cannot_run(
+    counted: tuple[Stores, Commands],
+) -> None:
+    """Known but stale: no server seen lately can run it (not "nothing known")."""
+    stores, _ = counted
+    old = datetime.now(UTC) - timedelta(days=2)
+    stores.inventory.record_server(server("http://gpu-old:8188"), now=old)
+    with pytest.raises(NoServerCanRun):
+        stores.inventory.choose_form(stores.templates.get("make"))
+
+
+def test_a_server_lacking_a_node_refuses_the_template(counted: tuple[Stores, Commands]) -> None:
+    stores, _ = counted
+    stores.inventory.record_server(server("http://gpu-1:8188", nodes=frozenset({"SaveImage"})))
+    with pytest.raises(NoServerCanRun):
+        stores.inventory.choose_form(stores.templates.get("make"))
+
+
+# ---- record_job: the history record and the GPU seconds ----------------------------------------
+
+
+def record(i: int, state: str = "running") -> JobRecord:
+    return JobRecord.model_validate(
+        {
+            "workflow_id": "make-telegram-4004-1",
+            "user_id": "u1",
+            "identity": USER,
+            "kind": "make",
+            "prompt": f"a cat {i}",
+            "template": "make",
+            "settings": {"width": 1024},
+            "seeds": [i],
+            "price": 35,
+            "state": state,
+            "created_at": datetime(2026, 1, 1, 12, i, tzinfo=UTC),
+        }
+    )
+
+
+def test_recording_a_job_is_one_command_and_keeps_its_first_created_at(
+    counted: tuple[Stores, Commands],
+) -> None:
+    stores, commands = counted
+    first = stores.jobs.record(record(1))
+    assert commands.names == ["findAndModify"], "write and read back in one round trip"
+    again = stores.jobs.record(record(2, state="done"))
+    assert again.state == "done" and again.prompt == "a cat 2"
+    assert again.created_at == first.created_at, "created_at is set on insert only"
+    assert stores.jobs.get("make-telegram-4004-1") == again
+
+
+def test_gpu_seconds_land_on_the_jobs_first_charge_in_one_command(
+    counted: tuple[Stores, Commands],
+) -> None:
+    stores, commands = counted
+    user = stores.users.get_or_create(USER)[0]
+    stores.ledger.charge(user.id, 10, "job-1:charge", job_id="job-1", reason="make")
+    stores.ledger.charge(user.id, 5, "job-1:charge-2", job_id="job-1", reason="make")
+    commands.names.clear()
+    assert stores.ledger.record_gpu_seconds("job-1", 1.5)
+    assert commands.names == ["findAndModify"]
+    entries = {e.key: e for e in stores.ledger.entries_for_job("job-1")}
+    assert entries["job-1:charge"].gpu_seconds == 1.5, "the first charge carries the job's time"
+    assert entries["job-1:charge-2"].gpu_seconds is None
+    assert stores.ledger.record_gpu_seconds("job-1", 2.0, key="job-1:charge-2")
+    assert stores.ledger.entries_for_job("job-1")[-1].gpu_seconds == 2.0
+    assert not stores.ledger.record_gpu_seconds("job-none", 1.0), "no charge: nothing to set"
+
+
+# ---- the running-job slot -----------------------------------------------------------------------
+
+
+def test_taking_a_slot_is_one_command_once_the_user_has_a_slot_document(
+    counted: tuple[Stores, Commands],
+) -> None:
+    stores, commands = counted
+    slots = JobSlots(stores.db)
+    slots.acquire("u1", "wf-1", 2)  # the user's first job creates the document
+    assert slots.running("u1") == ["wf-1"]
+    commands.names.clear()
+    slots.acquire("u1", "wf-2", 2)
+    assert commands.names == ["update"], "one conditional push, no upsert before it"
+    assert slots.running("u1") == ["wf-1", "wf-2"]
+    slots.acquire("u1", "wf-2", 2)  # a retried start takes no second slot
+    assert slots.running("u1") == ["wf-1", "wf-2"]
+    with pytest.raises(TooManyJobs):
+        slots.acquire("u1", "wf-3", 2)
+    slots.release("u1", "wf-1")
+    slots.acquire("u1", "wf-3", 2)
+    assert slots.running("u1") == ["wf-2", "wf-3"]
+
+
+def test_a_first_slot_is_taken_even_with_no_slot_document_yet(
+    counted: tuple[Stores, Commands],
+) -> None:
+    stores, _ = counted
+    slots = JobSlots(stores.db)
+    slots.acquire("u-new", "wf-1", 1)
+    assert slots.running("u-new") == ["wf-1"]
+    with pytest.raises(TooManyJobs):
+        slots.acquire("u-new", "wf-2", 1)
+
+
+# ---- the jobs client's start ---------------------------------------------------------------------
+
+
+class FakeTemporal:
+    """Only what `start_make` calls: the start, recorded (no server needed to count reads)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def start_workflow(self, workflow: str, arg: Any, **kw: Any) -> None:
+        self.started.append(str(kw["id"]))
+
+
+async def test_starting_a_make_reads_the_user_once_and_takes_their_slot(
+    counted: tuple[Stores, Commands],
+) -> None:
+    """The plan's user lookup is the start's: the slot is taken under that id, no second read."""
+    stores, commands = counted
+    user = stores.users.get_or_create(USER)[0]
+    temporal = FakeTemporal()
+    jobs = JobService(cast(Client, temporal), stores, Config())
+    commands.finds.clear()
+    request = MakeImageRequest(user=USER, platform="telegram", prompt="a lighthouse at dusk")
+    started = await jobs.start_make(request)
+    assert temporal.started == [started.workflow_id]
+    assert commands.finds.count("users") == 1, commands.finds
+    assert JobSlots(stores.db).running(user.id) == [started.workflow_id]
+
+
+# ---- the job's charge --------------------------------------------------------------------------
+
+
+def test_a_jobs_charge_reads_its_key_once_inside_its_transaction(
+    counted: tuple[Stores, Commands],
+) -> None:
+    """charge_up_to checks its key, then books: the booking does not read the key again (the
+    transaction's snapshot could not show it otherwise), and still charges exactly once."""
+    stores, commands = counted
+    user = stores.users.get_or_create(USER)[0]
+    before = stores.ledger.balance(user.id)
+    commands.finds.clear()
+    first = stores.ledger.charge_up_to(user.id, 35, "job-3:r1:charge", job_id="job-3", reason="m")
+    assert first is not None and not first.replayed and first.entry.amount == 35
+    assert commands.finds == ["users", "ledger", "ledger"], "user, key, job's totals"
+    again = stores.ledger.charge_up_to(user.id, 35, "job-3:r1:charge", job_id="job-3", reason="m")
+    assert again is not None and again.replayed and again.entry == first.entry
+    assert stores.ledger.balance(user.id) == before - 35, "charged once"
+    with pytest.raises(InsufficientPoints):
+        stores.ledger.charge_up_to(user.id, 10**6, "job-4:r1:charge", job_id="job-4", reason="m")
+    assert stores.ledger.entry("job-4:r1:charge") is None and stores.ledger.balance(user.id) == (
+        before - 35
+    )
