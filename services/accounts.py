@@ -66,3 +66,13 @@ class AccountService(ServiceBase):
             self.stores.ledger.grant, identity, amount, key, by=by, reason="admin grant"
         )
         return result.balance
+
+    async def link_code(self, identity: str) -> str:
+        """A one-time code (10 minutes) that links another platform's identity to this user's
+        account: given by one adapter (`/login` on Discord), redeemed on another."""
+        return await asyncio.to_thread(self.stores.users.create_link_code, identity)
+
+    async def redeem_link(self, code: str, identity: str) -> User:
+        """Add `identity` to the account that made `code` (LinkCodeError when the code is
+        unknown, used or expired, or the identity already belongs to another account)."""
+        return await asyncio.to_thread(self.stores.users.redeem_link_code, code, identity)
