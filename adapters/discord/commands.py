@@ -154,7 +154,10 @@ class DiscordCommands:
         params: dict[str, Any],
     ) -> None:
         """/upscale, /rmbg, /resize, /convert on an attached image."""
-        if image.content_type and not image.content_type.startswith("image/"):
+        # Discord guesses the type from the name; an unknown one (octet-stream, none) is left
+        # to the job's own check of the bytes (`bad_image`, refunded), a named other type not.
+        ctype = (image.content_type or "").split(";")[0]
+        if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
             await say(interaction, "That file is not an image: attach a PNG, JPEG or WebP.")
             return
         who = await self._who(interaction)

