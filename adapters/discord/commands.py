@@ -19,6 +19,7 @@ channel; guild-only and DM-only commands are declared with `allowed_contexts`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,7 +28,7 @@ from typing import Any, Literal, Protocol
 import discord
 from discord import app_commands
 
-from adapters.discord.progress import ProgressWatchers
+from adapters.discord.progress import ProgressWatchers, retry_after
 from adapters.discord.views import JobButton, status_view
 from adapters.telegram.request_keys import Claims
 from domain.errors import StationError, UserInputError
@@ -83,6 +84,21 @@ async def say(interaction: discord.Interaction, text: str, *, ephemeral: bool = 
         await interaction.response.send_message(text, ephemeral=ephemeral)
 
 
+async def edit_answer(interaction: discord.Interaction, text: str, attempts: int = 3) -> None:
+    """Edit the deferred response, best effort: a 429 discord.py did not retry itself (no
+    `Via` header) waits the time Discord asked for; other refusals are logged."""
+    for _ in range(attempts):
+        try:
+            await interaction.edit_original_response(content=text[:2000])
+            return
+        except discord.HTTPException as err:
+            if err.status != 429:
+                log.info("answer not editable (%s %s)", err.status, err.code)
+                return
+            await asyncio.sleep(retry_after(err))
+    log.info("answer not edited: rate limited %d times", attempts)
+
+
 class DiscordCommands:
     """Every command and button, over the jobs client and the live-status watchers."""
 
@@ -112,14 +128,18 @@ class DiscordCommands:
             started = await start(target)
         except StationError as err:
             self.claims.release(key)
-            await interaction.edit_original_response(content=error_text(err)[:2000])
+            await edit_answer(interaction, error_text(err))
             return
         if started.existing:
-            await interaction.edit_original_response(content="This request was already handled.")
+            await edit_answer(interaction, "This request was already handled.")
             return
-        await interaction.edit_original_response(content="⏳ starting…")
+        # From here the job runs (and is charged): nothing below may fail the command, or
+        # the error handler would tell the user nothing was charged. The watcher owns the
+        # status message from now on, and its edits are best effort.
         if self.watchers is not None:
             self.watchers.watch(started.workflow_id, interaction)
+        else:
+            await edit_answer(interaction, "⏳ started")
 
     async def _who(self, interaction: discord.Interaction) -> str:
         """The presser's identity, registered (with the starter grant) on first use."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from typing import Any
 
 import pytest
@@ -151,3 +152,79 @@ async def test_upscale_of_an_attached_image_arrives_as_an_attachment_in_the_dm(
     got = Image.open(io.BytesIO(await sd.attachment(result["attachments"][0]["id"])))
     assert got.size == (192, 128)
     assert [c.split(":")[1] for c in result["custom_ids"]] == ["up"]  # no Regen for media
+
+
+def seed_of(message: Message) -> str:
+    found = re.search(r"seed (\d+)", message["content"])
+    assert found, message["content"]
+    return found.group(1)
+
+
+async def test_regen_button_after_a_bot_restart_runs_once_however_often_tapped(
+    discord_bot: DiscordBot, jobs: JobsClient, user_id: int
+) -> None:
+    sd, who = discord_bot.standin, f"discord:{user_id}"
+    await sd.invoke(user_id, "make", {"prompt": "a red fox in the snow"})
+    [first] = await wait_results(sd, sd.channel_id, user_id)
+    regen = next(c for c in first["custom_ids"] if c.startswith("st:regen:"))
+    await asyncio.to_thread(discord_bot.restart)  # kill -9: the views' process is gone
+
+    charges = len([e for e in (await jobs.balance_summary(who, 50))[1] if e.kind == "charge"])
+    taps = await asyncio.gather(*(sd.press(user_id, first["id"], regen) for _ in range(3)))
+    both = await wait_results(sd, sd.channel_id, user_id, n=2)
+    assert seed_of(both[1]) == seed_of(first)  # Regen keeps the seed
+    for tap in taps:
+        await answer_of(sd, tap)  # every tap answered within Discord's 3 s
+        assert (await sd.interaction(tap["interaction_id"]))["ack_after"] < 3.0
+    await asyncio.sleep(2.0)
+    assert len(job_messages(await sd.messages(), user_id)) == 2, "three taps, one job"
+    entries = (await jobs.balance_summary(who, 50))[1]
+    assert len([e for e in entries if e.kind == "charge"]) == charges + 1, "charged once"
+
+
+async def test_a_status_outliving_its_interaction_token_continues_in_the_channel(
+    discord_bot: DiscordBot, dev_stack: Stack, user_id: int
+) -> None:
+    sd = discord_bot.standin
+    await sd.options(token_ttl=2.0)
+    dev_stack.faults(render_time=6)
+    try:
+        sent = await sd.invoke(user_id, "make", {"prompt": "a long night"})
+        [result] = await wait_results(sd, sd.channel_id, user_id)
+    finally:
+        dev_stack.reset_faults()
+        await sd.options(token_ttl=900.0)
+    state = await sd.interaction(sent["interaction_id"])
+    assert state["followups"] == []
+    status_id = int(state["original_id"])
+    later = [
+        m
+        for m in await sd.messages()
+        if m["from_bot"]
+        and m["interaction_id"] is None
+        and not m["attachments"]
+        and int(m["id"]) > status_id
+        and int(m["id"]) < int(result["id"])
+    ]
+    assert later, "the status went on in a channel message once the token expired"
+    assert any("delivering" in m["content"] or "image:" in m["content"] for m in later)
+    assert result["attachments"]
+
+
+async def test_429s_on_status_edits_delay_the_status_but_lose_nothing(
+    discord_bot: DiscordBot, dev_stack: Stack, user_id: int
+) -> None:
+    sd = discord_bot.standin
+    dev_stack.faults(render_time=4)
+    try:
+        await sd.rate_limit(EDIT_ROUTE, count=2, retry_after=0.5, via=True)  # discord.py retries
+        await sd.rate_limit(EDIT_ROUTE, count=2, retry_after=0.5, via=False)  # it raises: ours
+        sent = await sd.invoke(user_id, "make", {"prompt": "a crowded harbour"})
+        [result] = await wait_results(sd, sd.channel_id, user_id)
+    finally:
+        dev_stack.reset_faults()
+    refused = [c for c in await sd.calls(EDIT_ROUTE) if c.get("status") == 429]
+    assert len(refused) >= 2, refused
+    status = await sd.message((await sd.interaction(sent["interaction_id"]))["original_id"])
+    assert "delivering" in status["content"] or "done" in status["content"], status["content"]
+    assert result["attachments"]
