@@ -228,3 +228,35 @@ async def test_429s_on_status_edits_delay_the_status_but_lose_nothing(
     status = await sd.message((await sd.interaction(sent["interaction_id"]))["original_id"])
     assert "delivering" in status["content"] or "done" in status["content"], status["content"]
     assert result["attachments"]
+
+
+async def test_the_same_person_on_telegram_and_discord_shares_points_and_jobs(
+    discord_bot: DiscordBot, dev_stack: Stack, jobs: JobsClient, user_id: int
+) -> None:
+    sd = discord_bot.standin
+    telegram = f"telegram:{user_id % 10**10}"
+    await jobs.register(telegram)
+    await jobs.grant(telegram, 500, by="test", key=f"discord-link-{user_id}")
+    code = await jobs.link_code(telegram)
+
+    linked = await answer_of(sd, await sd.invoke(user_id, "link", {"code": code}, dm=True))
+    assert linked["ephemeral"] is True and "Linked" in linked["content"]
+    shown = await answer_of(sd, await sd.invoke(user_id, "balance", dm=True))
+    assert f"Balance: {await balance(jobs, telegram)} points" in shown["content"]
+
+    dev_stack.faults(render_time=30)
+    try:
+        await sd.invoke(user_id, "make", {"prompt": "one account, two apps"})
+        [job] = await sd.wait_for(lambda: jobs.active(telegram), 30, "the job seen from Telegram")
+        assert job.workflow_id.startswith(f"make-discord-{user_id}-")
+        before = await balance(jobs, telegram)
+        cancelled = await jobs.cancel(job.workflow_id, reason="from telegram", user=telegram)
+    finally:
+        dev_stack.reset_faults()
+    assert cancelled.refund > 0
+    final = await jobs.result(job.workflow_id)
+    assert final.state is JobState.CANCELLED
+    assert await balance(jobs, telegram) == before + cancelled.refund
+    # The code was spent: it links nothing else.
+    again = await answer_of(sd, await sd.invoke(user_id + 7, "link", {"code": code}, dm=True))
+    assert "Linked" not in again["content"]
