@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from temporalio.testing import ActivityEnvironment
 
+from adapters.discord.delivery import DiscordDelivery
 from adapters.jobs import JobsClient
-from domain.jobs import JobState
+from domain.jobs import DeliverInput, JobState, MakeImageRequest, ReplyTarget
 from tests.discord.conftest import DiscordBot
 from tests.discord_standin.standin import DiscordStandin, Message
 from tests.fixtures.devstack import Stack
@@ -260,3 +262,62 @@ async def test_the_same_person_on_telegram_and_discord_shares_points_and_jobs(
     # The code was spent: it links nothing else.
     again = await answer_of(sd, await sd.invoke(user_id + 7, "link", {"code": code}, dm=True))
     assert "Linked" not in again["content"]
+
+
+async def test_a_result_for_a_channel_the_bot_cannot_reach_ends_done_not_delivered(
+    discord_bot: DiscordBot, jobs: JobsClient, user_id: int
+) -> None:
+    """Discord refuses for good (404 Unknown Channel): not retried for an hour, the job ends
+    done (the work was made and kept) and says it was not delivered."""
+    who = f"discord:{user_id}"
+    await jobs.register(who)
+    started = await jobs.start_make(
+        MakeImageRequest(
+            user=who,
+            platform="discord",
+            prompt="a letter to nowhere",
+            reply=ReplyTarget(chat_id="4242424242"),
+            request_id="nowhere",
+        )
+    )
+    final = await asyncio.wait_for(jobs.result(started.workflow_id), 60)
+    assert final.state is JobState.DONE and final.outputs
+    assert final.not_delivered, final
+    assert await jobs.delivered_parts(started.workflow_id) == {}
+
+
+async def test_each_result_part_is_sent_once_when_the_delivery_runs_again(
+    discord_bot: DiscordBot, jobs: JobsClient, user_id: int
+) -> None:
+    """A delivery retried after a crash (the activity runs again) skips the parts recorded."""
+    sd, who = discord_bot.standin, f"discord:{user_id}"
+    await sd.invoke(user_id, "make", {"prompt": "sent exactly once"})
+    [result] = await wait_results(sd, sd.channel_id, user_id)
+    [job] = await jobs.list_jobs(user=who, limit=1)
+    status = await jobs.result(job.workflow_id)  # delivered and recorded
+    parts = await jobs.delivered_parts(job.workflow_id)
+    assert parts == {"image:0": int(result["id"])}
+    client = _RestOnly()
+    delivery = DiscordDelivery(client, jobs)  # type: ignore[arg-type]
+    again = DeliverInput(
+        platform="discord", reply=ReplyTarget(chat_id=str(sd.channel_id)), status=status
+    )
+    await ActivityEnvironment().run(delivery.deliver_result, again)
+    assert client.sent == [], "nothing sent a second time"
+
+
+class _RestOnly:
+    """A discord.Client stand-in that records sends (none expected)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def get_partial_messageable(self, channel_id: int) -> Any:
+        outer = self
+
+        class Channel:
+            async def send(self, *args: Any, **kwargs: Any) -> Any:
+                outer.sent.append((channel_id, args, kwargs))
+                raise AssertionError("sent again")
+
+        return Channel()
