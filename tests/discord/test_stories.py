@@ -321,3 +321,33 @@ class _RestOnly:
                 raise AssertionError("sent again")
 
         return Channel()
+
+
+async def test_a_command_sent_while_the_gateway_socket_was_down_runs_after_the_resume(
+    discord_bot: DiscordBot, user_id: int
+) -> None:
+    sd = discord_bot.standin
+    await sd.drop(code=4000, hold=True)
+    sent = await sd.invoke(user_id, "make", {"prompt": "through the storm"})
+    assert sent["delivered"] is False  # queued in the session until the bot resumes
+    await sd.release()
+    [result] = await wait_results(sd, sd.channel_id, user_id)
+    assert result["attachments"]
+    assert any(s["resumes"] for s in (await sd.gateway())["sessions"])
+
+
+async def test_a_guild_make_is_one_image_while_the_dm_keeps_the_users_batch(
+    discord_bot: DiscordBot, jobs: JobsClient, user_id: int
+) -> None:
+    """Like Telegram groups: one member's batch of 4 does not flood a shared channel."""
+    sd, who = discord_bot.standin, f"discord:{user_id}"
+    await jobs.register(who)
+    await jobs.grant(who, 3000, by="test", key=f"batch-{user_id}")
+    await jobs.update_settings(who, {"batch": 2})
+    await sd.invoke(user_id, "make", {"prompt": "twins"})
+    guild = await wait_results(sd, sd.channel_id, user_id)
+    sent = await sd.invoke(user_id, "make", {"prompt": "twins"}, dm=True)
+    dm = await wait_results(sd, sent["channel_id"], user_id, n=2)
+    await asyncio.sleep(1.0)
+    assert len(guild) == 1 and len(job_messages(await sd.messages(), user_id)) == 1
+    assert len(dm) == 2
