@@ -351,3 +351,43 @@ async def test_a_guild_make_is_one_image_while_the_dm_keeps_the_users_batch(
     await asyncio.sleep(1.0)
     assert len(guild) == 1 and len(job_messages(await sd.messages(), user_id)) == 1
     assert len(dm) == 2
+
+
+class _Recording:
+    """A discord.Client stand-in whose channels record what they are sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def get_partial_messageable(self, channel_id: int) -> Any:
+        outer = self
+
+        class Sent:
+            id = 1000 + len(outer.sent)
+
+        class Channel:
+            async def send(self, content: str = "", **kwargs: Any) -> Any:
+                outer.sent.append({"channel": channel_id, "content": content, **kwargs})
+                return Sent()
+
+        return Channel()
+
+
+async def test_a_result_over_the_upload_limit_goes_as_a_link_not_a_refused_file(
+    jobs: JobsClient, user_id: int
+) -> None:
+    who = f"discord:{user_id}"
+    await jobs.register(who)
+    started = await jobs.start_make(  # a pull job: nothing delivers it but this test
+        MakeImageRequest(user=who, platform="cli", prompt="too big to attach", request_id="big")
+    )
+    status = await asyncio.wait_for(jobs.result(started.workflow_id), 60)
+    client = _Recording()
+    delivery = DiscordDelivery(client, jobs, upload_limit=100)  # type: ignore[arg-type]
+    inp = DeliverInput(platform="discord", reply=ReplyTarget(chat_id="77"), status=status)
+    await ActivityEnvironment().run(delivery.deliver_result, inp)
+    [sent] = client.sent
+    assert "file" not in sent and "over Discord's upload limit" in sent["content"]
+    assert jobs.job_url(started.workflow_id) in sent["content"]
+    assert sent["view"] is not None  # its buttons still come with it
+    assert (await jobs.delivered_parts(started.workflow_id)) == {"image:0": 1000}
