@@ -77,11 +77,15 @@ async def test_make_shows_live_progress_then_the_image_as_an_attachment(
         [result] = await wait_results(sd, sd.channel_id, user_id)
     finally:
         dev_stack.reset_faults()
-    status = await sd.message((await sd.interaction(sent["interaction_id"]))["original_id"])
+    status_id = (await sd.interaction(sent["interaction_id"]))["original_id"]
+
+    async def settled() -> Message | None:
+        msg = await sd.message(status_id)
+        return msg if "delivering" in msg["content"] or "done" in msg["content"] else None
+
+    status = await sd.wait_for(settled, 10, "the status to say the image is done")
     assert status["ephemeral"] is False and status["edits"] >= 3, status  # live, several steps
-    edits = await sd.calls(EDIT_ROUTE)
-    assert len(edits) >= 3
-    assert "delivering" in status["content"] or "done" in status["content"], status["content"]
+    assert len(await sd.calls(EDIT_ROUTE)) >= 3
     assert result["attachments"][0]["content_type"] == "image/png"
     data = await sd.attachment(result["attachments"][0]["id"])
     assert Image.open(io.BytesIO(data)).size[0] > 0
@@ -227,8 +231,13 @@ async def test_429s_on_status_edits_delay_the_status_but_lose_nothing(
         dev_stack.reset_faults()
     refused = [c for c in await sd.calls(EDIT_ROUTE) if c.get("status") == 429]
     assert len(refused) >= 2, refused
-    status = await sd.message((await sd.interaction(sent["interaction_id"]))["original_id"])
-    assert "delivering" in status["content"] or "done" in status["content"], status["content"]
+    status_id = (await sd.interaction(sent["interaction_id"]))["original_id"]
+
+    async def settled() -> Message | None:
+        msg = await sd.message(status_id)
+        return msg if "delivering" in msg["content"] or "done" in msg["content"] else None
+
+    await sd.wait_for(settled, 15, "the status to reach the end despite the 429s")
     assert result["attachments"]
 
 
