@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from temporalio.worker import Worker
 
-from adapters.discord.client import DiscordSettings, build_client
+from adapters.discord.client import DiscordSettings, StationThisDiscord, build_client
 from adapters.discord.delivery import DiscordDelivery
 from adapters.jobs import JobsClient
 from adapters.telegram.log_redaction import install_redaction
@@ -34,6 +34,15 @@ def settings_from(config: Config) -> DiscordSettings:
         gateway_url=config.discord_gateway_url,
         sync_commands=config.discord_sync_commands,
     )
+
+
+async def _reattach_when_ready(client: StationThisDiscord) -> None:
+    """Once the gateway is ready, watch the jobs that were running before this start."""
+    await client.wait_until_ready()
+    try:
+        await client.watchers.reattach()
+    except Exception:  # live status is best effort: never stop the bot for it
+        log.exception("re-attaching status watchers failed")
 
 
 async def run_discord_bot(config: Config) -> int:
@@ -68,6 +77,7 @@ async def run_discord_bot(config: Config) -> int:
             gateway = asyncio.create_task(client.connect(), name="discord gateway")
             worker_task = asyncio.create_task(worker.run(), name="deliver-discord worker")
             log.info("delivery worker polling %s", queue)
+            reattach = asyncio.create_task(_reattach_when_ready(client), name="reattach")
             waiter = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait(
                 [gateway, worker_task, waiter], return_when=asyncio.FIRST_COMPLETED
@@ -77,6 +87,7 @@ async def run_discord_bot(config: Config) -> int:
                 if task in done:
                     task.result()  # the gateway or the worker died: surface why
             log.info("stopping the Discord bot")
+            reattach.cancel()
             await client.watchers.close()
             if worker.is_running:
                 await worker.shutdown()

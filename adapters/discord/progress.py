@@ -11,9 +11,9 @@ would lose its status. When an edit is refused for the token (401 50027 Invalid 
 or 404 10015 Unknown Webhook) — or the token is older than `TOKEN_SAFE_AGE` — the watcher posts
 one channel message with the bot's own token and edits that from then on. A 429 that
 discord.py did not retry itself (no `Via` header) waits `retry_after` and tries again; edits
-are best effort and never fail a job. Watchers are not re-attached after a restart (the
-interaction token is not stored anywhere): the result still arrives, only the live status
-of jobs running across a restart stays where it was.
+are best effort and never fail a job. After a restart the interaction tokens are gone (kept
+nowhere): `reattach` watches every running Discord job again, its status going on in a new
+channel message, read from the job's own reply target.
 """
 
 from __future__ import annotations
@@ -55,14 +55,21 @@ def retry_after(err: discord.HTTPException) -> float:
 class StatusMessage:
     """Where a job's status is shown: the interaction's response, then a channel message."""
 
-    def __init__(self, client: discord.Client, interaction: discord.Interaction) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        interaction: discord.Interaction | None,
+        channel_id: int | None = None,
+    ) -> None:
         self.client = client
         self.interaction = interaction
+        self.channel_id = channel_id or (interaction.channel_id if interaction else None) or 0
         self.started = time.monotonic()
         self.channel_message: discord.Message | None = None
 
     async def show(self, text: str, view: discord.ui.View | None) -> None:
-        if self.channel_message is None and time.monotonic() - self.started < TOKEN_SAFE_AGE:
+        fresh = time.monotonic() - self.started < TOKEN_SAFE_AGE
+        if self.interaction is not None and self.channel_message is None and fresh:
             try:
                 await self.interaction.edit_original_response(content=text, view=view)
                 return
@@ -71,7 +78,7 @@ class StatusMessage:
                     raise
                 log.info("interaction token of a status expired: following up in the channel")
         if self.channel_message is None:
-            channel = self.client.get_partial_messageable(self.interaction.channel_id or 0)
+            channel = self.client.get_partial_messageable(self.channel_id)
             kwargs: dict[str, Any] = {"view": view} if view is not None else {}
             self.channel_message = await channel.send(text, **kwargs)
             return
@@ -93,6 +100,33 @@ class ProgressWatchers:
         task = asyncio.create_task(self._run(wid, target), name=f"watch {wid}")
         self._tasks[wid] = task
         task.add_done_callback(lambda t: self._done(wid, t))
+
+    def watch_in_channel(self, wid: str, channel_id: int) -> None:
+        """Watch a job whose interaction this process never saw (started before a restart):
+        its status goes on in a new channel message."""
+        if wid in self._tasks and not self._tasks[wid].done():
+            return
+        target = StatusMessage(self.client, None, channel_id)
+        task = asyncio.create_task(self._run(wid, target), name=f"watch {wid}")
+        self._tasks[wid] = task
+        task.add_done_callback(lambda t: self._done(wid, t))
+
+    async def reattach(self) -> int:
+        """After a restart: watch every running Discord job again, in its channel (the
+        interaction tokens died with the old process). Returns how many."""
+        count = 0
+        for job in await self.jobs.list_jobs(running=True, platform="discord", limit=500):
+            try:
+                reply = await self.jobs.reply_target(job.workflow_id)
+            except Exception as err:  # one unreadable job must not stop the others
+                log.warning("cannot read the reply target of %s: %r", job.workflow_id, err)
+                continue
+            if reply is None or not reply.chat_id.isdigit():
+                continue
+            self.watch_in_channel(job.workflow_id, int(reply.chat_id))
+            count += 1
+        log.info("re-attached %d status watcher(s)", count)
+        return count
 
     def _done(self, wid: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(wid) is task:

@@ -400,3 +400,30 @@ async def test_a_result_over_the_upload_limit_goes_as_a_link_not_a_refused_file(
     assert jobs.job_url(started.workflow_id) in sent["content"]
     assert sent["view"] is not None  # its buttons still come with it
     assert (await jobs.delivered_parts(started.workflow_id)) == {"image:0": 1000}
+
+
+async def test_the_live_status_of_a_job_running_across_a_restart_goes_on_in_the_channel(
+    discord_bot: DiscordBot, dev_stack: Stack, jobs: JobsClient, user_id: int
+) -> None:
+    sd, who = discord_bot.standin, f"discord:{user_id}"
+    dev_stack.faults(render_time=20)
+    try:
+        sent = await sd.invoke(user_id, "make", {"prompt": "through a restart"})
+        await sd.wait_for(lambda: running(jobs, who), 30, "a running render")
+        first = int((await sd.interaction(sent["interaction_id"]))["original_id"])
+        await asyncio.to_thread(discord_bot.restart)
+        [result] = await wait_results(sd, sd.channel_id, user_id, timeout=90)
+    finally:
+        dev_stack.reset_faults()
+    statuses = [
+        m
+        for m in await sd.messages()
+        if m["from_bot"]
+        and m["interaction_id"] is None
+        and not m["attachments"]
+        and m["content"].startswith(("⏳", "📤"))
+        and first < int(m["id"]) < int(result["id"])
+    ]
+    assert statuses, "a new status message after the restart"
+    assert "rendering" in statuses[-1]["content"] or "delivering" in statuses[-1]["content"]
+    assert statuses[-1]["edits"] >= 1
