@@ -335,6 +335,25 @@ class DiscordCommands:
             return
         await self._cancel(interaction, running[0].workflow_id, who)
 
+    async def models(self, interaction: discord.Interaction) -> None:
+        """/models: the account's trained models (listing only: training, renaming and
+        publishing are on Telegram and the CLI for now)."""
+        from adapters.telegram.render import models_text
+
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        who = await self._who(interaction)
+        models = await self.jobs.models(who, include_public=False)
+        await interaction.edit_original_response(content=models_text(models)[:2000])
+
+    async def collections(self, interaction: discord.Interaction) -> None:
+        """/collections: the account's collections (listing only, like /models)."""
+        from adapters.telegram.render import collections_text
+
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        who = await self._who(interaction)
+        cols = await self.jobs.collections(who)
+        await interaction.edit_original_response(content=collections_text(cols)[:2000])
+
     async def login(self, interaction: discord.Interaction) -> None:
         """/login: a one-time code that links another platform to this account."""
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -450,6 +469,16 @@ def register_commands(
     @everywhere
     async def again(interaction: discord.Interaction) -> None:
         await bot.repeat(interaction, None)
+
+    @tree.command(name="models", description="Your trained models")
+    @everywhere
+    async def models(interaction: discord.Interaction) -> None:
+        await bot.models(interaction)
+
+    @tree.command(name="collections", description="Your collections")
+    @everywhere
+    async def collections(interaction: discord.Interaction) -> None:
+        await bot.collections(interaction)
 
     @tree.command(name="login", description="A code to use this account on the web or Telegram")
     @app_commands.allowed_contexts(guilds=False, dms=True, private_channels=False)

@@ -61,6 +61,19 @@ async def test_balance_and_settings_are_seen_only_by_who_asked(
     discord_bot: DiscordBot, user_id: int
 ) -> None:
     sd = discord_bot.standin
-    for name in ("balance", "settings", "status"):
+    for name in ("balance", "settings", "status", "models", "collections"):
         answer = await answer_of(sd, await sd.invoke(user_id, name))
         assert answer["ephemeral"] is True and answer["visible_to"] == str(user_id), name
+
+
+async def test_link_codes_are_dm_only_commands(discord_bot: DiscordBot, user_id: int) -> None:
+    """A link code is a key to the account: /login and /link are offered only in the bot's
+    DMs (the Discord client, like the stand-in, does not offer them in a guild)."""
+    sd = discord_bot.standin
+    contexts = {c["name"]: c["contexts"] for c in await sd.commands()}
+    assert contexts["login"] == [1] and contexts["link"] == [1]
+    assert contexts["make"] == [0, 1] and contexts["balance"] == [0, 1]
+    with pytest.raises(AssertionError):
+        await sd.invoke(user_id, "login")  # in the guild channel: refused
+    answer = await answer_of(sd, await sd.invoke(user_id, "login", dm=True))
+    assert answer["ephemeral"] is True and "link code" in answer["content"]
