@@ -6,7 +6,7 @@ import re
 
 from domain.errors import InvalidIdentity
 
-PLATFORMS = ("telegram", "web", "cli")
+PLATFORMS = ("telegram", "discord", "web", "cli")
 _IDENTITY = re.compile(r"^(?P<platform>[a-z]+):(?P<local>[A-Za-z0-9_.@-]{1,64})$")
 
 

@@ -47,7 +47,7 @@ CANCELLABLE_STATES = frozenset(
 
 # Platforms whose adapter receives results pushed by a delivery worker. The others (cli, web)
 # pull the result from the workflow themselves, so their jobs need no delivery step.
-PUSH_PLATFORMS = frozenset({"telegram"})
+PUSH_PLATFORMS = frozenset({"telegram", "discord"})
 
 
 class ActivityNames:

@@ -620,7 +620,11 @@ class JobService(ServiceBase):
         if not pieces:
             clauses.append("ParentJob IS NULL")
         if user:
-            clauses.append(f'UserId="{normalise_identity(user)}"')
+            # Every identity of the account (Telegram, Discord, web, CLI linked by a code): a
+            # job started on one platform is listed, and so cancellable, on the others.
+            # Identities are `platform:[A-Za-z0-9_.@-]` (domain.identity): safe in quotes.
+            ids = sorted(await self._owners(user)) or [normalise_identity(user)]
+            clauses.append("UserId IN (" + ", ".join(f'"{i}"' for i in ids) + ")")
         if wanted is not None:
             clause = f'JobState="{wanted.value}"'
             if wanted is JobState.FAILED:

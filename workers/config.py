@@ -219,6 +219,16 @@ class Config(BaseSettings):
     # seconds. Loopback receivers are refused like private ones unless allowed (tests only).
     webhook_deadline: float = 24 * 3600.0
     webhook_allow_loopback: bool = False
+    # Discord (adapters/discord): the token is held by the `stationthis discord-bot` process
+    # only. The two endpoints point discord.py at real Discord (default) or the loopback
+    # stand-in (standins/discord); `sync_commands` bulk-overwrites the global slash commands
+    # at start; `upload_limit` is the largest attachment sent (Discord's default for a server
+    # without boosts: 10 MiB); a larger result is sent as a link instead.
+    discord_bot_token: SecretStr | None = None
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+    discord_sync_commands: bool = True
+    discord_upload_limit: int = 10 * 1024**2
 
     @field_validator("admin_ids", mode="before")
     @classmethod

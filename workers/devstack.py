@@ -132,7 +132,8 @@ def worker_commands(config: Config) -> list[ExtraCommand]:
     worker, the media worker (queue `media`), the safety worker (queue `safety`), one comfy
     worker per ComfyUI server (each of COMFYUI_URLS, or the embedded stand-in with
     `comfyui.slots` slots), and the Telegram bot
-    when TELEGRAM_BOT_TOKEN is set (it alone holds the token and serves `deliver-telegram`)."""
+    when TELEGRAM_BOT_TOKEN is set (it alone holds the token and serves `deliver-telegram`),
+    and the Discord bot when DISCORD_BOT_TOKEN is set (likewise, `deliver-discord`)."""
     slots = str(config.comfyui.slots)
     urls = config.comfyui_url_list
     comfy = (
@@ -187,6 +188,8 @@ def worker_commands(config: Config) -> list[ExtraCommand]:
             env={"WEBHOOK_ALLOW_LOOPBACK": "true"} if config.webhook_allow_loopback else {},
         )
     )
+    if config.discord_bot_token is not None:  # it alone holds its token: `deliver-discord`
+        commands.append(ExtraCommand("discord-bot", stationthis_command("discord-bot")))
     return commands
 
 

@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "adapters.cli.collection_cmd",
     "adapters.cli.demo",
     "adapters.cli.bot_cmd",
+    "adapters.cli.discord_cmd",
     "adapters.cli.safety_cmd",
     "adapters.cli.web_cmd",
 ]
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Long-running services log what they do; every other command is a client whose output is
 # its answer, so its library log lines (INFO) appear only with -v.
 SERVICE_COMMANDS = frozenset(
-    {"up", "worker", "comfy-worker", "media-worker", "safety-worker", "bot", "web"}
+    {"up", "worker", "comfy-worker", "media-worker", "safety-worker", "bot", "web", "discord-bot"}
 )
 
 # A client command run while the stack is down exits with this code and one line.

@@ -1,7 +1,6 @@
 """The Discord adapter (issue 20): a thin discord.py bot over the jobs client.
 
-Skeleton so far: client setup pointed at real Discord or the loopback stand-in
-(`standins/discord`), slash command registration, and `/balance` answered ephemerally through
-the jobs client. Media commands, buttons, live progress and the `deliver-discord` queue are to
-come (see issue 20).
+Slash commands and persistent result buttons (commands.py, views.py), live progress on the
+deferred response (progress.py) and the `deliver-discord` delivery worker (delivery.py), run
+together by `stationthis discord-bot` (bot.py); README.md says how to run it against Discord.
 """

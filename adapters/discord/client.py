@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 import discord.gateway
@@ -18,7 +19,10 @@ import discord.http
 import yarl
 from discord import app_commands
 
-from adapters.discord.commands import BalanceSource, register_commands
+from adapters.discord.commands import DiscordCommands, error_text, register_commands
+from adapters.discord.progress import ProgressWatchers
+from adapters.discord.views import JobButton
+from domain.errors import StationError
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +55,20 @@ class StationThisDiscord(discord.Client):
     Only the default (non-privileged) intents: slash commands and buttons arrive as
     interactions, so the bot needs neither MESSAGE_CONTENT nor GUILD_MEMBERS."""
 
-    def __init__(self, jobs: BalanceSource, settings: DiscordSettings) -> None:
-        super().__init__(intents=discord.Intents.default())
+    def __init__(
+        self, jobs: Any, settings: DiscordSettings, *, guild_ready_timeout: float = 2.0
+    ) -> None:
+        super().__init__(intents=discord.Intents.default(), guild_ready_timeout=guild_ready_timeout)
         self.settings = settings
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self._on_command_error  # type: ignore[method-assign,unused-ignore]
-        register_commands(self.tree, jobs)
+        self.watchers = ProgressWatchers(self, jobs)
+        register_commands(self.tree, jobs, DiscordCommands(jobs, self.watchers))
 
     async def setup_hook(self) -> None:
-        """After login (the application id is known), before the gateway: register commands."""
+        """After login (the application id is known), before the gateway: answer the buttons
+        of every message ever sent (persistent custom ids), then register commands."""
+        self.add_dynamic_items(JobButton)
         if self.settings.sync_commands:
             synced = await self.tree.sync()
             log.info("registered %d global commands", len(synced))
@@ -71,7 +80,11 @@ class StationThisDiscord(discord.Client):
         log.error(
             "command %s failed", interaction.command and interaction.command.name, exc_info=error
         )
-        text = "Something went wrong; nothing was charged for it. Please try again."
+        original = getattr(error, "original", error)
+        if isinstance(original, StationError):
+            text = error_text(original)[:2000]  # a refusal: say why, with a next step
+        else:
+            text = "Something went wrong; nothing was charged for it. Please try again."
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)
@@ -81,9 +94,7 @@ class StationThisDiscord(discord.Client):
             log.warning("could not tell the user about the failed command")
 
 
-def build_client(
-    jobs: BalanceSource, settings: DiscordSettings | None = None
-) -> StationThisDiscord:
+def build_client(jobs: Any, settings: DiscordSettings | None = None) -> StationThisDiscord:
     """Point discord.py at Discord (or the stand-in) and make the bot; start it with
     `await client.start(token)`."""
     settings = settings or DiscordSettings()
