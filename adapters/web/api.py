@@ -355,15 +355,11 @@ async def list_jobs(
 ) -> JobPage:
     """The caller's jobs, newest first, `limit` a page; `next_cursor` fetches the next page."""
     after = _after(cursor) if cursor else None
-    # The account's jobs from every linked identity (a job started on Telegram shows here).
-    user = await jobs.user(key.identity)
-    rows = [
-        row
-        for identity in user.identities
-        for row in await jobs.list_jobs(
-            user=identity, state=state.value if state else None, limit=LIST_SCAN
-        )
-    ]
+    # The account's jobs from every linked identity (a job started on Telegram shows here):
+    # the jobs client's list covers all the identities of the caller's account.
+    rows = await jobs.list_jobs(
+        user=key.identity, state=state.value if state else None, limit=LIST_SCAN
+    )
     rows.sort(key=lambda r: (r.started, r.workflow_id), reverse=True)
     picked: list[JobRow] = []
     more = False
