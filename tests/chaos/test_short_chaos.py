@@ -4,7 +4,8 @@
 happens) for about a minute: 30 jobs from 6 users (one of them too poor for most jobs), some
 cancelled, while every worker kind, the Telegram and Discord bots, the ComfyUI stand-in, the
 Temporal dev server and the MongoDB-compatible server are each killed with SIGKILL and
-restarted, the stand-in fails ~30 % of prompts and the Bot API stand-in answers some sendPhoto calls with 429 RetryAfter.
+restarted, the stand-in fails ~30 % of prompts and the Bot API stand-in answers some sendPhoto
+calls with 429 RetryAfter.
 Two of the six users are on Telegram: their results are pushed by the bot, one chat per job, and
 the chats are checked for exactly one photo per output of a done job and none otherwise; two
 more are on Discord (the `discord-bot` process serves `deliver-discord`), one channel per job,
