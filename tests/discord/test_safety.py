@@ -123,3 +123,18 @@ async def test_a_blocking_server_withholds_the_image_says_why_and_refunds_it(
     assert not [m for m in await sd.messages(sd.channel_id) if wid in str(m["attachments"])]
     totals = await asyncio.to_thread(jobs.stores.ledger.job_totals, wid)
     assert totals.charges == 1 and totals.refunded == totals.charged > 0
+
+
+async def test_in_dms_the_user_chooses_for_their_dm_and_the_server_is_untouched(
+    discord_bot: DiscordBot, jobs: JobsClient, user_id: int, guild_default: SafetyPlace
+) -> None:
+    sd, repo = discord_bot.standin, jobs.stores.safety
+    sent = await sd.invoke(user_id, "safety", {"choice": "block"}, dm=True)
+    said = await answer_of(sd, sent)
+    assert "now block" in said["content"], said
+    dm = SafetyPlace(platform="discord", chat_id=str(sent["channel_id"]), group=False)
+    try:
+        assert await asyncio.to_thread(repo.chat_policy, dm) is Policy.BLOCK
+        assert await asyncio.to_thread(repo.chat_policy, guild_default) is None
+    finally:
+        await asyncio.to_thread(repo.set_chat_policy, dm, None, by="test")
