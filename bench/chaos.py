@@ -29,6 +29,13 @@ process, which alone serves `deliver-telegram`). A share of the users (`--telegr
 delivery sent. The schedule kills the bot like every other process and arms a few 429 RetryAfter
 answers on sendPhoto. The check reads each chat from the stand-in: a done job has exactly one
 photo per output; a refused, failed or cancelled one has none (it gets one text instead).
+
+Discord likewise: the harness starts the Discord stand-in (standins.discord) and gives the stack
+its token and addresses, so the stack runs `stationthis discord-bot` (the "discord-bot" process,
+which alone serves `deliver-discord`), killed by the schedule like the Telegram bot. A share of
+the users (`--discord-rate`) are `discord:<id>` users whose jobs run with platform "discord" and a
+channel of their own per job (a DM channel the stand-in makes for a made-up user per job), checked
+the same way: one image attachment per output of a done job, none otherwise.
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ from domain.jobs import (
     MediaRequest,
     ReplyTarget,
 )
+from standins.discord.state import DEFAULT_TOKEN as DISCORD_TOKEN
 from standins.telegram.server import DEFAULT_TOKEN
 from store.db import Stores
 from workers.config import ComfyDev, Config, TemporalDev
@@ -96,10 +104,13 @@ WORKER_KINDS: tuple[str, ...] = ("worker", "comfy-worker", "media-worker")
 SERVICE_KINDS: tuple[str, ...] = ("comfyui", "temporal", "mongodb")
 PROCESS_FAULTS: tuple[str, ...] = WORKER_KINDS + SERVICE_KINDS
 # Killed too when the stack runs them: the stack runs the bot since the harness gives it a token.
-OPTIONAL_FAULTS: tuple[str, ...] = ("bot",)
+OPTIONAL_FAULTS: tuple[str, ...] = ("bot", "discord-bot")
 TELEGRAM_429 = "telegram 429"  # a schedule entry that arms a RetryAfter answer on sendPhoto
 TELEGRAM_USER_BASE = 700_000_000  # telegram:<base + user index>
 TELEGRAM_CHAT_BASE = 5_000_000_000  # chat of job #i: base + i (a private chat id, one per job)
+DISCORD_USER_BASE = 800_000_000_000_000_000  # discord:<base + user index> (a snowflake)
+# The channel of job #i is the DM channel of this made-up user (base + i), one per job.
+DISCORD_CHANNEL_USER_BASE = 900_000_000_000_000_000
 STANDIN_FAULTS: tuple[str, ...] = ("http_500", "ws_drop", "execution_error", "hang")
 RICH_POINTS = 1_000_000
 POOR_POINTS = 12  # one upscale or rmbg (10) or a few resizes (1); never a make (15)
@@ -149,6 +160,7 @@ class ChaosOptions:
     render_time: float = 1.0  # seconds every stand-in prompt takes, so kills hit jobs mid-render
     telegram_rate: float = 0.35  # share of users on Telegram (their results are pushed)
     telegram_429: int = 0  # sendPhoto RetryAfter faults armed; 0 = one per 60 s of run, at least 2
+    discord_rate: float = 0.35  # share of users on Discord (their results are pushed too)
     bot_kills: bool = True  # kill -9 the bot like the other processes
     settle_seconds: float = 240.0  # how long to wait after the driving window for the last jobs
     call_deadline: float = 90.0  # how long one client call keeps retrying through restarts
@@ -163,7 +175,7 @@ class JobRun:
     kind: str
     user: str
     platform: str = "cli"
-    chat_id: int = 0  # telegram jobs: the chat that receives this job's result, and nothing else
+    chat_id: int = 0  # telegram/discord jobs: the chat (channel) that receives this job's result
     workflow_id: str = ""
     started_at: float = 0.0
     ended_at: float | None = None
@@ -174,8 +186,8 @@ class JobRun:
     lost_reason: str = ""
     outputs: list[str] = field(default_factory=list)
     refund: int = 0
-    photos: int = 0  # telegram jobs: photos (or image documents) the bot sent to the chat
-    texts: int = 0  # telegram jobs: text messages the bot sent to the chat
+    photos: int = 0  # pushed jobs: photos, image documents or attachments the bot sent
+    texts: int = 0  # pushed jobs: text messages the bot sent to the chat
 
 
 @dataclass
@@ -232,6 +244,11 @@ class ChaosReport:
                 "telegram jobs (done / photos sent)",
                 f"{c.get('telegram jobs', 0)} ({c.get('telegram done', 0)} / "
                 f"{c.get('telegram photos', 0)})",
+            ),
+            (
+                "discord jobs (done / images sent)",
+                f"{c.get('discord jobs', 0)} ({c.get('discord done', 0)} / "
+                f"{c.get('discord images', 0)})",
             ),
             (
                 "results delivered more than once (must be 0)",
@@ -318,10 +335,15 @@ async def retrying(
 
 
 @contextlib.contextmanager
-def chaos_env(options: ChaosOptions, standin: BotApiStandin) -> Iterator[None]:
-    """The workers and the bot (children of the stack) read Config from the environment: short
-    timeouts, and the Bot API stand-in's token and addresses instead of Telegram's."""
+def chaos_env(
+    options: ChaosOptions, standin: BotApiStandin, discord: DiscordApiStandin
+) -> Iterator[None]:
+    """The workers and the bots (children of the stack) read Config from the environment: short
+    timeouts, and the stand-ins' tokens and addresses instead of Telegram's and Discord's."""
     wanted = {
+        "DISCORD_BOT_TOKEN": discord.token,
+        "DISCORD_API_BASE": discord.api_base,
+        "DISCORD_GATEWAY_URL": discord.gateway_url,
         "COMFY_HEARTBEAT_TIMEOUT": str(options.heartbeat_timeout),
         "RENDER_TIMEOUT": str(options.render_timeout),
         "TELEGRAM_BOT_TOKEN": standin.token,
@@ -349,8 +371,10 @@ def chaos_env(options: ChaosOptions, standin: BotApiStandin) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def build_stack(root: Path, options: ChaosOptions, standin: BotApiStandin) -> DevStack:
-    """The embedded stack plus the bot (`worker_commands` adds it once a token is set)."""
+def build_stack(
+    root: Path, options: ChaosOptions, standin: BotApiStandin, discord: DiscordApiStandin
+) -> DevStack:
+    """The embedded stack plus both bots (`worker_commands` adds each once its token is set)."""
     config = Config(
         devstack_dir=root,
         temporal=TemporalDev(port=free_port(), ui_port=free_port()),
@@ -360,6 +384,9 @@ def build_stack(root: Path, options: ChaosOptions, standin: BotApiStandin) -> De
         telegram_bot_token=SecretStr(standin.token),
         telegram_base_url=standin.base_url,
         telegram_base_file_url=standin.base_file_url,
+        discord_bot_token=SecretStr(discord.token),
+        discord_api_base=discord.api_base,
+        discord_gateway_url=discord.gateway_url,
     )
     return DevStack(config, supervise=False, ready_timeout=90.0, stop_timeout=10.0)
 
@@ -437,6 +464,70 @@ class BotApiStandin:
         """The next `method` call (any chat) answers 429 Too Many Requests: retry after N s."""
         body = {"method": method, "error_code": 429, "retry_after": retry_after, "count": 1}
         httpx.post(f"{self.url}/_control/faults", json=body, timeout=10).raise_for_status()
+
+
+class DiscordApiStandin:
+    """The Discord stand-in (Gateway v10 and REST, as discord.py sees them) and the controls the
+    harness uses. Like Telegram it is never killed and is stopped after the stack; see
+    standins/discord/server.py for the control API."""
+
+    def __init__(self, root: Path, token: str = DISCORD_TOKEN) -> None:
+        self.token = token
+        self.url = ""
+        self.log_path = root / "discord-standin.log"
+        self.process = ManagedProcess(
+            "discord-standin",
+            [sys.executable, "-m", "standins.discord", *("--port", "0", "--token", token)],
+            health=self._health,
+            log_path=self.log_path,
+            cwd=REPO_ROOT,
+            ready_timeout=30.0,
+            stop_timeout=5.0,
+        )
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1) + "/"
+
+    def _health(self) -> None:
+        """Ready = it printed `ready http://...` (port 0: the address is known only then)."""
+        if not self.url:
+            text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            found = re.search(r"^ready (http://\S+)$", text, re.MULTILINE)
+            if found is None:
+                raise RuntimeError("no ready line yet")
+            self.url = found.group(1).rstrip("/")
+        httpx.get(f"{self.url}/_control/health", timeout=2).raise_for_status()
+
+    def start(self) -> None:
+        self.process.start()
+        try:
+            self.process.wait_ready()
+        except BaseException:
+            self.process.stop()
+            raise
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def _get(self, path: str) -> Any:
+        resp = httpx.get(f"{self.url}{path}", timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+    def channel_of_job(self, index: int) -> int:
+        """A channel of job #index's own: the DM channel of a made-up user, made on first use."""
+        found = self._get(f"/_control/dm/{DISCORD_CHANNEL_USER_BASE + index}")
+        return int(found["channel_id"])
+
+    def messages(self, channel_id: int) -> list[dict[str, Any]]:
+        """Every message of the channel, deleted ones included (the server's `message_view`)."""
+        found: list[dict[str, Any]] = self._get(f"/_control/channels/{channel_id}/messages")
+        return found
 
 
 def standin_rules(rate: float) -> dict[str, Any]:
@@ -676,14 +767,22 @@ class Driver:
         rate = self.options.telegram_rate
         return rate > 0 and i % max(1, round(1 / rate)) == 0
 
+    def is_discord_user(self, i: int) -> bool:
+        """Every k-th user from the second on, never a Telegram one (poor and rich users too)."""
+        rate = self.options.discord_rate
+        return rate > 0 and not self.is_telegram_user(i) and i % max(1, round(1 / rate)) == 1
+
+    def identity(self, i: int) -> str:
+        if self.is_telegram_user(i):
+            return f"telegram:{TELEGRAM_USER_BASE + i}"
+        if self.is_discord_user(i):
+            return f"discord:{DISCORD_USER_BASE + i}"
+        return f"cli:chaos-{self.tag}-{i}"
+
     async def create_users(self) -> None:
         n_poor = round(self.options.users * self.options.poor_rate)
         for i in range(self.options.users):
-            identity = (
-                f"telegram:{TELEGRAM_USER_BASE + i}"
-                if self.is_telegram_user(i)
-                else f"cli:chaos-{self.tag}-{i}"
-            )
+            identity = self.identity(i)
             points = POOR_POINTS if i < n_poor else RICH_POINTS
             await retrying(
                 "create user",
@@ -703,7 +802,7 @@ class Driver:
             self.users.append(identity)
             self.user_limits[identity] = asyncio.Semaphore(self.jobs.config.max_running_jobs)
 
-    def plan(self) -> list[JobRun]:
+    def plan(self, discord: DiscordApiStandin | None = None) -> list[JobRun]:
         kinds = self.rng.choices(JOB_KINDS, weights=JOB_WEIGHTS, k=self.options.jobs)
         self.runs = [
             JobRun(index=i, kind=k, user=self.rng.choice(self.users)) for i, k in enumerate(kinds)
@@ -712,12 +811,16 @@ class Driver:
             if run.user.startswith("telegram:"):
                 run.platform = "telegram"
                 run.chat_id = TELEGRAM_CHAT_BASE + run.index
+            elif run.user.startswith("discord:") and discord is not None:
+                run.platform = "discord"
+                run.chat_id = discord.channel_of_job(run.index)
         return self.runs
 
     def request(self, run: JobRun) -> MakeImageRequest | MediaRequest:
         rid = f"chaos{self.tag}n{run.index}"  # a retried start finds the same workflow
-        # Telegram jobs push their result to a chat of their own (no status message to edit).
-        reply = ReplyTarget(chat_id=str(run.chat_id)) if run.platform == "telegram" else None
+        # Telegram and Discord jobs push their result to a chat of their own (no status message).
+        pushed = run.platform in ("telegram", "discord")
+        reply = ReplyTarget(chat_id=str(run.chat_id)) if pushed else None
         if run.kind == "make":
             return MakeImageRequest(
                 user=run.user,
@@ -849,47 +952,49 @@ async def describe_status(temporal: Client, wid: str) -> str:
     return desc.status.name if desc.status else "?"
 
 
-async def check_telegram(
+async def check_pushed(
     runs: list[JobRun],
-    telegram: BotApiStandin,
+    platform: str,
+    read: Callable[[int], list[dict[str, Any]]],
+    is_image: Callable[[dict[str, Any]], bool],
+    images_column: str,
     counts: Counter[str],
     problems: dict[str, list[str]],
 ) -> None:
-    """Read each Telegram job's chat: one photo per output of a done job, none otherwise.
+    """Read each `platform` job's chat: one image per output of a done job, none otherwise.
 
-    Every job has a chat of its own, so whatever the bot sent there belongs to that job. A photo
-    too large for sendPhoto goes as a document; both count as a delivered result. Final texts
-    (refused, failed, cancelled) are checked too, as an informational column.
+    Every job has a chat of its own, so whatever the bot sent there belongs to that job. Final
+    texts (refused, failed, cancelled) are checked too, as an informational column.
     """
-    problems["final texts missing or repeated"] = []
+    problems.setdefault("final texts missing or repeated", [])
     for r in runs:
-        if r.platform != "telegram":
+        if r.platform != platform:
             continue
-        counts["telegram jobs"] += 1
-        msgs = await asyncio.to_thread(telegram.messages, r.chat_id)
+        counts[f"{platform} jobs"] += 1
+        msgs = await asyncio.to_thread(read, r.chat_id)
         sent = [m for m in msgs if m.get("from_bot")]
-        r.photos = sum(1 for m in sent if m.get("photo") or m.get("document"))
-        r.texts = sum(1 for m in sent if not (m.get("photo") or m.get("document")))
-        counts["telegram photos"] += r.photos
-        tag = f"#{r.index} {r.kind} {r.workflow_id or '-'} ({r.state}) chat {r.chat_id}"
+        r.photos = sum(1 for m in sent if is_image(m))
+        r.texts = sum(1 for m in sent if not is_image(m))
+        counts[f"{platform} {images_column}"] += r.photos
+        tag = f"#{r.index} {r.kind} {r.workflow_id or '-'} ({r.state}) {platform} chat {r.chat_id}"
         if r.state == "done":
-            counts["telegram done"] += 1
+            counts[f"{platform} done"] += 1
             want = len(r.outputs)
             if r.photos > want:
                 problems["results delivered more than once"].append(
-                    f"{tag}: {r.photos} photos for {want} outputs"
+                    f"{tag}: {r.photos} images for {want} outputs"
                 )
             elif r.photos < want or not want:
                 problems["results never delivered"].append(
-                    f"{tag}: {r.photos} photos for {want} outputs"
+                    f"{tag}: {r.photos} images for {want} outputs"
                 )
             if r.texts:
                 problems["final texts missing or repeated"].append(
-                    f"{tag}: {r.texts} texts besides the photos"
+                    f"{tag}: {r.texts} texts besides the images"
                 )
             continue
         if r.photos:
-            problems["results delivered for jobs not done"].append(f"{tag}: {r.photos} photos")
+            problems["results delivered for jobs not done"].append(f"{tag}: {r.photos} images")
         # Refused before a workflow existed: the caller (here the harness) answers, not the bot.
         want_texts = 1 if r.workflow_id and r.state in {s.value for s in FINAL_STATES} else 0
         if r.texts != want_texts:
@@ -899,8 +1004,49 @@ async def check_telegram(
     counts["final texts missing or repeated"] = len(problems["final texts missing or repeated"])
 
 
+async def check_telegram(
+    runs: list[JobRun],
+    telegram: BotApiStandin,
+    counts: Counter[str],
+    problems: dict[str, list[str]],
+) -> None:
+    """Telegram's chats: a photo too large for sendPhoto goes as a document; both count."""
+    await check_pushed(
+        runs,
+        "telegram",
+        telegram.messages,
+        lambda m: bool(m.get("photo") or m.get("document")),
+        "photos",
+        counts,
+        problems,
+    )
+
+
+async def check_discord(
+    runs: list[JobRun],
+    discord: DiscordApiStandin,
+    counts: Counter[str],
+    problems: dict[str, list[str]],
+) -> None:
+    """Discord's channels: a result is a message with an attachment (or, over the upload
+    limit, a link to the job; the harness's images are far below it)."""
+    await check_pushed(
+        runs,
+        "discord",
+        discord.messages,
+        lambda m: bool(m.get("attachments")),
+        "images",
+        counts,
+        problems,
+    )
+
+
 async def check(
-    driver: Driver, temporal: Client, stores: Stores, telegram: BotApiStandin | None = None
+    driver: Driver,
+    temporal: Client,
+    stores: Stores,
+    telegram: BotApiStandin | None = None,
+    discord: DiscordApiStandin | None = None,
 ) -> tuple[dict[str, int], dict[str, list[str]], dict[str, dict[str, float]]]:
     """Read the books, GridFS and the Telegram chats after the run; fill the table's columns."""
     runs = driver.runs
@@ -975,6 +1121,8 @@ async def check(
 
     if telegram is not None:
         await check_telegram(runs, telegram, counts, problems)
+    if discord is not None:
+        await check_discord(runs, discord, counts, problems)
 
     # Informational (the issue does not list them, but each one is a bug): every job that
     # reached a workflow and ended has its history record in the state it ended in, and no
@@ -1004,6 +1152,7 @@ async def check(
         (kind, [r for r in runs if r.kind == kind]) for kind in JOB_KINDS
     ]
     groups.append(("via telegram (all kinds)", [r for r in runs if r.platform == "telegram"]))
+    groups.append(("via discord (all kinds)", [r for r in runs if r.platform == "discord"]))
     for kind, members in groups:
         times = [
             r.ended_at - r.started_at for r in members if r.ended_at is not None and r.workflow_id
@@ -1028,6 +1177,9 @@ async def check(
         "telegram jobs",
         "telegram done",
         "telegram photos",
+        "discord jobs",
+        "discord done",
+        "discord images",
     ):
         counts.setdefault(key, 0)
     return dict(counts), problems, latency
@@ -1058,11 +1210,14 @@ async def run_chaos(options: ChaosOptions) -> ChaosReport:
     before = {c.pid for c in psutil.Process().children(recursive=True)}
     window = options.minutes * 60.0
     telegram = BotApiStandin(root)
-    await asyncio.to_thread(telegram.start)
+    discord = DiscordApiStandin(root)
     with contextlib.ExitStack() as cleanup:
-        cleanup.callback(telegram.stop)  # after the stack: the bot is stopped first
-        cleanup.enter_context(chaos_env(options, telegram))
-        stack = build_stack(root, options, telegram)
+        await asyncio.to_thread(telegram.start)
+        cleanup.callback(telegram.stop)  # after the stack: the bots are stopped first
+        await asyncio.to_thread(discord.start)
+        cleanup.callback(discord.stop)
+        cleanup.enter_context(chaos_env(options, telegram, discord))
+        stack = build_stack(root, options, telegram, discord)
         await asyncio.to_thread(stack.start)
         injector: FaultInjector | None = None
         temporal: Client | None = None
@@ -1075,7 +1230,7 @@ async def run_chaos(options: ChaosOptions) -> ChaosReport:
             jobs = JobsClient(temporal, stores, stack.config)
             driver = Driver(jobs, temporal, stores, options, rng)
             await driver.create_users()
-            runs = driver.plan()
+            runs = await asyncio.to_thread(driver.plan, discord)
             injector = FaultInjector(stack, options, rng, telegram)
             injector.apply_standin_faults()
             injector.start(window)
@@ -1095,7 +1250,7 @@ async def run_chaos(options: ChaosOptions) -> ChaosReport:
                 if not t.done():
                     t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            counts, problems, latency = await check(driver, temporal, stores, telegram)
+            counts, problems, latency = await check(driver, temporal, stores, telegram, discord)
             job_runs = [asdict(r) for r in driver.runs]
             await asyncio.to_thread(injector.collect_telegram_counts)
             faults = injector.fault_counts()
@@ -1153,7 +1308,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[ChaosOptions, argparse.Na
     p.add_argument(
         "--telegram-429", type=int, default=0, help="sendPhoto 429s to arm (0: 1 per 60 s, >= 2)"
     )
-    p.add_argument("--no-bot-kill", action="store_true", help="never kill -9 the bot")
+    p.add_argument(
+        "--discord-rate", type=float, default=0.35, help="share of users on Discord (0: none)"
+    )
+    p.add_argument("--no-bot-kill", action="store_true", help="never kill -9 either bot")
     p.add_argument("--settle", type=float, default=240.0, help="seconds to wait for last jobs")
     p.add_argument("--keep", action="store_true", help="keep the stack's data and logs")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
@@ -1173,6 +1331,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ChaosOptions, argparse.Na
         render_time=args.render_time,
         telegram_rate=args.telegram_rate,
         telegram_429=args.telegram_429,
+        discord_rate=args.discord_rate,
         bot_kills=not args.no_bot_kill,
         settle_seconds=args.settle,
         keep_dir=args.keep,

@@ -89,6 +89,10 @@ class ReplyTarget(BaseModel):
     # The forum topic the request came from (Telegram's message_thread_id): every message the
     # job sends there passes it, or it would land in the group's General topic.
     message_thread_id: int | None = None
+    # Discord: the guild the channel belongs to (None in DMs). A guild's settings, such as its
+    # content filter (`/safety`), are the guild's, not one channel's: store/safety.py keys the
+    # policy by it when it is set.
+    guild_id: str | None = None
 
 
 class MakeImageRequest(BaseModel):

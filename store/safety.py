@@ -156,11 +156,7 @@ class SafetyRepo:
         """What prepare adds to a plan's settings for the saga's output check: nothing when
         the place's policy is `off` (the saga then asks no check), else the policy and the
         threshold, decided once per job so a retried check applies the same rules."""
-        place = SafetyPlace(
-            platform=platform,
-            chat_id=reply.chat_id if reply else None,
-            group=bool(reply and reply.group_chat),
-        )
+        place = place_of(platform, reply)
         policy, threshold = self.policy_for(place)
         if policy is Policy.OFF:
             return {}
@@ -221,3 +217,15 @@ def _word_id(entry: BlockEntry) -> str:
     kind = "pattern" if entry.pattern else "word"
     text = entry.text if entry.pattern else entry.text.lower()
     return f"{kind}:{text}"
+
+
+def place_of(platform: str, reply: ReplyTarget | None) -> SafetyPlace:
+    """The place whose policy applies to a job's results: its chat, or on Discord its guild
+    (a guild's `/safety` covers every channel of it, as Discord's server settings do)."""
+    if reply is None:
+        return SafetyPlace(platform=platform)
+    return SafetyPlace(
+        platform=platform,
+        chat_id=reply.guild_id or reply.chat_id,
+        group=reply.group_chat or reply.guild_id is not None,
+    )

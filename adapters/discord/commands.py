@@ -121,8 +121,11 @@ class DiscordCommands:
             return
         if not interaction.response.is_done():
             await interaction.response.defer(thinking=True)
+        guild = interaction.guild_id
         target = ReplyTarget(
-            chat_id=str(interaction.channel_id), group_chat=interaction.guild_id is not None
+            chat_id=str(interaction.channel_id),
+            group_chat=guild is not None,
+            guild_id=str(guild) if guild is not None else None,
         )
         try:
             started = await start(target)
@@ -479,6 +482,18 @@ def register_commands(
     @everywhere
     async def collections(interaction: discord.Interaction) -> None:
         await bot.collections(interaction)
+
+    @tree.command(name="safety", description="This server's content filter (or this DM's)")
+    @everywhere
+    @app_commands.describe(choice="off, blur, block or default (Manage Server in a server)")
+    async def safety(
+        interaction: discord.Interaction,
+        choice: Literal["off", "blur", "block", "default"] | None = None,
+    ) -> None:
+        """Shown to the asker only; set by Manage Server members (adapters/discord/safety.py)."""
+        from adapters.discord import safety as guild_safety
+
+        await guild_safety.safety(interaction, jobs, choice)
 
     @tree.command(name="login", description="A code to use this account on the web or Telegram")
     @app_commands.allowed_contexts(guilds=False, dms=True, private_channels=False)

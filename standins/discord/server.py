@@ -21,7 +21,9 @@ Control side (JSON; never seen by the bot), wrapped by tests/discord_standin/sta
   GET  /_control/health -> {"application_id", "guild_id", "channel_id", "bot_user_id"}
   POST /_control/commands/invoke {"user_id", "name", "options"?: {name: value}, "files"?:
         {option: {"filename", "data" (base64), "content_type"?}}, "dm"?: bool, "channel_id"?,
-        "forge"?: bool} -> {"interaction_id", "token", "delivered", "channel_id"}
+        "forge"?: bool, "permissions"?: the member's permission bits (a guild's member has
+        Discord's usual @everyone ones, without Manage Server, unless given)}
+        -> {"interaction_id", "token", "delivered", "channel_id"}
         A user runs a slash command; `forge` skips the check that it is registered.
   POST /_control/components/press {"user_id", "message_id", "custom_id", "forge"?}
         -> same shape: the user presses a button the message has (or any id, with `forge`).
@@ -980,7 +982,11 @@ def _offered_in(command: Json, dm: bool) -> bool:
 
 
 def _interaction_base(
-    state: DiscordState, kind: int, user_id: int, channel_id: int
+    state: DiscordState,
+    kind: int,
+    user_id: int,
+    channel_id: int,
+    permissions: str | None = None,
 ) -> tuple[Interaction, Json]:
     channel = state.channels[channel_id]
     guild_id = int(channel["guild_id"]) if channel.get("guild_id") else None
@@ -1004,7 +1010,7 @@ def _interaction_base(
             "guild_id": str(guild_id),
             "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
             "guild_locale": "en-US",
-            "member": state.member(user_id),
+            "member": state.member(user_id, permissions),
             "authorizing_integration_owners": {"0": str(guild_id)},
             "context": 0,
         }
@@ -1064,7 +1070,10 @@ async def control_invoke(request: web.Request) -> web.StreamResponse:
         raise _bad(f"no registered chat command {name!r} (forge=true sends it anyway)")
     if command is not None and not body.get("forge") and not _offered_in(command, dm):
         raise _bad(f"/{name} is not offered in {'DMs' if dm else 'guilds'} (its contexts)")
-    interaction, payload = _interaction_base(state, 2, user_id, channel_id)
+    perms = body.get("permissions")
+    interaction, payload = _interaction_base(
+        state, 2, user_id, channel_id, str(perms) if perms is not None else None
+    )
     kinds = {o["name"]: o.get("type", 3) for o in (command or {}).get("options", [])}
     options: list[Json] = []
     resolved: Json = {}

@@ -45,6 +45,10 @@ def now_iso(ts: float | None = None) -> str:
     return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).isoformat()
 
 
+# An ordinary member's permission bits (no Manage Server, bit 5, nor Administrator, bit 3).
+MEMBER_PERMISSIONS = "2248473465835073"
+
+
 @dataclass
 class Options:
     """Per-test switches (control `POST /_control/options`); `reset` restores these defaults."""
@@ -260,7 +264,9 @@ class DiscordState:
             }
         return self.users[user_id]
 
-    def member(self, user_id: int) -> dict[str, Any]:
+    def member(self, user_id: int, permissions: str | None = None) -> dict[str, Any]:
+        """A guild member as an interaction carries it: `permissions` are the member's
+        resolved permission bits in the channel (Discord computes them; a test chooses)."""
         return {
             "user": self.user(user_id),
             "roles": [],
@@ -271,7 +277,7 @@ class DiscordState:
             "pending": False,
             "nick": None,
             "avatar": None,
-            "permissions": "2248473465835073",
+            "permissions": permissions or MEMBER_PERMISSIONS,
             "communication_disabled_until": None,
         }
 

@@ -2,11 +2,14 @@
 
 `bench/chaos.py` runs as a subprocess (its own process group, killed at the end whatever
 happens) for about a minute: 30 jobs from 6 users (one of them too poor for most jobs), some
-cancelled, while every worker kind, the Telegram bot, the ComfyUI stand-in, the Temporal dev
-server and the MongoDB-compatible server are each killed with SIGKILL and restarted, the stand-in
-fails ~30 % of prompts and the Bot API stand-in answers some sendPhoto calls with 429 RetryAfter.
+cancelled, while every worker kind, the Telegram and Discord bots, the ComfyUI stand-in, the
+Temporal dev server and the MongoDB-compatible server are each killed with SIGKILL and
+restarted, the stand-in fails ~30 % of prompts and the Bot API stand-in answers some sendPhoto
+calls with 429 RetryAfter.
 Two of the six users are on Telegram: their results are pushed by the bot, one chat per job, and
-the chats are checked for exactly one photo per output of a done job and none otherwise.
+the chats are checked for exactly one photo per output of a done job and none otherwise; two
+more are on Discord (the `discord-bot` process serves `deliver-discord`), one channel per job,
+checked the same way for image attachments.
 The must-be-zero columns of its report are asserted one by one, so a failure names the broken
 promise and the jobs behind it. `make chaos` is the full-size run.
 """
@@ -88,6 +91,7 @@ def test_no_job_is_lost_charged_twice_or_left_unrefunded_while_everything_crashe
             "comfy-worker",
             "media-worker",
             "bot",
+            "discord-bot",
             "comfyui",
             "temporal",
             "mongodb",
@@ -98,6 +102,10 @@ def test_no_job_is_lost_charged_twice_or_left_unrefunded_while_everything_crashe
     assert counts["telegram done"] >= 2, tail
     assert counts["telegram photos"] >= counts["telegram done"], tail
     assert report["faults"].get("telegram sendPhoto 429 (met)", 0) >= 1, report["faults"]
+    # Discord jobs ran through the Discord bot, killed like the rest; its results arrived.
+    assert counts["discord jobs"] >= 5, tail
+    assert counts["discord done"] >= 2, tail
+    assert counts["discord images"] >= counts["discord done"], tail
 
     broken = {k: problems.get(k, []) for k in MUST_BE_ZERO if counts.get(k, 0)}
     assert not broken, f"must-be-zero columns are not zero: {broken}\n{tail}"

@@ -76,8 +76,10 @@ class DiscordStandin:
         files: dict[str, tuple[str, bytes]] | None = None,
         dm: bool = False,
         forge: bool = False,
+        permissions: int | None = None,
     ) -> dict[str, Any]:
-        """User runs `/name` in the guild channel (or in their DM with the bot).
+        """User runs `/name` in the guild channel (or in their DM with the bot); `permissions`
+        are the member's permission bits in the guild (default: an ordinary member's).
 
         `files` maps an attachment option to (filename, bytes). Returns `{"interaction_id",
         "token", "delivered", "channel_id", "seq"}`; `delivered` is False while the bot's
@@ -85,6 +87,8 @@ class DiscordStandin:
         body: dict[str, Any] = {"user_id": user_id, "name": name, "dm": dm, "forge": forge}
         if options:
             body["options"] = options
+        if permissions is not None:
+            body["permissions"] = str(permissions)
         if files:
             body["files"] = {
                 k: {"filename": fn, "data": base64.b64encode(data).decode()}
