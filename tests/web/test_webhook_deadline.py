@@ -1,5 +1,5 @@
 """A webhook whose receiver never answers 2xx gives up at its deadline (issue 18 item 3), and
-the giving-up is in the webhook workflow's record (its result), not a retry forever."""
+the giving-up is in the webhook workflow's record (its result) and in the web process's log."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from domain.jobs import JobState, MakeImageRequest
 from domain.webhooks import WebhookResult, WebhookWorkflowInput
+from tests.fixtures.devstack import Stack
 from tests.web.conftest import Api
 from tests.web.test_webhooks import Receiver, receiver  # noqa: F401 (the fixture)
 
@@ -22,6 +23,7 @@ DEADLINE = 4.0
 async def test_a_webhook_that_never_lands_gives_up_at_its_deadline(
     api: Api,
     receiver: Receiver,  # noqa: F811
+    dev_stack: Stack,
 ) -> None:
     identity, _ = await api.new_key()
     jobs = api.jobs
@@ -61,6 +63,14 @@ async def test_a_webhook_that_never_lands_gives_up_at_its_deadline(
     assert receiver.deliveries >= 2, "retried with backoff before giving up"
     assert receiver.seen == {}
     assert DEADLINE - 1 <= took < DEADLINE + 20, took
+    # The web process (which hosts the webhook worker) logs it, naming the job.
+    log = dev_stack.stack.log_dir / "web.log"
+    for _ in range(50):
+        if f"webhook of job {done.workflow_id} gave up" in log.read_text(errors="replace"):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"no give-up line in {log}")
     # Nothing is retried after the deadline.
     after = receiver.deliveries
     await asyncio.sleep(2.5)
