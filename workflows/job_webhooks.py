@@ -41,5 +41,9 @@ class JobWebhooksWorkflow:
                 ),
             )
         except ActivityError as err:
+            # A log line only (no command): histories of the earlier version replay unchanged.
+            workflow.logger.warning(
+                "webhook of job %s gave up after %.0f s: %s", inp.job_id, inp.deadline, err.cause
+            )
             return WebhookResult(gave_up=str(err.cause or err))
         return result

@@ -34,6 +34,9 @@ from workflows.train_lora import CaptionDatasetWorkflow, DatasetImagesWorkflow, 
 
 log = logging.getLogger(__name__)
 
+# The workflows of the main worker's queue (`task_queues.workflows`), not every workflow:
+# JobWebhooksWorkflow runs on `deliver-webhook`, registered by workers/webhook_worker.py with
+# this module's sandbox_runner(); listing it here would also host it on the main queue.
 ALL_WORKFLOWS: list[type] = [MakeImageWorkflow, MediaJobWorkflow, CookCollectionWorkflow]
 ALL_WORKFLOWS += [TrainLoraWorkflow, CaptionDatasetWorkflow, DatasetImagesWorkflow]
 

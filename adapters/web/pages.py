@@ -42,6 +42,7 @@ from adapters.web.sessions import (
 from domain.errors import StationError
 from domain.jobs import JobState, JobStatus, MakeImageRequest, MediaRequest
 from media.safety import DEFAULT_LIMITS
+from store.api_keys import ApiKey
 from store.users import LinkCodeError
 from store.web_sessions import WebSession
 
@@ -170,6 +171,8 @@ async def _page(
     error: str = "",
     notice: str = "",
     link_code: str = "",
+    new_key: str = "",
+    webhook_secret: str = "",
     status: int = 200,
 ) -> Response:
     jobs = jobs_of(request)
@@ -178,6 +181,7 @@ async def _page(
     limits = await jobs.limits(session.identity)
     points, entries = await jobs.balance_summary(session.identity, 10)
     statuses = await _statuses(request, session)
+    keys = await _account_keys(request, user.identities)
     context: dict[str, Any] = {
         "csrf": session.csrf,
         "identity": session.identity,
@@ -191,6 +195,9 @@ async def _page(
         "notice": notice,
         "link_code": link_code,
         "media_kinds": MEDIA_KINDS,
+        "api_keys": keys,
+        "new_key": new_key,
+        "webhook_secret": webhook_secret,
     }
     return _secure(templates.TemplateResponse(request, "index.html", context, status_code=status))
 
@@ -491,6 +498,69 @@ async def link_code(request: Request) -> Response:
     await require_csrf(request, session)
     code = await jobs_of(request).link_code(session.identity)
     return await _page(request, session, link_code=code)
+
+
+# -- API keys and the webhook secret ----------------------------------------------------------
+
+
+async def _account_keys(request: Request, identities: list[str]) -> list[ApiKey]:
+    """Every key of the account, whichever identity made it (the bot's /apikey, the CLI or
+    this page): the same store the API checks them against."""
+    store = jobs_of(request).stores.api_keys
+    keys: list[ApiKey] = []
+    for identity in identities:
+        keys += await asyncio.to_thread(store.list, identity)
+    keys.sort(key=lambda k: k.created_at)
+    return keys
+
+
+@router.post("/api-keys")
+async def create_api_key(request: Request) -> Response:
+    """A new key for this session's identity, shown on this one answer only (only its hash is
+    kept, so it cannot be shown again)."""
+    session = await require_session(request)
+    await require_csrf(request, session)
+    fields = await _form_fields(request)
+    name = (fields.get("name") or "").strip()[:60]
+    store = jobs_of(request).stores.api_keys
+    token, _ = await asyncio.to_thread(store.create, session.identity, name)
+    return await _page(request, session, new_key=token)
+
+
+@router.post("/api-keys/{key_id}/revoke")
+async def revoke_api_key(request: Request, key_id: str) -> Response:
+    """Revoke one of the account's keys; another account's key id reads as a missing one."""
+    session = await require_session(request)
+    await require_csrf(request, session)
+    jobs = jobs_of(request)
+    user = await jobs.user(session.identity)
+    for identity in user.identities:
+        if await asyncio.to_thread(jobs.stores.api_keys.revoke, identity, key_id):
+            return await _page(request, session, notice=f"Key {key_id} revoked.")
+    raise HTTPException(status_code=404, detail=f"no active key {key_id!r}")
+
+
+@router.post("/webhook-secret")
+async def show_webhook_secret(request: Request) -> Response:
+    """The account's webhook signing secret, shown on request (a POST, so it is never in a
+    plain GET of the page, a cached copy or a history entry)."""
+    session = await require_session(request)
+    await require_csrf(request, session)
+    jobs = jobs_of(request)
+    owner = await jobs.user(session.identity)
+    secret = await asyncio.to_thread(jobs.stores.webhook_secrets.secret, owner.id)
+    return await _page(request, session, webhook_secret=secret)
+
+
+@router.post("/webhook-secret/rotate")
+async def rotate_webhook_secret(request: Request) -> Response:
+    """A new signing secret: events sent from now on are signed with it."""
+    session = await require_session(request)
+    await require_csrf(request, session)
+    jobs = jobs_of(request)
+    owner = await jobs.user(session.identity)
+    secret = await asyncio.to_thread(jobs.stores.webhook_secrets.rotate, owner.id)
+    return await _page(request, session, webhook_secret=secret, notice="Webhook secret rotated.")
 
 
 __all__ = ["router", "sent_csrf"]
