@@ -356,7 +356,10 @@ class ComfyActivities:
     async def _until_better_elsewhere(self, comfy: ComfyClient, prompt_id: str) -> None:
         """Return once the prompt waits behind another on this server while another server
         could take it now; never while it runs, and never without `better_elsewhere`."""
-        if self.better_elsewhere is None:
+        if self.better_elsewhere is None or activity.info().attempt > 1:
+            # At most one such hand-back per render: Temporal lists a poller for minutes after
+            # its worker died, so "another server polls it" can be wrong, and a retry that came
+            # back here would be handed back again and again until its attempts ran out.
             await asyncio.Event().wait()
         queue = activity.info().task_queue
         while True:
