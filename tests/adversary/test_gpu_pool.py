@@ -146,12 +146,12 @@ def two_servers(tmp_path: Path) -> Iterator[list[ComfyServer]]:
             stop_process(s.process)
 
 
-@pytest_asyncio.fixture
-async def pool(
-    temporal_dev_env: WorkflowEnvironment,
-    mongo_db: Database[Any],
-    two_servers: list[ComfyServer],
+@contextlib.asynccontextmanager
+async def running_pool(
+    env: WorkflowEnvironment, mongo_db: Database[Any], servers: list[ComfyServer]
 ) -> AsyncIterator[Pool]:
+    """A workflow worker on queues of its own over `servers`; the test starts comfy workers
+    (`Pool.running`), which are stopped at the end."""
     tag = uuid.uuid4().hex[:8]
     config = Config(
         max_running_jobs=50,
@@ -164,15 +164,15 @@ async def pool(
     stores.ensure_indexes()
     stores.templates.load_bundled()
     p = Pool(
-        env=temporal_dev_env,
+        env=env,
         config=config,
         stores=stores,
-        jobs=JobsClient(temporal_dev_env.client, stores, config),
-        servers=two_servers,
+        jobs=JobsClient(env.client, stores, config),
+        servers=servers,
         running=[],
     )
     with ThreadPoolExecutor(max_workers=config.workflow_worker_threads) as executor:
-        worker = workflow_worker(temporal_dev_env.client, config, stores, executor)
+        worker = workflow_worker(env.client, config, stores, executor)
         async with worker:
             try:
                 yield p
@@ -182,6 +182,16 @@ async def pool(
                 for _w, _stop, task in p.running:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(task, 30)
+
+
+@pytest_asyncio.fixture
+async def pool(
+    temporal_dev_env: WorkflowEnvironment,
+    mongo_db: Database[Any],
+    two_servers: list[ComfyServer],
+) -> AsyncIterator[Pool]:
+    async with running_pool(temporal_dev_env, mongo_db, two_servers) as p:
+        yield p
 
 
 def remove_checkpoint(server: ComfyServer, name: str) -> None:

@@ -11,13 +11,10 @@ one started without RemoveBackground, and asserts where each prompt ran (the sta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import io
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,7 +26,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.comfy import ComfyActivities
-from adapters.jobs import JobsClient
 from domain.inventory import requirements_of
 from domain.jobs import (
     COMFY_MAX_FAILED_ATTEMPTS,
@@ -55,11 +51,16 @@ from domain.training import TrainingParams, TrainPrepareInput, TrainRequest
 from services.job_plans import MakePlanner, MediaPlanner
 from services.training_plans import TrainingPlanner
 from store.db import Stores
-from tests.adversary.test_gpu_pool import Pool, prompts_run, queue_of, run_attempts, wait_until
+from tests.adversary.test_gpu_pool import (
+    Pool,
+    prompts_run,
+    queue_of,
+    run_attempts,
+    running_pool,
+    wait_until,
+)
 from tests.adversary.test_inventory import CORE_0_3_64, standin_like
 from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
-from workers.config import Config, TaskQueues
-from workers.temporal_workers import workflow_worker
 from workflows.policies import COMFY_RETRY
 
 USER = "telegram:4004"
@@ -233,36 +234,8 @@ async def pool(
     mongo_db: Database[Any],
     unequal_servers: list[ComfyServer],
 ) -> AsyncIterator[Pool]:
-    tag = uuid.uuid4().hex[:8]
-    config = Config(
-        max_running_jobs=50,
-        task_queues=TaskQueues(
-            workflows=f"wf-{tag}", comfy=f"comfy-{tag}", comfy_io=f"io-{tag}", media=f"m-{tag}"
-        ),
-        comfy_heartbeat_timeout=10,
-    )
-    stores = Stores(mongo_db, DomainRules(starter_grant=0, max_running_jobs=50))
-    stores.ensure_indexes()
-    stores.templates.load_bundled()
-    p = Pool(
-        env=temporal_dev_env,
-        config=config,
-        stores=stores,
-        jobs=JobsClient(temporal_dev_env.client, stores, config),
-        servers=unequal_servers,
-        running=[],
-    )
-    with ThreadPoolExecutor(max_workers=config.workflow_worker_threads) as executor:
-        worker = workflow_worker(temporal_dev_env.client, config, stores, executor)
-        async with worker:
-            try:
-                yield p
-            finally:
-                for _w, stop, _task in p.running:
-                    stop.set()
-                for _w, _stop, task in p.running:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(task, 30)
+    async with running_pool(temporal_dev_env, mongo_db, unequal_servers) as p:
+        yield p
 
 
 async def test_rmbg_jobs_never_land_on_the_server_without_remove_background(pool: Pool) -> None:
