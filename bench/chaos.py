@@ -55,7 +55,6 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
 import statistics
 import tempfile
@@ -86,6 +85,7 @@ from domain.jobs import (
     ReplyTarget,
 )
 from standins.discord.state import DEFAULT_TOKEN as DISCORD_TOKEN
+from standins.process import start_platform_standin
 from standins.telegram.server import DEFAULT_TOKEN
 from store.db import Stores
 from workers.config import ComfyDev, Config, TemporalDev
@@ -391,31 +391,43 @@ def build_stack(
     return DevStack(config, supervise=False, ready_timeout=90.0, stop_timeout=10.0)
 
 
-class BotApiStandin:
-    """The Bot API stand-in (Telegram, as the bot sees it) and the few controls the harness uses.
+class _PlatformStandin:
+    """A platform stand-in process the harness starts (standins/process.py) and reads back.
 
-    It plays Telegram, which does not crash, so it is never killed; it runs outside the stack
-    and is stopped after it. See standins/telegram/server.py for the control API.
-    """
+    It plays a platform that does not crash, so it is never killed; it runs outside the stack
+    and is stopped after it."""
 
-    def __init__(self, root: Path, token: str = DEFAULT_TOKEN) -> None:
+    module = ""
+
+    def __init__(self, root: Path, token: str) -> None:
         self.token = token
         self.url = ""
-        self.log_path = root / "telegram-standin.log"
-        self.process = ManagedProcess(
-            "telegram-standin",
-            [
-                sys.executable,
-                "-m",
-                "standins.telegram",
-                *("--port", "0", "--token", token),
-            ],
-            health=self._health,
-            log_path=self.log_path,
-            cwd=REPO_ROOT,
-            ready_timeout=30.0,
-            stop_timeout=5.0,
-        )
+        self.log_path = root / f"{self.module.rsplit('.', 1)[-1]}-standin.log"
+        self.process: ManagedProcess | None = None
+
+    def start(self) -> None:
+        self.url, self.process = start_platform_standin(self.module, self.log_path, self.token)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def _get(self, path: str) -> Any:
+        resp = httpx.get(f"{self.url}{path}", timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+
+class BotApiStandin(_PlatformStandin):
+    """The Bot API stand-in (Telegram, as the bot sees it) and the few controls the harness uses.
+
+    See standins/telegram/server.py for the control API.
+    """
+
+    module = "standins.telegram"
+
+    def __init__(self, root: Path, token: str = DEFAULT_TOKEN) -> None:
+        super().__init__(root, token)
 
     @property
     def base_url(self) -> str:
@@ -424,32 +436,6 @@ class BotApiStandin:
     @property
     def base_file_url(self) -> str:
         return f"{self.url}/file/bot"
-
-    def _health(self) -> None:
-        """Ready = it printed `ready http://...` (port 0: the address is known only then)."""
-        if not self.url:
-            text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-            found = re.search(r"^ready (http://\S+)$", text, re.MULTILINE)
-            if found is None:
-                raise RuntimeError("no ready line yet")
-            self.url = found.group(1).rstrip("/")
-        httpx.get(f"{self.url}/_control/health", timeout=2).raise_for_status()
-
-    def start(self) -> None:
-        self.process.start()
-        try:
-            self.process.wait_ready()
-        except BaseException:
-            self.process.stop()
-            raise
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def _get(self, path: str) -> Any:
-        resp = httpx.get(f"{self.url}{path}", timeout=30)
-        resp.raise_for_status()
-        return resp.json()
 
     def messages(self, chat_id: int) -> list[dict[str, Any]]:
         """Every message of the chat, deleted ones included (see the server's `_message_view`)."""
@@ -466,24 +452,14 @@ class BotApiStandin:
         httpx.post(f"{self.url}/_control/faults", json=body, timeout=10).raise_for_status()
 
 
-class DiscordApiStandin:
+class DiscordApiStandin(_PlatformStandin):
     """The Discord stand-in (Gateway v10 and REST, as discord.py sees them) and the controls the
-    harness uses. Like Telegram it is never killed and is stopped after the stack; see
-    standins/discord/server.py for the control API."""
+    harness uses. See standins/discord/server.py for the control API."""
+
+    module = "standins.discord"
 
     def __init__(self, root: Path, token: str = DISCORD_TOKEN) -> None:
-        self.token = token
-        self.url = ""
-        self.log_path = root / "discord-standin.log"
-        self.process = ManagedProcess(
-            "discord-standin",
-            [sys.executable, "-m", "standins.discord", *("--port", "0", "--token", token)],
-            health=self._health,
-            log_path=self.log_path,
-            cwd=REPO_ROOT,
-            ready_timeout=30.0,
-            stop_timeout=5.0,
-        )
+        super().__init__(root, token)
 
     @property
     def api_base(self) -> str:
@@ -492,32 +468,6 @@ class DiscordApiStandin:
     @property
     def gateway_url(self) -> str:
         return self.url.replace("http://", "ws://", 1) + "/"
-
-    def _health(self) -> None:
-        """Ready = it printed `ready http://...` (port 0: the address is known only then)."""
-        if not self.url:
-            text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-            found = re.search(r"^ready (http://\S+)$", text, re.MULTILINE)
-            if found is None:
-                raise RuntimeError("no ready line yet")
-            self.url = found.group(1).rstrip("/")
-        httpx.get(f"{self.url}/_control/health", timeout=2).raise_for_status()
-
-    def start(self) -> None:
-        self.process.start()
-        try:
-            self.process.wait_ready()
-        except BaseException:
-            self.process.stop()
-            raise
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def _get(self, path: str) -> Any:
-        resp = httpx.get(f"{self.url}{path}", timeout=30)
-        resp.raise_for_status()
-        return resp.json()
 
     def channel_of_job(self, index: int) -> int:
         """A channel of job #index's own: the DM channel of a made-up user, made on first use."""

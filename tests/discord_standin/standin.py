@@ -29,7 +29,7 @@ import yarl
 from discord import app_commands
 
 from standins.discord.state import DEFAULT_TOKEN
-from tests.fixtures.standin_process import start_platform_standin
+from standins.process import start_platform_standin
 from workers.processes import ManagedProcess
 
 Message = dict[str, Any]
