@@ -8,34 +8,16 @@ with `discord.http.Route.BASE = "http://<host>:<port>/api/v10"` and
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 
 from standins.discord.server import create_app
 from standins.discord.state import DEFAULT_TOKEN
-from standins.serving import configure_logging, serve_until_signalled
-
-
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m standins.discord", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8082)
-    p.add_argument("--token", default=DEFAULT_TOKEN, help="the only bot token accepted")
-    p.add_argument("--log-level", default="WARNING")
-    return p.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    await serve_until_signalled(create_app(args.token), args.host, args.port, shutdown_timeout=1.0)
+from standins.serving import run_platform_standin
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `stationthis-discord-standin`."""
-    args = _parse(argv)
-    configure_logging(args.log_level)
-    asyncio.run(_serve(args))
-    return 0
+    return run_platform_standin("standins.discord", __doc__, 8082, DEFAULT_TOKEN, create_app, argv)
 
 
 if __name__ == "__main__":
