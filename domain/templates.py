@@ -23,7 +23,10 @@ from domain.pricing import family_base
 
 TemplateKind = Literal["txt2img", "img2img", "upscale", "rmbg", "caption", "train_lora"]
 TEMPLATE_KINDS: tuple[str, ...] = ("txt2img", "img2img", "upscale", "rmbg", "caption", "train_lora")
-OUTPUT_CLASSES: frozenset[str] = frozenset({"SaveImage", "PreviewImage", "PreviewAny", "SaveLoRA"})
+# SaveLoRANode is 0.3.64 core's id of SaveLoRA (train-lora.json's core-0.3.64 variant).
+OUTPUT_CLASSES: frozenset[str] = frozenset(
+    {"SaveImage", "PreviewImage", "PreviewAny", "SaveLoRA", "SaveLoRANode"}
+)
 INPUT_TITLE_PREFIX = "input_"
 # How deeply an input's literal value may nest (lists in lists, objects in objects). Real
 # ComfyUI inputs nest a level or two; a deeper value would break hashing (RecursionError) and

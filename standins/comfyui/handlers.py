@@ -277,6 +277,21 @@ async def image_scale_by(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
     return NodeOutput((await asyncio.to_thread(work),))
 
 
+async def image_scale_to_total_pixels(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
+    """ComfyUI's rule: scale both sides by sqrt(megapixels * 1024² / (w * h)), rounded."""
+    total = int(float(i["megapixels"]) * 1024 * 1024)
+
+    def work() -> list[Image.Image]:
+        out = []
+        for img in i["image"]:
+            scale = math.sqrt(total / (img.width * img.height))
+            size = round(img.width * scale), round(img.height * scale)
+            out.append(render.resize(img, *size, i["upscale_method"]))
+        return out
+
+    return NodeOutput((await asyncio.to_thread(work),))
+
+
 async def lora_loader(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
     name = i["lora_name"]
     path = ctx.folders.model_path("loras", name)
@@ -601,6 +616,7 @@ HANDLERS: dict[str, Handler] = {
     "LoadImage": load_image,
     "ImageScale": image_scale,
     "ImageScaleBy": image_scale_by,
+    "ImageScaleToTotalPixels": image_scale_to_total_pixels,
     "LoraLoader": lora_loader,
     "UpscaleModelLoader": upscale_model_loader,
     "ImageUpscaleWithModel": image_upscale_with_model,
@@ -615,6 +631,7 @@ HANDLERS: dict[str, Handler] = {
     "MakeTrainingDataset": make_training_dataset,
     "TrainLoraNode": train_lora,
     "SaveLoRA": save_lora,
+    "SaveLoRANode": save_lora,  # 0.3.64 core's id of the same node
     "LoraModelLoader": lora_model_loader,
     "LossGraphNode": loss_graph,
 }

@@ -3,7 +3,9 @@
 Each `NodeSpec` carries a node's real input names, types, defaults, ranges and output order
 (docs/comfyui-protocol.md §2 and §8). Combo lists that come from model folders are callables so they
 are rebuilt from disk on every call, as ComfyUI does. Legacy nodes encode combos as
-`[["a", "b"], {...}]`; schema-V3 nodes (UpscaleModelLoader, ...) as `["COMBO", {"options": [...]}]`.
+`[["a", "b"], {...}]`; schema-V3 nodes (ImageScaleToTotalPixels, ...) as `["COMBO", {"options": [...]}]`.
+Which node is which, and every input's encoding, follows what a real 0.3.64 answers
+(tests/standin/data/object_info_0.3.64.json, checked by tests/standin/test_real_object_info.py).
 """
 
 from __future__ import annotations
@@ -129,6 +131,9 @@ class InputSpec:
     type: str
     extra: dict[str, Any] = field(default_factory=dict)
     choices: ComboSource | None = None
+    # A legacy node that declares its input as `(type, {})` shows `[type, {}]`, one that
+    # declares `(type,)` shows `[type]`: a client may index either, so both are kept.
+    empty_extra: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ class NodeSpec:
     """A node class as `/object_info` describes it."""
 
     class_type: str
-    display_name: str
+    display_name: str | None  # a V3 node without one shows null, as 0.3.64 does
     category: str
     required: tuple[InputSpec, ...]
     outputs: tuple[str, ...] = ()
@@ -147,6 +152,8 @@ class NodeSpec:
     description: str = ""
     python_module: str = "nodes"
     v3: bool = False
+    # A legacy node's EXPERIMENTAL flag: shown as `"experimental": true` only when set.
+    experimental: bool = False
     output_tooltips: tuple[str | None, ...] | None = None
     # Inputs checked by the node's own validator instead of the type/range/list checks.
     custom_validated: frozenset[str] = frozenset()
@@ -174,7 +181,8 @@ def input_config(node: NodeSpec, spec: InputSpec, folders: Folders) -> list[Any]
         if node.v3:
             return ["COMBO", {"multiselect": False, "options": options, **spec.extra}]
         return [options, dict(spec.extra)] if spec.extra else [options]
-    return [spec.type, dict(spec.extra)] if (spec.extra or node.v3) else [spec.type]
+    shown = spec.extra or node.v3 or spec.empty_extra
+    return [spec.type, dict(spec.extra)] if shown else [spec.type]
 
 
 def input_info(node: NodeSpec, spec: InputSpec, folders: Folders) -> tuple[Any, dict[str, Any]]:
@@ -212,8 +220,11 @@ def object_info(node: NodeSpec, folders: Folders) -> dict[str, Any]:
         info["deprecated"] = False
         info["experimental"] = False
         info["api_node"] = False
-    elif node.output_tooltips is not None:
-        info["output_tooltips"] = list(node.output_tooltips)
+    else:
+        if node.output_tooltips is not None:
+            info["output_tooltips"] = list(node.output_tooltips)
+        if node.experimental:
+            info["experimental"] = True
     return info
 
 
@@ -502,7 +513,6 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
         (_combo("model_name", _models("upscale_models")),),
         ("UPSCALE_MODEL",),
         python_module="comfy_extras.nodes_upscale_model",
-        v3=True,
     ),
     NodeSpec(
         "ImageUpscaleWithModel",
@@ -511,7 +521,19 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
         (_inp("upscale_model", "UPSCALE_MODEL"), _inp("image", "IMAGE")),
         ("IMAGE",),
         python_module="comfy_extras.nodes_upscale_model",
-        v3=True,
+    ),
+    NodeSpec(
+        "ImageScaleToTotalPixels",
+        None,
+        "image/upscaling",
+        (
+            _inp("image", "IMAGE"),
+            _combo("upscale_method", UPSCALE_METHODS),
+            _inp("megapixels", "FLOAT", default=1.0, min=0.01, max=16.0, step=0.01),
+        ),
+        ("IMAGE",),
+        python_module="comfy_extras.nodes_post_processing",
+        v3=True,  # one of 0.3.64's schema-V3 core nodes: its combo reads ["COMBO", {...}]
     ),
     NodeSpec(
         "LoadBackgroundRemovalModel",
@@ -568,7 +590,7 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
         "PreviewAny",
         "Preview Any",
         "utils",
-        (_inp("source", ANY),),
+        (InputSpec("source", ANY, empty_extra=True),),
         output_node=True,
         python_module="comfy_extras.nodes_preview_any",
     ),
@@ -732,37 +754,81 @@ NODES: dict[str, NodeSpec] = {spec.class_type: spec for spec in NODE_SPECS}
 MODEL_FOLDER_KEYS: tuple[str, ...] = MODEL_FOLDERS
 
 
-# ComfyUI 0.3.64 core's training nodes (comfy_extras/nodes_train.py of that release): no
-# dataset-folder nodes, and a TrainLoraNode that takes LATENT + CONDITIONING with fewer
-# options and has four outputs (model, lora, loss_map, steps). `python -m standins.comfyui
+# ComfyUI 0.3.64 core's training nodes (comfy_extras/nodes_train.py of that release, legacy
+# node classes marked EXPERIMENTAL, as a real 0.3.64 answers them): no dataset-folder nodes, a
+# TrainLoraNode that takes LATENT + CONDITIONING with fewer options and has four outputs
+# (model_with_lora, lora, loss, steps), the save node's id `SaveLoRANode` (a later core renamed
+# it `SaveLoRA`), and a LoraModelLoader without `bypass`. `python -m standins.comfyui
 # --training-nodes core-0.3.64` serves these, so the train-lora template's `core-0.3.64`
 # variant can be run against a server that lacks the newer nodes.
-TRAIN_LORA_0_3_64 = NodeSpec(
-    "TrainLoraNode",
-    "Train LoRA",
-    "training",
-    (
-        _inp("model", "MODEL"),
-        _inp("latents", "LATENT"),
-        _inp("positive", "CONDITIONING"),
-        _inp("batch_size", "INT", default=1, min=1, max=10000),
-        _inp("grad_accumulation_steps", "INT", default=1, min=1, max=1024),
-        _inp("steps", "INT", default=16, min=1, max=100000),
-        _inp("learning_rate", "FLOAT", default=0.0005, min=0.0000001, max=1.0, step=0.0000001),
-        _inp("rank", "INT", default=8, min=1, max=128),
-        _combo("optimizer", ("AdamW", "Adam", "SGD", "RMSprop"), default="AdamW"),
-        _combo("loss_function", ("MSE", "L1", "Huber", "SmoothL1"), default="MSE"),
-        _inp("seed", "INT", default=0, min=0, max=MAX_SEED),
-        _combo("training_dtype", ("bf16", "fp32"), default="bf16"),
-        _combo("lora_dtype", ("bf16", "fp32"), default="bf16"),
-        _combo("algorithm", ("LoRA", "LoHa", "LoKr", "OFT"), default="LoRA"),
-        _inp("gradient_checkpointing", "BOOLEAN", default=True),
-        _combo("existing_lora", _existing_loras, default="[None]"),
+TRAINING_NODE_SPECS_0_3_64: tuple[NodeSpec, ...] = (
+    NodeSpec(
+        "TrainLoraNode",
+        "Train LoRA",
+        "training",
+        (
+            _inp("model", "MODEL", tooltip="The model to train the LoRA on."),
+            _inp("latents", "LATENT", tooltip="The Latents to use for training."),
+            _inp("positive", "CONDITIONING", tooltip="The positive conditioning for training."),
+            _inp("batch_size", "INT", default=1, min=1, max=10000, step=1),
+            _inp("grad_accumulation_steps", "INT", default=1, min=1, max=1024, step=1),
+            _inp("steps", "INT", default=16, min=1, max=100000),
+            _inp("learning_rate", "FLOAT", default=0.0005, min=0.0000001, max=1.0, step=0.000001),
+            _inp("rank", "INT", default=8, min=1, max=128),
+            _combo("optimizer", ("AdamW", "Adam", "SGD", "RMSprop"), default="AdamW"),
+            _combo("loss_function", ("MSE", "L1", "Huber", "SmoothL1"), default="MSE"),
+            _inp("seed", "INT", default=0, min=0, max=MAX_SEED),
+            _combo("training_dtype", ("bf16", "fp32"), default="bf16"),
+            _combo("lora_dtype", ("bf16", "fp32"), default="bf16"),
+            _combo("algorithm", ("LoRA", "LoHa", "LoKr", "OFT"), default="LoRA"),
+            _inp("gradient_checkpointing", "BOOLEAN", default=True),
+            _combo("existing_lora", _existing_loras, default="[None]"),
+        ),
+        ("MODEL", "LORA_MODEL", "LOSS_MAP", "INT"),
+        ("model_with_lora", "lora", "loss", "steps"),
+        python_module=_TRAIN,
+        experimental=True,
     ),
-    ("MODEL", "LORA_MODEL", "LOSS_MAP", "INT"),
-    ("model", "lora", "loss_map", "steps"),
-    python_module=_TRAIN,
-    v3=True,
+    NodeSpec(
+        "SaveLoRANode",
+        "Save LoRA Weights",
+        "loaders",
+        (
+            _inp("lora", "LORA_MODEL", tooltip="The LoRA model to save."),
+            _inp("prefix", "STRING", default="loras/ComfyUI_trained_lora"),
+        ),
+        optional=(_inp("steps", "INT", forceInput=True),),
+        output_node=True,
+        python_module=_TRAIN,
+        experimental=True,
+    ),
+    NodeSpec(
+        "LoraModelLoader",
+        "Load LoRA Model",
+        "loaders",
+        (
+            _inp("model", "MODEL", tooltip="The diffusion model the LoRA will be applied to."),
+            _inp("lora", "LORA_MODEL", tooltip="The LoRA model to apply to the diffusion model."),
+            _inp("strength_model", "FLOAT", default=1.0, min=-100.0, max=100.0, step=0.01),
+        ),
+        ("MODEL",),
+        python_module=_TRAIN,
+        experimental=True,
+        output_tooltips=("The modified diffusion model.",),
+    ),
+    NodeSpec(
+        "LossGraphNode",
+        "Plot Loss Graph",
+        "training",
+        (
+            _inp("loss", "LOSS_MAP", default={}),
+            _inp("filename_prefix", "STRING", default="loss_graph"),
+        ),
+        hidden={"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        output_node=True,
+        python_module=_TRAIN,
+        experimental=True,
+    ),
 )
 TRAINING_NODE_SETS: tuple[str, ...] = ("newer", "core-0.3.64")
 
@@ -773,9 +839,12 @@ def use_training_nodes(name: str) -> None:
         raise ValueError(f"training nodes: one of {', '.join(TRAINING_NODE_SETS)}, got {name!r}")
     for spec in TRAINING_NODE_SPECS:
         NODES[spec.class_type] = spec
+    NODES.pop("SaveLoRANode", None)
     if name == "core-0.3.64":
         del NODES["LoadImageTextDataSetFromFolder"], NODES["MakeTrainingDataset"]
-        NODES["TrainLoraNode"] = TRAIN_LORA_0_3_64
+        del NODES["SaveLoRA"]
+        for spec in TRAINING_NODE_SPECS_0_3_64:
+            NODES[spec.class_type] = spec
 
 
 def drop_nodes(names: list[str]) -> None:

@@ -224,9 +224,10 @@ def test_a_variant_must_take_the_templates_inputs(stores: Stores) -> None:
         Template.parse(make)
 
 
-CORE_0_3_64 = {  # what ComfyUI 0.3.64 core has of the training nodes (no dataset-folder nodes)
+CORE_0_3_64 = {  # what ComfyUI 0.3.64 core lacks of the training nodes (no dataset-folder nodes)
     "LoadImageTextDataSetFromFolder",
     "MakeTrainingDataset",
+    "SaveLoRA",  # 0.3.64 calls it SaveLoRANode
 }
 
 
@@ -235,7 +236,7 @@ def test_a_0_3_64_server_trains_with_the_core_variant_one_load_image_per_dataset
 ) -> None:
     template = stores.templates.get("train-lora")
     old = standin_like("http://old:8188", without=CORE_0_3_64)
-    old = old.model_copy(update={"node_types": old.node_types | {"ImageBatch"}})
+    old = old.model_copy(update={"node_types": old.node_types | {"ImageBatch", "SaveLoRANode"}})
     form = pick_form(template, [old])
     assert form.variant == "core-0.3.64"
     assert pick_form(template, [standin_like("http://new:8188")]).variant == ""

@@ -17,10 +17,20 @@ async def test_combo_options_read_the_legacy_encoding(comfy: ComfyClient) -> Non
 
 
 async def test_combo_options_read_the_v3_encoding(comfy: ComfyClient) -> None:
-    info = await comfy.object_info("UpscaleModelLoader")
-    raw = info["UpscaleModelLoader"]["input"]["required"]["model_name"]
-    assert raw[0] == "COMBO", "UpscaleModelLoader should use the V3 COMBO encoding"
-    assert await comfy.combo_options("UpscaleModelLoader", "model_name") == raw[1]["options"]
+    # A schema-V3 node of 0.3.64 core (UpscaleModelLoader is still a legacy node there).
+    info = await comfy.object_info("ImageScaleToTotalPixels")
+    raw = info["ImageScaleToTotalPixels"]["input"]["required"]["upscale_method"]
+    assert raw[0] == "COMBO", "ImageScaleToTotalPixels should use the V3 COMBO encoding"
+    options = await comfy.combo_options("ImageScaleToTotalPixels", "upscale_method")
+    assert options == raw[1]["options"] and "bilinear" in options
+
+
+async def test_model_file_combos_read_the_encoding_the_server_uses(comfy: ComfyClient) -> None:
+    """The upscale loader's files, whichever encoding this server's version gives it."""
+    raw = (await comfy.object_info("UpscaleModelLoader"))["UpscaleModelLoader"]["input"]
+    config = raw["required"]["model_name"]
+    files = config[1]["options"] if config[0] == "COMBO" else config[0]
+    assert await comfy.combo_options("UpscaleModelLoader", "model_name") == files
 
 
 async def test_asking_for_options_of_an_unknown_node_or_input_fails_clearly(

@@ -1,0 +1,117 @@
+"""The stand-in's `/object_info` against a real ComfyUI 0.3.64's (docs/real-comfyui.md).
+
+`data/object_info_0.3.64.json` is what a stock ComfyUI 0.3.64 (CPU, no custom nodes) answered,
+trimmed to the node types the stand-in serves. Every node type both have must read the same to
+a client: input names and order, types, the combo encoding (legacy `[[...], {...}]` or V3
+`["COMBO", {...}]`), defaults and ranges, outputs and their names, the node flags (V3 key set,
+`experimental`). Only prose (tooltips, descriptions) and the lists of model and input files
+(an install's own) are left out. A stand-in that drifts from the real server makes the
+contract suite pass where a real server would fail it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
+
+REAL: dict[str, Any] = json.loads(
+    (Path(__file__).parent / "data" / "object_info_0.3.64.json").read_text()
+)
+# Combo inputs whose options are files of the install (models, input/ images).
+FILE_LISTS = {"ckpt_name", "lora_name", "model_name", "image", "existing_lora"}
+PROSE = {"description", "output_tooltips"}
+# Node types the stand-in serves that stock 0.3.64 core lacks (custom or newer nodes).
+NOT_IN_CORE = {
+    "DownloadAndLoadFlorence2Model", "Florence2Run", "LoadBackgroundRemovalModel",
+    "RemoveBackground", "LoadImageTextDataSetFromFolder", "MakeTrainingDataset", "SaveLoRA",
+}  # fmt: skip
+# The default ("newer") stand-in serves a later core's schema-V3 training nodes.
+NEWER_TRAINING = {"TrainLoraNode", "LoraModelLoader", "LossGraphNode"}
+
+
+def _input(name: str, config: list[Any]) -> list[Any]:
+    config = json.loads(json.dumps(config))
+    extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else None
+    if extra is not None:
+        extra.pop("tooltip", None)
+    if name in FILE_LISTS:
+        if isinstance(config[0], list):
+            config[0] = "<files>"
+        elif extra is not None and "options" in extra:
+            extra["options"] = "<files>"
+    return config
+
+
+def comparable(info: dict[str, Any]) -> dict[str, Any]:
+    """What a client reads from one `/object_info` entry, without prose and file lists."""
+    out = {k: v for k, v in info.items() if k not in PROSE and k != "input"}
+    out["input"] = {
+        section: (
+            {name: _input(name, config) for name, config in inputs.items()}
+            if section != "hidden"
+            else inputs
+        )
+        for section, inputs in info["input"].items()
+    }
+    return out
+
+
+def served(server: ComfyServer) -> dict[str, Any]:
+    answer = httpx.get(f"{server.url}/object_info", timeout=10.0)
+    answer.raise_for_status()
+    info: dict[str, Any] = answer.json()
+    return info
+
+
+@pytest.fixture(scope="module")
+def core_0_3_64(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
+    server = start_standin(
+        tmp_path_factory.mktemp("comfy-0.3.64-info"),
+        extra_args=["--training-nodes", "core-0.3.64"],
+    )
+    try:
+        yield server
+    finally:
+        assert server.process is not None
+        stop_process(server.process)
+
+
+def differences(stand_in: dict[str, Any], skip: set[str]) -> list[str]:
+    found = []
+    for node in sorted(stand_in):
+        if node in skip:
+            continue
+        if node not in REAL:
+            found.append(f"{node}: not a node type of ComfyUI 0.3.64 core")
+            continue
+        want, got = comparable(REAL[node]), comparable(stand_in[node])
+        for key in sorted(set(want) | set(got)):
+            if want.get(key, "<absent>") != got.get(key, "<absent>"):
+                found.append(f"{node}.{key}: real {want.get(key, '<absent>')!r:.400}, "
+                             f"stand-in {got.get(key, '<absent>')!r:.400}")  # fmt: skip
+    return found
+
+
+def test_the_0_3_64_stand_in_describes_every_node_as_the_real_server_does(
+    core_0_3_64: ComfyServer,
+) -> None:
+    assert differences(served(core_0_3_64), NOT_IN_CORE) == []
+
+
+def test_the_default_stand_in_describes_its_core_nodes_as_the_real_server_does(
+    comfy_standin: ComfyServer,
+) -> None:
+    assert differences(served(comfy_standin), NOT_IN_CORE | NEWER_TRAINING) == []
+
+
+def test_a_0_3_64_server_saves_loras_with_save_lora_node(core_0_3_64: ComfyServer) -> None:
+    """0.3.64 core's save node is `SaveLoRANode` (a later core renamed it `SaveLoRA`)."""
+    info = served(core_0_3_64)
+    assert "SaveLoRANode" in info and "SaveLoRA" not in info
