@@ -3,7 +3,8 @@
 Each `NodeSpec` carries a node's real input names, types, defaults, ranges and output order
 (docs/comfyui-protocol.md §2 and §8). Combo lists that come from model folders are callables so they
 are rebuilt from disk on every call, as ComfyUI does. Legacy nodes encode combos as
-`[["a", "b"], {...}]`; schema-V3 nodes (ImageScaleToTotalPixels, ...) as `["COMBO", {"options": [...]}]`.
+`[["a", "b"], {...}]`; schema-V3 nodes (ImageScaleToTotalPixels, ...) as
+`["COMBO", {"options": [...]}]`.
 Which node is which, and every input's encoding, follows what a real 0.3.64 answers
 (tests/standin/data/object_info_0.3.64.json, checked by tests/standin/test_real_object_info.py).
 """
