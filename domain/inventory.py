@@ -249,11 +249,18 @@ def check_template(
         choices.setdefault(name, {}).update(values)
     listed = list(servers)
     out: list[FormCheck] = []
+    # An input with choices always gets one of them injected, so the graph's own literal there
+    # (a placeholder such as `4x-standin.safetensors`) is never sent and is not asked for: each
+    # choice is checked with the other chosen inputs at one of their choices.
+    chosen = {name: next(iter(values.values())) for name, values in choices.items() if values}
     for form in template.forms():
-        needs = form.requirements()
+        base = {k: v for k, v in chosen.items() if k in form.inputs}
+        needs = form.requirements(base)
         for name, values in choices.items():
+            if name not in form.inputs:
+                continue
             for value in values.values():
-                needs = needs.merged(form.requirements({name: value}))
+                needs = needs.merged(form.requirements({**base, name: value}))
         out.extend(
             FormCheck(variant=form.variant, server=s.url, missing=s.missing(needs)) for s in listed
         )
