@@ -58,6 +58,10 @@ FLORENCE2_TASKS: tuple[str, ...] = (
 )  # fmt: skip
 
 ANY = "*"
+# Model folders ComfyUI's main.py also reads from output/ (`add_model_folder_path`).
+OUTPUT_MODEL_FOLDERS: frozenset[str] = frozenset(
+    {"checkpoints", "clip", "vae", "diffusion_models", "loras"}
+)
 
 
 class Folders:
@@ -74,25 +78,35 @@ class Folders:
         """The directory for a `/view` or upload `type`, None for an unknown type."""
         return {"input": self.input, "output": self.output, "temp": self.temp}.get(kind or "")
 
+    def model_dirs(self, folder: str) -> list[Path]:
+        """Where ComfyUI looks for `folder`'s files, in order: models/<folder>, then, for the
+        folders main.py adds, output/<folder> (so a LoRA SaveLoRANode just wrote is listed)."""
+        dirs = [self.models / folder]
+        if folder in OUTPUT_MODEL_FOLDERS:
+            dirs.append(self.output / folder)
+        return dirs
+
     def model_files(self, folder: str) -> list[str]:
-        """Relative file names (with `/`) of model files in `models/<folder>`, sorted."""
-        base = self.models / folder
-        out: list[str] = []
-        if base.is_dir():
+        """Relative file names (with `/`) of the model files of `folder`, sorted, each once."""
+        out: set[str] = set()
+        for base in self.model_dirs(folder):
+            if not base.is_dir():
+                continue
             for dirpath, _dirs, files in os.walk(base, followlinks=True):
                 for name in files:
                     if Path(name).suffix.lower() in MODEL_EXTENSIONS:
-                        rel = Path(dirpath, name).relative_to(base)
-                        out.append(rel.as_posix())
+                        out.add(Path(dirpath, name).relative_to(base).as_posix())
         return sorted(out)
 
     def model_path(self, folder: str, name: str) -> Path | None:
-        """The full path of a listed model file, None when it does not exist or escapes."""
-        base = (self.models / folder).resolve()
-        path = (base / name).resolve()
-        if base not in path.parents or not path.is_file():
-            return None
-        return path
+        """The full path of a listed model file (the first folder that has it, as ComfyUI's
+        get_full_path), None when it does not exist or escapes."""
+        for directory in self.model_dirs(folder):
+            base = directory.resolve()
+            path = (base / name).resolve()
+            if base in path.parents and path.is_file():
+                return path
+        return None
 
     def input_images(self) -> list[str]:
         """Top-level image files of input/ (LoadImage's list), sorted."""
@@ -643,7 +657,7 @@ def _input_folders(folders: Folders) -> list[str]:
 
 
 def _existing_loras(folders: Folders) -> list[str]:
-    return ["[None]", *folders.model_files("loras")]
+    return [*folders.model_files("loras"), "[None]"]  # ComfyUI's order: the files, then none
 
 
 _TRAIN = "comfy_extras.nodes_train"

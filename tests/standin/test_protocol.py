@@ -229,6 +229,7 @@ async def test_object_info_lists_models_from_disk_in_both_combo_encodings(
     async with httpx.AsyncClient(base_url=comfy_faults_reset.url) as http:
         ckpt = (await http.get("/object_info/CheckpointLoaderSimple")).json()
         up = (await http.get("/api/object_info/UpscaleModelLoader")).json()
+        v3 = (await http.get("/object_info/ImageScaleToTotalPixels")).json()
         missing = (await http.get("/object_info/NoSuchNode")).json()
         everything = (await http.get("/object_info")).json()
         stats = (await http.get("/system_stats")).json()
@@ -237,9 +238,11 @@ async def test_object_info_lists_models_from_disk_in_both_combo_encodings(
         unknown = await http.get("/models/nope")
     names, _extra = ckpt["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"]
     assert {"sdxl-base-1.0.safetensors", "flux1-dev.safetensors"} <= set(names)
-    kind, options = up["UpscaleModelLoader"]["input"]["required"]["model_name"]
-    assert kind == "COMBO" and {"2x-standin.safetensors", "4x-standin.safetensors"} <= set(
-        options["options"])  # fmt: skip
+    # 0.3.64: UpscaleModelLoader is a legacy node; ImageScaleToTotalPixels one of its V3 nodes.
+    [upscalers] = up["UpscaleModelLoader"]["input"]["required"]["model_name"]
+    assert {"2x-standin.safetensors", "4x-standin.safetensors"} <= set(upscalers)
+    kind, options = v3["ImageScaleToTotalPixels"]["input"]["required"]["upscale_method"]
+    assert kind == "COMBO" and "lanczos" in options["options"]
     assert missing == {}
     assert {"KSampler", "SaveImage", "Florence2Run", "RemoveBackground"} <= set(everything)
     assert stats["system"]["comfyui_version"] == "0.3.64"

@@ -12,6 +12,7 @@ contract suite pass where a real server would fail it.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from standins.comfyui.modelfiles import write_safetensors
 from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
+from tests.standin.util import Session, txt2img
 
 REAL: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "object_info_0.3.64.json").read_text()
@@ -115,3 +118,30 @@ def test_a_0_3_64_server_saves_loras_with_save_lora_node(core_0_3_64: ComfyServe
     """0.3.64 core's save node is `SaveLoRANode` (a later core renamed it `SaveLoRA`)."""
     info = served(core_0_3_64)
     assert "SaveLoRANode" in info and "SaveLoRA" not in info
+
+
+async def test_a_lora_saved_to_output_loras_is_listed_and_loadable_as_on_a_real_server(
+    core_0_3_64: ComfyServer,
+) -> None:
+    """ComfyUI's main.py adds output/{checkpoints,clip,vae,diffusion_models,loras} to the model
+    folders: a real 0.3.64 listed a LoRA that SaveLoRANode had just written under LoraLoader's
+    `lora_name` and TrainLoraNode's `existing_lora`, without any copy to models/loras."""
+    assert core_0_3_64.root is not None
+    name = f"trained_{uuid.uuid4().hex[:6]}_4_steps_00001_.safetensors"
+    out = core_0_3_64.root / "output" / "loras"
+    out.mkdir(parents=True, exist_ok=True)
+    write_safetensors(out / name, {"x.weight": ("F32", [1], b"\0\0\0\0")}, {})
+    info = served(core_0_3_64)
+    assert name in info["LoraLoader"]["input"]["required"]["lora_name"][0]
+    assert name in info["TrainLoraNode"]["input"]["required"]["existing_lora"][0]
+    graph = txt2img(steps=1)
+    graph["20"] = {
+        "class_type": "LoraLoader",
+        "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": name,
+                   "strength_model": 0.8, "strength_clip": 0.8},
+    }  # fmt: skip
+    graph["3"]["inputs"]["model"] = ["20", 0]
+    async with Session(core_0_3_64) as s:
+        run = await s.run(graph)
+    assert run.reply["node_errors"] == {}
+    assert "execution_success" in run.types()
