@@ -51,6 +51,16 @@ class Pace:
 
 
 PROBE_STEPS = 11
+MEASURED: list[Pace] = []  # the session's pace, for the summary line
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line with the pace the suite measured, so a run against a real server says how
+    fast it was (docs/real-comfyui.md quotes it)."""
+    for p in MEASURED:
+        terminalreporter.write_line(
+            f"contract pace: {p.overhead:.2f} s per 1-step prompt, {p.step:.3f} s per step (64x64)"
+        )
 MAX_STEPS = 10_000  # KSampler's own maximum: more is refused by validation
 
 
@@ -68,7 +78,8 @@ async def pace(comfy_standin: ComfyServer) -> Pace:
             await client.run(txt2img(names[0], steps=steps), timeout=1800)
             timings.append(time.monotonic() - started)
     step = max((timings[1] - timings[0]) / (PROBE_STEPS - 1), 0.001)
-    return Pace(overhead=timings[0], step=step)
+    MEASURED.append(Pace(overhead=timings[0], step=step))
+    return MEASURED[-1]
 
 
 @pytest_asyncio.fixture(autouse=True)
