@@ -61,6 +61,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             f"contract pace: {p.overhead:.2f} s per 1-step prompt, {p.step:.3f} s per step (64x64)"
         )
+
+
 MAX_STEPS = 10_000  # KSampler's own maximum: more is refused by validation
 
 
