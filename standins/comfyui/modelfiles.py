@@ -44,7 +44,7 @@ MODEL_FOLDERS: tuple[str, ...] = (
     "controlnet",
     "gligen",
     "upscale_models",
-    "latent_upscale_models",
+    "custom_nodes",  # as 0.3.64 lists it (latent_upscale_models is a later core's folder)
     "hypernetworks",
     "photomaker",
     "classifiers",

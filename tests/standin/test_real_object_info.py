@@ -145,3 +145,22 @@ async def test_a_lora_saved_to_output_loras_is_listed_and_loadable_as_on_a_real_
         run = await s.run(graph)
     assert run.reply["node_errors"] == {}
     assert "execution_success" in run.types()
+
+
+# GET /models of the real 0.3.64 (folder_paths.folder_names_and_paths, in its order).
+REAL_MODEL_FOLDERS = [
+    "checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
+    "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
+    "upscale_models", "custom_nodes", "hypernetworks", "photomaker", "classifiers",
+    "model_patches", "audio_encoders",
+]  # fmt: skip
+# Folders the stand-in's custom nodes register (background removal, Florence-2), as those
+# custom nodes do on a real server: after core's.
+CUSTOM_NODE_FOLDERS = ["background_removal", "LLM"]
+
+
+def test_the_model_folders_are_the_real_servers_then_the_custom_nodes(
+    comfy_standin: ComfyServer,
+) -> None:
+    folders = httpx.get(f"{comfy_standin.url}/models", timeout=10.0).json()
+    assert folders == REAL_MODEL_FOLDERS + CUSTOM_NODE_FOLDERS
