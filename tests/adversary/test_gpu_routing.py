@@ -185,7 +185,7 @@ def test_training_chunks_and_captions_go_to_the_servers_that_have_their_nodes(
 
 def test_a_0_3_64_server_and_a_newer_one_both_take_training(stores: Stores) -> None:
     old = standin_like("http://old:8188", without=CORE_0_3_64)
-    old = old.model_copy(update={"node_types": old.node_types | {"ImageBatch"}})
+    old = old.model_copy(update={"node_types": old.node_types | {"ImageBatch", "SaveLoRANode"}})
     stores.inventory.record_server(old)
     stores.inventory.record_server(standin_like("http://new:8188"))
     plan = train(stores)
