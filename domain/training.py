@@ -434,6 +434,19 @@ def dataset_hash(
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+def chunk_size(total_steps: int, max_chunk: int) -> int:
+    """The chunk size a job trains in: as few chunks as `max_chunk` allows, of equal size.
+
+    Not simply `max_chunk`: ComfyUI's LossGraphNode (in the training graph) divides by the
+    spread of a chunk's losses, so a 1-step remainder (251 steps in chunks of 250) fails its
+    prompt on every real server (docs/real-comfyui.md). Equal chunks leave no such remainder
+    for any step count of STEPS_MIN … STEPS_MAX with the default 250.
+    """
+    size = max(1, max_chunk)
+    count = max(1, -(-total_steps // size))
+    return max(1, -(-total_steps // count))
+
+
 def chunks(total_steps: int, chunk_steps: int) -> list[tuple[int, int]]:
     """(start step, steps) of each chunk: equal chunks, the last one takes the rest."""
     size = max(1, chunk_steps)

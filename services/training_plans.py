@@ -30,6 +30,7 @@ from domain.training import (
     check_params,
     check_trigger_clash,
     check_trigger_word,
+    chunk_size,
     dataset_hash,
     quote,
     quote_captions,
@@ -107,7 +108,7 @@ class TrainingPlanner:
             resolution=resolution,
             checkpoint=checkpoint,
             images=images,
-            chunk_steps=self.chunk_steps,
+            chunk_steps=chunk_size(params.steps, self.chunk_steps),
             caption_work=caption_work,
             caption_queue=caption_queue,
         )

@@ -505,6 +505,10 @@ async def lora_model_loader(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
 
 async def loss_graph(ctx: RunContext, i: dict[str, Any]) -> NodeOutput:
     losses: list[float] = list(i["loss"] or [0.0])
+    if max(losses) == min(losses):
+        # ComfyUI scales each loss by (max - min): one step (or equal losses) fails the prompt
+        # after SaveLoRANode ran, on 0.3.64 and later cores alike (docs/real-comfyui.md).
+        raise ZeroDivisionError("float division by zero")
     prefix = str(i.get("filename_prefix", "loss_graph"))
     img = await asyncio.to_thread(render.loss_plot, losses)
     ui = await asyncio.to_thread(_save_images, ctx, [img], prefix, ctx.folders.temp, "temp")

@@ -9,11 +9,42 @@ ever sends, since a job always injects one of the choices into that input.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pymongo.database import Database
+
 from domain.inventory import ServerInventory, check_template
+from domain.rules import DomainRules
 from domain.templates import Template
+from domain.training import (
+    DEFAULT_CHUNK_STEPS,
+    STEPS_MAX,
+    STEPS_MIN,
+    TrainingParams,
+    TrainPrepareInput,
+    TrainRequest,
+    TrainSpec,
+    chunk_size,
+    chunks,
+)
+from services.training_plans import TrainingPlanner
+from store.db import Stores
+from tests.adversary.test_inventory import png
+
+USER = "telegram:3016"
+
+
+@pytest.fixture
+def stores(mongo_db: Database[Any]) -> Iterator[Stores]:
+    s = Stores(mongo_db, DomainRules(starter_grant=500))
+    s.ensure_indexes()
+    s.templates.load_bundled()
+    s.users.get_or_create(USER)
+    yield s
+
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -62,3 +93,34 @@ def test_training_runs_its_core_variant_on_a_server_with_the_configured_checkpoi
     check = check_template(bundled("train-lora"), [server], overrides("train-lora"))
     assert check.runnable, [f.missing.describe() for f in check.forms if f.missing]
     assert [f.variant for f in check.able()] == ["core-0.3.64"]
+
+
+def test_no_training_chunk_is_a_single_step() -> None:
+    """ComfyUI's LossGraphNode divides by (max - min) of the chunk's losses: a 1-step chunk
+    fails its prompt on every real server (docs/real-comfyui.md). 251 steps in chunks of 250
+    made one; the planner now splits a job's steps into equal chunks of at most the configured
+    size, so no chunk is a single step for any valid step count."""
+    for total in range(STEPS_MIN, STEPS_MAX + 1):
+        size = chunk_size(total, DEFAULT_CHUNK_STEPS)
+        parts = [steps for _start, steps in chunks(total, size)]
+        assert sum(parts) == total and max(parts) <= DEFAULT_CHUNK_STEPS
+        assert min(parts) >= 2, (total, parts)
+        assert len(parts) == -(-total // DEFAULT_CHUNK_STEPS), "no more prompts than before"
+
+
+def test_the_planner_plans_balanced_chunks(stores: Stores) -> None:
+    user = stores.users.get(USER)
+    ds = stores.datasets.create(user.id, "cats", trigger_word="zxqcat")
+    blobs = [
+        stores.blobs.put(png(), f"{n}.png", "image/png", metadata={"user_id": user.id})
+        for n in range(4)
+    ]
+    stores.datasets.add_images(user.id, ds.id, [(b, b) for b in blobs])
+    for b in blobs:
+        stores.datasets.set_caption(user.id, ds.id, b, "a cat")
+    request = TrainRequest(user=USER, dataset="cats", params=TrainingParams(steps=251))
+    plan = TrainingPlanner(stores).plan_train_lora(
+        TrainPrepareInput(workflow_id="t", request=request)
+    )
+    spec = TrainSpec.model_validate(plan.settings["training"])
+    assert [steps for _s, steps in chunks(251, spec.chunk_steps)] == [126, 125]

@@ -164,3 +164,28 @@ def test_the_model_folders_are_the_real_servers_then_the_custom_nodes(
 ) -> None:
     folders = httpx.get(f"{comfy_standin.url}/models", timeout=10.0).json()
     assert folders == REAL_MODEL_FOLDERS + CUSTOM_NODE_FOLDERS
+
+
+TRAIN_TEMPLATE = json.loads(
+    (Path(__file__).resolve().parents[2] / "templates" / "train-lora.json").read_text()
+)
+
+
+async def test_a_one_step_training_fails_in_the_loss_graph_as_on_a_real_server(
+    core_0_3_64: ComfyServer,
+) -> None:
+    """A real 0.3.64 (and a later core: the same code) fails a 1-step training prompt in
+    LossGraphNode with `ZeroDivisionError: float division by zero` (it scales the losses by
+    max - min), after SaveLoRANode wrote its file; so must the stand-in, or a 1-step chunk
+    passes here and fails on every real server."""
+    from domain.templates import Template
+
+    template = Template.parse(TRAIN_TEMPLATE)
+    [form] = [f for f in template.forms() if f.variant == "core-0.3.64"]
+    graph = form.inject({"steps": 1, "prefix": f"loras/one_{uuid.uuid4().hex[:6]}"})
+    async with Session(core_0_3_64) as s:
+        run = await s.run(graph)
+    [error] = run.of("execution_error")
+    assert error["node_type"] == "LossGraphNode"
+    assert error["exception_type"] == "ZeroDivisionError"
+    assert error["exception_message"] == "float division by zero\n"  # as the real one sends it
