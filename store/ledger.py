@@ -380,16 +380,16 @@ class Ledger:
         query: dict[str, Any] = {"job_id": job_id, "kind": "charge"}
         if key is not None:
             query["key"] = key
-        # One round trip: find the first charge and set its time in the same command.
-        first = self.entries_coll.find_one_and_update(
-            query,
-            {"$set": {"gpu_seconds": seconds}},
-            projection={"_id": 1},
-            sort=[("created_at", ASCENDING)],
+        # A find on the `job` index, then an update by `_id`: not one find_one_and_update,
+        # which the embedded server (secantusdb 0.7) answers by scanning the whole ledger
+        # (JobRepo.save says why). Not a money step: a reporting field, set, never added.
+        first = self.entries_coll.find_one(
+            query, projection={"_id": 1}, sort=[("created_at", ASCENDING)]
         )
         if first is None:
             log.warning("no charge for job %s to record %.1f GPU seconds on", job_id, seconds)
             return False
+        self.entries_coll.update_one({"_id": first["_id"]}, {"$set": {"gpu_seconds": seconds}})
         return True
 
     def audit(self) -> list[Discrepancy]:
