@@ -4,7 +4,8 @@
 one command each in the common case, and check that each still does what it did: the inventory
 read that chooses a template's form, the history record, the GPU seconds on the charge, and the
 running-job slot. The record and the GPU seconds use no `findAndModify`: the embedded server
-scans the whole collection for one. Commands are counted with a pymongo CommandListener on a client of its own.
+scans the whole collection for one. Commands are counted with a pymongo CommandListener on a
+client of its own.
 """
 
 from __future__ import annotations
