@@ -90,7 +90,12 @@ class JobActivities:
         try:
             if inp.top_up:
                 res = ledger.charge_up_to(
-                    inp.user_id, inp.amount, inp.key, job_id=inp.job_id, reason=inp.reason
+                    inp.user_id,
+                    inp.amount,
+                    inp.key,
+                    job_id=inp.job_id,
+                    reason=inp.reason,
+                    expect_applied=inp.settle,
                 )
             else:
                 res = ledger.charge(

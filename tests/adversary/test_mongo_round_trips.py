@@ -297,3 +297,41 @@ def test_storing_a_blob_does_not_ask_whether_the_bucket_is_empty_every_time(
     assert len(unfiltered) == 3, "the first put of a process still lets GridFS check"
     assert stores.blobs.get(first) == b"one" and stores.blobs.get(second) == b"two"
     assert stores.blobs.put(b"two", "b.png", "image/png", key="k-2") == second, "still by key"
+
+
+# ---- the settle ---------------------------------------------------------------------------------
+
+
+def test_a_settle_of_an_applied_charge_is_one_read_and_no_transaction(
+    counted: tuple[Stores, Commands],
+) -> None:
+    """The saga's settle replays the run's own charge key (a no-op in a plain run). Asked with
+    `expect_applied`, the ledger reads the key first, outside a transaction: one `find`
+    instead of the user's, the key's (in a transaction) and the commit. A key not applied (a
+    reset run's settle) takes the transaction as before and tops the job up."""
+    stores, commands = counted
+    user = stores.users.get_or_create(USER)[0]
+    stores.ledger.grant(user.id, 100, "grant-1", by="test", reason="test")
+    first = stores.ledger.charge_up_to(
+        user.id, 30, "job-1:run-1:charge", job_id="job-1", reason="m"
+    )
+    assert first is not None and not first.replayed
+    commands.names.clear()
+    again = stores.ledger.charge_up_to(
+        user.id, 30, "job-1:run-1:charge", job_id="job-1", reason="m", expect_applied=True
+    )
+    assert commands.names == ["find"]
+    assert again is not None and again.replayed and again.entry == first.entry
+    # A reset run's settle: its key is new; the job is refunded, so it is charged again.
+    stores.ledger.refund(user.id, 30, "job-1:run-1:refund", job_id="job-1", reason="r")
+    topped = stores.ledger.charge_up_to(
+        user.id, 30, "job-1:run-2:charge", job_id="job-1", reason="m", expect_applied=True
+    )
+    assert topped is not None and topped.entry.amount == 30 and not topped.replayed
+    assert stores.users.get(user.id).points == user.points + 100 - 30 + 30 - 30
+    # Another user's key is refused as before, not answered from the read.
+    other = stores.users.get_or_create("telegram:4005")[0]
+    with pytest.raises(Exception, match="already used"):
+        stores.ledger.charge_up_to(
+            other.id, 30, "job-1:run-2:charge", job_id="job-1", reason="m", expect_applied=True
+        )
