@@ -22,9 +22,10 @@ from temporalio.client import Client
 
 from domain.errors import InsufficientPoints, NoServerCanRun, TooManyJobs
 from domain.inventory import ServerInventory
-from domain.jobs import MakeImageRequest
+from domain.jobs import MakeImageRequest, PrepareInput
 from domain.rules import DomainRules
 from domain.users import JobRecord
+from services.job_plans import MakePlanner
 from services.jobs import JobService
 from store.db import Stores
 from store.slots import JobSlots
@@ -98,6 +99,23 @@ def test_choosing_a_templates_form_reads_the_inventory_once_when_a_server_report
     form = stores.inventory.choose_form(template)
     assert form.name == "make"
     assert commands.names == ["find"], "one read of the servers seen lately, not two"
+
+
+def test_a_make_plan_reads_the_servers_seen_lately_once(
+    counted: tuple[Stores, Commands],
+) -> None:
+    """The form (`choose_form`) and the GPU queue (`queue_for`) are chosen from one read of
+    the servers seen lately: a plan runs twice per job (the jobs client, then prepare)."""
+    stores, commands = counted
+    stores.inventory.record_server(server("http://gpu-1:8188"))
+    stores.users.get_or_create(USER)
+    planner = MakePlanner(stores)
+    commands.finds.clear()
+    plan = planner.plan_make_image(
+        PrepareInput(workflow_id="", request=MakeImageRequest(user=USER, prompt="a cat"))
+    )
+    assert plan.comfy and plan.route is not None and plan.route.comfy_queue.startswith("comfy")
+    assert commands.finds.count("comfy_inventory") == 1, commands.finds
 
 
 def test_with_no_inventory_ever_the_templates_own_graph_is_used(
