@@ -90,7 +90,12 @@ class JobActivities:
         try:
             if inp.top_up:
                 res = ledger.charge_up_to(
-                    inp.user_id, inp.amount, inp.key, job_id=inp.job_id, reason=inp.reason
+                    inp.user_id,
+                    inp.amount,
+                    inp.key,
+                    job_id=inp.job_id,
+                    reason=inp.reason,
+                    expect_applied=inp.settle,
                 )
             else:
                 res = ledger.charge(
@@ -122,7 +127,7 @@ class JobActivities:
     @activity.defn(name=ActivityNames.RECORD_JOB)
     def record_job(self, inp: JobRecordInput) -> None:
         s = inp.status
-        self.stores.jobs.record(record_of(s, inp.user_id, datetime.now(UTC)))
+        self.stores.jobs.save(record_of(s, inp.user_id, datetime.now(UTC)))
         if s.gpu_seconds > 0 and s.price > 0:
             self.stores.ledger.record_gpu_seconds(s.workflow_id, s.gpu_seconds)
         metrics.job_recorded(s)

@@ -209,6 +209,11 @@ class ChargeInput(BaseModel):
     # run) lacks of `amount`: a run that an operator reset pays for the job once, whether or
     # not the earlier run's charge was refunded (store/ledger.py `Ledger.charge`).
     top_up: bool = False
+    # The saga's settle: the same key again after the work, expected to be applied already (a
+    # plain run), so the ledger reads it first instead of opening a transaction. A reset run's
+    # settle (a key not applied) takes the transaction as any charge. Workers of an earlier
+    # release ignore the field and take the transaction every time.
+    settle: bool = False
 
 
 class ChargeResult(BaseModel):

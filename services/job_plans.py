@@ -25,7 +25,7 @@ from domain.checkpoints import (
     image_base,
 )
 from domain.errors import StationError, TemplateGraphError, UnknownTemplate, UserInputError
-from domain.inventory import Requirements
+from domain.inventory import Requirements, ServerInventory
 from domain.jobs import (
     ComfyWork,
     JobPlan,
@@ -131,7 +131,9 @@ class MakePlanner:
                     "pick another with /set checkpoint or ask the operator"
                 )
             values["checkpoint"] = settings.checkpoint
-        template = self._runnable_form(template, values)
+        # One read of the servers seen lately for the form and the GPU queue below.
+        servers = self.stores.inventory.servers()
+        template = self._runnable_form(template, values, servers)
         uploads: dict[str, str] = {}
         if template.kind == "img2img":
             uploads = self._img2img_source(template, req.source_image_id, user.id)
@@ -178,20 +180,32 @@ class MakePlanner:
             seeds=seeds,
             comfy=works,
             # The queue of the servers that can run it, and the user as fairness key.
-            route=self._route(inp.request.platform, works, user.id),
+            route=self._route(inp.request.platform, works, user.id, servers),
         )
 
-    def _route(self, platform: str, works: list[ComfyWork], user_id: str) -> JobRoute:
+    def _route(
+        self,
+        platform: str,
+        works: list[ComfyWork],
+        user_id: str,
+        servers: list[ServerInventory] | None = None,
+    ) -> JobRoute:
         """The job's route: its GPU queue by what its graphs need (domain/routing.py)."""
-        return gpu_route(self.stores, self.routing.route(platform), works, user_id)
+        return gpu_route(self.stores, self.routing.route(platform), works, user_id, servers)
 
-    def _runnable_form(self, template: Template, values: dict[str, Any]) -> Template:
+    def _runnable_form(
+        self,
+        template: Template,
+        values: dict[str, Any],
+        servers: list[ServerInventory] | None = None,
+    ) -> Template:
         """The form of `template` (its graph or a variant) some GPU server can run with these
         values injected; NoServerCanRun (a refusal before any charge) when none can. The
         user's LoRAs are not asked of the server: the comfy worker brings them."""
         return self.stores.inventory.choose_form(
             template,
             lambda form: form.requirements(_only_known(form, {**values, "seed": 0})),
+            servers=servers,
         )
 
     def _loras(self, user_id: str, prompt: str) -> tuple[str, list[LoraFile]]:
@@ -454,11 +468,19 @@ def _pillow_params(req: MediaRequest, source: LoadedImage) -> tuple[dict[str, An
     return params, f"convert {w}x{h} to {params['format']}"
 
 
-def gpu_route(stores: Stores, route: JobRoute, works: list[ComfyWork], user_id: str) -> JobRoute:
+def gpu_route(
+    stores: Stores,
+    route: JobRoute,
+    works: list[ComfyWork],
+    user_id: str,
+    servers: list[ServerInventory] | None = None,
+) -> JobRoute:
     """`route` with the GPU queue of the servers able to run `works` (their checkpoint's
     queue, or a capability queue when some server lacks a node type or model they need; the
     users' LoRAs aside, which the worker brings) and the user as fairness key."""
     graphs = [w.graph for w in works]
     fetched = {lora.filename for w in works for lora in w.loras}
-    queue = stores.inventory.queue_for(route.comfy_queue, [needs_of(graphs, fetched)], graphs)
+    queue = stores.inventory.queue_for(
+        route.comfy_queue, [needs_of(graphs, fetched)], graphs, servers=servers
+    )
     return comfy_route(route, graphs, user_id, queue=queue)

@@ -68,6 +68,7 @@ class BlobStore:
     def __init__(self, db: Database[Any]) -> None:
         self.db = db
         self._buckets = {name: gridfs.GridFSBucket(db, bucket_name=name) for name in BUCKETS}
+        self._checked: set[str] = set()  # buckets whose GridFS index check ran (`_upload`)
 
     def _bucket(self, bucket: str) -> gridfs.GridFSBucket:
         try:
@@ -113,7 +114,7 @@ class BlobStore:
                 return existing
         file_id = ObjectId()
         try:
-            b.upload_from_stream_with_id(file_id, filename, data, metadata=meta)
+            self._upload(b, bucket, file_id, filename, data, meta)
         except (gridfs.errors.FileExists, DuplicateKeyError):
             self.db[f"{bucket}.chunks"].delete_many({"files_id": file_id})
             existing = self.find_by_key(str(k), bucket=bucket) if k is not None else None
@@ -122,6 +123,31 @@ class BlobStore:
             log.debug("blob key %s stored concurrently; using %s", k, existing)
             return existing
         return str(file_id)
+
+    def _upload(
+        self,
+        b: gridfs.GridFSBucket,
+        bucket: str,
+        file_id: ObjectId,
+        filename: str,
+        data: bytes,
+        meta: dict[str, Any],
+    ) -> None:
+        """`upload_from_stream_with_id`, with GridFS's index check once per bucket and process.
+
+        Before every new file pymongo asks `find_one({})` of the bucket's files and chunks to
+        create its indexes on an empty bucket. The embedded MongoDB-compatible server answers
+        a find no index serves by decoding the whole collection, every chunk of every image
+        ever stored (37 ms at 1,000 images), so each job's store step grew with the bucket
+        (issue 17). The first upload of a process checks as before; later ones mark the
+        `GridIn` as checked (pymongo's `_ensured_index`; if a pymongo release renames it, the
+        check simply runs again). `ensure_indexes` creates the same indexes at start.
+        """
+        with b.open_upload_stream_with_id(file_id, filename, metadata=meta) as grid_in:
+            if bucket in self._checked:
+                object.__setattr__(grid_in, "_ensured_index", True)
+            grid_in.write(data)
+        self._checked.add(bucket)
 
     def find_by_key(self, key: str, *, bucket: str = "images") -> str | None:
         self._bucket(bucket)

@@ -65,11 +65,14 @@ class ComfyInventory:
         base: str,
         alternatives: Sequence[Requirements],
         graphs: Iterable[Mapping[str, Any]] = (),
+        servers: list[ServerInventory] | None = None,
     ) -> str:
         """The GPU queue of a job needing one of `alternatives` (domain/routing.py
         `queue_for_needs` over the servers seen lately); a capability queue is recorded, so
-        the comfy workers of the servers able to run it start polling it."""
-        queue = queue_for_needs(base, alternatives, self.servers(), graphs)
+        the comfy workers of the servers able to run it start polling it. `servers`: the
+        caller's read of `servers()` (a planner reads them once per plan, issue 17)."""
+        seen = self.servers() if servers is None else servers
+        queue = queue_for_needs(base, alternatives, seen, graphs)
         if queue.startswith(base + CAPABILITY_QUEUE_MARK):
             self.want(base, queue, alternatives)
         return queue
@@ -188,6 +191,7 @@ class ComfyInventory:
         template: Template,
         needs: Callable[[Template], Requirements] | None = None,
         now: datetime | None = None,
+        servers: list[ServerInventory] | None = None,
     ) -> Template:
         """The first form of `template` (its own graph, then its variants) that a server seen
         lately can run — what the planners build the job from, before any charge.
@@ -200,7 +204,8 @@ class ComfyInventory:
         # One read in the common case (issue 17: prepare runs this for every job, in the jobs
         # client and again in the workflow): a server seen lately with a full record means the
         # inventory is known, so `known()` is asked only when none was.
-        servers = self.servers(now)
+        if servers is None:  # else the caller's read of `servers()` (one per plan)
+            servers = self.servers(now)
         if not servers and not self.known():
             return template.forms()[0]
         return pick_form(template, servers, needs)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -31,28 +31,33 @@ class JobRepo:
             [("user_id", ASCENDING), ("created_at", DESCENDING)], name="user_recent"
         )
 
-    def record(self, job: JobRecord) -> JobRecord:
-        """Insert or update the job by workflow id; returns what is stored now."""
+    def save(self, job: JobRecord) -> None:
+        """Insert or update the job by workflow id (the saga's record step): one `update`.
+
+        Not a `find_one_and_update`: the embedded MongoDB-compatible server (secantusdb 0.7)
+        runs a findAndModify's write with a filter no index serves, so it scans the whole
+        collection, and the dev stack's record step slowed down with every job it had ever
+        run (docs/performance.md, issue 17). An upsert by `_id` is a point lookup everywhere.
+        """
         doc = job.model_dump()
         created_at = doc.pop("created_at")
         update = {"$set": doc, "$setOnInsert": {"created_at": created_at}}
-        # Write and read back in one round trip (the saga's record step runs once per job).
-        stored: dict[str, Any] | None = None
         for attempt in range(3):
             try:
-                stored = self.coll.find_one_and_update(
-                    {"_id": job.workflow_id},
-                    update,
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-                break
+                self.coll.update_one({"_id": job.workflow_id}, update, upsert=True)
+                return
             except DuplicateKeyError:
                 # Two upserts of a new id raced; the loser's retry is a plain update.
                 if attempt == 2:
                     raise
-        assert stored is not None, "an upsert returning the document after always has one"
-        return _job(stored)
+
+    def record(self, job: JobRecord) -> JobRecord:
+        """Insert or update the job by workflow id; returns what is stored now (`save`, then a
+        read by `_id`)."""
+        self.save(job)
+        stored = self.get(job.workflow_id)
+        assert stored is not None, "a document just upserted by _id is there"
+        return stored
 
     def get(self, workflow_id: str) -> JobRecord | None:
         doc = self.coll.find_one({"_id": workflow_id})

@@ -136,7 +136,14 @@ class Ledger:
         )
 
     def charge_up_to(
-        self, user: UserRef, amount: int, key: str, *, job_id: str, reason: str
+        self,
+        user: UserRef,
+        amount: int,
+        key: str,
+        *,
+        job_id: str,
+        reason: str,
+        expect_applied: bool = False,
     ) -> LedgerResult | None:
         """Charge what `job_id`'s standing charge (charges − refunds) lacks of `amount`, once per
         key; None, and nothing written, when the job is already paid that much.
@@ -145,8 +152,18 @@ class Ledger:
         after a refund pays again; topping up rather than adding means a reset of a run whose
         charge still stands pays nothing more. Read and write share one transaction, as in
         `charge`. A replayed key returns its first entry whatever this call's amount.
+
+        `expect_applied` (the saga's settle, which replays its run's own charge key): read the
+        key first, outside a transaction, and answer a charge of this user's from it; one read
+        instead of the user's, the key's in a transaction and the commit (issue 17). Safe
+        because an entry's key, user, kind and amount never change once committed. Anything
+        else (no such key, another user's or kind's) takes the transaction below.
         """
         _check_amount(amount)
+        if expect_applied and isinstance(user, str) and ":" not in user:  # a user id
+            done = self.entries_coll.find_one({"key": key})
+            if done is not None and done.get("user_id") == user and done.get("kind") == "charge":
+                return self._replay(done, "charge", user, int(done["amount"]))
         user_id = resolve_user_id(self.users_coll, user)
         fields = {"job_id": job_id, "reason": reason, "gpu_seconds": None}
 
@@ -380,16 +397,16 @@ class Ledger:
         query: dict[str, Any] = {"job_id": job_id, "kind": "charge"}
         if key is not None:
             query["key"] = key
-        # One round trip: find the first charge and set its time in the same command.
-        first = self.entries_coll.find_one_and_update(
-            query,
-            {"$set": {"gpu_seconds": seconds}},
-            projection={"_id": 1},
-            sort=[("created_at", ASCENDING)],
+        # A find on the `job` index, then an update by `_id`: not one find_one_and_update,
+        # which the embedded server (secantusdb 0.7) answers by scanning the whole ledger
+        # (JobRepo.save says why). Not a money step: a reporting field, set, never added.
+        first = self.entries_coll.find_one(
+            query, projection={"_id": 1}, sort=[("created_at", ASCENDING)]
         )
         if first is None:
             log.warning("no charge for job %s to record %.1f GPU seconds on", job_id, seconds)
             return False
+        self.entries_coll.update_one({"_id": first["_id"]}, {"$set": {"gpu_seconds": seconds}})
         return True
 
     def audit(self) -> list[Discrepancy]:

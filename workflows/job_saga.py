@@ -421,8 +421,10 @@ class PaidJobWorkflow:
         a condition that differs between a run and its reset would change the commands of the
         history the reset copies. Too few points ends the job refused, its outputs withheld.
         """
+        # `settle` changes only the activity's input, not the command: old histories replay.
+        settle = self._charge_input(plan).model_copy(update={"settle": True})
         result: ChargeResult = await self._ledger_step(
-            ActivityNames.CHARGE_POINTS, self._charge_input(plan), ChargeResult
+            ActivityNames.CHARGE_POINTS, settle, ChargeResult
         )
         self._status.balance = result.balance
         if result.ok:

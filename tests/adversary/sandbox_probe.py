@@ -7,7 +7,7 @@ a workflow's module for every run, and a test module would drag pytest in with i
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 
@@ -32,3 +32,15 @@ class RollsADie:
     @workflow.run
     async def run(self) -> float:
         return random.random()
+
+
+@workflow.defn(name="SandboxProbeEchoes")
+class Echoes:
+    """Runs one activity with a payload in and out: what the sandbox costs per activation."""
+
+    @workflow.run
+    async def run(self, word: str) -> str:
+        said: str = await workflow.execute_activity(
+            "sandbox_probe_echo", word, start_to_close_timeout=timedelta(seconds=10)
+        )
+        return said

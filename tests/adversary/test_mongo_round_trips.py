@@ -3,7 +3,9 @@
 `bench/mongo_ops.py` profiles every command a make job sends; these tests pin the steps cut to
 one command each in the common case, and check that each still does what it did: the inventory
 read that chooses a template's form, the history record, the GPU seconds on the charge, and the
-running-job slot. Commands are counted with a pymongo CommandListener on a client of its own.
+running-job slot. The record and the GPU seconds use no `findAndModify`: the embedded server
+scans the whole collection for one. Commands are counted with a pymongo CommandListener on a
+client of its own.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from temporalio.client import Client
 
 from domain.errors import InsufficientPoints, NoServerCanRun, TooManyJobs
 from domain.inventory import ServerInventory
-from domain.jobs import MakeImageRequest
+from domain.jobs import MakeImageRequest, PrepareInput
 from domain.rules import DomainRules
 from domain.users import JobRecord
+from services.job_plans import MakePlanner
 from services.jobs import JobService
 from store.db import Stores
 from store.slots import JobSlots
@@ -98,6 +101,23 @@ def test_choosing_a_templates_form_reads_the_inventory_once_when_a_server_report
     assert commands.names == ["find"], "one read of the servers seen lately, not two"
 
 
+def test_a_make_plan_reads_the_servers_seen_lately_once(
+    counted: tuple[Stores, Commands],
+) -> None:
+    """The form (`choose_form`) and the GPU queue (`queue_for`) are chosen from one read of
+    the servers seen lately: a plan runs twice per job (the jobs client, then prepare)."""
+    stores, commands = counted
+    stores.inventory.record_server(server("http://gpu-1:8188"))
+    stores.users.get_or_create(USER)
+    planner = MakePlanner(stores)
+    commands.finds.clear()
+    plan = planner.plan_make_image(
+        PrepareInput(workflow_id="", request=MakeImageRequest(user=USER, prompt="a cat"))
+    )
+    assert plan.comfy and plan.route is not None and plan.route.comfy_queue.startswith("comfy")
+    assert commands.finds.count("comfy_inventory") == 1, commands.finds
+
+
 def test_with_no_inventory_ever_the_templates_own_graph_is_used(
     counted: tuple[Stores, Commands],
 ) -> None:
@@ -145,19 +165,27 @@ def record(i: int, state: str = "running") -> JobRecord:
     )
 
 
-def test_recording_a_job_is_one_command_and_keeps_its_first_created_at(
+def test_the_saga_records_a_job_in_one_indexed_update(
     counted: tuple[Stores, Commands],
 ) -> None:
+    """One `update` by `_id`, no `findAndModify`: the embedded server (secantusdb 0.7) answers
+    a findAndModify by scanning the whole collection (its write step filters on `_id` plus an
+    `$and`, which no index serves), so a dev stack's record step slowed down with every job it
+    had ever run (issue 17: 5 ms per job at a few hundred jobs, 50 ms at 3,000)."""
     stores, commands = counted
-    first = stores.jobs.record(record(1))
-    assert commands.names == ["findAndModify"], "write and read back in one round trip"
+    stores.jobs.save(record(1))
+    assert commands.names == ["update"]
+    first = stores.jobs.get("make-telegram-4004-1")
+    assert first is not None and first.prompt == "a cat 1"
+    commands.names.clear()
     again = stores.jobs.record(record(2, state="done"))
+    assert commands.names == ["update", "find"], "record() reads back by _id: no findAndModify"
     assert again.state == "done" and again.prompt == "a cat 2"
     assert again.created_at == first.created_at, "created_at is set on insert only"
     assert stores.jobs.get("make-telegram-4004-1") == again
 
 
-def test_gpu_seconds_land_on_the_jobs_first_charge_in_one_command(
+def test_gpu_seconds_land_on_the_jobs_first_charge_without_find_and_modify(
     counted: tuple[Stores, Commands],
 ) -> None:
     stores, commands = counted
@@ -166,7 +194,9 @@ def test_gpu_seconds_land_on_the_jobs_first_charge_in_one_command(
     stores.ledger.charge(user.id, 5, "job-1:charge-2", job_id="job-1", reason="make")
     commands.names.clear()
     assert stores.ledger.record_gpu_seconds("job-1", 1.5)
-    assert commands.names == ["findAndModify"]
+    # An indexed find of the first charge, then an update by `_id`: the embedded server scans
+    # the whole ledger for a findAndModify (see the test above), 13 ms per job in `make bench`.
+    assert commands.names == ["find", "update"]
     entries = {e.key: e for e in stores.ledger.entries_for_job("job-1")}
     assert entries["job-1:charge"].gpu_seconds == 1.5, "the first charge carries the job's time"
     assert entries["job-1:charge-2"].gpu_seconds is None
@@ -261,3 +291,65 @@ def test_a_jobs_charge_reads_its_key_once_inside_its_transaction(
     assert stores.ledger.entry("job-4:r1:charge") is None and stores.ledger.balance(user.id) == (
         before - 35
     )
+
+
+# ---- storing an output -------------------------------------------------------------------
+
+
+def test_storing_a_blob_does_not_ask_whether_the_bucket_is_empty_every_time(
+    counted: tuple[Stores, Commands],
+) -> None:
+    """pymongo's GridFS asks `find_one({})` of `images.files` and `images.chunks` before every
+    new file, to create its indexes on an empty bucket. The embedded server answers a find
+    without an index by decoding the whole collection, every chunk of every image ever stored
+    (37 ms at 1,000 images, measured): each make job's store step grew with the bucket. Asked
+    once per bucket and process; `BlobStore.ensure_indexes` creates the same indexes at start."""
+    stores, commands = counted
+    first = stores.blobs.put(b"one", "a.png", "image/png", key="k-1")
+    unfiltered = [c for c in commands.finds if c in ("images.files", "images.chunks")]
+    commands.names.clear()
+    commands.finds.clear()
+    second = stores.blobs.put(b"two", "b.png", "image/png", key="k-2")
+    assert commands.names == ["find", "insert", "insert"], "the key check, the chunk, the file"
+    assert commands.finds == ["images.files"], "only the key's indexed find"
+    assert len(unfiltered) == 3, "the first put of a process still lets GridFS check"
+    assert stores.blobs.get(first) == b"one" and stores.blobs.get(second) == b"two"
+    assert stores.blobs.put(b"two", "b.png", "image/png", key="k-2") == second, "still by key"
+
+
+# ---- the settle ---------------------------------------------------------------------------------
+
+
+def test_a_settle_of_an_applied_charge_is_one_read_and_no_transaction(
+    counted: tuple[Stores, Commands],
+) -> None:
+    """The saga's settle replays the run's own charge key (a no-op in a plain run). Asked with
+    `expect_applied`, the ledger reads the key first, outside a transaction: one `find`
+    instead of the user's, the key's (in a transaction) and the commit. A key not applied (a
+    reset run's settle) takes the transaction as before and tops the job up."""
+    stores, commands = counted
+    user = stores.users.get_or_create(USER)[0]
+    stores.ledger.grant(user.id, 100, "grant-1", by="test", reason="test")
+    first = stores.ledger.charge_up_to(
+        user.id, 30, "job-1:run-1:charge", job_id="job-1", reason="m"
+    )
+    assert first is not None and not first.replayed
+    commands.names.clear()
+    again = stores.ledger.charge_up_to(
+        user.id, 30, "job-1:run-1:charge", job_id="job-1", reason="m", expect_applied=True
+    )
+    assert commands.names == ["find"]
+    assert again is not None and again.replayed and again.entry == first.entry
+    # A reset run's settle: its key is new; the job is refunded, so it is charged again.
+    stores.ledger.refund(user.id, 30, "job-1:run-1:refund", job_id="job-1", reason="r")
+    topped = stores.ledger.charge_up_to(
+        user.id, 30, "job-1:run-2:charge", job_id="job-1", reason="m", expect_applied=True
+    )
+    assert topped is not None and topped.entry.amount == 30 and not topped.replayed
+    assert stores.users.get(user.id).points == user.points + 100 - 30 + 30 - 30
+    # Another user's key is refused as before, not answered from the read.
+    other = stores.users.get_or_create("telegram:4005")[0]
+    with pytest.raises(Exception, match="already used"):
+        stores.ledger.charge_up_to(
+            other.id, 30, "job-1:run-2:charge", job_id="job-1", reason="m", expect_applied=True
+        )

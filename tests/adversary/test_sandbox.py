@@ -8,22 +8,25 @@ imports only its workflow's modules, from bytecode, and passes `domain` and pyda
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import sys
 import types
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker, WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import _runner as sandbox_runner_module
 
 from domain.jobs import JobStatus
-from tests.adversary.sandbox_probe import ReadsTheClock, RollsADie
+from tests.adversary.sandbox_probe import Echoes, ReadsTheClock, RollsADie
 from workflows.cook_collection import CookCollectionWorkflow
 from workflows.make_image import MakeImageWorkflow
 from workflows.registry import (
@@ -128,3 +131,45 @@ def test_the_worker_finds_fresh_bytecode_for_every_module_a_run_imports() -> Non
         else:
             fresh = int.from_bytes(header[8:12], "little") == int(source.stat().st_mtime)
         assert fresh, f"stale bytecode: {source.name}"
+
+
+@activity.defn(name="sandbox_probe_echo")
+async def _echo(word: str) -> str:
+    return word
+
+
+async def test_the_workers_runner_compiles_its_snippets_once_and_visits_payloads_outside(
+    temporal_dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 (bench/cpu_profile.py): the SDK's sandbox compiled its few fixed snippets
+    again for every activation, and entered the sandbox (a compile and the importer's swap of
+    builtins) for every payload sequence it decoded or encoded, to ask which serialization
+    context applies: 22 % of the workflow worker's CPU. Now each snippet is compiled once and
+    the context comes from the SDK's instance directly; workflow code still runs only through
+    the sandbox (the probes above still fail)."""
+    executed: list[object] = []
+
+    def spy(code: object, *args: Any) -> None:
+        executed.append(code)
+        builtins.exec(code, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sandbox_runner_module, "exec", spy, raising=False)
+    client = temporal_dev_env.client
+    queue = f"sandbox-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[Echoes],
+        activities=[_echo],
+        workflow_runner=sandbox_runner(),
+    ):
+        said = await client.execute_workflow(
+            Echoes.run, "hello", id=f"sandbox-echo-{uuid.uuid4().hex[:8]}", task_queue=queue
+        )
+    assert said == "hello"
+    assert executed, "the runner still executes workflow code through the sandbox"
+    codes = [code for code in executed if isinstance(code, types.CodeType)]
+    assert len(codes) == len(executed), "each snippet compiled once, not at every call"
+    asked = {"get_serialization_context", "get_external_store_context"}
+    assert not [c for c in codes if asked & set(c.co_names)], "no sandbox round trip per payload"
+    assert any("activate" in c.co_names for c in codes), "activations still run in the sandbox"

@@ -102,6 +102,7 @@ class FakeActivities:
         self.records: list[JobRecordInput] = []
         self.delivered: list[DeliverInput] = []
         self.released: list[str] = []
+        self.charge_inputs: list[ChargeInput] = []  # what each charge_points call was asked
         # False: a comfy worker of an earlier release, which ignores `ComfyRunInput.store_for`
         self.store_in_render = True
         self.stored_by_activity: list[int] = []  # units stored by `store_comfy_outputs`
@@ -150,6 +151,7 @@ class FakeActivities:
     @activity.defn(name=ActivityNames.CHARGE_POINTS)
     async def charge_points(self, inp: ChargeInput) -> ChargeResult:
         self.book.calls.append(inp.key)
+        self.charge_inputs.append(inp)
         if inp.key in self.book.entries:
             charged = self.book.entries[inp.key][1]
             return ChargeResult(ok=True, balance=self.book.balance, charged=charged)

@@ -104,6 +104,18 @@ async def test_a_made_image_is_charged_once_and_never_refunded(temporal_ts_env) 
     assert fakes.records[-1].status.state is JobState.DONE
 
 
+async def test_only_the_settle_asks_the_ledger_to_expect_its_key_applied(temporal_ts_env) -> None:
+    """The settle replays the run's own charge key in a plain run: it says so (`settle`), and
+    the ledger answers it from one read instead of a transaction (issue 17, MongoDB per job).
+    The first charge does not: it would pay the extra read for nothing."""
+    env = temporal_ts_env
+    async with running(env, fakes_with()) as (fakes, tq):
+        result = await (await start(env, tq, request())).result()
+    assert result.state is JobState.DONE
+    assert [c.settle for c in fakes.charge_inputs] == [False, True]
+    assert fakes.charge_inputs[0].key == fakes.charge_inputs[1].key
+
+
 async def test_a_graph_comfyui_rejects_fails_and_is_refunded_in_full(temporal_ts_env) -> None:
     env = temporal_ts_env
     async with running(env, fakes_with(behaviour=["invalid"])) as (fakes, tq):
