@@ -260,9 +260,11 @@ class QueueSampler:
                     states = []
                 now = time.monotonic()
                 by = {s.url: st for s, st in zip(self.servers, states, strict=False)}
-                idle_fast = any(by[u] == (0, 0) for u in self.fast if u in by)
-                held = any(st[1] > 0 for u, st in by.items() if u not in self.fast)
-                now_held = bool(by) and idle_fast and held
+                idle = {u for u in self.fast if by.get(u) == (0, 0)}
+                # Pending on any other server (a fast one's counts too: it holds a prompt
+                # an idle fast server could run now).
+                held = any(st[1] > 0 for u, st in by.items() if idle - {u})
+                now_held = bool(idle) and held
                 if now_held:
                     self.idle_held += now - last
                     self.episodes += 0 if was else 1

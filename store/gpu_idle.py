@@ -44,7 +44,7 @@ IDLE_FRESH = timedelta(seconds=5)
 IDLE_REFRESH = 1.0
 # How long a server must have been idle before it is claimed: its polls on every queue it
 # serves have been waiting that long, so those queues' backlogs are empty.
-IDLE_SETTLE = timedelta(milliseconds=200)
+IDLE_SETTLE = timedelta(milliseconds=100)
 # Records of workers gone without a goodbye are deleted after this (TTL index on `seen_at`).
 IDLE_TTL = timedelta(hours=1)
 

@@ -98,6 +98,9 @@ def workflow_worker(
     )
 
 
+FEED_AHEAD_PAUSE = 0.5  # seconds; see ServerSlots._feed_after
+
+
 class _QueuePermit(SlotPermit):
     """A reserved slot, remembering the queue whose poll reserved it."""
 
@@ -137,12 +140,20 @@ class ServerSlots(CustomSlotSupplier):
         # server's "idle on its queues" record (store/gpu_idle.py) says it to busy servers.
         self.idle_since: datetime | None = datetime.now(UTC)
         self._watchers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        # A server that leaves an idle spell (the end of a backlog: busy servers hand their
+        # fed-ahead prompts back to it) polls no fed-ahead prompt for FEED_AHEAD_PAUSE, so a
+        # second prompt handed back at the same moment goes to another idle server's waiting
+        # poll instead of queueing behind this one's render. Costs nothing while renders are
+        # longer than the pause (the fed-ahead prompt still arrives before the render ends).
+        self._feed_after = 0.0  # monotonic time before which no fed-ahead poll is made
         self.reserved: dict[str, int] = {}
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     def _may_poll(self, queue: str) -> bool:
         capacity = self.running if self.held else self.capacity
+        if self.used >= self.running and time.monotonic() < self._feed_after:
+            return False  # just left an idle spell: no fed-ahead prompt yet (see __init__)
         if self.used + sum(self.reserved.values()) < capacity:
             return True
         return self.reserved.get(queue, 0) == 0 and self.used < capacity
@@ -158,6 +169,8 @@ class ServerSlots(CustomSlotSupplier):
         if idle == (self.idle_since is not None):
             return
         self.idle_since = datetime.now(UTC) if idle else None
+        if not idle:
+            self._feed_after = time.monotonic() + FEED_AHEAD_PAUSE
         for loop, event in self._watchers:
             with contextlib.suppress(RuntimeError):  # its loop closed
                 loop.call_soon_threadsafe(event.set)
@@ -175,7 +188,9 @@ class ServerSlots(CustomSlotSupplier):
                     self.reserved[ctx.task_queue] = self.reserved.get(ctx.task_queue, 0) + 1
                     return _QueuePermit(ctx.task_queue)
                 self._waiters.append((asyncio.get_running_loop(), event))
-            await event.wait()
+                pause = self._feed_after - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), pause if pause > 0 else None)
 
     def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
         return None  # eager dispatch never applies: no workflow runs on a comfy queue

@@ -18,7 +18,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
@@ -37,7 +38,8 @@ from tests.adversary.test_gpu_pool import (
     wait_until,
 )
 from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
-from workers.temporal_workers import ComfyServerWorkers
+from workers import temporal_workers
+from workers.temporal_workers import ComfyServerWorkers, ServerSlots
 
 STALE_BACKLOG = 6  # what Temporal reported for ~5 s after the bench's backlog drained
 
@@ -125,6 +127,26 @@ async def test_a_dead_servers_idle_record_attracts_no_hand_back(pool: Pool) -> N
         assert max(await run_attempts(pool, wid)) == 1, "never handed back"
 
 
+async def test_a_worker_records_its_idleness_and_deletes_it_when_it_stops(pool: Pool) -> None:
+    gpu = pool.servers[1]
+    gpu.set_faults(render_time=3.0)
+    workers = await pool.serve(gpu)
+    coll = pool.stores.gpu_idle.coll
+
+    def record() -> dict[str, Any] | None:
+        return coll.find_one({"_id": workers.identity})
+
+    await wait_until(lambda: (r := record()) is not None and r.get("idle_since") is not None)
+    assert sorted(workers.polled) == record()["queues"]  # type: ignore[index]
+    wid = await pool.make(await pool.user())
+    await wait_until(lambda: queue_of(gpu)[0] == 1, timeout=15)
+    await wait_until(lambda: record()["idle_since"] is None, timeout=5)  # type: ignore[index]
+    assert (await asyncio.wait_for(pool.jobs.result(wid), 30)).state is JobState.DONE
+    await wait_until(lambda: record()["idle_since"] is not None, timeout=5)  # type: ignore[index]
+    await asyncio.wait_for(await pool.stop(workers), 30)
+    assert record() is None, "a stopped worker attracts no hand-back"
+
+
 # ---- the record itself (store/gpu_idle.py) ---------------------------------------------------
 
 
@@ -168,3 +190,35 @@ def test_an_idle_spell_that_ends_and_starts_again_may_be_claimed_again(idle: Gpu
     assert idle.claim("comfy", "slow", now=t2 + IDLE_SETTLE * 2) == "fast"
     idle.forget("fast")  # its worker stops
     assert idle.claim("comfy", "slow", now=t2 + IDLE_SETTLE * 4) is None
+
+
+# ---- the slots' side (workers/temporal_workers.py ServerSlots) ---------------------------------
+
+
+def _reserve_ctx(queue: str) -> Any:
+    return SimpleNamespace(task_queue=queue, slot_type="activity", is_sticky=False)
+
+
+async def test_a_server_leaving_an_idle_spell_feeds_ahead_only_after_a_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two prompts handed back at once must reach two idle servers, not one (running one,
+    holding the other fed ahead while the second idle server waits)."""
+    monkeypatch.setattr(temporal_workers, "FEED_AHEAD_PAUSE", 60.0)
+    slots = ServerSlots(2, running=1)  # one slot, feed-ahead 1
+    assert slots.idle_since is not None, "a new server is idle"
+    changed = asyncio.Event()
+    slots.watch(changed)
+
+    first = await asyncio.wait_for(slots.reserve_slot(_reserve_ctx("q")), 1)
+    slots.mark_slot_used(cast(Any, SimpleNamespace(permit=first, slot_info=object())))
+    await asyncio.wait_for(changed.wait(), 1)
+    assert slots.idle_since is None, "its GPU slot is taken"
+
+    fed_ahead = asyncio.create_task(slots.reserve_slot(_reserve_ctx("q")))
+    await asyncio.sleep(0.3)
+    assert not fed_ahead.done(), "no fed-ahead poll right after the idle spell ended"
+
+    slots.release_slot(cast(Any, SimpleNamespace(permit=first, slot_info=object())))
+    assert slots.idle_since is not None, "idle again"
+    await asyncio.wait_for(fed_ahead, 1)  # an idle server polls at once
