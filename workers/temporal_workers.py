@@ -57,7 +57,7 @@ from domain.routing import able_to_run, checkpoint_queue
 from media.classifier import Classifier
 from services.training_plans import TrainingPlanner
 from store.db import Stores
-from store.gpu_idle import IDLE_REFRESH
+from store.gpu_idle import IDLE_REFRESH, IDLE_SETTLE
 from workers.config import Config
 from workflows.registry import ALL_WORKFLOWS, sandbox_runner, warm_bytecode
 
@@ -168,9 +168,12 @@ class ServerSlots(CustomSlotSupplier):
         idle = self.used < self.running
         if idle == (self.idle_since is not None):
             return
-        self.idle_since = datetime.now(UTC) if idle else None
-        if not idle:
+        now = datetime.now(UTC)
+        # Only a spell long enough to be claimed (store/gpu_idle.py) may have hand-backs
+        # racing towards it; a short gap within a backlog does not pause the feed-ahead.
+        if not idle and self.idle_since is not None and now - self.idle_since >= IDLE_SETTLE:
             self._feed_after = time.monotonic() + FEED_AHEAD_PAUSE
+        self.idle_since = now if idle else None
         for loop, event in self._watchers:
             with contextlib.suppress(RuntimeError):  # its loop closed
                 loop.call_soon_threadsafe(event.set)

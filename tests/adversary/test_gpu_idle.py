@@ -209,6 +209,7 @@ async def test_a_server_leaving_an_idle_spell_feeds_ahead_only_after_a_pause(
     assert slots.idle_since is not None, "a new server is idle"
     changed = asyncio.Event()
     slots.watch(changed)
+    await asyncio.sleep(IDLE_SETTLE.total_seconds() * 2)  # idle long enough to be claimed
 
     first = await asyncio.wait_for(slots.reserve_slot(_reserve_ctx("q")), 1)
     slots.mark_slot_used(cast(Any, SimpleNamespace(permit=first, slot_info=object())))
@@ -222,3 +223,16 @@ async def test_a_server_leaving_an_idle_spell_feeds_ahead_only_after_a_pause(
     slots.release_slot(cast(Any, SimpleNamespace(permit=first, slot_info=object())))
     assert slots.idle_since is not None, "idle again"
     await asyncio.wait_for(fed_ahead, 1)  # an idle server polls at once
+
+
+async def test_a_short_gap_within_a_backlog_does_not_pause_the_feed_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gap shorter than IDLE_SETTLE cannot have been claimed: pausing there would only add
+    gaps when renders are short."""
+    monkeypatch.setattr(temporal_workers, "FEED_AHEAD_PAUSE", 60.0)
+    slots = ServerSlots(2, running=1)
+    slots.idle_since = datetime.now(UTC)  # it became idle just now
+    first = await asyncio.wait_for(slots.reserve_slot(_reserve_ctx("q")), 1)
+    slots.mark_slot_used(cast(Any, SimpleNamespace(permit=first, slot_info=object())))
+    await asyncio.wait_for(slots.reserve_slot(_reserve_ctx("q")), 1)  # fed ahead at once
