@@ -161,10 +161,11 @@ MissingModels = Callable[[list[str], bool], Awaitable[list[str]]]
 # policy's backoff, since nothing is wrong with the job.
 HAND_BACK_DELAY = timedelta(milliseconds=100)
 # Whether a prompt waiting in this server's own queue (fed ahead) would start sooner on another
-# server: its task queue has no backlog left and another server's worker polls it (the end of
-# a backlog on a pool of unequal GPUs). Given the task queue; workers/temporal_workers.py.
+# server: another live server has been idle on its task queue for a moment, so that queue has
+# no backlog left (the end of a backlog on a pool of unequal GPUs). Given the task queue;
+# workers/temporal_workers.py, store/gpu_idle.py.
 BetterElsewhere = Callable[[str], Awaitable[bool]]
-FED_AHEAD_CHECK = 0.5  # seconds between such checks while a fed-ahead prompt waits
+FED_AHEAD_CHECK = 0.25  # seconds between such checks while a fed-ahead prompt waits
 
 
 class HandedBack(Exception):
@@ -341,7 +342,7 @@ class ComfyActivities:
                 why = (
                     "is shutting down"
                     if stopping.done()
-                    else "is busy and the queue is empty while another server polls it"
+                    else "is busy while another server is idle on its queue"
                 )
                 raise HandedBack(
                     f"{self.server_url} {why}; the prompt had not started", "ComfyHandedBack"
@@ -357,9 +358,10 @@ class ComfyActivities:
         """Return once the prompt waits behind another on this server while another server
         could take it now; never while it runs, and never without `better_elsewhere`."""
         if self.better_elsewhere is None or activity.info().attempt > 1:
-            # At most one such hand-back per render: Temporal lists a poller for minutes after
-            # its worker died, so "another server polls it" can be wrong, and a retry that came
-            # back here would be handed back again and again until its attempts ran out.
+            # At most one such hand-back per render: "another server is idle" can be wrong (its
+            # record is up to IDLE_FRESH old, or it took other work meanwhile), and a retry
+            # that came back here would be handed back again and again until its attempts ran
+            # out.
             await asyncio.Event().wait()
         queue = activity.info().task_queue
         while True:

@@ -30,7 +30,10 @@ Per server, from the server's own `execution_start` / `execution_success` timest
 /history (ms): busy fraction (rendering time / the span from its first start to its last end),
 idle gaps between consecutive prompts (p50 / p95, all servers of the row), jobs/s (prompts /
 the span from the first start to the last end of the row), and the wait of the smallest user's
-first job against the biggest user's (its start − the row's first start).
+first job against the biggest user's (its start − the row's first start). Rows of unequal
+servers also sample every server's /queue every 50 ms (`QueueSampler`): the seconds a fast
+server sat idle while another held a prompt pending in its own queue, the issue's target "the
+fast GPU never waits while the slow one holds queued work" (0 is met).
 """
 
 from __future__ import annotations
@@ -187,6 +190,9 @@ class Row:
     small_wait: float | None = None
     big_wait: float | None = None
     small_rank: int | None = None  # 1-based place of the smallest user's job in start order
+    # Seconds the fast server(s) sat idle while another server held a prompt waiting in its
+    # own queue (sampled, `QueueSampler`); None for a row of equal servers. Target: 0.
+    fast_idle_held: float | None = None
     note: str = ""
 
 
@@ -212,6 +218,60 @@ def summarise(row: Row, runs: list[Run], first_of: dict[str, str] | None = None)
         if first_of.get("big") in starts:
             row.big_wait = starts[first_of["big"]] - t0
     return row
+
+
+class QueueSampler:
+    """Samples every server's /queue every `every` seconds while a scenario runs, to measure
+    what the servers' /history cannot say: how long a fast server was idle (nothing running,
+    nothing pending) while another server had a prompt pending in its own queue (fed ahead,
+    not started). The issue's target "the fast GPU never waits while the slow one holds
+    queued work" is that sum being 0; its resolution is one sample interval per episode."""
+
+    def __init__(self, servers: Sequence[Standin], fast: Sequence[Standin], every: float = 0.05):
+        self.servers = list(servers)
+        self.fast = {s.url for s in fast}
+        self.every = every
+        self.idle_held = 0.0
+        self.episodes = 0  # separate stretches of such idleness
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=5) as http:
+
+            async def read(s: Standin) -> tuple[int, int]:
+                q = (await http.get(f"{s.url}/queue")).json()
+                return len(q["queue_running"]), len(q["queue_pending"])
+
+            last = time.monotonic()
+            was = False
+            while not self._stop.is_set():
+                try:
+                    states = await asyncio.gather(*(read(s) for s in self.servers))
+                except (httpx.HTTPError, ValueError):
+                    states = []
+                now = time.monotonic()
+                by = {s.url: st for s, st in zip(self.servers, states, strict=False)}
+                idle = {u for u in self.fast if by.get(u) == (0, 0)}
+                # Pending on any other server (a fast one's counts too: it holds a prompt
+                # an idle fast server could run now).
+                held = any(st[1] > 0 for u, st in by.items() if idle - {u})
+                now_held = bool(idle) and held
+                if now_held:
+                    self.idle_held += now - last
+                    self.episodes += 0 if was else 1
+                was = now_held
+                last = now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.every)
 
 
 # ------------------------------------------------------------------------------ the bench
@@ -325,15 +385,24 @@ class Pool:
     ) -> Row:
         progress("%s: backlog of %d jobs", name, self.args.jobs)
         wids, first = await self.backlog(self.args.jobs)
+        fastest = min(s.render for s in servers)
+        fast = [s for s in servers if s.render == fastest]
+        sampler = QueueSampler(servers, fast) if len(fast) < len(servers) else None
+        if sampler is not None:
+            sampler.start()
         for s in servers:
             self.serve(s, feed_ahead)
         await self.finish(wids)
+        if sampler is not None:
+            await sampler.stop()
         self.stop_all()
         ids = await self.prompt_ids(wids)
         runs = await self.all_runs(wids, servers)
         row = Row(name, [f"{s.render:g} s" for s in servers])
         firsts = {k: ids[w] for k, w in first.items()}
         summarise(row, runs, firsts)
+        if sampler is not None:
+            row.fast_idle_held = sampler.idle_held
         if len({r.server for r in runs}) > 1:
             fast_end = max(r.end for r in runs if r.server == servers[0].url)
             tail = max(r.end for r in runs) - fast_end
@@ -344,6 +413,12 @@ class Pool:
                 f"the fast server idle at the end while another still rendered: {tail:.2f} s; "
                 f"prompts started elsewhere after its last end (queued work it waited for): {held}"
             )
+            if sampler is not None:
+                row.note += (
+                    f"; sampled every {sampler.every * 1000:.0f} ms: a fast server idle while "
+                    f"another held a prompt in its queue {sampler.idle_held:.2f} s in "
+                    f"{sampler.episodes} stretch(es)"
+                )
         return row
 
     async def direct(self, server: Standin) -> Row:
@@ -443,8 +518,8 @@ def render(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
         "feed-ahead 1 per server.",
         "",
         "| row | servers (render) | busy per server | idle gap p50 / p95 | jobs/s | wait: smallest "
-        "user's 1st / biggest's 1st |",
-        "|---|---|---|---:|---:|---|",
+        "user's 1st / biggest's 1st | fast idle while another held queued work |",
+        "|---|---|---|---:|---:|---|---:|",
     ]
     for r in rows:
         busy = ", ".join(f"{b * 100:.1f} %" for b in r.busy)
@@ -458,8 +533,10 @@ def render(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
             if r.small_wait is not None and r.big_wait is not None
             else "—"
         )
+        held = f"{r.fast_idle_held:.2f} s" if r.fast_idle_held is not None else "—"
         out.append(
-            f"| {r.name} | {', '.join(r.servers)} | {busy} | {gaps} | {r.jobs_per_s:.2f} | {wait} |"
+            f"| {r.name} | {', '.join(r.servers)} | {busy} | {gaps} | {r.jobs_per_s:.2f} | {wait} "
+            f"| {held} |"
         )
     notes = [f"- **{r.name}**: {r.note}" for r in rows if r.note]
     if notes:

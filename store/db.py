@@ -23,6 +23,7 @@ from store.collections import CollectionRepo
 from store.connection import connect
 from store.datasets import DatasetRepo
 from store.deliveries import DeliveryRepo
+from store.gpu_idle import GpuIdle
 from store.inventory import ComfyInventory
 from store.jobs import JobRepo
 from store.ledger import Ledger
@@ -53,6 +54,7 @@ class Stores:
         self.datasets = DatasetRepo(self.db)
         self.models = ModelRepo(self.db)
         self.inventory = ComfyInventory(self.db)
+        self.gpu_idle = GpuIdle(self.db)
         self.button_tokens = ButtonTokens(self.db)
         self.deliveries = DeliveryRepo(self.db)
         self.safety = SafetyRepo(self.db)
@@ -81,6 +83,7 @@ class Stores:
         self.datasets.ensure_indexes()
         self.models.ensure_indexes()
         self.inventory.ensure_indexes()
+        self.gpu_idle.ensure_indexes()
         self.button_tokens.ensure_indexes()
         self.safety.ensure_indexes()
         self.api_keys.ensure_indexes()

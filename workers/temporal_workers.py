@@ -26,14 +26,11 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 from pymongo.errors import PyMongoError
-from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.worker import (
     CustomSlotSupplier,
@@ -60,6 +57,7 @@ from domain.routing import able_to_run, checkpoint_queue
 from media.classifier import Classifier
 from services.training_plans import TrainingPlanner
 from store.db import Stores
+from store.gpu_idle import IDLE_REFRESH, IDLE_SETTLE
 from workers.config import Config
 from workflows.registry import ALL_WORKFLOWS, sandbox_runner, warm_bytecode
 
@@ -100,6 +98,9 @@ def workflow_worker(
     )
 
 
+FEED_AHEAD_PAUSE = 0.5  # seconds; see ServerSlots._feed_after
+
+
 class _QueuePermit(SlotPermit):
     """A reserved slot, remembering the queue whose poll reserved it."""
 
@@ -135,15 +136,47 @@ class ServerSlots(CustomSlotSupplier):
         # so this server does not take the same prompt straight back.
         self.held = False
         self.used = 0
+        # Since when a GPU slot is free (wall clock, UTC), None while every one renders: the
+        # server's "idle on its queues" record (store/gpu_idle.py) says it to busy servers.
+        self.idle_since: datetime | None = datetime.now(UTC)
+        self._watchers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        # A server that leaves an idle spell (the end of a backlog: busy servers hand their
+        # fed-ahead prompts back to it) polls no fed-ahead prompt for FEED_AHEAD_PAUSE, so a
+        # second prompt handed back at the same moment goes to another idle server's waiting
+        # poll instead of queueing behind this one's render. Costs nothing while renders are
+        # longer than the pause (the fed-ahead prompt still arrives before the render ends).
+        self._feed_after = 0.0  # monotonic time before which no fed-ahead poll is made
         self.reserved: dict[str, int] = {}
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     def _may_poll(self, queue: str) -> bool:
         capacity = self.running if self.held else self.capacity
+        if self.used >= self.running and time.monotonic() < self._feed_after:
+            return False  # just left an idle spell: no fed-ahead prompt yet (see __init__)
         if self.used + sum(self.reserved.values()) < capacity:
             return True
         return self.reserved.get(queue, 0) == 0 and self.used < capacity
+
+    def watch(self, event: asyncio.Event) -> None:
+        """Set `event` (through its loop) whenever `idle_since` changes."""
+        with self._lock:
+            self._watchers.append((asyncio.get_running_loop(), event))
+
+    def _idle_changed(self) -> None:
+        """Recompute `idle_since` from `used` (called holding the lock); tell the watchers."""
+        idle = self.used < self.running
+        if idle == (self.idle_since is not None):
+            return
+        now = datetime.now(UTC)
+        # Only a spell long enough to be claimed (store/gpu_idle.py) may have hand-backs
+        # racing towards it; a short gap within a backlog does not pause the feed-ahead.
+        if not idle and self.idle_since is not None and now - self.idle_since >= IDLE_SETTLE:
+            self._feed_after = time.monotonic() + FEED_AHEAD_PAUSE
+        self.idle_since = now if idle else None
+        for loop, event in self._watchers:
+            with contextlib.suppress(RuntimeError):  # its loop closed
+                loop.call_soon_threadsafe(event.set)
 
     def hold_feed_ahead(self) -> None:
         """Poll no fed-ahead prompt until one of the running prompts ends."""
@@ -158,7 +191,9 @@ class ServerSlots(CustomSlotSupplier):
                     self.reserved[ctx.task_queue] = self.reserved.get(ctx.task_queue, 0) + 1
                     return _QueuePermit(ctx.task_queue)
                 self._waiters.append((asyncio.get_running_loop(), event))
-            await event.wait()
+                pause = self._feed_after - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), pause if pause > 0 else None)
 
     def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
         return None  # eager dispatch never applies: no workflow runs on a comfy queue
@@ -172,6 +207,7 @@ class ServerSlots(CustomSlotSupplier):
         with self._lock:
             self._unreserve(ctx.permit)
             self.used += 1
+            self._idle_changed()
         self._wake()
 
     def release_slot(self, ctx: SlotReleaseContext) -> None:
@@ -182,6 +218,7 @@ class ServerSlots(CustomSlotSupplier):
                 self.used = max(0, self.used - 1)
                 if self.used < self.running:
                     self.held = False
+                self._idle_changed()
         self._wake()
 
     def _wake(self) -> None:
@@ -287,24 +324,40 @@ class ComfyServerWorkers:
         )
 
     async def better_elsewhere(self, queue: str) -> bool:
-        """Whether a prompt fed ahead on this server should go back to `queue`: nothing else
-        waits there and another server's worker polls it (so a GPU that went idle at the end
-        of a backlog takes it instead of waiting for this one). If so, this server stops
-        feeding ahead until its running prompt ends, so it does not take it straight back."""
-        resp = await self.client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=self.client.namespace,
-                task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-                report_stats=True,
-            )
-        )
-        if resp.stats.approximate_backlog_count > 0:
+        """Whether a prompt fed ahead on this server should go back to `queue`: another live
+        server has been idle on that queue for a moment (so its backlog is empty, and that
+        GPU, idle at the end of a backlog, takes the prompt instead of waiting for this one).
+        Read from the workers' own idle records (store/gpu_idle.py), not from Temporal's
+        backlog count and poller list, which lag by seconds and minutes. The idle server is
+        claimed, so it attracts no other hand-back this idle spell; and this server stops
+        feeding ahead until its running prompt ends, so it does not take the prompt back."""
+        claimed = await asyncio.to_thread(self.stores.gpu_idle.claim, queue, self.identity)
+        if claimed is None:
             return False
-        if not any(p.identity != self.identity for p in resp.pollers):
-            return False
+        log.info("%s: %s is idle on %s: handing a fed-ahead prompt back", self.url, claimed, queue)
         self.slots.hold_feed_ahead()
         return True
+
+    async def report_idle(self, stop: asyncio.Event) -> None:
+        """Keep this worker's idle record (store/gpu_idle.py) current: at once when its
+        server's free GPU slots change, and every IDLE_REFRESH seconds (so a dead worker's
+        record goes stale and attracts nothing). MongoDB not answering is logged and retried:
+        meanwhile the record ages out and this server attracts no hand-back."""
+        changed = asyncio.Event()
+        self.slots.watch(changed)
+        while not stop.is_set():
+            changed.clear()
+            try:
+                await asyncio.to_thread(
+                    self.stores.gpu_idle.record,
+                    self.identity,
+                    sorted(self.polled),
+                    self.slots.idle_since,
+                )
+            except PyMongoError as err:
+                log.warning("%s: idle record not written: %s", self.url, err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), IDLE_REFRESH)
 
     def _io_worker(self) -> Worker:
         return Worker(
@@ -397,6 +450,8 @@ class ComfyServerWorkers:
         if not self._running:  # the server did not answer: at least the base queue
             worker = self._gpu_worker(self.queues.comfy)
             self._running[self.queues.comfy] = (worker, asyncio.create_task(worker.run()))
+        reporting = asyncio.Event()  # set: stop reporting idleness
+        reporter = asyncio.create_task(self.report_idle(reporting))
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -413,6 +468,15 @@ class ComfyServerWorkers:
                     if task.done():
                         task.result()  # a worker died: surface its error
         finally:
+            # First of all: a stopping server must attract no hand-back.
+            reporting.set()
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reporter
+            try:
+                await asyncio.to_thread(self.stores.gpu_idle.forget, self.identity)
+            except PyMongoError as err:
+                log.warning("%s: idle record not deleted (it ages out): %s", self.url, err)
             log.info("stopping comfy workers of %s (grace %ss)", self.url, GRACE.total_seconds())
             workers = [w for w, _t in self._running.values()] + [io]
             await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)

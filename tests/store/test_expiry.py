@@ -4,6 +4,8 @@
   started; a fresh one stays.
 - `comfy_inventory`: a ComfyUI server not seen for `INVENTORY_TTL` (7 days) is forgotten; one
   that reported lately stays.
+- `comfy_idle`: a comfy worker's "idle since" record (store/gpu_idle.py) not refreshed for
+  `IDLE_TTL` (1 hour; it stopped counting after `IDLE_FRESH`) is deleted.
 
 The server's TTL monitor runs every 60 s (as mongod's); the tests ask the test server for one
 pass at once (`secantusAdmin.pruneTtl`, a SecantusDB extension) instead of waiting for it.
@@ -18,6 +20,7 @@ from pymongo.collection import Collection
 
 from store.button_tokens import BUTTON_TOKEN_TTL
 from store.db import Stores
+from store.gpu_idle import IDLE_FRESH, IDLE_TTL
 from store.inventory import INVENTORY_MAX_AGE, INVENTORY_TTL
 
 
@@ -56,3 +59,17 @@ def test_a_comfy_server_not_seen_for_its_ttl_is_forgotten(stores: Stores) -> Non
     prune_now(stores)
     assert [d["_id"] for d in inventory.coll.find()] == ["http://here:8188"]
     assert inventory.checkpoints() == {"sdxl.safetensors"}
+
+
+def test_a_comfy_workers_idle_record_is_deleted_long_after_it_stopped_counting(
+    stores: Stores,
+) -> None:
+    idle = stores.gpu_idle
+    assert IDLE_TTL > IDLE_FRESH, "deleted only long after it stops attracting hand-backs"
+    assert ttl_of(idle.coll, "seen_at") == IDLE_TTL.total_seconds()
+    now = datetime.now(UTC)
+    gone = now - IDLE_TTL - timedelta(minutes=1)
+    idle.record("died|http://gone:8188", ["comfy"], gone, now=gone)
+    idle.record("alive|http://here:8188", ["comfy"], now, now=now)
+    prune_now(stores)
+    assert [d["_id"] for d in idle.coll.find()] == ["alive|http://here:8188"]
