@@ -394,6 +394,9 @@ class DiscordTraining:
         Every attachment is checked from its metadata first, so an over-size or non-image one
         is refused before any is downloaded; the photos then go in as one batch
         (`add_dataset_images`, refused whole on any bad file: nothing added, nothing charged)."""
+        if interaction.guild_id is not None:  # declared DM-only; a forged call is refused too
+            await say(interaction, "/train works in a DM with me: your photos stay private.")
+            return
         given = [(n, a) for n, a in enumerate(photos, 1) if a is not None]
         try:
             for n, att in given:
