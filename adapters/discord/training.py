@@ -486,6 +486,7 @@ class DiscordTraining:
     async def _caption(self, interaction: discord.Interaction, who: str, ds_id: str) -> None:
         """Confirmed: run the caption job (charged per photo by its workflow) once per press
         of this message's button; the answer is the captioned dataset's card."""
+        await self.jobs.quote_captions(who, ds_id)  # the presser's own dataset, else NotFound
         key = press_key(interaction)
         if not self.bot.claims.claim(key):
             await say(interaction, "That was already started.")
@@ -545,6 +546,7 @@ class DiscordTraining:
         Keyed by this button on this message (`press_key`): Claims stop a second tap while
         the first is starting, the request id (the workflow id) one from another process or
         after a restart; `start_train` charges through the ledger, once, in the job's saga."""
+        await self.jobs.dataset(who, ds_id)  # the presser's own, else NotFound, said privately
         key = press_key(interaction)
 
         async def start(reply: ReplyTarget) -> Any:

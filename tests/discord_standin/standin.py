@@ -16,7 +16,7 @@ import base64
 import contextlib
 import time
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ class DiscordStandin:
         name: str,
         options: dict[str, Any] | None = None,
         *,
-        files: dict[str, tuple[str, bytes] | tuple[str, bytes, str]] | None = None,
+        files: Mapping[str, tuple[str, bytes] | tuple[str, bytes, str]] | None = None,
         dm: bool = False,
         forge: bool = False,
         permissions: int | None = None,
