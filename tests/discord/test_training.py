@@ -270,9 +270,13 @@ async def test_another_users_dataset_and_model_ids_start_nothing(
     listing = await answer_of(sd, await sd.invoke(owner, "models"))
     assert listing["ephemeral"] is True and listing["visible_to"] == str(owner)
     assert f"md:del:{model}" in listing["custom_ids"]
-    for cid in (f"md:del:{model}", f"md:delok:{model}", f"md:pub:{model}", f"md:ren:{model}"):
+    for cid in (f"md:del:{model}", f"md:pub:{model}", f"md:ren:{model}"):
         answer = await answer_of(sd, await sd.press(mallory, listing["id"], cid, forge=True))
         assert answer["content"] == NOT_YOUR_MODEL, (cid, answer["content"])
+    await sd.press(owner, listing["id"], f"md:del:{model}")  # the owner is asked to confirm
+    await sd.wait_for(lambda: _has(sd, listing["id"], f"md:delok:{model}"), 10, "the confirm")
+    press = await sd.press(mallory, listing["id"], f"md:delok:{model}", forge=True)
+    assert (await answer_of(sd, press))["content"] == NOT_YOUR_MODEL
     opened = await sd.invoke(mallory, "models")
     await answer_of(sd, opened)
     submit = await sd.submit(
