@@ -135,8 +135,10 @@ async def test_a_user_trains_a_lora_from_attached_photos_and_is_charged_once(
         taps = await asyncio.gather(
             *(sd.press(me, quote["id"], f"tr:go:{ds.id}:500") for _ in range(2))
         )
-        states = [await sd.interaction(t["interaction_id"]) for t in taps]
-        status_id = next(s["original_id"] for s in states if s["original_id"])
+        answers = [await answer_of(sd, t) for t in taps]
+        [again] = [a for a in answers if a["ephemeral"]]
+        assert again["content"] == "That was already started."
+        [status_id] = [a["id"] for a in answers if not a["ephemeral"]]
 
         async def stepping() -> Message | None:
             msg = await sd.message(status_id)
