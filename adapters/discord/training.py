@@ -15,7 +15,7 @@ a dataset's photos and captions are personal.
 
 Buttons are `discord.ui.DynamicItem`s matched by their custom id (so they work after a
 restart): `tr:<action>:<dataset id>[:<steps>]` and `md:<action>[:<model id>][:p<page>]`, at
-most 36 characters. The ids in them are only hints: every call goes through the services with
+most 38 characters. The ids in them are only hints: every call goes through the services with
 the presser's identity, so another user's dataset or model (a forged id) reads as not found.
 Money moves only in the services: captions are charged by the caption workflow, training by
 `start_train`'s saga. A press that starts something paid (Caption, Train) is keyed by the
@@ -90,12 +90,12 @@ ModelAction = Literal["ren", "del", "delok", "pub", "priv", "rm", "add", "list"]
 
 
 def train_id(action: TrainAction, ds_id: str, steps: int | None = None) -> str:
-    """`tr:<action>:<dataset id>[:<steps>]` (at most 36 of Discord's 100 characters)."""
+    """`tr:<action>:<dataset id>[:<steps>]` (at most 38 of Discord's 100 characters)."""
     return f"tr:{action}:{ds_id}" + (f":{steps}" if steps is not None else "")
 
 
 def model_id(action: ModelAction, ref: str | None = None, page: int | None = None) -> str:
-    """`md:<action>[:<model id>][:p<page>]` (at most 35 characters)."""
+    """`md:<action>[:<model id>][:p<page>]` (at most 38 characters)."""
     return f"md:{action}" + (f":{ref}" if ref else "") + (f":p{page}" if page is not None else "")
 
 

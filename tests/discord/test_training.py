@@ -379,3 +379,30 @@ async def _shows(sd: DiscordStandin, message_id: str, text: str) -> Message | No
 async def _modal(sd: DiscordStandin, sent: dict[str, Any]) -> dict[str, Any] | None:
     state = await sd.interaction(sent["interaction_id"])
     return state if state["modal"] else None
+
+
+async def test_train_buttons_and_an_open_rename_form_work_after_a_bot_restart(
+    discord_bot: DiscordBot, jobs: JobsClient, user_id: int
+) -> None:
+    """Buttons are matched by their custom id and a modal's submit is answered from its own
+    custom id: a kill -9 of the bot loses neither (no view or modal kept in memory)."""
+    sd, me = discord_bot.standin, user_id
+    who = await start_user(jobs, sd, me, 100)
+    name = f"rs-{uuid.uuid4().hex[:6]}"
+    card = await new_dataset(sd, me, name, f"zr{uuid.uuid4().hex[:5]}")
+    ds = await jobs.dataset(who, name)
+    model = await _a_model(jobs, who, ds.id)
+    listing = await answer_of(sd, await sd.invoke(me, "models"))
+    opened = await sd.press(me, listing["id"], f"md:ren:{model}")
+    await sd.wait_for(lambda: _modal(sd, opened), 10, "the rename modal")
+
+    await asyncio.to_thread(discord_bot.restart)
+
+    quote = await answer_of(sd, await sd.press(me, card["id"], f"tr:cap:{ds.id}"))
+    assert f"Caption 4 photo(s) of {name}" in quote["content"]
+    new_name = f"after-{uuid.uuid4().hex[:5]}"
+    answer = await answer_of(
+        sd, await sd.submit(me, opened["interaction_id"], {NAME_INPUT: new_name})
+    )
+    assert f"renamed to {new_name}" in answer["content"]
+    assert (await jobs.models(who, include_public=False))[0].name == new_name
