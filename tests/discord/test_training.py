@@ -160,7 +160,7 @@ async def test_a_user_trains_a_lora_from_attached_photos_and_is_charged_once(
     assert len(trains) == 1, trains
 
 
-async def test_a_replayed_train_press_starts_one_job(
+async def test_a_typed_caption_then_a_replayed_train_press_starts_one_job(
     discord_bot: DiscordBot, dev_stack: Stack, jobs: JobsClient, user_id: int
 ) -> None:
     """The gateway replays the Train press's INTERACTION_CREATE (same id, same token): the
@@ -170,8 +170,15 @@ async def test_a_replayed_train_press_starts_one_job(
     name = f"rep-{uuid.uuid4().hex[:6]}"
     card = await new_dataset(sd, me, name, f"zq{uuid.uuid4().hex[:5]}")
     ds = await jobs.dataset(who, name)
-    for i in range(1, len(ds.images) + 1):  # typed captions: nothing to pay for captioning
+    for i in (1, 3, 4):  # typed captions: nothing to pay for captioning
         await jobs.set_caption(who, ds.id, i, f"{ds.trigger_word} photo {i}")
+    typed = f"{ds.trigger_word} a red square on a blue wall"
+    options = {"name": name, "caption_number": 2, "caption": typed}
+    card = await answer_of(sd, await sd.invoke(me, "train", options, dm=True))
+    assert "✓ caption #2 saved" in card["content"] and typed in card["content"]
+    ds = await jobs.dataset(who, name)
+    assert ds.images[1].caption == typed and ds.images[1].caption_source == "user"
+    assert card["custom_ids"] == [f"tr:quote:{ds.id}:1500"], "all captioned: no Caption button"
     quote = await answer_of(sd, await sd.press(me, card["id"], f"tr:quote:{ds.id}:1500"))
     await sd.press(me, quote["id"], f"tr:steps:{ds.id}:500")
     await sd.wait_for(lambda: _has(sd, quote["id"], f"tr:go:{ds.id}:500"), 10, "the 500-step quote")
