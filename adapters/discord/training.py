@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 MAX_PHOTO_OPTIONS = 10  # photo1 … photo10 (a command takes 25 options; /train again adds more)
 MAX_ATTACHMENT = DEFAULT_LIMITS.max_bytes  # what media/safety.py's load_image accepts
+MAX_BATCH = 60 * 1024 * 1024  # all of one /train's photos, held in memory together
 MODELS_PER_PAGE = 4  # one row of buttons each, the fifth row for Add and the pages
 NOT_YOUR_DATASET = "That dataset is not among yours (or is gone): /train NAME shows yours."
 NOT_YOUR_MODEL = "That model is not among yours (or is gone): /models lists yours."
@@ -401,6 +402,11 @@ class DiscordTraining:
         try:
             for n, att in given:
                 check_attachment(att, n)
+            if sum(a.size for _, a in given) > MAX_BATCH:
+                raise UserInputError(
+                    f"these photos are over {MAX_BATCH // 1024 // 1024} MB together: attach "
+                    "fewer at a time (run /train again for the rest)"
+                )
         except StationError as err:
             await say(interaction, f"⚠️ {error_text(err)} Nothing was added or charged.")
             return
