@@ -73,3 +73,44 @@ async def test_train_buttons_carry_the_dataset_and_steps_and_match_their_templat
     assert not re.fullmatch(TRAIN_TEMPLATE, "tr:go:../../x:1")
     too_few = ds.model_copy(update={"images": ds.images[:2], "trigger_word": ""})
     assert ids(dataset_view(too_few) or quote_view(ds.id, 1, 1)) == [f"tr:cap:{ds.id}"]
+
+
+class _Response:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bool]] = []
+
+    def is_done(self) -> bool:
+        return bool(self.sent)
+
+    async def send_message(self, text: str, *, ephemeral: bool = False, **_: Any) -> None:
+        self.sent.append((text, ephemeral))
+
+    async def defer(self, **_: Any) -> None:  # pragma: no cover - must not be reached
+        raise AssertionError("deferred: the photos were going to be read")
+
+
+class _NoJobs:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the jobs client was called ({name})")
+
+
+async def test_photos_over_the_batch_limit_are_refused_before_any_is_read() -> None:
+    """Each under the per-photo limit, together over what one run holds in memory: refused
+    from Discord's metadata, nothing downloaded, the jobs client never called."""
+    from types import SimpleNamespace
+
+    from adapters.discord.commands import DiscordCommands
+    from adapters.discord.training import MAX_ATTACHMENT, MAX_BATCH, DiscordTraining
+
+    each = MAX_ATTACHMENT - 1
+    count = MAX_BATCH // each + 1
+    photos: list[Any] = [
+        SimpleNamespace(filename=f"p{n}.png", size=each, content_type="image/png")
+        for n in range(count)
+    ]
+    response = _Response()
+    interaction: Any = SimpleNamespace(guild_id=None, response=response)
+    training = DiscordTraining(_NoJobs(), DiscordCommands(_NoJobs()))
+    await training.train(interaction, "big", None, None, None, photos)
+    [(text, ephemeral)] = response.sent
+    assert ephemeral and "MB together" in text and "Nothing was added or charged" in text
