@@ -6,9 +6,9 @@ confirm) that reads the user's next messages; a Discord bot sees no messages wit
 privileged Message Content intent, so here one slash command carries the inputs:
 `/train name:<name> [trigger:<word>] [caption_number:<n> caption:<text>] [photo1 … photo10]`
 creates or reopens the dataset NAME and adds what it is given; run again to add more (up to
-20 photos). Its answer is the dataset card (photos, captions, trigger word) with the next step
-as buttons: Caption (quote → confirm → caption job), Train (quote with price and step choices
-→ confirm → the job, its live status in the press's deferred response like /make's, its
+20 photos). Its answer is the dataset card (photo previews, captions, trigger word) with the
+next step as buttons: Caption (quote → confirm → caption job), Train (quote with price and
+step choices → confirm → the job, its live status in the press's deferred response like /make's, its
 result — the model name and trigger word — through `deliver-discord`, delivery.py's
 `final_text`). /train is DM-only (`allowed_contexts`), like Telegram keeps it out of groups:
 a dataset's photos and captions are personal.
@@ -33,6 +33,8 @@ restart still works.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 import mimetypes
 import re
@@ -43,9 +45,10 @@ import discord
 from discord import app_commands, ui
 
 from adapters.discord.commands import DiscordCommands, error_text, identity_of, press_key, say
+from adapters.telegram.delivery import preview_jpeg
 from adapters.telegram.render import TRAIN_STEP_CHOICES
 from domain.errors import InsufficientPoints, StationError, UserInputError
-from domain.jobs import ReplyTarget
+from domain.jobs import ReplyTarget, StoredOutput
 from domain.training import (
     CAPTION_PRICE_PER_IMAGE,
     MAX_IMAGES,
@@ -66,6 +69,7 @@ log = logging.getLogger(__name__)
 MAX_PHOTO_OPTIONS = 10  # photo1 … photo10 (a command takes 25 options; /train again adds more)
 MAX_ATTACHMENT = DEFAULT_LIMITS.max_bytes  # what media/safety.py's load_image accepts
 MAX_BATCH = 60 * 1024 * 1024  # all of one /train's photos, held in memory together
+CARD_PHOTOS = 10  # previews on the dataset card: Discord takes 10 files a message
 MODELS_PER_PAGE = 4  # one row of buttons each, the fifth row for Add and the pages
 NOT_YOUR_DATASET = "That dataset is not among yours (or is gone): /train NAME shows yours."
 NOT_YOUR_MODEL = "That model is not among yours (or is gone): /models lists yours."
@@ -359,14 +363,31 @@ class DiscordTraining:
         self.bot = bot
 
     async def _answer(
-        self, interaction: discord.Interaction, text: str, view: ui.View | None = None
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        view: ui.View | None = None,
+        files: Sequence[discord.File] = (),
     ) -> None:
-        """The deferred response's content (and buttons), else a first response."""
+        """The deferred response's content (buttons, files), else a first response."""
         kwargs: dict[str, Any] = {"view": view} if view is not None else {}
         if interaction.response.is_done():
+            if files:
+                kwargs["attachments"] = list(files)
             await interaction.edit_original_response(content=text[:2000], **kwargs)
         else:
-            await interaction.response.send_message(text[:2000], **kwargs)
+            await interaction.response.send_message(text[:2000], files=list(files), **kwargs)
+
+    async def _card(self, interaction: discord.Interaction, ds: Dataset, note: str) -> None:
+        """The dataset card: its text, its next-step buttons and a preview of each photo (the
+        first ten; 320 px JPEGs, numbered as the captions are)."""
+        files: list[discord.File] = []
+        for n, im in enumerate(ds.images[:CARD_PHOTOS], 1):
+            data = await asyncio.to_thread(self.jobs.image, StoredOutput(blob_id=im.image_id))
+            small = await asyncio.to_thread(preview_jpeg, data)
+            if small is not None:
+                files.append(discord.File(io.BytesIO(small), filename=f"{ds.name}-{n}.jpg"))
+        await self._answer(interaction, dataset_text(ds, note), dataset_view(ds), files)
 
     async def _refused(
         self, interaction: discord.Interaction, err: StationError, not_yours: str
@@ -416,7 +437,7 @@ class DiscordTraining:
         except StationError as err:  # said in the deferred answer, which would else spin on
             await self._answer(interaction, f"⚠️ {error_text(err)} Nothing was charged.")
             return
-        await self._answer(interaction, dataset_text(ds, "\n".join(notes)), dataset_view(ds))
+        await self._card(interaction, ds, "\n".join(notes))
 
     async def _fill(
         self,
@@ -508,7 +529,7 @@ class DiscordTraining:
         note = f"✓ captioned {outcome.captioned} photo(s) for {paid} points"
         if outcome.failed:
             note += f"; {len(outcome.failed)} could not be captioned (type one with /train)"
-        await self._answer(interaction, dataset_text(ds, note), dataset_view(ds))
+        await self._card(interaction, ds, note)
 
     def _request(
         self, who: str, ds_id: str, steps: int, reply: ReplyTarget | None = None, rid: str = ""

@@ -79,6 +79,8 @@ async def new_dataset(
     )
     card = await answer_of(sd, sent, timeout=60)
     assert f"{count} photo(s)" in card["content"], card["content"]
+    names = [a["filename"] for a in card["attachments"]]
+    assert names == [f"{name}-{n}.jpg" for n in range(1, count + 1)], "a preview of each"
     return card
 
 
