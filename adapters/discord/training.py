@@ -520,7 +520,7 @@ class DiscordTraining:
             return
         await interaction.response.defer(thinking=True)
         try:
-            outcome = await self.jobs.caption_dataset(who, ds_id)
+            outcome = await self.jobs.caption_dataset(who, ds_id, request_id=key)
         except StationError:
             self.bot.claims.release(key)
             raise
