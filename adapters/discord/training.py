@@ -513,7 +513,9 @@ class DiscordTraining:
     async def _caption(self, interaction: discord.Interaction, who: str, ds_id: str) -> None:
         """Confirmed: run the caption job (charged per photo by its workflow) once per press
         of this message's button; the answer is the captioned dataset's card."""
-        await self.jobs.quote_captions(who, ds_id)  # the presser's own dataset, else NotFound
+        quote = await self.jobs.quote_captions(who, ds_id)  # the presser's own, else NotFound
+        if quote.balance < quote.total:  # refused privately, before the public "thinking"
+            raise InsufficientPoints(quote.total, quote.balance)
         key = press_key(interaction)
         if not self.bot.claims.claim(key):
             await say(interaction, "That was already started.")
