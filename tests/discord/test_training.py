@@ -420,3 +420,21 @@ async def test_train_buttons_and_an_open_rename_form_work_after_a_bot_restart(
     )
     assert f"renamed to {new_name}" in answer["content"]
     assert (await jobs.models(who, include_public=False))[0].name == new_name
+
+
+async def test_train_without_enough_points_is_refused_and_charges_nothing(
+    discord_bot: DiscordBot, jobs: JobsClient, user_id: int
+) -> None:
+    sd, me = discord_bot.standin, user_id
+    who = await start_user(jobs, sd, me, 1)
+    name = f"poor-{uuid.uuid4().hex[:6]}"
+    card = await new_dataset(sd, me, name, f"zp{uuid.uuid4().hex[:5]}")
+    ds = await jobs.dataset(who, name)
+    points = await balance(jobs, who)
+    quote = await answer_of(sd, await sd.press(me, card["id"], f"tr:quote:{ds.id}:1500"))
+    price = quote_training(4, 1500)
+    assert price > points and f"You need {price - points} more points" in quote["content"]
+    refused = await answer_of(sd, await sd.press(me, quote["id"], f"tr:go:{ds.id}:1500"))
+    assert f"this job costs {price} points and the balance is {points}" in refused["content"]
+    assert await balance(jobs, who) == points
+    assert [j for j in await jobs.list_jobs(user=who, limit=20) if j.kind == "train"] == []
