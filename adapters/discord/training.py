@@ -73,7 +73,6 @@ CARD_PHOTOS = 10  # previews on the dataset card: Discord takes 10 files a messa
 MODELS_PER_PAGE = 4  # one row of buttons each, the fifth row for Add and the pages
 NOT_YOUR_DATASET = "That dataset is not among yours (or is gone): /train NAME shows yours."
 NOT_YOUR_MODEL = "That model is not among yours (or is gone): /models lists yours."
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 OBJECT_ID = r"[0-9a-f]{24}"
 TRAIN_TEMPLATE = (
@@ -729,7 +728,10 @@ def register_training(tree: app_commands.CommandTree, jobs: Any, bot: DiscordCom
         trigger="The trigger word that calls the model in a prompt",
         caption_number="A photo's number, to type its caption",
         caption="That photo's caption",
-        **{f"photo{n}": "A photo of your subject (PNG, JPEG or WebP)" for n in range(1, 11)},
+        **{
+            f"photo{n}": "A photo of your subject (PNG, JPEG or WebP)"
+            for n in range(1, MAX_PHOTO_OPTIONS + 1)
+        },
     )
     async def train(
         interaction: discord.Interaction,
