@@ -153,12 +153,16 @@ class TrainingService(JobService, MediaSourceService):
             ds.id, ds.name, images, CAPTION_PRICE_PER_IMAGE, quote_captions(images), balance
         )
 
-    async def caption_dataset(self, user: str, ref: str) -> CaptionOutcome:
+    async def caption_dataset(
+        self, user: str, ref: str, *, request_id: str | None = None
+    ) -> CaptionOutcome:
         """Caption the images without a caption (typed captions are never overwritten).
 
         Paid per image (`quote_captions`): refused at once, with nothing started, when the
         balance does not cover the quote; the workflow charges `<id>:<run id>:charge` before
-        the first prompt and refunds the images that got no caption."""
+        the first prompt and refunds the images that got no caption. `request_id` (a button
+        press's key) names the workflow, so the same request handled twice at once joins the
+        first run instead of paying a second one for the same images."""
         quote = await self.quote_captions(user, ref)
         if quote.images == 0:
             return CaptionOutcome(dataset_id=quote.dataset_id, balance=quote.balance)
@@ -167,8 +171,9 @@ class TrainingService(JobService, MediaSourceService):
         outcome: CaptionOutcome = await self.temporal.execute_workflow(
             CaptionDatasetWorkflow.run,
             CaptionRequest(user=normalise_identity(user), dataset=quote.dataset_id),
-            id=f"dataset-caption-{quote.dataset_id}-{uuid.uuid4().hex[:8]}",
+            id=f"dataset-caption-{quote.dataset_id}-{request_id or uuid.uuid4().hex[:8]}",
             task_queue=self.config.task_queues.workflows,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
         if outcome.refused:
             raise UserInputError(outcome.refused)

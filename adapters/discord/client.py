@@ -21,6 +21,7 @@ from discord import app_commands
 
 from adapters.discord.commands import DiscordCommands, error_text, register_commands
 from adapters.discord.progress import ProgressWatchers
+from adapters.discord.training import ModelButton, TrainButton, on_modal_submit
 from adapters.discord.views import JobButton
 from domain.errors import StationError
 
@@ -68,10 +69,15 @@ class StationThisDiscord(discord.Client):
     async def setup_hook(self) -> None:
         """After login (the application id is known), before the gateway: answer the buttons
         of every message ever sent (persistent custom ids), then register commands."""
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(JobButton, TrainButton, ModelButton)
         if self.settings.sync_commands:
             synced = await self.tree.sync()
             log.info("registered %d global commands", len(synced))
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Modal submits are answered from their custom id (training.py), so a modal opened
+        before a restart still works; commands and buttons are discord.py's."""
+        await on_modal_submit(interaction)
 
     async def _on_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

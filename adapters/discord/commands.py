@@ -338,16 +338,6 @@ class DiscordCommands:
             return
         await self._cancel(interaction, running[0].workflow_id, who)
 
-    async def models(self, interaction: discord.Interaction) -> None:
-        """/models: the account's trained models (listing only: training, renaming and
-        publishing are on Telegram and the CLI for now)."""
-        from adapters.telegram.render import models_text
-
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        who = await self._who(interaction)
-        models = await self.jobs.models(who, include_public=False)
-        await interaction.edit_original_response(content=models_text(models)[:2000])
-
     async def collections(self, interaction: discord.Interaction) -> None:
         """/collections: the account's collections (listing only, like /models)."""
         from adapters.telegram.render import collections_text
@@ -473,11 +463,6 @@ def register_commands(
     async def again(interaction: discord.Interaction) -> None:
         await bot.repeat(interaction, None)
 
-    @tree.command(name="models", description="Your trained models")
-    @everywhere
-    async def models(interaction: discord.Interaction) -> None:
-        await bot.models(interaction)
-
     @tree.command(name="collections", description="Your collections")
     @everywhere
     async def collections(interaction: discord.Interaction) -> None:
@@ -506,3 +491,7 @@ def register_commands(
     async def link(interaction: discord.Interaction, code: str) -> None:
         """DM-only, like /login."""
         await bot.link(interaction, code)
+
+    from adapters.discord.training import register_training
+
+    register_training(tree, jobs, bot)  # /train (DM-only) and /models with their buttons

@@ -9,7 +9,9 @@ Each image goes as an attachment in one message with its Regen / Again / Upscale
 (views.py: persistent custom ids). Discord refuses a file over the upload limit (10 MiB for a
 server without boosts, `Config.discord_upload_limit`) with 413 on every retry, so a larger
 result goes as text with a link to the job instead. A job that ended without images (refused,
-failed, cancelled) gets one text message saying what happened and what was refunded.
+failed, cancelled) gets one text message saying what happened and what was refunded; so
+does a training run, whose output is a model file: its message names the model and its
+trigger word (`render.train_done_text`).
 
 Exactly once, across activity retries and bot restarts, as in the Telegram delivery: each part
 (`image:<i>`, `text`) is recorded in MongoDB (`JobsClient.mark_delivered`) right after Discord
@@ -91,6 +93,13 @@ class DiscordDelivery:
         sent = await self.jobs.delivered_parts(status.workflow_id)
         channel = self.client.get_partial_messageable(int(reply.chat_id))
         done = status.state in (JobState.DELIVERING, JobState.DONE)
+        if status.kind == "train":
+            # A trained LoRA is a file in GridFS (bucket `models`), not a picture: one message
+            # naming the model and its trigger word (`train_done_text`), as on Telegram.
+            if "text" not in sent:
+                msg = await channel.send(final_text(status)[:2000])
+                await self.jobs.mark_delivered(status.workflow_id, "text", msg.id)
+            return
         if not (status.outputs and done) and "text" not in sent:
             msg = await channel.send(final_text(status)[:2000])
             await self.jobs.mark_delivered(status.workflow_id, "text", msg.id)

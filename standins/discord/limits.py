@@ -153,6 +153,50 @@ def check_message(
         raise empty_message()
 
 
+MODAL_TITLE_MAX = 45
+TEXT_INPUT_LABEL_MAX = 45
+TEXT_INPUT_VALUE_MAX = 4000
+
+
+def check_modal(payload: dict[str, Any]) -> None:
+    """Discord's checks on a modal response (type 9): a custom id of at most 100 characters, a
+    title of at most 45, 1 … 5 rows of one text input each (label ≤ 45, custom id ≤ 100)."""
+    errors = FormErrors(("data",))
+    custom_id = str(payload.get("custom_id") or "")
+    if not custom_id:
+        errors.add(("custom_id",), "BASE_TYPE_REQUIRED", "This field is required")
+    elif len(custom_id) > CUSTOM_ID_MAX:
+        errors.max_length(("custom_id",), CUSTOM_ID_MAX)
+    title = str(payload.get("title") or "")
+    if not title:
+        errors.add(("title",), "BASE_TYPE_REQUIRED", "This field is required")
+    elif len(title) > MODAL_TITLE_MAX:
+        errors.max_length(("title",), MODAL_TITLE_MAX)
+    rows = payload.get("components") or []
+    if not 1 <= len(rows) <= ACTION_ROWS_MAX:
+        errors.max_length(("components",), ACTION_ROWS_MAX)
+    for r, row in enumerate(rows):
+        for c, item in enumerate((row or {}).get("components") or [row.get("component") or {}]):
+            where = ("components", r, "components", c)
+            if item.get("type") != 4:
+                errors.add((*where, "type"), "BASE_TYPE_CHOICES", "A modal takes text inputs.")
+            if len(str(item.get("custom_id") or "")) > CUSTOM_ID_MAX:
+                errors.max_length((*where, "custom_id"), CUSTOM_ID_MAX)
+            if len(str(item.get("label") or "")) > TEXT_INPUT_LABEL_MAX:
+                errors.max_length((*where, "label"), TEXT_INPUT_LABEL_MAX)
+    errors.raise_if_any()
+
+
+def text_inputs(modal: dict[str, Any]) -> list[dict[str, Any]]:
+    """The text inputs of a modal (in action rows, or in labels as components v2 has them)."""
+    out: list[dict[str, Any]] = []
+    for row in modal.get("components") or []:
+        out.extend(c for c in (row.get("components") or []) if c.get("type") == 4)
+        if (row.get("component") or {}).get("type") == 4:
+            out.append(row["component"])
+    return out
+
+
 def _check_components(rows: list[Any], errors: FormErrors) -> None:
     if len(rows) > ACTION_ROWS_MAX:
         errors.max_length(("components",), ACTION_ROWS_MAX)

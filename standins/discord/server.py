@@ -767,6 +767,9 @@ async def interaction_callback(
             loading=True,
         )
         interaction.original_id = int(message["id"])
+    elif kind == 9:
+        limits.check_modal(data)
+        interaction.modal = data
     elif kind == 7:
         assert interaction.message_id is not None
         limits.check_message(data, len(body.files), prefix=("data",), edit=True)
@@ -1137,6 +1140,59 @@ async def control_press(request: web.Request) -> web.StreamResponse:
     return await _deliver(state, interaction)
 
 
+async def control_submit(request: web.Request) -> web.StreamResponse:
+    """A user submits the modal a bot's response showed them (a MODAL_SUBMIT interaction,
+    Interactions: Modal Submit Data): `values` maps the modal's text inputs to what was typed;
+    each value is checked against the input's `required`, `min_length` and `max_length` as
+    Discord's client does. `forge` sends any `custom_id` and inputs (a modified client)."""
+    state = request.app[STATE_KEY]
+    body = await _json(request)
+    user_id = int(body["user_id"])
+    opened = state.interactions.get(int(body["interaction_id"]))
+    forge = bool(body.get("forge"))
+    if opened is None or opened.modal is None:
+        if not forge:
+            raise _bad("that interaction showed no modal (forge=true submits anyway)")
+    elif opened.user_id != user_id and not forge:
+        raise _bad("a modal is shown only to the user whose interaction opened it")
+    modal = (opened.modal if opened is not None else None) or {}
+    values: dict[str, str] = {str(k): str(v) for k, v in (body.get("values") or {}).items()}
+    inputs = limits.text_inputs(modal)
+    if not forge:
+        for item in inputs:
+            value = values.get(item["custom_id"], "")
+            short = len(value) < int(item.get("min_length") or 0)
+            if (item.get("required", True) and not value) or short:
+                raise _bad(f"input {item['custom_id']!r} is required or too short")
+            if len(value) > int(item.get("max_length") or limits.TEXT_INPUT_VALUE_MAX):
+                raise _bad(f"input {item['custom_id']!r} is too long")
+    ids = [i["custom_id"] for i in inputs] or list(values)
+    channel = opened.channel_id if opened is not None else state.channel_id
+    interaction, payload = _interaction_base(state, 5, user_id, channel)
+    if opened is not None and opened.message_id is not None:
+        interaction.message_id = opened.message_id
+        payload["message"] = state.messages[opened.message_id]
+    rows = [
+        {"type": 1, "components": [{"type": 4, "custom_id": cid, "value": values.get(cid, "")}]}
+        for cid in ids
+    ]
+    payload["data"] = {
+        "custom_id": str(body.get("custom_id") or modal.get("custom_id") or ""),
+        "components": rows,
+    }
+    return await _deliver(state, interaction)
+
+
+async def control_redeliver(request: web.Request) -> web.StreamResponse:
+    """Dispatch an interaction's INTERACTION_CREATE once more, the same id and token: what a
+    bot sees when the gateway replays events after a RESUME from an older sequence."""
+    state = request.app[STATE_KEY]
+    found = state.interactions.get(int(request.match_info["interaction_id"]))
+    if found is None:
+        raise web.HTTPNotFound(text="no such interaction")
+    return await _deliver(state, found)
+
+
 async def control_interaction(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     found = state.interactions.get(int(request.match_info["interaction_id"]))
@@ -1366,7 +1422,9 @@ def create_app(token: str | None = None) -> web.Application:
     r.add_get("/_control/health", control_health)
     r.add_post("/_control/commands/invoke", control_invoke)
     r.add_post("/_control/components/press", control_press)
+    r.add_post("/_control/modals/submit", control_submit)
     r.add_get("/_control/interactions/{interaction_id}", control_interaction)
+    r.add_post("/_control/interactions/{interaction_id}/redeliver", control_redeliver)
     r.add_get("/_control/channels/{channel_id}/messages", control_channel_messages)
     r.add_get("/_control/messages/{message_id}", control_message)
     r.add_get("/_control/dm/{user_id}", control_dm)

@@ -16,7 +16,7 @@ import base64
 import contextlib
 import time
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ class DiscordStandin:
         name: str,
         options: dict[str, Any] | None = None,
         *,
-        files: dict[str, tuple[str, bytes]] | None = None,
+        files: Mapping[str, tuple[str, bytes] | tuple[str, bytes, str]] | None = None,
         dm: bool = False,
         forge: bool = False,
         permissions: int | None = None,
@@ -81,9 +81,9 @@ class DiscordStandin:
         """User runs `/name` in the guild channel (or in their DM with the bot); `permissions`
         are the member's permission bits in the guild (default: an ordinary member's).
 
-        `files` maps an attachment option to (filename, bytes). Returns `{"interaction_id",
-        "token", "delivered", "channel_id", "seq"}`; `delivered` is False while the bot's
-        socket is down (the event waits for its RESUME)."""
+        `files` maps an attachment option to (filename, bytes[, content type]). Returns
+        `{"interaction_id", "token", "delivered", "channel_id", "seq"}`; `delivered` is False
+        while the bot's socket is down (the event waits for its RESUME)."""
         body: dict[str, Any] = {"user_id": user_id, "name": name, "dm": dm, "forge": forge}
         if options:
             body["options"] = options
@@ -91,8 +91,9 @@ class DiscordStandin:
             body["permissions"] = str(permissions)
         if files:
             body["files"] = {
-                k: {"filename": fn, "data": base64.b64encode(data).decode()}
-                for k, (fn, data) in files.items()
+                k: {"filename": f[0], "data": base64.b64encode(f[1]).decode()}
+                | ({"content_type": f[2]} if len(f) > 2 else {})
+                for k, f in files.items()
             }
         result: dict[str, Any] = await self._call("POST", "/_control/commands/invoke", body)
         return result
@@ -109,6 +110,35 @@ class DiscordStandin:
             "forge": forge,
         }
         result: dict[str, Any] = await self._call("POST", "/_control/components/press", body)
+        return result
+
+    async def submit(
+        self,
+        user_id: int,
+        interaction_id: str | int,
+        values: dict[str, str],
+        *,
+        custom_id: str | None = None,
+        forge: bool = False,
+    ) -> dict[str, Any]:
+        """User fills in and submits the modal the bot answered `interaction_id` with
+        (`values`: text input custom id → text); `forge` sends any `custom_id`."""
+        body: dict[str, Any] = {
+            "user_id": user_id,
+            "interaction_id": str(interaction_id),
+            "values": values,
+            "forge": forge,
+        }
+        if custom_id is not None:
+            body["custom_id"] = custom_id
+        result: dict[str, Any] = await self._call("POST", "/_control/modals/submit", body)
+        return result
+
+    async def redeliver(self, interaction_id: str | int) -> dict[str, Any]:
+        """Dispatch the interaction's INTERACTION_CREATE again (a gateway replay)."""
+        result: dict[str, Any] = await self._call(
+            "POST", f"/_control/interactions/{interaction_id}/redeliver"
+        )
         return result
 
     # -------------------------------------------------------------------------- read
