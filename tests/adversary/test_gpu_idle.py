@@ -37,7 +37,7 @@ from tests.adversary.test_gpu_pool import (
     running_pool,
     wait_until,
 )
-from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
+from tests.fixtures.comfy import ComfyServer, standins_running
 from workers import temporal_workers
 from workers.temporal_workers import ComfyServerWorkers, ServerSlots
 
@@ -46,13 +46,8 @@ STALE_BACKLOG = 6  # what Temporal reported for ~5 s after the bench's backlog d
 
 @pytest.fixture
 def slow_and_fast(tmp_path: Path) -> Iterator[list[ComfyServer]]:
-    servers = [start_standin(tmp_path / n, step_delay=0.005) for n in ("slow", "fast")]
-    try:
+    with standins_running({tmp_path / "slow": (), tmp_path / "fast": ()}) as servers:
         yield servers
-    finally:
-        for s in servers:
-            assert s.process is not None
-            stop_process(s.process)
 
 
 @pytest_asyncio.fixture

@@ -35,7 +35,7 @@ from domain.jobs import JobState, MakeImageRequest
 from domain.routing import checkpoint_queue
 from domain.rules import DomainRules
 from store.db import Stores
-from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
+from tests.fixtures.comfy import ComfyServer, standins_running
 from workers.config import Config, TaskQueues
 from workers.temporal_workers import ComfyServerWorkers, workflow_worker
 
@@ -137,13 +137,8 @@ def queue_of(server: ComfyServer) -> tuple[int, int]:
 
 @pytest.fixture
 def two_servers(tmp_path: Path) -> Iterator[list[ComfyServer]]:
-    servers = [start_standin(tmp_path / f"gpu{i}", step_delay=0.005) for i in range(2)]
-    try:
+    with standins_running({tmp_path / f"gpu{i}": () for i in range(2)}) as servers:
         yield servers
-    finally:
-        for s in servers:
-            assert s.process is not None
-            stop_process(s.process)
 
 
 @contextlib.asynccontextmanager

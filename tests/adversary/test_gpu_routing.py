@@ -60,7 +60,7 @@ from tests.adversary.test_gpu_pool import (
     wait_until,
 )
 from tests.adversary.test_inventory import CORE_0_3_64, standin_like
-from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
+from tests.fixtures.comfy import ComfyServer, standins_running, start_standin, stop_process
 from workflows.policies import COMFY_RETRY
 
 USER = "telegram:4004"
@@ -212,20 +212,9 @@ def test_a_capability_queue_is_named_by_its_needs_not_their_order() -> None:
 
 @pytest.fixture
 def unequal_servers(tmp_path: Path) -> Iterator[list[ComfyServer]]:
-    servers = [
-        start_standin(tmp_path / "full", step_delay=0.005),
-        start_standin(
-            tmp_path / "lacking",
-            step_delay=0.005,
-            extra_args=["--without-nodes", "RemoveBackground"],
-        ),
-    ]
-    try:
+    lacking = ["--without-nodes", "RemoveBackground"]
+    with standins_running({tmp_path / "full": (), tmp_path / "lacking": lacking}) as servers:
         yield servers
-    finally:
-        for s in servers:
-            assert s.process is not None
-            stop_process(s.process)
 
 
 @pytest_asyncio.fixture
