@@ -25,6 +25,7 @@ from domain.checkpoints import (
     image_base,
 )
 from domain.errors import StationError, TemplateGraphError, UnknownTemplate, UserInputError
+from domain.guild_rules import GROUP_BATCH
 from domain.inventory import Requirements
 from domain.jobs import (
     ComfyWork,
@@ -34,6 +35,7 @@ from domain.jobs import (
     MediaRequest,
     MediaWork,
     PrepareInput,
+    ReplyTarget,
 )
 from domain.pricing import quote_image, quote_media
 from domain.prompts import clean_prompt, strip_controls
@@ -106,8 +108,9 @@ class MakePlanner:
         settings = apply_updates(
             saved, req.overrides, limits, rules=self.stores.rules, group_chat=group
         )
-        if group and settings.batch > 1:
-            settings = settings.model_copy(update={"batch": 1})
+        top = self._group_batch(req.platform, req.reply) if group else None
+        if top is not None and settings.batch > top:
+            settings = settings.model_copy(update={"batch": top})
         name = req.template or settings.template
         if req.source_image_id and name == "make":
             name = "img2img"
@@ -180,6 +183,13 @@ class MakePlanner:
             # The queue of the servers that can run it, and the user as fairness key.
             route=self._route(inp.request.platform, works, user.id),
         )
+
+    def _group_batch(self, platform: str, reply: ReplyTarget | None) -> int:
+        """The most images one make may have in a shared place: the guild's own rule (Discord's
+        /guildrules, store/guild_rules.py), else the fixed group batch (Telegram groups). The
+        one place every make and repeat of a group passes, so no handler applies it."""
+        rules = self.stores.guild_rules.for_reply(platform, reply)
+        return rules.batch if rules is not None else GROUP_BATCH
 
     def _route(self, platform: str, works: list[ComfyWork], user_id: str) -> JobRoute:
         """The job's route: its GPU queue by what its graphs need (domain/routing.py)."""

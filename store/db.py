@@ -27,6 +27,7 @@ from store.inventory import ComfyInventory
 from store.jobs import JobRepo
 from store.ledger import Ledger
 from store.models import ModelRepo
+from store.guild_rules import GuildRulesRepo
 from store.safety import SafetyRepo
 from store.settings_repo import SettingsRepo
 from store.templates import TemplateRepo
@@ -56,6 +57,7 @@ class Stores:
         self.button_tokens = ButtonTokens(self.db)
         self.deliveries = DeliveryRepo(self.db)
         self.safety = SafetyRepo(self.db)
+        self.guild_rules = GuildRulesRepo(self.db, batch_cap=self.rules.limits.batch_cap)
         self.api_keys = ApiKeyRepo(self.db)
         self.webhook_secrets = WebhookSecrets(self.db)
         self.web_sessions = WebSessions(self.db)

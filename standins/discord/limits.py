@@ -200,6 +200,31 @@ def _check_components(rows: list[Any], errors: FormErrors) -> None:
                     errors.max_length((*where, "options"), SELECT_OPTIONS_MAX)
 
 
+MODAL_TITLE_MAX = 45
+MODAL_COMPONENTS_MAX = 5
+TEXT_INPUT_MAX = 4000
+
+
+def check_modal(data: dict[str, Any]) -> dict[str, Any]:
+    """A modal response (type 9): a 1-100 character custom id, a title of at most 45, 1-5
+    rows (Components reference: Text Input; Receiving and Responding: Modal). Returns it."""
+    errors = FormErrors(("data",))
+    custom_id = data.get("custom_id") or ""
+    if not custom_id:
+        errors.add(("custom_id",), "BASE_TYPE_REQUIRED", "This field is required")
+    elif len(custom_id) > CUSTOM_ID_MAX:
+        errors.max_length(("custom_id",), CUSTOM_ID_MAX)
+    if not data.get("title"):
+        errors.add(("title",), "BASE_TYPE_REQUIRED", "This field is required")
+    elif len(data["title"]) > MODAL_TITLE_MAX:
+        errors.max_length(("title",), MODAL_TITLE_MAX)
+    rows = data.get("components") or []
+    if not 1 <= len(rows) <= MODAL_COMPONENTS_MAX:
+        errors.max_length(("components",), MODAL_COMPONENTS_MAX)
+    errors.raise_if_any()
+    return data
+
+
 def custom_ids(rows: list[Any]) -> list[str]:
     """Every custom id of a message's components (the buttons a user can press)."""
     out: list[str] = []

@@ -27,6 +27,8 @@ Control side (JSON; never seen by the bot), wrapped by tests/discord_standin/sta
         A user runs a slash command; `forge` skips the check that it is registered.
   POST /_control/components/press {"user_id", "message_id", "custom_id", "forge"?}
         -> same shape: the user presses a button the message has (or any id, with `forge`).
+  POST /_control/modals/submit {"interaction_id" (that opened it), "values": {custom_id: text}}
+        -> same shape: the user submits the modal that interaction's response opened.
   GET  /_control/interactions/{id} -> ack state, original response id, followups
   GET  /_control/channels/{id}/messages, GET /_control/messages/{id} -> message views
   GET  /_control/dm/{user_id} -> {"channel_id"}; GET /_control/attachments/{id} -> bytes
@@ -767,6 +769,8 @@ async def interaction_callback(
             loading=True,
         )
         interaction.original_id = int(message["id"])
+    elif kind == 9:
+        interaction.modal = limits.check_modal(data)
     elif kind == 7:
         assert interaction.message_id is not None
         limits.check_message(data, len(body.files), prefix=("data",), edit=True)
@@ -1137,6 +1141,53 @@ async def control_press(request: web.Request) -> web.StreamResponse:
     return await _deliver(state, interaction)
 
 
+def _modal_answers(rows: list[Json], values: Json) -> list[Json]:
+    """The submitted form mirrors the one shown (action rows or labels), each text input
+    carrying its `value` (Discord's Modal Submit Data Structure)."""
+    out: list[Json] = []
+    for row in rows:
+        if row.get("type") == 1:
+            out.append({"type": 1, "components": _modal_answers(row.get("components", []), values)})
+        elif row.get("type") == 18 and isinstance(row.get("component"), dict):
+            [inner] = _modal_answers([row["component"]], values)
+            out.append({"type": 18, "component": inner})
+        elif row.get("type") == 4:
+            cid = str(row.get("custom_id"))
+            value = str(values.get(cid, row.get("value") or ""))
+            if row.get("required", True) and not value:
+                raise _bad(f"text input {cid!r} is required")
+            if len(value) > int(row.get("max_length") or limits.TEXT_INPUT_MAX):
+                raise _bad(f"text input {cid!r} is longer than its max_length")
+            out.append({"type": 4, "custom_id": cid, "value": value})
+    return out
+
+
+async def control_modal_submit(request: web.Request) -> web.StreamResponse:
+    """A user fills in and submits the modal an interaction's response opened (a
+    MODAL_SUBMIT interaction, type 5, in the same channel, by the same user)."""
+    state = request.app[STATE_KEY]
+    body = await _json(request)
+    opened = state.interactions.get(int(body["interaction_id"]))
+    if opened is None or opened.modal is None:
+        raise _bad("that interaction opened no modal")
+    user_id = int(body.get("user_id") or opened.user_id)
+    if user_id != opened.user_id:
+        raise _bad("a modal is shown only to the user whose interaction opened it")
+    values = body.get("values") or {}
+    perms = body.get("permissions")
+    interaction, payload = _interaction_base(
+        state, 5, user_id, opened.channel_id, str(perms) if perms is not None else None
+    )
+    if opened.message_id is not None:
+        interaction.message_id = opened.message_id
+        payload["message"] = state.messages.get(opened.message_id)
+    payload["data"] = {
+        "custom_id": opened.modal["custom_id"],
+        "components": _modal_answers(opened.modal.get("components", []), values),
+    }
+    return await _deliver(state, interaction)
+
+
 async def control_interaction(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     found = state.interactions.get(int(request.match_info["interaction_id"]))
@@ -1366,6 +1417,7 @@ def create_app(token: str | None = None) -> web.Application:
     r.add_get("/_control/health", control_health)
     r.add_post("/_control/commands/invoke", control_invoke)
     r.add_post("/_control/components/press", control_press)
+    r.add_post("/_control/modals/submit", control_modal_submit)
     r.add_get("/_control/interactions/{interaction_id}", control_interaction)
     r.add_get("/_control/channels/{channel_id}/messages", control_channel_messages)
     r.add_get("/_control/messages/{message_id}", control_message)

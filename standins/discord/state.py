@@ -131,6 +131,7 @@ class Interaction:
     original_id: int | None = None
     followups: list[int] = field(default_factory=list)
     late_ack_refused: bool = False
+    modal: dict[str, Any] | None = None  # the form a type-9 response opened (custom_id, rows)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -146,6 +147,7 @@ class Interaction:
             "original_id": str(self.original_id) if self.original_id else None,
             "followups": [str(m) for m in self.followups],
             "late_ack_refused": self.late_ack_refused,
+            "modal": self.modal,
         }
 
 

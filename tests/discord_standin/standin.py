@@ -111,6 +111,17 @@ class DiscordStandin:
         result: dict[str, Any] = await self._call("POST", "/_control/components/press", body)
         return result
 
+    async def submit_modal(
+        self, interaction_id: str | int, values: dict[str, str], *, user_id: int | None = None
+    ) -> dict[str, Any]:
+        """The user fills in the modal `interaction_id`'s response opened (text inputs by
+        custom id) and submits it: a MODAL_SUBMIT interaction, returned like `invoke`'s."""
+        body: dict[str, Any] = {"interaction_id": str(interaction_id), "values": values}
+        if user_id is not None:
+            body["user_id"] = user_id
+        result: dict[str, Any] = await self._call("POST", "/_control/modals/submit", body)
+        return result
+
     # -------------------------------------------------------------------------- read
 
     async def interaction(self, interaction_id: str | int) -> dict[str, Any]:
