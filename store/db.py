@@ -23,11 +23,11 @@ from store.collections import CollectionRepo
 from store.connection import connect
 from store.datasets import DatasetRepo
 from store.deliveries import DeliveryRepo
+from store.guild_rules import GuildRulesRepo
 from store.inventory import ComfyInventory
 from store.jobs import JobRepo
 from store.ledger import Ledger
 from store.models import ModelRepo
-from store.guild_rules import GuildRulesRepo
 from store.safety import SafetyRepo
 from store.settings_repo import SettingsRepo
 from store.templates import TemplateRepo
