@@ -155,9 +155,12 @@ def reply_target(interaction: discord.Interaction) -> ReplyTarget:
 class TraitsModal(ui.Modal):
     """One trait type's values, in Telegram's /traits format (replacing the current ones)."""
 
-    trait: ui.TextInput[Any] = ui.TextInput(label="Trait type (its [[slot]] name)", max_length=60)
+    trait: ui.TextInput[Any] = ui.TextInput(
+        label="Trait type (its [[slot]] name)", custom_id="trait", max_length=60
+    )
     values: ui.TextInput[Any] = ui.TextInput(
         label="Values: name|prompt|rarity, one per line",
+        custom_id="values",
         style=discord.TextStyle.paragraph,
         placeholder="red|red fur|3\ngrey|grey fur|1",
         max_length=4000,
@@ -179,6 +182,7 @@ class PromptModal(ui.Modal):
 
     prompt: ui.TextInput[Any] = ui.TextInput(
         label="Master prompt with [[Trait]] slots",
+        custom_id="prompt",
         style=discord.TextStyle.paragraph,
         placeholder="a [[Fur]] fox [wearing [[Hat]]] in the snow",
         max_length=2000,
@@ -343,7 +347,10 @@ class DiscordCollections:
         replayed), its public "thinking" message becoming the live cook status."""
         key = press_key(interaction)
         if not self.claims.claim(key):
-            await say(interaction, "That cook was already started.")
+            try:  # a second tap is answered; a replayed event was answered already (40060)
+                await say(interaction, "That cook was already started.")
+            except discord.HTTPException as err:
+                log.info("repeated confirm of %s not answered (%s)", cid, err.code)
             return
         await interaction.response.defer(thinking=True)
         try:

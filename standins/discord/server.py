@@ -30,6 +30,7 @@ Control side (JSON; never seen by the bot), wrapped by tests/discord_standin/sta
   POST /_control/modals/submit {"interaction_id" (that opened it), "values": {custom_id: text}}
         -> same shape: the user submits the modal that interaction's response opened.
   GET  /_control/interactions/{id} -> ack state, original response id, followups
+  POST /_control/interactions/{id}/redeliver -> the same INTERACTION_CREATE again (a replay)
   GET  /_control/channels/{id}/messages, GET /_control/messages/{id} -> message views
   GET  /_control/dm/{user_id} -> {"channel_id"}; GET /_control/attachments/{id} -> bytes
   GET  /_control/calls?route=METHOD%20/template -> REST calls (without file bytes)
@@ -1188,6 +1189,20 @@ async def control_modal_submit(request: web.Request) -> web.StreamResponse:
     return await _deliver(state, interaction)
 
 
+async def control_redeliver(request: web.Request) -> web.StreamResponse:
+    """The same INTERACTION_CREATE (same id and token) dispatched again, as an at-least-once
+    gateway may (a replayed event): the bot must not act on it twice."""
+    state = request.app[STATE_KEY]
+    interaction = state.interactions.get(int(request.match_info["interaction_id"]))
+    if interaction is None:
+        raise _bad("no such interaction")
+    session = state.current
+    delivered = False
+    if session is not None:
+        delivered = await dispatch(session, "INTERACTION_CREATE", interaction.payload)
+    return web.json_response({"interaction_id": str(interaction.id), "delivered": delivered})
+
+
 async def control_interaction(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     found = state.interactions.get(int(request.match_info["interaction_id"]))
@@ -1419,6 +1434,7 @@ def create_app(token: str | None = None) -> web.Application:
     r.add_post("/_control/components/press", control_press)
     r.add_post("/_control/modals/submit", control_modal_submit)
     r.add_get("/_control/interactions/{interaction_id}", control_interaction)
+    r.add_post("/_control/interactions/{interaction_id}/redeliver", control_redeliver)
     r.add_get("/_control/channels/{channel_id}/messages", control_channel_messages)
     r.add_get("/_control/messages/{message_id}", control_message)
     r.add_get("/_control/dm/{user_id}", control_dm)

@@ -122,6 +122,13 @@ class DiscordStandin:
         result: dict[str, Any] = await self._call("POST", "/_control/modals/submit", body)
         return result
 
+    async def redeliver(self, interaction_id: str | int) -> dict[str, Any]:
+        """Dispatch an interaction's INTERACTION_CREATE again, same id and token (a replay)."""
+        result: dict[str, Any] = await self._call(
+            "POST", f"/_control/interactions/{interaction_id}/redeliver"
+        )
+        return result
+
     # -------------------------------------------------------------------------- read
 
     async def interaction(self, interaction_id: str | int) -> dict[str, Any]:
