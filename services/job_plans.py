@@ -104,13 +104,16 @@ class MakePlanner:
         prompt, loras = self._loras(user.id, cleaned)
         limits = limits_for(user.points, self.stores.rules.limits)
         saved, clamps = clamp_to_limits(user.settings, limits)
-        group = bool(req.reply and req.reply.group_chat)
-        settings = apply_updates(
-            saved, req.overrides, limits, rules=self.stores.rules, group_chat=group
-        )
-        top = self._group_batch(req.platform, req.reply) if group else None
-        if top is not None and settings.batch > top:
-            settings = settings.model_copy(update={"batch": top})
+        notes = [str(c) for c in clamps]
+        # Overrides are checked against the user's own limits; a shared place's batch is then
+        # a cap, not a refusal: a repeat in a group of a run made elsewhere with a larger
+        # batch (its overrides carry that batch) runs with the place's batch and says so.
+        settings = apply_updates(saved, req.overrides, limits, rules=self.stores.rules)
+        if req.reply and req.reply.group_chat:
+            top = self._group_batch(req.platform, req.reply)
+            if settings.batch > top:
+                notes.append(f"batch {settings.batch} → {top} (the limit in this group)")
+                settings = settings.model_copy(update={"batch": top})
         name = req.template or settings.template
         if req.source_image_id and name == "make":
             name = "img2img"
@@ -174,7 +177,7 @@ class MakePlanner:
             units=settings.batch,
             balance=user.points,
             summary=summary[:300],
-            clamps=[str(c) for c in clamps],
+            clamps=notes,
             settings=used,
             template=template.name,
             prompt=prompt,

@@ -90,8 +90,8 @@ async def test_the_guilds_batch_applies_to_make_and_again_and_not_to_the_dm(
 
     await sd.invoke(user_id, "make", {"prompt": "a pair of herons"})
     assert await outputs_of_last_job(jobs, who, known) == 2  # the guild's 2, not the user's 3
-    await sd.invoke(user_id, "again")
-    assert await outputs_of_last_job(jobs, who, known) == 2
+    again = await answer_of(sd, await sd.invoke(user_id, "again"))
+    assert await outputs_of_last_job(jobs, who, known) == 2, again["content"]
     await wait_results(sd, sd.channel_id, user_id, n=4)
 
     assert "at most 1 image(s)" in await rules_cmd(sd, user_id, MANAGE_GUILD, batch=1)
