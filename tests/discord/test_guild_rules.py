@@ -97,7 +97,7 @@ async def test_the_guilds_batch_applies_to_make_and_again_and_not_to_the_dm(
     assert "at most 1 image(s)" in await rules_cmd(sd, user_id, MANAGE_GUILD, batch=1)
     await sd.invoke(user_id, "again")
     assert await outputs_of_last_job(jobs, who, known) == 1
-    await sd.invoke(user_id, "again", dm=True)
+    await sd.invoke(user_id, "make", {"prompt": "three herons"}, dm=True)
     assert await outputs_of_last_job(jobs, who, known) == 3  # the DM keeps the user's batch
 
 
