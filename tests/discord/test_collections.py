@@ -90,6 +90,7 @@ async def test_a_collection_is_designed_cooked_live_reviewed_and_exported_on_dis
     assert [(v.name, v.rarity) for v in col.config.traits[0].values] == [("red", 3), ("grey", 0.5)]
 
     quote = await quote_message(sd, me, cid)
+    second_quote = await quote_message(sd, me, cid)  # Cook tapped twice: two quotes
     expected = await jobs.quote_cook(cid, who)
     assert quote["ephemeral"] and "2 pieces ×" in quote["content"], quote
     assert f"Cook for {expected.total} points" in str(quote["components"])
@@ -101,6 +102,21 @@ async def test_a_collection_is_designed_cooked_live_reviewed_and_exported_on_dis
         go = button(quote, f"sc:go:{cid}")
         taps = await asyncio.gather(*(sd.press(me, quote["id"], go) for _ in range(2)))
         await sd.redeliver(taps[0]["interaction_id"])  # the gateway replays one
+
+        async def live() -> Message | None:
+            for tap in taps:
+                state = await sd.interaction(tap["interaction_id"])
+                if state["original_id"]:
+                    msg = await sd.message(state["original_id"])
+                    if any(c.startswith("sc:stop:") for c in msg["custom_ids"]):
+                        return msg
+            return None
+
+        await sd.wait_for(live, 30, "the live cook status")
+        other = await answer_of(
+            sd, await sd.press(me, second_quote["id"], button(second_quote, f"sc:go:{cid}"))
+        )
+        assert "cook of" in other["content"] and "already running" in other["content"], other
 
         async def status() -> Message | None:
             for tap in taps:
@@ -156,7 +172,7 @@ async def _states(jobs: JobsClient, cid: str, who: str, want: dict[int, str]) ->
     return True if all(got.get(n) == s for n, s in want.items()) else None
 
 
-async def test_another_members_collection_is_not_found_however_it_is_named(
+async def test_another_members_collection_is_not_found_however_it_is_named_and_cancel_cook(
     discord_bot: DiscordBot, dev_stack: Stack, jobs: JobsClient, user_id: int
 ) -> None:
     sd, owner, mallory = discord_bot.standin, user_id, user_id + 1
@@ -179,7 +195,7 @@ async def test_another_members_collection_is_not_found_however_it_is_named(
 
     # The real buttons of the owner's public cook status, pressed by mallory: refused by the
     # service's owner check, and the owner's cook goes on.
-    dev_stack.faults(render_time=3.0)
+    dev_stack.faults(render_time=8.0)  # the cook is still running when both tap Cancel
     try:
         quote = await quote_message(sd, owner, cid)
         tap = await sd.press(owner, quote["id"], button(quote, f"sc:go:{cid}"))
@@ -196,8 +212,14 @@ async def test_another_members_collection_is_not_found_however_it_is_named(
         refused = await answer_of(sd, await sd.press(mallory, status["id"], f"sc:stop:{cid}"))
         assert refused["ephemeral"] and "not found" in refused["content"], refused
         assert refused["visible_to"] == str(mallory)
+        progress = await jobs.cook_progress(cid, f"discord:{owner}")
+        assert progress.state.value == "running", progress  # mallory's tap did nothing
+
+        # The owner's own Cancel cook on the same public message does cancel it.
+        stopped = await answer_of(sd, await sd.press(owner, status["id"], f"sc:stop:{cid}"))
+        assert stopped["ephemeral"] and "Cook cancelled" in stopped["content"], stopped
         final = await jobs.wait_cook(cid, f"discord:{owner}")
     finally:
         dev_stack.reset_faults()
-    assert final.state.value == "done" and final.made == 2
+    assert final.state.value == "cancelled"
     assert not await charges(jobs, f"discord:{mallory}")
