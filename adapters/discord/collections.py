@@ -403,8 +403,9 @@ class DiscordCollections:
         if len(export.data) > limit:
             await interaction.edit_original_response(
                 content=f"{caption[:1200]}\nThe zip ({len(export.data) / 1024 / 1024:.1f} MiB) "
-                "is over Discord's upload limit here. It is kept for you: get it with\n"
-                f"`stationthis collection export {cid} --user {who} --out {cid}.zip`"
+                "is over Discord's upload limit here. It is kept for you: download it from "
+                f"the HTTP API with an API key (`GET /v1/outputs/{export.blob_id}`), or ask "
+                f"the operator for `stationthis collection export {cid} --out {cid}.zip`"
             )
             return
         name = f"{col.name[:40]}-{cid}.zip".replace(" ", "_")

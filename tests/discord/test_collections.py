@@ -159,6 +159,19 @@ async def test_a_collection_is_designed_cooked_live_reviewed_and_exported_on_dis
         lambda: _states(jobs, cid, who, {1: "approved", 2: "rejected"}), 20, "the verdicts"
     )
 
+    # Export over the upload limit Discord gives this interaction: where to download it.
+    await sd.options(upload_limit=200)
+    try:
+        big = await answer_of(sd, await sd.press(me, done["id"], button(done, f"sc:export:{cid}")))
+    finally:
+        await sd.options(upload_limit=10 * 1024 * 1024)
+    assert "over Discord's upload limit" in big["content"] and not big["attachments"], big
+    blob = re.search(r"/v1/outputs/([0-9a-f]{24})", big["content"])
+    assert blob, big["content"]
+    user = await jobs.user(who)
+    kept = await asyncio.to_thread(jobs.stores.blobs.get_owned, blob.group(1), user.id)
+    assert zipfile.is_zipfile(io.BytesIO(kept))
+
     # Export: the approved piece as a zip attachment.
     export = await answer_of(sd, await sd.press(me, done["id"], button(done, f"sc:export:{cid}")))
     assert export["ephemeral"] and "1 approved pieces" in export["content"], export
