@@ -236,3 +236,37 @@ async def test_another_members_collection_is_not_found_however_it_is_named_and_c
         dev_stack.reset_faults()
     assert final.state.value == "cancelled"
     assert not await charges(jobs, f"discord:{mallory}")
+
+
+async def test_a_cook_status_outliving_its_interaction_token_goes_on_in_the_channel(
+    discord_bot: DiscordBot, dev_stack: Stack, jobs: JobsClient, user_id: int
+) -> None:
+    sd, me = discord_bot.standin, user_id
+    cid = await create_ready_collection(sd, me, "Night", 2)
+    quote = await quote_message(sd, me, cid)
+    await sd.options(token_ttl=2.0)
+    dev_stack.faults(render_time=4.0)
+    try:
+        tap = await sd.press(me, quote["id"], button(quote, f"sc:go:{cid}"))
+
+        async def started() -> str | None:
+            return (await jobs.collection(cid, f"discord:{me}")).last_cook
+
+        await sd.wait_for(started, 20, "the cook to start")
+        final = await jobs.wait_cook(cid, f"discord:{me}")
+
+        async def in_channel() -> Message | None:
+            for m in await sd.messages(sd.channel_id):
+                if m["from_bot"] and m["interaction_id"] is None and "done: 2 made" in m["content"]:
+                    return m
+            return None
+
+        moved = await sd.wait_for(in_channel, 20, "the cook status in a channel message")
+    finally:
+        dev_stack.reset_faults()
+        await sd.options(token_ttl=900.0)
+    assert final.made == 2
+    assert button(moved, f"sc:review:{cid}") and button(moved, f"sc:export:{cid}")
+    state = await sd.interaction(tap["interaction_id"])
+    first = await sd.message(state["original_id"])
+    assert "done" not in first["content"]  # the expired response kept its last text
