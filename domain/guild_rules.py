@@ -13,7 +13,6 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from domain.errors import UserInputError
-from domain.jobs import ReplyTarget
 
 GROUP_BATCH = 1
 """The batch of a group place without rules of its own (Telegram groups, a fresh guild)."""
@@ -24,13 +23,6 @@ class GuildRules(BaseModel):
 
     batch: int = Field(default=GROUP_BATCH, ge=1)
     collections: bool = True  # members may create collections and start cooks here
-
-
-def guild_key(platform: str, reply: ReplyTarget | None) -> str | None:
-    """The stored key of the guild a job or command comes from; None outside a guild."""
-    if reply is None or reply.guild_id is None:
-        return None
-    return f"{platform}:{reply.guild_id}"
 
 
 def check_batch(batch: int, batch_cap: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 from pymongo.database import Database
 
 from domain.errors import UserInputError
-from domain.guild_rules import GuildRules, check_batch, guild_key
+from domain.guild_rules import GuildRules, check_batch
 from domain.jobs import ReplyTarget
 
 
@@ -30,9 +30,9 @@ class GuildRulesRepo:
         return GuildRules(batch=doc.get("batch", 1), collections=doc.get("collections", True))
 
     def for_reply(self, platform: str, reply: ReplyTarget | None) -> GuildRules | None:
-        """The rules of the guild a job answers in; None outside a guild."""
-        key = guild_key(platform, reply)
-        if key is None or reply is None or reply.guild_id is None:
+        """The rules of the guild a job answers in (or a command came from); None outside a
+        guild, where a group has the fixed group batch and no stored rules."""
+        if reply is None or reply.guild_id is None:
             return None
         return self.get(platform, reply.guild_id)
 

@@ -9,7 +9,7 @@ member's button reaches a service that answers "not found". This module only ask
 * `/collections` lists the user's collections (ephemeral, an Open button each);
   `/collections new:NAME supply:N [description]` creates one; `/collections open:ID` shows one.
 * The card (ephemeral: a collection is personal) has persistent buttons (`CollectionButton`, a
-  `discord.ui.DynamicItem` matched by `sc:<action>:<collection id>[:<piece>]`, at most 26
+  `discord.ui.DynamicItem` matched by `sc:<action>:<collection id>[:<piece>]`, at most 28
   characters): Traits and Prompt open a modal — Traits takes the same `name|prompt|rarity` lines
   as Telegram's /traits, parsed by the one parser (`domain.collections.parse_trait_lines`, in
   `set_traits`) —, Cook answers the quote with a Confirm button, Review sends the pieces waiting

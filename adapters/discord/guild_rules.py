@@ -111,7 +111,7 @@ def register(
     )
     async def guildrules_cmd(
         interaction: discord.Interaction,
-        batch: app_commands.Range[int, 1, 16] | None = None,
+        batch: app_commands.Range[int, 1, None] | None = None,  # the cap: the store's
         collections: bool | None = None,
     ) -> None:
         await guildrules(interaction, jobs, batch, collections)
