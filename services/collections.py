@@ -30,7 +30,9 @@ from domain.collections import (
     validate_config,
 )
 from domain.errors import InsufficientPoints, UserInputError
+from domain.guild_rules import collections_refused
 from domain.identity import normalise_identity
+from domain.jobs import ReplyTarget
 from domain.search_attributes import JOB_KIND, JOB_STATE, PLATFORM, USER_ID
 from services.collection_plans import export_zip, quote_piece
 from services.jobs import JobService, StartedJob
@@ -67,7 +69,12 @@ class CollectionService(JobService):
         description: str = "",
         supply: int = 1,
         config: CollectionConfig | None = None,
+        platform: str = "cli",
+        place: ReplyTarget | None = None,
     ) -> Collection:
+        """A new collection; `place` is the chat the command came from (a guild's rules may
+        refuse collections there)."""
+        await self._check_place(platform, place)
         return await asyncio.to_thread(
             self.stores.collections.create,
             normalise_identity(owner),
@@ -129,6 +136,7 @@ class CollectionService(JobService):
         continue_after: int = 200,
         balance_poll_seconds: float = 30.0,
         numbers: list[int] | None = None,
+        place: ReplyTarget | None = None,
     ) -> StartedJob:
         """Start cooking (or, with `numbers`, regenerating those pieces: new seed, same traits).
 
@@ -141,6 +149,7 @@ class CollectionService(JobService):
         `in_flight` pieces at once, capped by `cook_max_in_flight`; its pieces take no slot.
         """
         user = normalise_identity(user)
+        await self._check_place(platform, place)
         in_flight = max(1, min(in_flight, self.config.cook_max_in_flight))
         quote = await self.quote_cook(cid, user)
         if quote.balance < quote.piece_price:
@@ -207,6 +216,13 @@ class CollectionService(JobService):
             raise
         await self.remember_job(wid, user)
         return StartedJob(wid, "cook", user, False, self.job_url(wid))
+
+    async def _check_place(self, platform: str, place: ReplyTarget | None) -> None:
+        """The one check of a guild's "no collections here" rule (domain/guild_rules.py), for
+        every adapter: refused before anything is written, frozen or charged."""
+        rules = await asyncio.to_thread(self.stores.guild_rules.for_reply, platform, place)
+        if rules is not None and not rules.collections:
+            raise collections_refused()
 
     async def _cook_running(self, wid: str) -> bool:
         try:

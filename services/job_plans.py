@@ -25,6 +25,7 @@ from domain.checkpoints import (
     image_base,
 )
 from domain.errors import StationError, TemplateGraphError, UnknownTemplate, UserInputError
+from domain.guild_rules import GROUP_BATCH
 from domain.inventory import Requirements, ServerInventory
 from domain.jobs import (
     ComfyWork,
@@ -34,6 +35,7 @@ from domain.jobs import (
     MediaRequest,
     MediaWork,
     PrepareInput,
+    ReplyTarget,
 )
 from domain.pricing import quote_image, quote_media
 from domain.prompts import clean_prompt, strip_controls
@@ -102,12 +104,16 @@ class MakePlanner:
         prompt, loras = self._loras(user.id, cleaned)
         limits = limits_for(user.points, self.stores.rules.limits)
         saved, clamps = clamp_to_limits(user.settings, limits)
-        group = bool(req.reply and req.reply.group_chat)
-        settings = apply_updates(
-            saved, req.overrides, limits, rules=self.stores.rules, group_chat=group
-        )
-        if group and settings.batch > 1:
-            settings = settings.model_copy(update={"batch": 1})
+        notes = [str(c) for c in clamps]
+        # Overrides are checked against the user's own limits; a shared place's batch is then
+        # a cap, not a refusal: a repeat in a group of a run made elsewhere with a larger
+        # batch (its overrides carry that batch) runs with the place's batch and says so.
+        settings = apply_updates(saved, req.overrides, limits, rules=self.stores.rules)
+        if req.reply and req.reply.group_chat:
+            top = self._group_batch(req.platform, req.reply)
+            if settings.batch > top:
+                notes.append(f"batch {settings.batch} → {top} (the limit in this group)")
+                settings = settings.model_copy(update={"batch": top})
         name = req.template or settings.template
         if req.source_image_id and name == "make":
             name = "img2img"
@@ -173,7 +179,7 @@ class MakePlanner:
             units=settings.batch,
             balance=user.points,
             summary=summary[:300],
-            clamps=[str(c) for c in clamps],
+            clamps=notes,
             settings=used,
             template=template.name,
             prompt=prompt,
@@ -182,6 +188,13 @@ class MakePlanner:
             # The queue of the servers that can run it, and the user as fairness key.
             route=self._route(inp.request.platform, works, user.id, servers),
         )
+
+    def _group_batch(self, platform: str, reply: ReplyTarget | None) -> int:
+        """The most images one make may have in a shared place: the guild's own rule (Discord's
+        /guildrules, store/guild_rules.py), else the fixed group batch (Telegram groups). The
+        one place every make and repeat of a group passes, so no handler applies it."""
+        rules = self.stores.guild_rules.for_reply(platform, reply)
+        return rules.batch if rules is not None else GROUP_BATCH
 
     def _route(
         self,

@@ -24,6 +24,7 @@ from store.connection import connect
 from store.datasets import DatasetRepo
 from store.deliveries import DeliveryRepo
 from store.gpu_idle import GpuIdle
+from store.guild_rules import GuildRulesRepo
 from store.inventory import ComfyInventory
 from store.jobs import JobRepo
 from store.ledger import Ledger
@@ -58,6 +59,7 @@ class Stores:
         self.button_tokens = ButtonTokens(self.db)
         self.deliveries = DeliveryRepo(self.db)
         self.safety = SafetyRepo(self.db)
+        self.guild_rules = GuildRulesRepo(self.db, batch_cap=self.rules.limits.batch_cap)
         self.api_keys = ApiKeyRepo(self.db)
         self.webhook_secrets = WebhookSecrets(self.db)
         self.web_sessions = WebSessions(self.db)

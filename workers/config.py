@@ -229,6 +229,8 @@ class Config(BaseSettings):
     discord_gateway_url: str = "wss://gateway.discord.gg/"
     discord_sync_commands: bool = True
     discord_upload_limit: int = 10 * 1024**2
+    discord_command_rate: int = 20  # slash commands per member per window (guild_rules.py)
+    discord_command_window: float = 60.0
 
     @field_validator("admin_ids", mode="before")
     @classmethod

@@ -33,6 +33,8 @@ def settings_from(config: Config) -> DiscordSettings:
         api_base=config.discord_api_base,
         gateway_url=config.discord_gateway_url,
         sync_commands=config.discord_sync_commands,
+        command_rate=config.discord_command_rate,
+        command_window=config.discord_command_window,
     )
 
 

@@ -23,6 +23,7 @@ from adapters.discord.commands import DiscordCommands, error_text, register_comm
 from adapters.discord.progress import ProgressWatchers
 from adapters.discord.training import ModelButton, TrainButton, on_modal_submit
 from adapters.discord.views import JobButton
+from adapters.telegram.ratelimit import RateLimiter
 from domain.errors import StationError
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class DiscordSettings:
     api_base: str = DISCORD_API_BASE
     gateway_url: str = DISCORD_GATEWAY
     sync_commands: bool = True
+    command_rate: int = 20  # slash commands per member per `command_window` seconds
+    command_window: float = 60.0
 
 
 def point_at(settings: DiscordSettings) -> None:
@@ -64,7 +67,8 @@ class StationThisDiscord(discord.Client):
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self._on_command_error  # type: ignore[method-assign,unused-ignore]
         self.watchers = ProgressWatchers(self, jobs)
-        register_commands(self.tree, jobs, DiscordCommands(jobs, self.watchers))
+        limiter = RateLimiter(settings.command_rate, settings.command_window)
+        register_commands(self.tree, jobs, DiscordCommands(jobs, self.watchers), limiter)
 
     async def setup_hook(self) -> None:
         """After login (the application id is known), before the gateway: answer the buttons

@@ -13,8 +13,9 @@ Where: personal data (balance, settings, status, link codes, refusals) is only e
 ephemerally, so in a guild channel only the person who asked sees it (issue 20, item 5); a job
 is answered in public, its deferred "thinking" response becoming its live status
 (progress.py) and its result arriving through the `deliver-discord` queue (delivery.py). In a
-guild a make runs one image (batch 1), as in Telegram groups, so one member cannot flood the
-channel; guild-only and DM-only commands are declared with `allowed_contexts`.
+guild a make runs at most the guild's batch (1 unless its managers set more with /guildrules),
+applied by the planner, so one member cannot flood the channel; guild-only and DM-only
+commands are declared with `allowed_contexts`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from discord import app_commands
 
 from adapters.discord.progress import ProgressWatchers, retry_after
 from adapters.discord.views import JobButton, status_view
+from adapters.telegram.ratelimit import RateLimiter
 from adapters.telegram.request_keys import Claims
 from domain.errors import StationError, UserInputError
 from domain.identity import normalise_identity
@@ -153,7 +155,6 @@ class DiscordCommands:
     async def make(self, interaction: discord.Interaction, prompt: str) -> None:
         """/make PROMPT."""
         who = await self._who(interaction)
-        in_guild = interaction.guild_id is not None
 
         async def go(target: ReplyTarget) -> Any:
             return await self.jobs.start_make(
@@ -161,7 +162,7 @@ class DiscordCommands:
                     user=who,
                     platform="discord",
                     prompt=prompt,
-                    overrides={"batch": 1} if in_guild else {},
+                    overrides={},  # a guild's batch rule is the planner's (job_plans.py)
                     reply=target,
                     request_id=f"ia{interaction.id}",
                 )
@@ -338,15 +339,6 @@ class DiscordCommands:
             return
         await self._cancel(interaction, running[0].workflow_id, who)
 
-    async def collections(self, interaction: discord.Interaction) -> None:
-        """/collections: the account's collections (listing only, like /models)."""
-        from adapters.telegram.render import collections_text
-
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        who = await self._who(interaction)
-        cols = await self.jobs.collections(who)
-        await interaction.edit_original_response(content=collections_text(cols)[:2000])
-
     async def login(self, interaction: discord.Interaction) -> None:
         """/login: a one-time code that links another platform to this account."""
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -371,7 +363,10 @@ GUILD_AND_DM = {"guilds": True, "dms": True, "private_channels": False}
 
 
 def register_commands(
-    tree: app_commands.CommandTree, jobs: Any, bot: DiscordCommands | None = None
+    tree: app_commands.CommandTree,
+    jobs: Any,
+    bot: DiscordCommands | None = None,
+    limiter: RateLimiter | None = None,
 ) -> None:
     """Add every slash command to `tree` (registration with Discord is `tree.sync()`).
 
@@ -389,6 +384,11 @@ def register_commands(
 
     if not hasattr(jobs, "start_make"):
         return  # a balance-only fake
+    from adapters.discord import collections as discord_collections
+    from adapters.discord import guild_rules
+
+    discord_collections.register(tree, jobs)  # /collections, its buttons and modals
+    guild_rules.register(tree, jobs, limiter)  # /guildrules and the per-member rate limit
 
     @tree.command(name="make", description="Make an image from a prompt")
     @everywhere
@@ -462,11 +462,6 @@ def register_commands(
     @everywhere
     async def again(interaction: discord.Interaction) -> None:
         await bot.repeat(interaction, None)
-
-    @tree.command(name="collections", description="Your collections")
-    @everywhere
-    async def collections(interaction: discord.Interaction) -> None:
-        await bot.collections(interaction)
 
     @tree.command(name="safety", description="This server's content filter (or this DM's)")
     @everywhere

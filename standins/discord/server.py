@@ -27,7 +27,10 @@ Control side (JSON; never seen by the bot), wrapped by tests/discord_standin/sta
         A user runs a slash command; `forge` skips the check that it is registered.
   POST /_control/components/press {"user_id", "message_id", "custom_id", "forge"?}
         -> same shape: the user presses a button the message has (or any id, with `forge`).
+  POST /_control/modals/submit {"interaction_id" (that opened it), "values": {custom_id: text}}
+        -> same shape: the user submits the modal that interaction's response opened.
   GET  /_control/interactions/{id} -> ack state, original response id, followups
+  POST /_control/interactions/{id}/redeliver -> the same INTERACTION_CREATE again (a replay)
   GET  /_control/channels/{id}/messages, GET /_control/messages/{id} -> message views
   GET  /_control/dm/{user_id} -> {"channel_id"}; GET /_control/attachments/{id} -> bytes
   GET  /_control/calls?route=METHOD%20/template -> REST calls (without file bytes)
@@ -1144,7 +1147,8 @@ async def control_submit(request: web.Request) -> web.StreamResponse:
     """A user submits the modal a bot's response showed them (a MODAL_SUBMIT interaction,
     Interactions: Modal Submit Data): `values` maps the modal's text inputs to what was typed;
     each value is checked against the input's `required`, `min_length` and `max_length` as
-    Discord's client does. `forge` sends any `custom_id` and inputs (a modified client)."""
+    Discord's client does; `permissions` are the member's in that channel, as Discord sends
+    them. `forge` sends any `custom_id` and inputs (a modified client)."""
     state = request.app[STATE_KEY]
     body = await _json(request)
     user_id = int(body["user_id"])
@@ -1168,7 +1172,10 @@ async def control_submit(request: web.Request) -> web.StreamResponse:
                 raise _bad(f"input {item['custom_id']!r} is too long")
     ids = [i["custom_id"] for i in inputs] or list(values)
     channel = opened.channel_id if opened is not None else state.channel_id
-    interaction, payload = _interaction_base(state, 5, user_id, channel)
+    perms = body.get("permissions")
+    interaction, payload = _interaction_base(
+        state, 5, user_id, channel, str(perms) if perms is not None else None
+    )
     if opened is not None and opened.message_id is not None:
         interaction.message_id = opened.message_id
         payload["message"] = state.messages[opened.message_id]

@@ -120,9 +120,11 @@ class DiscordStandin:
         *,
         custom_id: str | None = None,
         forge: bool = False,
+        permissions: int | None = None,
     ) -> dict[str, Any]:
         """User fills in and submits the modal the bot answered `interaction_id` with
-        (`values`: text input custom id → text); `forge` sends any `custom_id`."""
+        (`values`: text input custom id → text); `forge` sends any `custom_id`;
+        `permissions` are the member's (a guild's Manage Server, say)."""
         body: dict[str, Any] = {
             "user_id": user_id,
             "interaction_id": str(interaction_id),
@@ -131,6 +133,8 @@ class DiscordStandin:
         }
         if custom_id is not None:
             body["custom_id"] = custom_id
+        if permissions is not None:
+            body["permissions"] = str(permissions)
         result: dict[str, Any] = await self._call("POST", "/_control/modals/submit", body)
         return result
 

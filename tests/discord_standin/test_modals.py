@@ -1,8 +1,8 @@
 """Modals through the stand-in with a real discord.py bot: a modal response is checked and
 kept, its user submits it (MODAL_SUBMIT, type 5) and the bot reads what was typed; another
-user cannot submit it, a value over the input's max_length is refused as Discord's client
-would, a title over 45 characters is 400 Invalid Form Body; a replayed INTERACTION_CREATE
-reaches the bot again with the same id and token."""
+user cannot submit it, an empty required input or a value over the input's max_length is
+refused as Discord's client would, a title over 45 characters is 400 Invalid Form Body; a
+replayed INTERACTION_CREATE reaches the bot again with the same id and token."""
 
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ async def test_a_modal_is_submitted_by_its_user_only_and_its_values_reach_the_bo
         assert state["ack_type"] == 9 and state["modal"]["custom_id"] == "ask:1"
         with pytest.raises(AssertionError, match="only to the user"):
             await sd.submit(5002, opened["interaction_id"], {"name": "x"})
+        with pytest.raises(AssertionError, match="required or too short"):
+            await sd.submit(5001, opened["interaction_id"], {})
         with pytest.raises(AssertionError, match="too long"):
             await sd.submit(5001, opened["interaction_id"], {"name": "x" * 9})
         sent = await sd.submit(5001, opened["interaction_id"], {"name": "fox"})
