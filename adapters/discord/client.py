@@ -19,6 +19,7 @@ import discord.http
 import yarl
 from discord import app_commands
 
+from adapters.discord.collections import on_modal_submit as on_collection_modal
 from adapters.discord.commands import DiscordCommands, error_text, register_commands
 from adapters.discord.progress import ProgressWatchers
 from adapters.discord.training import ModelButton, TrainButton, on_modal_submit
@@ -79,9 +80,10 @@ class StationThisDiscord(discord.Client):
             log.info("registered %d global commands", len(synced))
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """Modal submits are answered from their custom id (training.py), so a modal opened
-        before a restart still works; commands and buttons are discord.py's."""
+        """Modal submits are answered from their custom id (training.py, collections.py), so
+        a modal opened before a restart still works; commands and buttons are discord.py's."""
         await on_modal_submit(interaction)
+        await on_collection_modal(interaction)
 
     async def _on_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

@@ -20,8 +20,8 @@ member's button reaches a service that answers "not found". This module only ask
   cook and charges each piece once. The cook's status is the public "thinking" message of the
   confirm, edited as `progress.StatusMessage` does for jobs (a channel message once the
   interaction token has expired), with Cancel cook while it runs and Review / Export after.
-* Modals are discord.py in-memory views (a form lives seconds to minutes); after a bot restart
-  an open form is answered by nothing and the user taps Traits again.
+* The Traits and Prompt forms are answered from their custom id (`sc:m:<form>:<collection
+  id>`, `on_modal_submit`), as /models' are, so a form open across a bot restart still works.
 """
 
 from __future__ import annotations
@@ -37,7 +37,14 @@ from typing import Any
 import discord
 from discord import app_commands, ui
 
-from adapters.discord.commands import GUILD_AND_DM, error_text, identity_of, press_key, say
+from adapters.discord.commands import (
+    GUILD_AND_DM,
+    error_text,
+    identity_of,
+    press_key,
+    say,
+    submitted_value,
+)
 from adapters.discord.progress import MIN_EDIT_GAP, StatusMessage, retry_after
 from adapters.telegram import render
 from adapters.telegram.request_keys import Claims
@@ -152,51 +159,63 @@ def reply_target(interaction: discord.Interaction) -> ReplyTarget:
     )
 
 
-class TraitsModal(ui.Modal):
-    """One trait type's values, in Telegram's /traits format (replacing the current ones)."""
+MODAL = re.compile(rf"{PREFIX}:m:(?P<form>traits|prompt):(?P<cid>col[0-9a-f]{{8}})")
 
-    trait: ui.TextInput[Any] = ui.TextInput(
-        label="Trait type (its [[slot]] name)", custom_id="trait", max_length=60
+
+def traits_modal(cid: str) -> ui.Modal:
+    """One trait type's values, in Telegram's /traits format (replacing the current ones).
+    Answered from its custom id by `on_modal_submit`, so the object is stopped before it is
+    sent: discord.py keeps nothing in memory and a form open across a restart still works."""
+    modal = ui.Modal(title="Traits", custom_id=f"{PREFIX}:m:traits:{cid}", timeout=None)
+    modal.add_item(
+        ui.TextInput(label="Trait type (its [[slot]] name)", custom_id="trait", max_length=60)
     )
-    values: ui.TextInput[Any] = ui.TextInput(
-        label="Values: name|prompt|rarity, one per line",
-        custom_id="values",
-        style=discord.TextStyle.paragraph,
-        placeholder="red|red fur|3\ngrey|grey fur|1",
-        max_length=4000,
-    )
-
-    def __init__(self, owner: DiscordCollections, cid: str) -> None:
-        super().__init__(title="Traits", custom_id=f"{PREFIX}:m:traits:{cid}:{time.monotonic_ns()}")
-        self.owner = owner
-        self.cid = cid
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.owner.traits_submitted(
-            interaction, self.cid, self.trait.value, self.values.value
+    modal.add_item(
+        ui.TextInput(
+            label="Values: name|prompt|rarity, one per line",
+            custom_id="values",
+            style=discord.TextStyle.paragraph,
+            placeholder="red|red fur|3\ngrey|grey fur|1",
+            max_length=4000,
         )
-
-
-class PromptModal(ui.Modal):
-    """The master prompt, with a [[Trait]] slot for each trait type."""
-
-    prompt: ui.TextInput[Any] = ui.TextInput(
-        label="Master prompt with [[Trait]] slots",
-        custom_id="prompt",
-        style=discord.TextStyle.paragraph,
-        placeholder="a [[Fur]] fox [wearing [[Hat]]] in the snow",
-        max_length=2000,
     )
+    modal.stop()
+    return modal
 
-    def __init__(self, owner: DiscordCollections, cid: str) -> None:
-        super().__init__(
-            title="Master prompt", custom_id=f"{PREFIX}:m:prompt:{cid}:{time.monotonic_ns()}"
+
+def prompt_modal(cid: str) -> ui.Modal:
+    """The master prompt, with a [[Trait]] slot for each trait type (stopped, as above)."""
+    modal = ui.Modal(title="Master prompt", custom_id=f"{PREFIX}:m:prompt:{cid}", timeout=None)
+    modal.add_item(
+        ui.TextInput(
+            label="Master prompt with [[Trait]] slots",
+            custom_id="prompt",
+            style=discord.TextStyle.paragraph,
+            placeholder="a [[Fur]] fox [wearing [[Hat]]] in the snow",
+            max_length=2000,
         )
-        self.owner = owner
-        self.cid = cid
+    )
+    modal.stop()
+    return modal
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.owner.prompt_submitted(interaction, self.cid, self.prompt.value)
+
+async def on_modal_submit(interaction: discord.Interaction) -> None:
+    """Answer a submitted Traits or Prompt form from its custom id (the client's
+    `on_interaction` calls this for every interaction; anything else is left alone). The
+    collection id in it is only a claim: the service resolves it with the submitter as owner."""
+    if interaction.type is not discord.InteractionType.modal_submit:
+        return
+    data: Any = interaction.data or {}
+    found = MODAL.fullmatch(str(data.get("custom_id", "")))
+    handler = CollectionButton.handler
+    if found is None or handler is None:
+        return
+    cid = found["cid"]
+    if found["form"] == "traits":
+        trait, lines = submitted_value(interaction, "trait"), submitted_value(interaction, "values")
+        await handler.traits_submitted(interaction, cid, trait, lines)
+    else:
+        await handler.prompt_submitted(interaction, cid, submitted_value(interaction, "prompt"))
 
 
 class DiscordCollections:
@@ -297,10 +316,10 @@ class DiscordCollections:
             await self._card(interaction, cid, who)
         elif action == "traits":
             await self.jobs.collection(cid, who)  # not found: say so now, not after the form
-            await interaction.response.send_modal(TraitsModal(self, cid))
+            await interaction.response.send_modal(traits_modal(cid))
         elif action == "prompt":
             await self.jobs.collection(cid, who)
-            await interaction.response.send_modal(PromptModal(self, cid))
+            await interaction.response.send_modal(prompt_modal(cid))
         elif action == "cook":
             await self._quote(interaction, cid, who)
         elif action == "go":

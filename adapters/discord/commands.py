@@ -61,6 +61,22 @@ def identity_of(user: discord.abc.User) -> str:
     return f"discord:{user.id}"
 
 
+def submitted_value(interaction: discord.Interaction, custom_id: str) -> str:
+    """The value of the text input `custom_id` in a modal submit (rows or labels)."""
+    data: Any = interaction.data or {}
+    stack = list(data.get("components") or [])
+    while stack:
+        comp = stack.pop()
+        if not isinstance(comp, dict):
+            continue
+        if comp.get("custom_id") == custom_id and "value" in comp:
+            return str(comp["value"])
+        stack.extend(comp.get("components") or [])
+        if isinstance(comp.get("component"), dict):
+            stack.append(comp["component"])
+    return ""
+
+
 def press_key(interaction: discord.Interaction) -> str:
     """A button press's request key: the message it sits on and the button (see module doc)."""
     data: Any = interaction.data or {}

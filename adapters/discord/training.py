@@ -44,7 +44,14 @@ from typing import Any, Literal
 import discord
 from discord import app_commands, ui
 
-from adapters.discord.commands import DiscordCommands, error_text, identity_of, press_key, say
+from adapters.discord.commands import (
+    DiscordCommands,
+    error_text,
+    identity_of,
+    press_key,
+    say,
+    submitted_value,
+)
 from adapters.telegram.delivery import preview_jpeg
 from adapters.telegram.render import TRAIN_STEP_CHOICES
 from domain.errors import InsufficientPoints, StationError, UserInputError
@@ -303,22 +310,6 @@ def name_modal(custom_id: str, title: str, label: str, default: str = "") -> ui.
     )
     modal.stop()
     return modal
-
-
-def submitted_value(interaction: discord.Interaction, custom_id: str) -> str:
-    """The value of the text input `custom_id` in a modal submit (rows or labels)."""
-    data: Any = interaction.data or {}
-    stack = list(data.get("components") or [])
-    while stack:
-        comp = stack.pop()
-        if not isinstance(comp, dict):
-            continue
-        if comp.get("custom_id") == custom_id and "value" in comp:
-            return str(comp["value"])
-        stack.extend(comp.get("components") or [])
-        if isinstance(comp.get("component"), dict):
-            stack.append(comp["component"])
-    return ""
 
 
 # ---- attachments ----------------------------------------------------------------------------

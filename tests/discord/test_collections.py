@@ -270,3 +270,48 @@ async def test_a_cook_status_outliving_its_interaction_token_goes_on_in_the_chan
     state = await sd.interaction(tap["interaction_id"])
     first = await sd.message(state["original_id"])
     assert "done" not in first["content"]  # the expired response kept its last text
+
+
+async def test_a_traits_form_open_across_a_restart_works_and_a_forged_one_changes_nothing(
+    discord_bot: DiscordBot, jobs: JobsClient, user_id: int
+) -> None:
+    """The collection forms are answered from their custom id (`sc:m:<form>:<id>`), not from a
+    discord.py object in memory: a kill -9 of the bot between opening and submitting loses
+    nothing; a modified client's submit naming another member's collection reaches the
+    service's owner check and changes nothing."""
+    sd, owner, mallory = discord_bot.standin, user_id, user_id + 1
+    cid = await create_ready_collection(sd, owner, "Sleepy", 2)
+    card = await answer_of(sd, await sd.invoke(owner, "collections", {"open": cid}))
+    opened = await sd.press(owner, card["id"], button(card, f"sc:traits:{cid}"))
+
+    async def shown() -> dict[str, Any] | None:
+        state = await sd.interaction(opened["interaction_id"])
+        return state if state["ack_type"] == 9 else None
+
+    assert (await sd.wait_for(shown, 10, "the form"))["modal"]["custom_id"] == f"sc:m:traits:{cid}"
+    await asyncio.to_thread(discord_bot.restart)
+    saved = await answer_of(
+        sd,
+        await sd.submit(
+            owner, opened["interaction_id"], {"trait": "Hat", "values": "cap\nbow|a bow|2"}
+        ),
+    )
+    assert "✓ [[Hat]]: 2 values" in saved["content"], saved
+    col = await jobs.collection(cid, f"discord:{owner}")
+    assert [t.name for t in col.config.traits] == ["Fur", "Hat"]
+
+    own = await sd.invoke(mallory, "collections")
+    await answer_of(sd, own)
+    forged = await answer_of(
+        sd,
+        await sd.submit(
+            mallory,
+            own["interaction_id"],
+            {"prompt": "stolen [[Fur]]"},
+            custom_id=f"sc:m:prompt:{cid}",
+            forge=True,
+        ),
+    )
+    assert forged["ephemeral"] and "not found" in forged["content"], forged
+    kept = await jobs.collection(cid, f"discord:{owner}")
+    assert kept.config.master_prompt == "a [[Fur]] fox in the snow"
