@@ -81,6 +81,9 @@ class Dataset(BaseModel):
     family: Family = "sdxl"
     images: list[DatasetImage] = Field(default_factory=list)
     created_at: datetime | None = None
+    # Bumped by every change of its images or captions (store/datasets.py): a caption run is
+    # named by it, so requests made against the same state join one paid run.
+    revision: int = 0
 
     def uncaptioned(self) -> list[DatasetImage]:
         return [im for im in self.images if not im.caption.strip()]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
 from dataclasses import dataclass
 
 from temporalio.common import WorkflowIDConflictPolicy
@@ -46,6 +45,7 @@ class CaptionQuote:
     per_image: int
     total: int
     balance: int
+    revision: int = 0  # the dataset's, when quoted (names the caption run)
 
 
 class TrainingService(JobService, MediaSourceService):
@@ -150,19 +150,27 @@ class TrainingService(JobService, MediaSourceService):
         images = len(ds.uncaptioned())
         balance = await asyncio.to_thread(self.stores.ledger.balance, owner.id)
         return CaptionQuote(
-            ds.id, ds.name, images, CAPTION_PRICE_PER_IMAGE, quote_captions(images), balance
+            ds.id,
+            ds.name,
+            images,
+            CAPTION_PRICE_PER_IMAGE,
+            quote_captions(images),
+            balance,
+            ds.revision,
         )
 
-    async def caption_dataset(
-        self, user: str, ref: str, *, request_id: str | None = None
-    ) -> CaptionOutcome:
+    async def caption_dataset(self, user: str, ref: str) -> CaptionOutcome:
         """Caption the images without a caption (typed captions are never overwritten).
 
         Paid per image (`quote_captions`): refused at once, with nothing started, when the
         balance does not cover the quote; the workflow charges `<id>:<run id>:charge` before
-        the first prompt and refunds the images that got no caption. `request_id` (a button
-        press's key) names the workflow, so the same request handled twice at once joins the
-        first run instead of paying a second one for the same images."""
+        the first prompt and refunds the images that got no caption. The dataset and its
+        revision name the workflow: a second request against the same state (a double tap, a
+        replayed press, two CLI runs) joins that run instead of paying again for the same
+        images. The revision moves with every caption written or cleared, so a later request
+        is a new workflow and a new charge; a run that wrote nothing (every image refunded)
+        leaves it, and a retry is a new run of the same workflow, charged again by its own
+        run keys up to the job's standing charge (nothing was kept)."""
         quote = await self.quote_captions(user, ref)
         if quote.images == 0:
             return CaptionOutcome(dataset_id=quote.dataset_id, balance=quote.balance)
@@ -171,7 +179,7 @@ class TrainingService(JobService, MediaSourceService):
         outcome: CaptionOutcome = await self.temporal.execute_workflow(
             CaptionDatasetWorkflow.run,
             CaptionRequest(user=normalise_identity(user), dataset=quote.dataset_id),
-            id=f"dataset-caption-{quote.dataset_id}-{request_id or uuid.uuid4().hex[:8]}",
+            id=f"dataset-caption-{quote.dataset_id}-r{quote.revision}",
             task_queue=self.config.task_queues.workflows,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )

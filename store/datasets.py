@@ -127,7 +127,7 @@ class DatasetRepo:
                 "owner": owner,
                 f"images.{MAX_IMAGES - len(new)}": {"$exists": False},
             },
-            {"$push": {"images": {"$each": new}}},
+            {"$push": {"images": {"$each": new}}, "$inc": {"revision": 1}},
             return_document=ReturnDocument.AFTER,
         )
         if doc is None:
@@ -140,7 +140,7 @@ class DatasetRepo:
         target = _find_image(ds, image)
         doc = self.coll.find_one_and_update(
             {"_id": ObjectId(ds.id), "owner": owner},
-            {"$pull": {"images": {"image_id": target.image_id}}},
+            {"$pull": {"images": {"image_id": target.image_id}}, "$inc": {"revision": 1}},
             return_document=ReturnDocument.AFTER,
         )
         if doc is None:
@@ -203,10 +203,12 @@ class DatasetRepo:
             if count == 0:
                 return _dataset(doc), 0
             res = self.coll.update_one(
-                {"_id": doc["_id"], "owner": owner, "images": old}, {"$set": {"images": new}}
+                {"_id": doc["_id"], "owner": owner, "images": old},
+                {"$set": {"images": new}, "$inc": {"revision": 1}},
             )
             if res.modified_count == 1:
-                return _dataset({**doc, "images": new}), count
+                revision = int(doc.get("revision", 0)) + 1
+                return _dataset({**doc, "images": new, "revision": revision}), count
         raise RuntimeError(f"dataset {ref!r} kept changing; try again")
 
     def _update(self, owner: str, ref: str, update: dict[str, Any]) -> Dataset:

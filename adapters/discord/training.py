@@ -512,7 +512,7 @@ class DiscordTraining:
             return
         await interaction.response.defer(thinking=True)
         try:
-            outcome = await self.jobs.caption_dataset(who, ds_id, request_id=key)
+            outcome = await self.jobs.caption_dataset(who, ds_id)
         except StationError:
             self.bot.claims.release(key)
             raise
