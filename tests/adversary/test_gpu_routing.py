@@ -46,7 +46,6 @@ from domain.routing import (
     checkpoint_queue,
     queue_for_needs,
 )
-from domain.rules import DomainRules
 from domain.training import TrainingParams, TrainPrepareInput, TrainRequest
 from services.job_plans import MakePlanner, MediaPlanner
 from services.training_plans import TrainingPlanner
@@ -61,6 +60,7 @@ from tests.adversary.test_gpu_pool import (
 )
 from tests.adversary.test_inventory import CORE_0_3_64, standin_like
 from tests.fixtures.comfy import ComfyServer, standins_running, start_standin, stop_process
+from tests.fixtures.stores import stores_with
 from workflows.policies import COMFY_RETRY
 
 USER = "telegram:4004"
@@ -70,10 +70,7 @@ BASE = "comfy"
 
 @pytest.fixture
 def stores(mongo_db: Database[Any]) -> Iterator[Stores]:
-    s = Stores(mongo_db, DomainRules(starter_grant=5000))
-    s.ensure_indexes()
-    s.templates.load_bundled()
-    s.users.get_or_create(USER)
+    s = stores_with(mongo_db, USER, grant=5000)
     yield s
 
 

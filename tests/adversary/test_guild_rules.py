@@ -14,9 +14,9 @@ from pymongo.database import Database
 from domain.errors import UserInputError
 from domain.guild_rules import GuildRules
 from domain.jobs import JobPlan, MakeImageRequest, PrepareInput, ReplyTarget
-from domain.rules import DomainRules
 from services.job_plans import MakePlanner
 from store.db import Stores
+from tests.fixtures.stores import stores_with
 
 USER = "discord:4242"
 GUILD = "9001"
@@ -25,9 +25,7 @@ SMALL: dict[str, Any] = {"width": 512, "height": 512, "steps": 20}
 
 @pytest.fixture
 def stores(mongo_db: Database[Any]) -> Iterator[Stores]:
-    s = Stores(mongo_db, DomainRules(starter_grant=500))
-    s.ensure_indexes()
-    s.templates.load_bundled()
+    s = stores_with(mongo_db, USER)
     user, _ = s.users.get_or_create(USER)
     s.ledger.grant(user, 6000, "test-grant", by="test", reason="batch room")
     s.settings.update(USER, {"batch": 3})

@@ -36,7 +36,6 @@ from domain.inventory import (
     requirements_of,
 )
 from domain.jobs import MakeImageRequest, MediaPrepareInput, MediaRequest, PrepareInput
-from domain.rules import DomainRules
 from domain.templates import Template
 from domain.training import (
     ChunkInput,
@@ -51,6 +50,7 @@ from store.db import Stores
 from store.inventory import pick_form
 from tests.fixtures.comfy import ComfyServer, start_standin, stop_process
 from tests.fixtures.devstack import Stack
+from tests.fixtures.stores import stores_with
 from workers.temporal_workers import record_inventory
 
 USER = "telegram:3003"
@@ -60,10 +60,7 @@ SMALL = {"width": 512, "height": 512, "steps": 20}
 
 @pytest.fixture
 def stores(mongo_db: Database[Any]) -> Iterator[Stores]:
-    s = Stores(mongo_db, DomainRules(starter_grant=500))
-    s.ensure_indexes()
-    s.templates.load_bundled()
-    s.users.get_or_create(USER)
+    s = stores_with(mongo_db, USER)
     yield s
 
 

@@ -27,12 +27,12 @@ from activities.jobs import JobActivities
 from adapters.jobs import JobsClient
 from domain.errors import SettingsError, UserInputError
 from domain.jobs import JobPlan, MakeImageRequest, PrepareInput
-from domain.rules import DomainRules
 from domain.templates import Template
 from domain.training import LoraModel, NotFound
 from services.job_plans import MakePlanner
 from store.db import Stores
 from tests.fixtures.devstack import Stack
+from tests.fixtures.stores import stores_with
 
 A = "telegram:1001"
 B = "telegram:2002"
@@ -43,11 +43,7 @@ SMALL = {"width": 512, "height": 512, "steps": 20}  # price: base + 1 tile * 5
 
 @pytest.fixture
 def stores(mongo_db: Database[Any]) -> Iterator[Stores]:
-    s = Stores(mongo_db, DomainRules(starter_grant=500))
-    s.ensure_indexes()
-    s.templates.load_bundled()
-    s.users.get_or_create(A)
-    s.users.get_or_create(B)
+    s = stores_with(mongo_db, A, B)
     yield s
 
 

@@ -17,7 +17,6 @@ import pytest
 from pymongo.database import Database
 
 from domain.inventory import ServerInventory, check_template
-from domain.rules import DomainRules
 from domain.templates import Template
 from domain.training import (
     DEFAULT_CHUNK_STEPS,
@@ -33,16 +32,14 @@ from domain.training import (
 from services.training_plans import TrainingPlanner
 from store.db import Stores
 from tests.adversary.test_inventory import png
+from tests.fixtures.stores import stores_with
 
 USER = "telegram:3016"
 
 
 @pytest.fixture
 def stores(mongo_db: Database[Any]) -> Iterator[Stores]:
-    s = Stores(mongo_db, DomainRules(starter_grant=500))
-    s.ensure_indexes()
-    s.templates.load_bundled()
-    s.users.get_or_create(USER)
+    s = stores_with(mongo_db, USER)
     yield s
 
 

@@ -21,7 +21,6 @@ from activities.jobs import JobActivities
 from activities.safety import SafetyActivities
 from domain.errors import UserInputError
 from domain.jobs import MakeImageRequest, PrepareInput, ReplyTarget, StoredOutput
-from domain.rules import DomainRules
 from domain.safety import (
     Action,
     BlockEntry,
@@ -37,6 +36,7 @@ from services.collection_plans import quote_piece
 from services.job_plans import MakePlanner
 from standins.comfyui import render
 from store.db import Stores
+from tests.fixtures.stores import stores_with
 
 USER = "telegram:4242"
 SMALL: dict[str, int | float | str] = {"width": 512, "height": 512, "steps": 20}
@@ -47,10 +47,7 @@ PRIVATE = SafetyPlace(platform="telegram", chat_id="4242", group=False)
 
 @pytest.fixture
 def stores(mongo_db: Database[Any]) -> Iterator[Stores]:
-    s = Stores(mongo_db, DomainRules(starter_grant=500))
-    s.ensure_indexes()
-    s.templates.load_bundled()
-    s.users.get_or_create(USER)
+    s = stores_with(mongo_db, USER)
     yield s
 
 
