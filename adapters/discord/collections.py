@@ -43,6 +43,7 @@ from adapters.discord.commands import (
     identity_of,
     press_key,
     say,
+    stopped_modal,
     submitted_value,
 )
 from adapters.discord.progress import MIN_EDIT_GAP, StatusMessage, retry_after
@@ -163,40 +164,34 @@ MODAL = re.compile(rf"{PREFIX}:m:(?P<form>traits|prompt):(?P<cid>col[0-9a-f]{{8}
 
 
 def traits_modal(cid: str) -> ui.Modal:
-    """One trait type's values, in Telegram's /traits format (replacing the current ones).
-    Answered from its custom id by `on_modal_submit`, so the object is stopped before it is
-    sent: discord.py keeps nothing in memory and a form open across a restart still works."""
-    modal = ui.Modal(title="Traits", custom_id=f"{PREFIX}:m:traits:{cid}", timeout=None)
-    modal.add_item(
-        ui.TextInput(label="Trait type (its [[slot]] name)", custom_id="trait", max_length=60)
-    )
-    modal.add_item(
+    """One trait type's values, in Telegram's /traits format (replacing the current ones)."""
+    return stopped_modal(
+        "Traits",
+        f"{PREFIX}:m:traits:{cid}",
+        ui.TextInput(label="Trait type (its [[slot]] name)", custom_id="trait", max_length=60),
         ui.TextInput(
             label="Values: name|prompt|rarity, one per line",
             custom_id="values",
             style=discord.TextStyle.paragraph,
             placeholder="red|red fur|3\ngrey|grey fur|1",
             max_length=4000,
-        )
+        ),
     )
-    modal.stop()
-    return modal
 
 
 def prompt_modal(cid: str) -> ui.Modal:
-    """The master prompt, with a [[Trait]] slot for each trait type (stopped, as above)."""
-    modal = ui.Modal(title="Master prompt", custom_id=f"{PREFIX}:m:prompt:{cid}", timeout=None)
-    modal.add_item(
+    """The master prompt, with a [[Trait]] slot for each trait type."""
+    return stopped_modal(
+        "Master prompt",
+        f"{PREFIX}:m:prompt:{cid}",
         ui.TextInput(
             label="Master prompt with [[Trait]] slots",
             custom_id="prompt",
             style=discord.TextStyle.paragraph,
             placeholder="a [[Fur]] fox [wearing [[Hat]]] in the snow",
             max_length=2000,
-        )
+        ),
     )
-    modal.stop()
-    return modal
 
 
 async def on_modal_submit(interaction: discord.Interaction) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 
 import discord
-from discord import app_commands
+from discord import app_commands, ui
 
 from adapters.discord.progress import ProgressWatchers, retry_after
 from adapters.discord.views import JobButton, status_view
@@ -59,6 +59,17 @@ class BalanceSource(Protocol):
 def identity_of(user: discord.abc.User) -> str:
     """The StationThis identity of a Discord user (the same in guilds and DMs)."""
     return f"discord:{user.id}"
+
+
+def stopped_modal(title: str, custom_id: str, *inputs: ui.TextInput[Any]) -> ui.Modal:
+    """A form whose submit is answered from its custom id by the client's `on_interaction`
+    (training.py, collections.py): stopped before it is sent, so discord.py keeps nothing of
+    it in memory and a form open across a bot restart still works."""
+    modal = ui.Modal(title=title[:45], custom_id=custom_id, timeout=None)
+    for item in inputs:
+        modal.add_item(item)
+    modal.stop()
+    return modal
 
 
 def submitted_value(interaction: discord.Interaction, custom_id: str) -> str:

@@ -50,6 +50,7 @@ from adapters.discord.commands import (
     identity_of,
     press_key,
     say,
+    stopped_modal,
     submitted_value,
 )
 from adapters.telegram.delivery import preview_jpeg
@@ -300,16 +301,14 @@ def models_view(own: Sequence[LoraModel], added: Sequence[LoraModel], page: int)
 
 
 def name_modal(custom_id: str, title: str, label: str, default: str = "") -> ui.Modal:
-    """A one-field modal; its submit is answered by `on_modal_submit` from `custom_id`, so the
-    object is stopped before it is sent (discord.py then keeps nothing of it in memory)."""
-    modal = ui.Modal(title=title[:45], custom_id=custom_id, timeout=None)
-    modal.add_item(
+    """A one-field form (Rename, Add), answered by `on_modal_submit` from `custom_id`."""
+    return stopped_modal(
+        title,
+        custom_id,
         ui.TextInput(
             label=label[:45], custom_id=NAME_INPUT, default=default or None, max_length=100
-        )
+        ),
     )
-    modal.stop()
-    return modal
 
 
 # ---- attachments ----------------------------------------------------------------------------

@@ -20,3 +20,13 @@ def stores(mongo_db: Database[Any]) -> Iterator[Stores]:
     s = Stores(mongo_db, DomainRules(starter_grant=500))
     s.ensure_indexes()
     yield s
+
+
+@pytest.fixture
+def cli_db(mongo_db: Database[Any], mongo_server: Any, monkeypatch: pytest.MonkeyPatch) -> Stores:
+    """Point the CLI at the test database through the environment, as an operator would."""
+    monkeypatch.setenv("MONGODB_URI", mongo_server.uri)
+    monkeypatch.setenv("MONGODB_DATABASE", mongo_db.name)
+    stores = Stores(mongo_db)
+    stores.ensure_indexes()
+    return stores

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-from pymongo.database import Database
 
 from adapters.cli.main import main
 from store.db import Stores
 from tests.domain.graphs import template_file
 from tests.store.conftest import MAIN_USER
-
-
-@pytest.fixture
-def cli_db(mongo_db: Database[Any], mongo_server: Any, monkeypatch: pytest.MonkeyPatch) -> Stores:
-    """Point the CLI at the test database through the environment, as an operator would."""
-    monkeypatch.setenv("MONGODB_URI", mongo_server.uri)
-    monkeypatch.setenv("MONGODB_DATABASE", mongo_db.name)
-    stores = Stores(mongo_db)
-    stores.ensure_indexes()
-    return stores
 
 
 def test_an_admin_grants_points_once_per_key(cli_db: Stores, capsys) -> None:

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from pymongo.database import Database
 
 from adapters.cli.main import main
 from domain.guild_rules import GuildRules
 from store.db import Stores
-
-
-@pytest.fixture
-def cli_db(mongo_db: Database[Any], mongo_server: Any, monkeypatch: pytest.MonkeyPatch) -> Stores:
-    monkeypatch.setenv("MONGODB_URI", mongo_server.uri)
-    monkeypatch.setenv("MONGODB_DATABASE", mongo_db.name)
-    stores = Stores(mongo_db)
-    stores.ensure_indexes()
-    return stores
 
 
 def test_the_operator_shows_sets_and_resets_a_guilds_rules(

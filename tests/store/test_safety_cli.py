@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import pytest
-from pymongo.database import Database
 
 from adapters.cli.main import main
 from domain.safety import Action, BlockEntry, Policy, SafetyPlace, Verdict
 from store.db import Stores
-
-
-@pytest.fixture
-def cli_db(mongo_db: Database[Any], mongo_server: Any, monkeypatch: pytest.MonkeyPatch) -> Stores:
-    monkeypatch.setenv("MONGODB_URI", mongo_server.uri)
-    monkeypatch.setenv("MONGODB_DATABASE", mongo_db.name)
-    stores = Stores(mongo_db)
-    stores.ensure_indexes()
-    return stores
 
 
 def test_the_operator_edits_the_block_list(cli_db: Stores, capsys) -> None:
