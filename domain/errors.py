@@ -21,6 +21,12 @@ class StationError(Exception):
         self.message = message
 
 
+class NotConfigured(StationError):
+    """The operator has not set something this feature needs (named in the message)."""
+
+    code = "not_configured"
+
+
 class UserInputError(StationError):
     """Bad input from a user: nothing was charged or written."""
 

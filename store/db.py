@@ -9,7 +9,7 @@ instead of this module, so these imports are plain top-level ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import MongoClient
@@ -43,6 +43,8 @@ class Stores:
 
     db: Database[Any]
     rules: DomainRules = DEFAULT_RULES
+    # The operator's key webhook secrets are derived from (Config.webhook_key); never stored.
+    webhook_key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.db)
@@ -61,14 +63,19 @@ class Stores:
         self.safety = SafetyRepo(self.db)
         self.guild_rules = GuildRulesRepo(self.db, batch_cap=self.rules.limits.batch_cap)
         self.api_keys = ApiKeyRepo(self.db)
-        self.webhook_secrets = WebhookSecrets(self.db)
+        self.webhook_secrets = WebhookSecrets(self.db, self.webhook_key)
         self.web_sessions = WebSessions(self.db)
 
     @classmethod
     def from_uri(
-        cls, uri: str, database: str = "stationthis", *, rules: DomainRules = DEFAULT_RULES
+        cls,
+        uri: str,
+        database: str = "stationthis",
+        *,
+        rules: DomainRules = DEFAULT_RULES,
+        webhook_key: bytes | None = None,
     ) -> Stores:
-        return cls(connect(uri)[database], rules)
+        return cls(connect(uri)[database], rules, webhook_key)
 
     @property
     def client(self) -> MongoClient[Any]:

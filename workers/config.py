@@ -219,6 +219,11 @@ class Config(BaseSettings):
     # seconds. Loopback receivers are refused like private ones unless allowed (tests only).
     webhook_deadline: float = 24 * 3600.0
     webhook_allow_loopback: bool = False
+    # The key every account's webhook secret is derived from (store/webhooks.py): MongoDB
+    # keeps only a random nonce per account, so a copy of the database signs nothing. Set it
+    # in production (32+ random bytes, e.g. `openssl rand -base64 32`); the dev stack makes
+    # one in `devstack_dir` (webhook-signing.key, mode 0600) and hands it to its processes.
+    webhook_signing_key: SecretStr | None = None
     # Discord (adapters/discord): the token is held by the `stationthis discord-bot` process
     # only. The two endpoints point discord.py at real Discord (default) or the loopback
     # stand-in (standins/discord); `sync_commands` bulk-overwrites the global slash commands
@@ -298,6 +303,21 @@ class Config(BaseSettings):
         """The embedded ComfyUI stand-in's folder (`stationthis up` starts it with this
         `--root` and passes the same folder to its comfy worker)."""
         return self.devstack_dir / "comfy"
+
+    @property
+    def dev_webhook_key_file(self) -> Path:
+        """The dev stack's webhook signing key, made by `stationthis up` when none is set."""
+        return self.devstack_dir / "webhook-signing.key"
+
+    def webhook_key(self) -> bytes | None:
+        """WEBHOOK_SIGNING_KEY, else the running dev stack's key file, else None (webhook
+        secrets are then refused with a message naming the setting)."""
+        if self.webhook_signing_key is not None:
+            return self.webhook_signing_key.get_secret_value().encode()
+        try:
+            return self.dev_webhook_key_file.read_bytes().strip() or None
+        except OSError:
+            return None
 
     @property
     def runtime_file(self) -> Path:

@@ -22,6 +22,7 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
@@ -316,6 +317,20 @@ def _external(config: Config) -> Endpoints:
     )
 
 
+def ensure_dev_webhook_key(config: Config) -> None:
+    """Make the dev stack's webhook signing key once (mode 0600), unless the operator set
+    WEBHOOK_SIGNING_KEY: kept across restarts, so the accounts' webhook secrets are too."""
+    path = config.dev_webhook_key_file
+    if config.webhook_signing_key is not None or path.exists():
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another launcher made it meanwhile
+        return
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+
+
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -535,6 +550,9 @@ class DevStack:
     def _extras_for(self, endpoints: Endpoints) -> list[ManagedProcess]:
         env = {**os.environ, **endpoints.as_env()}
         env.pop("METRICS_PORT", None)  # one port per process, never one for all
+        key = self.config.webhook_key()
+        if key is not None:  # the stack's own key, whatever devstack_dir a child reads
+            env["WEBHOOK_SIGNING_KEY"] = key.decode()
         procs = []
         for cmd in self.extra:
             health = cmd.health(endpoints) if cmd.health is not None else None
@@ -577,6 +595,7 @@ class DevStack:
             )
         cfg.devstack_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dev_webhook_key(cfg)
         services, endpoints = self._services()
         # Every fixed port is checked before anything starts: a busy port leaves nothing behind.
         for proc in services:

@@ -35,7 +35,10 @@ async def connect_temporal(config: Config, endpoints: Endpoints) -> Client:
 
 def open_stores(config: Config, endpoints: Endpoints, *, indexes: bool = True) -> Stores:
     stores = Stores.from_uri(
-        endpoints.mongodb_uri, config.mongodb_database, rules=domain_rules(config)
+        endpoints.mongodb_uri,
+        config.mongodb_database,
+        rules=domain_rules(config),
+        webhook_key=config.webhook_key(),
     )
     if indexes:
         stores.ensure_indexes()
@@ -45,6 +48,8 @@ def open_stores(config: Config, endpoints: Endpoints, *, indexes: bool = True) -
 def stores_from_config(config: Config) -> Stores:
     """Stores for commands that need only MongoDB: MONGODB_URI, else the running dev stack."""
     uri = config.mongodb_uri or load_runtime(config).mongodb_uri
-    stores = Stores.from_uri(uri, config.mongodb_database, rules=domain_rules(config))
+    stores = Stores.from_uri(
+        uri, config.mongodb_database, rules=domain_rules(config), webhook_key=config.webhook_key()
+    )
     stores.ensure_indexes()
     return stores

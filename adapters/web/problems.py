@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import (
     InsufficientPoints,
+    NotConfigured,
     StationError,
     TooManyJobs,
     UnknownUser,
@@ -33,6 +34,7 @@ STATUS_BY_CLASS: tuple[tuple[type[Exception], int], ...] = (
     (NotCancellable, 409),
     (TooManyJobs, 409),
     (InsufficientPoints, 402),
+    (NotConfigured, 503),
 )
 
 
