@@ -30,6 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from domain.errors import UserInputError
+from domain.jobs import ReplyTarget
 
 EMPTY_MARKERS = frozenset({"empty", "null", "0", "''", '""', ""})
 DEFAULT_RARITY = 0.5
@@ -560,6 +561,9 @@ class CookInput(BaseModel):
     # The user id whose running-job slot the cook holds (taken by the jobs client at start,
     # given back by the cook when it ends); empty for cooks started before slots were taken.
     user_id: str = ""
+    # Where it was started (a Discord channel, a Telegram chat): read back by a restarted bot
+    # to show its live status again (services/jobs.py `reply_target`); None from the CLI.
+    reply: ReplyTarget | None = None
 
 
 class CookProgress(BaseModel):

@@ -192,6 +192,7 @@ class CollectionService(JobService):
                 balance_poll_seconds=balance_poll_seconds,
                 piece_price=quote.piece_price,
                 user_id=owner.id,
+                reply=place,
             )
             await self.temporal.start_workflow(
                 CookCollectionWorkflow.run,

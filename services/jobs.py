@@ -879,15 +879,20 @@ class JobService(ServiceBase):
         With `user`, only their own job (another user's reads as "no job")."""
         if user is not None:
             await self.status(wid, user=user)
+        raw = (await self.start_input(wid)).get("reply")
+        return ReplyTarget.model_validate(raw) if raw else None
+
+    async def start_input(self, wid: str) -> dict[str, Any]:
+        """The current run's start input, as plain JSON ({} when it has none): what a
+        restarted bot reads to find its running jobs' and cooks' places again. No owner
+        check: for the adapters' own bookkeeping, never shown to a user."""
         async for event in self.handle(wid).fetch_history_events():
-            attrs = event.workflow_execution_started_event_attributes
-            payloads = list(attrs.input.payloads)
+            payloads = list(event.workflow_execution_started_event_attributes.input.payloads)
             if not payloads:
-                return None
+                return {}
             [value] = await self.temporal.data_converter.decode(payloads[:1], [dict[str, Any]])
-            raw = value.get("reply") if isinstance(value, dict) else None
-            return ReplyTarget.model_validate(raw) if raw else None
-        return None
+            return value if isinstance(value, dict) else {}
+        return {}
 
 
 LIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})

@@ -16,6 +16,7 @@ from datetime import timedelta
 from temporalio.worker import Worker
 
 from adapters.discord.client import DiscordSettings, StationThisDiscord, build_client
+from adapters.discord.collections import CollectionButton
 from adapters.discord.delivery import DiscordDelivery
 from adapters.jobs import JobsClient
 from adapters.telegram.log_redaction import install_redaction
@@ -39,10 +40,12 @@ def settings_from(config: Config) -> DiscordSettings:
 
 
 async def _reattach_when_ready(client: StationThisDiscord) -> None:
-    """Once the gateway is ready, watch the jobs that were running before this start."""
+    """Once the gateway is ready, watch the jobs and cooks running before this start."""
     await client.wait_until_ready()
     try:
         await client.watchers.reattach()
+        if CollectionButton.handler is not None:
+            await CollectionButton.handler.reattach(client)
     except Exception:  # live status is best effort: never stop the bot for it
         log.exception("re-attaching status watchers failed")
 

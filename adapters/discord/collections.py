@@ -465,13 +465,38 @@ class DiscordCollections:
 
     def watch(self, cid: str, who: str, name: str, interaction: discord.Interaction) -> None:
         """One task per collection's cook status (kept, never fire-and-forget)."""
+        self._watch(cid, who, name, StatusMessage(interaction.client, interaction))
+
+    def _watch(self, cid: str, who: str, name: str, target: StatusMessage) -> None:
         old = self._tasks.get(cid)
         if old is not None and not old.done():
             return
-        target = StatusMessage(interaction.client, interaction)
         task = asyncio.create_task(self._run(cid, who, name, target), name=f"cook watch {cid}")
         self._tasks[cid] = task
         task.add_done_callback(lambda t: self._done(cid, t))
+
+    async def reattach(self, client: discord.Client) -> int:
+        """After a restart: show every running Discord cook's status again, in a new message
+        of the channel it was confirmed in (the interaction tokens died with the old
+        process; the place is the cook's own start input). Returns how many."""
+        count = 0
+        for job in await self.jobs.list_jobs(running=True, platform="discord", limit=500):
+            if job.kind != "cook":
+                continue
+            try:
+                inp = await self.jobs.start_input(job.workflow_id)
+                reply = inp.get("reply") or {}
+                cid, who = str(inp["collection_id"]), str(inp["user"])
+                if not str(reply.get("chat_id", "")).isdigit():
+                    continue  # started before cooks kept their place, or not from a channel
+                col = await self.jobs.collection(cid, who)
+            except Exception as err:  # one unreadable cook must not stop the others
+                log.warning("cannot re-attach the cook %s: %r", job.workflow_id, err)
+                continue
+            self._watch(cid, who, col.name, StatusMessage(client, None, int(reply["chat_id"])))
+            count += 1
+        log.info("re-attached %d cook status watcher(s)", count)
+        return count
 
     def _done(self, cid: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(cid) is task:

@@ -116,6 +116,8 @@ class ProgressWatchers:
         interaction tokens died with the old process). Returns how many."""
         count = 0
         for job in await self.jobs.list_jobs(running=True, platform="discord", limit=500):
+            if job.kind == "cook":  # a cook's status is its collection's (collections.py)
+                continue
             try:
                 reply = await self.jobs.reply_target(job.workflow_id)
             except Exception as err:  # one unreadable job must not stop the others

@@ -315,3 +315,35 @@ async def test_a_traits_form_open_across_a_restart_works_and_a_forged_one_change
     assert forged["ephemeral"] and "not found" in forged["content"], forged
     kept = await jobs.collection(cid, f"discord:{owner}")
     assert kept.config.master_prompt == "a [[Fur]] fox in the snow"
+
+
+async def test_a_running_cooks_status_goes_on_after_a_bot_restart(
+    discord_bot: DiscordBot, dev_stack: Stack, jobs: JobsClient, user_id: int
+) -> None:
+    """kill -9 of the bot mid-cook: the interaction token died with it, so the restarted bot
+    finds the cook by its start input (the channel it was confirmed in) and shows its status
+    in a new channel message, live to the end, with Review and Export."""
+    sd, me = discord_bot.standin, user_id
+    cid = await create_ready_collection(sd, me, "Dawn", 2)
+    quote = await quote_message(sd, me, cid)
+    dev_stack.faults(render_time=5.0)  # still cooking after the restart
+    try:
+        await sd.press(me, quote["id"], button(quote, f"sc:go:{cid}"))
+
+        async def started() -> str | None:
+            return (await jobs.collection(cid, f"discord:{me}")).last_cook
+
+        await sd.wait_for(started, 20, "the cook to start")
+        await asyncio.to_thread(discord_bot.restart)
+
+        async def in_channel() -> Message | None:
+            for m in await sd.messages(sd.channel_id):
+                if m["from_bot"] and m["interaction_id"] is None and "Dawn" in m["content"]:
+                    return m if "done: 2 made" in m["content"] else None
+            return None
+
+        moved = await sd.wait_for(in_channel, 60, "the cook status after the restart")
+    finally:
+        dev_stack.reset_faults()
+    assert moved["ephemeral"] is False and moved["edits"] >= 1, moved  # live, then done
+    assert button(moved, f"sc:review:{cid}") and button(moved, f"sc:export:{cid}")
