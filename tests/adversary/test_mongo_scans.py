@@ -1,0 +1,165 @@
+"""No per-job query the embedded MongoDB answers by scanning a collection that grows with jobs.
+
+Issue 17: a dev stack that slowed down with every job it had run. `bench/mongo_ops.py
+--prefill 500` (10 profiled make jobs after 500 others) showed the blob key lookup growing from
+0.1 to 22 ms per job: the unique index on `metadata.key` is partial on `{$type: "string"}`,
+which the embedded server (secantusdb 0.7) cannot prove a string equality implies, so it
+scanned `images.files`. The media jobs' ownership reads (`get_owned` with its `$or` over the
+owner fields) scanned the same collection: a top-level `$or` rides no index there (21 ms at
+1,000 images, measured). A real MongoDB plans both with an index; these tests hold the queries
+to a form both servers serve from one.
+
+Each test records the filters a `BlobStore` call sends (a pymongo CommandListener on a client
+of its own) and asks the server to `explain` each: none may be a `COLLSCAN`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo import monitoring
+from pymongo.database import Database
+
+from domain.rules import DomainRules
+from store.blobs import BlobNotFound, BlobStore
+from store.db import Stores
+from tests.fixtures.stack import MongoServer
+
+_FILTERED = {"find": "filter", "findAndModify": "query", "update": None, "delete": None}
+
+
+class Filters(monitoring.CommandListener):
+    """(collection, filter) of every find, findAndModify, update and delete a client sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if name not in _FILTERED:
+            return
+        cmd = event.command
+        coll = str(cmd[name])
+        if name in ("update", "delete"):
+            for op in cmd.get("updates" if name == "update" else "deletes", []):
+                self.seen.append((coll, dict(op["q"])))
+        else:
+            self.seen.append((coll, dict(cmd.get(_FILTERED[name]) or {})))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def scans(db: Database[Any], seen: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The recorded filters the server would answer by a collection scan."""
+    out = []
+    for coll, flt in seen:
+        plan = db.command("explain", {"find": coll, "filter": flt})["queryPlanner"]["winningPlan"]
+        if plan.get("stage") == "COLLSCAN":
+            out.append(f"{coll} {flt}")
+    return out
+
+
+@pytest.fixture
+def watched(
+    mongo_server: MongoServer, mongo_db: Database[Any]
+) -> Iterator[tuple[BlobStore, Database[Any], Filters]]:
+    listener = Filters()
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        mongo_server.uri, event_listeners=[listener], serverSelectionTimeoutMS=10_000
+    )
+    try:
+        db = client[mongo_db.name]
+        Stores(db, DomainRules(starter_grant=500)).ensure_indexes()
+        blobs = BlobStore(db)
+        # A few other blobs, so a scan and an index lookup are different plans.
+        for i in range(5):
+            blobs.put(b"x", f"{i}.png", "image/png", key=f"other-{i}", metadata={"user_id": "u9"})
+        listener.seen.clear()
+        yield blobs, db, listener
+    finally:
+        client.close()
+
+
+def test_finding_a_blob_by_its_key_is_served_by_an_index(
+    watched: tuple[BlobStore, Database[Any], Filters],
+) -> None:
+    """Every stored output is looked up by key first (`put`), and a retried activity finds it
+    again by key: the lookup must not decode every file document ever stored."""
+    blobs, db, listener = watched
+    blob_id = blobs.put(b"png", "a.png", "image/png", key="job-1:0", metadata={"user_id": "u1"})
+    assert blobs.find_by_key("job-1:0") == blob_id
+    assert blobs.put(b"other", "a.png", "image/png", key="job-1:0") == blob_id, "still once"
+    assert listener.seen, "the key lookups were recorded"
+    assert scans(db, listener.seen) == []
+
+
+def test_reading_a_users_own_blob_is_served_by_an_index(
+    watched: tuple[BlobStore, Database[Any], Filters],
+) -> None:
+    """A media job reads its source through `get_owned` (and marks it used): the ownership
+    check must not make that read scan the bucket."""
+    blobs, db, listener = watched
+    mine = blobs.put(b"mine", "m.png", "image/png", metadata={"user_id": "u1"})
+    legacy = blobs.put(b"old", "o.png", "image/png", metadata={"user": "u1"})
+    listener.seen.clear()
+    assert blobs.get_owned(mine, "u1") == b"mine"
+    assert blobs.get_owned(legacy, "u1", used_by="wf-1") == b"old"
+    assert blobs.info_owned(mine, "u1").length == 4
+    info, stream = blobs.open_owned(mine, "u1")
+    stream.close()
+    assert info.length == 4
+    assert scans(db, listener.seen) == []
+    assert blobs.info(legacy).metadata["used_by"] == ["wf-1"], "marked as used by the job"
+
+
+def test_another_users_blob_still_reads_as_missing_and_is_not_marked(
+    watched: tuple[BlobStore, Database[Any], Filters],
+) -> None:
+    blobs, _db, _listener = watched
+    theirs = blobs.put(b"theirs", "t.png", "image/png", metadata={"user_id": "u2"})
+    model = blobs.put(b"lora", "l.bin", "application/octet-stream", metadata={"owner": "u2"})
+    for call in (
+        lambda: blobs.get_owned(theirs, "u1", used_by="wf-x"),
+        lambda: blobs.get_owned(theirs, ""),
+        lambda: blobs.info_owned(model, "u1"),
+        lambda: blobs.open_owned(theirs, "u1"),
+        lambda: blobs.get_owned("0" * 24, "u1", used_by="wf-x"),
+        lambda: blobs.get_owned("not-an-id", "u1"),
+    ):
+        with pytest.raises(BlobNotFound):
+            call()
+    assert "used_by" not in blobs.info(theirs).metadata, "a refused read marks nothing"
+    assert blobs.get_owned(model, "u2") == b"lora", "the model files' owner field still reads"
+
+
+def test_a_bucket_indexed_by_an_earlier_release_moves_to_the_served_key_index(
+    mongo_server: MongoServer, mongo_db: Database[Any]
+) -> None:
+    """A database whose buckets carry the earlier `key_unique` index (partial on `$type`) gets
+    the new one at start, and the old one only then goes: keys stay unique throughout."""
+    files = mongo_db["images.files"]
+    files.create_index(
+        [("metadata.key", pymongo.ASCENDING)],
+        unique=True,
+        partialFilterExpression={"metadata.key": {"$type": "string"}},
+        name="key_unique",
+    )
+    blobs = BlobStore(mongo_db)
+    first = blobs.put(b"a", "a.png", "image/png", key="k-1")
+    blobs.ensure_indexes()
+    blobs.ensure_indexes()  # a second start changes nothing
+    assert "key_unique" not in files.index_information()
+    assert blobs.put(b"b", "a.png", "image/png", key="k-1") == first
+    with pytest.raises(pymongo.errors.DuplicateKeyError):
+        files.insert_one({"metadata": {"key": "k-1"}, "length": 0})
+    files.insert_one({"metadata": {}, "length": 0})
+    files.insert_one({"metadata": {}, "length": 0})  # files without a key are not unique-checked
+    plan = mongo_db.command("explain", {"find": "images.files", "filter": {"metadata.key": "k-1"}})
+    assert plan["queryPlanner"]["winningPlan"].get("stage") != "COLLSCAN"
