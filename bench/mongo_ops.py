@@ -90,8 +90,8 @@ async def run_jobs(
                 raise RuntimeError(f"{started.workflow_id} ended {status.state}")
 
         await one(1)  # warm up: caches, indexes, connections; not counted
-        # A stack that has run `prefill` jobs before (3 at a time: the cap): a command whose time grows
-        # with it scans a collection that grows with every job.
+        # A stack that has run `prefill` jobs before (3 at a time: the cap): a command whose
+        # time grows with it scans a collection that grows with every job.
         for start in range(0, prefill, 3):
             await asyncio.gather(*(one(10_000 + i) for i in range(start, min(prefill, start + 3))))
         await asyncio.sleep(0.5)

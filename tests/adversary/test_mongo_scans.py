@@ -9,26 +9,35 @@ owner fields) scanned the same collection: a top-level `$or` rides no index ther
 1,000 images, measured). A real MongoDB plans both with an index; these tests hold the queries
 to a form both servers serve from one.
 
-Each test records the filters a `BlobStore` call sends (a pymongo CommandListener on a client
+The last tests hold the server's own growth: its registry of retryable writes, which it pruned
+by walking all of it on every write (workers/secantusd.py).
+
+Each blob test records the filters a `BlobStore` call sends (a pymongo CommandListener on a client
 of its own) and asks the server to `explain` each: none may be a `COLLSCAN`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import bson
 import pymongo
 import pytest
 from pymongo import monitoring
 from pymongo.database import Database
+from secantus import transactions
 
 from domain.rules import DomainRules
 from store.blobs import BlobNotFound, BlobStore
 from store.db import Stores
 from tests.fixtures.stack import MongoServer
+from workers.devstack import mongo_argv
+from workers.secantusd import _prune_front
 
-_FILTERED = {"find": "filter", "findAndModify": "query", "update": None, "delete": None}
+_FILTERED = {"find": "filter", "findAndModify": "query", "update": "", "delete": ""}
 
 
 class Filters(monitoring.CommandListener):
@@ -163,3 +172,81 @@ def test_a_bucket_indexed_by_an_earlier_release_moves_to_the_served_key_index(
     files.insert_one({"metadata": {}, "length": 0})  # files without a key are not unique-checked
     plan = mongo_db.command("explain", {"find": "images.files", "filter": {"metadata.key": "k-1"}})
     assert plan["queryPlanner"]["winningPlan"].get("stage") != "COLLSCAN"
+
+
+# ---- the embedded server's retryable-write registry ----------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _registry(clock: _Clock) -> transactions.TransactionRegistry:
+    return transactions.TransactionRegistry(time_func=clock)
+
+
+def test_the_embedded_server_runs_with_the_constant_time_prune() -> None:
+    """secantusdb 0.7.0b3 pruned its registry of retryable writes (every single write pymongo
+    sends) by walking all of it twice per write, and sorting all of it once it held 10,000:
+    measured 1.0 ms per `update_one` after 100 writes, 8–10 ms from 10,000 on (~800 make jobs
+    in half an hour). The dev stack and the tests' server run it through `workers.secantusd`."""
+    argv = mongo_argv(27017, Path("data"))
+    assert argv[:3] == [sys.executable, "-m", "workers.secantusd"]
+    assert "--sync-on-commit" in argv
+    # The hooks the wrapper replaces still exist in the pinned server.
+    assert callable(transactions.TransactionRegistry._prune_retryable_locked)
+    assert transactions._RETRYABLE_RECORD_LIFETIME_SECONDS == 30 * 60.0
+    assert transactions._RETRYABLE_RECORD_MAX == 10_000
+
+
+def test_the_prune_drops_what_the_servers_own_prune_drops() -> None:
+    """Stale records go, fresh ones stay, and above the cap the oldest go: the same keys as
+    the server's own prune, from the same registry."""
+    clock = _Clock()
+    ours, theirs = _registry(clock), _registry(clock)
+    original = transactions.TransactionRegistry._prune_retryable_locked
+    for i in range(50):
+        clock.now += 60.0  # one a minute: the first 20 are stale 30 minutes later
+        for reg in (ours, theirs):
+            reg._retryable[(b"s", i)] = ({"ok": 1}, clock.now, b"id")
+    clock.now += 1.0
+    _prune_front(ours)
+    original(theirs)
+    assert list(ours._retryable) == list(theirs._retryable)
+    assert len(ours._retryable) == 30
+
+
+def test_above_the_cap_the_oldest_records_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transactions, "_RETRYABLE_RECORD_MAX", 5)
+    clock = _Clock()
+    reg = _registry(clock)
+    for i in range(8):
+        clock.now += 1.0
+        reg._retryable[(b"s", i)] = ({"ok": 1}, clock.now, b"id")
+    _prune_front(reg)
+    assert [k[1] for k in reg._retryable] == [3, 4, 5, 6, 7]
+
+
+def test_a_retried_write_is_still_answered_from_its_record(mongo_db: Database[Any]) -> None:
+    """The server still replays a retryable write's recorded reply (what the registry is
+    for): the same lsid and txnNumber sent twice apply the `$inc` once."""
+    coll = mongo_db["retry_probe"]
+    coll.insert_one({"_id": 1, "n": 0})
+    client = mongo_db.client
+    with client.start_session() as session:
+        cmd = {
+            "update": "retry_probe",
+            "updates": [{"q": {"_id": 1}, "u": {"$inc": {"n": 1}}}],
+            "lsid": session.session_id,
+            "txnNumber": bson.int64.Int64(7),
+        }
+        first = mongo_db.command(cmd)
+        again = mongo_db.command(cmd)
+        assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 1}, "the retry did not apply"
+        mongo_db.command({**cmd, "txnNumber": bson.int64.Int64(8)})
+    assert first["n"] == again["n"] == 1
+    assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}, "a new write does"
