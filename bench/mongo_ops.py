@@ -64,6 +64,31 @@ def key_of(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
     return str(name), coll, str(shape(query)) if query is not None else "", plan
 
 
+def plan_of(db: Any, entry: Mapping[str, Any]) -> str:
+    """The plan the server picks for the entry's filter (a find, or a write's filter as a find),
+    e.g. `IXSCAN key_string_unique` or `COLLSCAN`; "" for a command without a filter."""
+    cmd: Mapping[str, Any] = entry.get("command") or {}
+    coll = str(entry.get("ns", "")).split(".", 1)[-1]
+    query = cmd.get("filter") or cmd.get("query") or cmd.get("q")
+    if query is None and cmd.get("updates"):
+        query = cmd["updates"][0].get("q")
+    if query is None and cmd.get("deletes"):
+        query = cmd["deletes"][0].get("q")
+    if not isinstance(query, Mapping) or not coll:
+        return ""
+    try:
+        plan = db.command("explain", {"find": coll, "filter": dict(query)})
+    except Exception:  # a measurement: a plan it cannot name is left blank
+        return ""
+    stages = []
+    node: Any = plan.get("queryPlanner", {}).get("winningPlan", {})
+    while isinstance(node, Mapping) and node:
+        name = str(node.get("stage", ""))
+        stages.append(f"{name} {node['indexName']}" if node.get("indexName") else name)
+        node = node.get("inputStage")
+    return " ← ".join(stages)
+
+
 async def run_jobs(
     stack: DevStack, jobs_n: int, prefill: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
@@ -103,6 +128,8 @@ async def run_jobs(
         await asyncio.sleep(0.5)  # the last job's record and release land
         db.command("profile", 0)
         entries = list(db["system.profile"].find({}))
+        for e in entries:  # this server's profiler names no plan: ask `explain` for it
+            e.setdefault("planSummary", plan_of(db, e))
     finally:
         stores.close()
     return entries, jobs_n
