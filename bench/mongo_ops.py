@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adapters.jobs import JobsClient
-from bench.make_image import embedded_stack, set_render_time
+from bench.make_image import cpu_seconds, embedded_stack, set_render_time
 from domain.jobs import JobState, MakeImageRequest
 from workers.devstack import DevStack
 from workers.runtime import connect_temporal, open_stores
@@ -91,7 +91,7 @@ def plan_of(db: Any, entry: Mapping[str, Any]) -> str:
 
 async def run_jobs(
     stack: DevStack, jobs_n: int, prefill: int = 0
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[dict[str, Any]], int, float]:
     config, endpoints = stack.config, stack.endpoints
     temporal = await connect_temporal(config, endpoints)
     stores = open_stores(config, endpoints)
@@ -122,20 +122,24 @@ async def run_jobs(
         await asyncio.sleep(0.5)
         db.command("profile", 0)
         db.drop_collection("system.profile")
+        pids = {"mongodb": stack.processes["mongodb"].pid or 0}
+        cpu_before = cpu_seconds(pids)["mongodb"]
         db.command("profile", 2)
         for i in range(jobs_n):
             await one(100 + i)
         await asyncio.sleep(0.5)  # the last job's record and release land
         db.command("profile", 0)
+        # mongod's CPU per job, the profiler's own writes included (the same in every run)
+        cpu_ms = (cpu_seconds(pids)["mongodb"] - cpu_before) * 1000 / jobs_n
         entries = list(db["system.profile"].find({}))
         for e in entries:  # this server's profiler names no plan: ask `explain` for it
             e.setdefault("planSummary", plan_of(db, e))
     finally:
         stores.close()
-    return entries, jobs_n
+    return entries, jobs_n, cpu_ms
 
 
-def render_table(entries: list[dict[str, Any]], n: int) -> str:
+def render_table(entries: list[dict[str, Any]], n: int, cpu_ms: float) -> str:
     counts: Counter[tuple[str, str, str, str]] = Counter()
     millis: dict[tuple[str, str, str, str], float] = defaultdict(float)
     for e in entries:
@@ -146,7 +150,8 @@ def render_table(entries: list[dict[str, Any]], n: int) -> str:
         millis[k] += float(e.get("millis", 0))
     total = sum(counts.values())
     lines = [
-        f"{total / n:.1f} MongoDB commands per make job ({total} over {n} sequential jobs).",
+        f"{total / n:.1f} MongoDB commands per make job ({total} over {n} sequential jobs);"
+        f" mongod CPU {cpu_ms:.1f} ms per job (with the profiler on).",
         "",
         "| per job | command | collection | filter shape | plan | server ms per job |",
         "|---:|---|---|---|---|---:|",
@@ -169,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="st-mongo-") as tmp, embedded_stack(Path(tmp)) as s:
-        entries, n = asyncio.run(run_jobs(s, args.jobs, args.prefill))
-    print(render_table(entries, n))
+        entries, n, cpu_ms = asyncio.run(run_jobs(s, args.jobs, args.prefill))
+    print(render_table(entries, n, cpu_ms))
     return 0
 
 
