@@ -11,7 +11,8 @@ its owner's user id in `metadata.user_id` (`OWNER_FIELD`; written before it was 
 sources say `metadata.user` and model files `metadata.owner`: both still read). A user-named id
 is read only through `get_owned` / `info_owned` / `open_owned`, which check the owner in one
 place (`_owned`): another user's blob and a missing one take the same query (a read by `_id`)
-and raise the same `BlobNotFound`. `get` / `info` stay for ids the system itself holds (outputs it just stored, pieces of a collection the caller may see).
+and raise the same `BlobNotFound`. `get` / `info` stay for ids the system itself holds
+(outputs it just stored, pieces of a collection the caller may see).
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.database import Database
 
 SECRET_PREFIX = "whsec_"
@@ -23,13 +22,18 @@ class WebhookSecrets:
 
     def secret(self, user_id: str) -> str:
         """The account's secret, made on first use (one per account, whatever the identity)."""
-        fresh = SECRET_PREFIX + secrets.token_urlsafe(32)
-        doc = self.coll.find_one_and_update(
-            {"_id": user_id},
-            {"$setOnInsert": {"secret": fresh, "created_at": datetime.now(UTC)}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        doc = self.coll.find_one({"_id": user_id})
+        if doc is None:
+            # Made on first use by an upsert that changes nothing when another caller made it
+            # meanwhile, then read back. Not one `findAndModify`: the embedded MongoDB-compatible
+            # server answers those by scanning the whole collection (issue 17).
+            fresh = SECRET_PREFIX + secrets.token_urlsafe(32)
+            self.coll.update_one(
+                {"_id": user_id},
+                {"$setOnInsert": {"secret": fresh, "created_at": datetime.now(UTC)}},
+                upsert=True,
+            )
+            doc = self.coll.find_one({"_id": user_id})
         assert doc is not None  # upserted
         return str(doc["secret"])
 

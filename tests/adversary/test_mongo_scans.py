@@ -30,8 +30,10 @@ from pymongo import monitoring
 from pymongo.database import Database
 from secantus import transactions
 
+from domain.collections import CollectionError
 from domain.rules import DomainRules
 from store.blobs import BlobNotFound, BlobStore
+from store.collections import Piece
 from store.db import Stores
 from tests.fixtures.stack import MongoServer
 from workers.devstack import mongo_argv
@@ -250,3 +252,50 @@ def test_a_retried_write_is_still_answered_from_its_record(mongo_db: Database[An
         mongo_db.command({**cmd, "txnNumber": bson.int64.Int64(8)})
     assert first["n"] == again["n"] == 1
     assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}, "a new write does"
+
+
+# ---- other writes a job makes per piece or per delivery --------------------------------------
+
+
+class _Names(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_cook_piece_and_a_webhook_secret_are_written_without_find_and_modify(
+    mongo_server: MongoServer, mongo_db: Database[Any]
+) -> None:
+    """Each piece of a cook is recorded as it moves on, and each webhook delivery reads its
+    account's secret (made on first use). The embedded server answers any `findAndModify` by
+    scanning the whole collection (every piece ever cooked; every account with webhooks):
+    an `update` by `_id` and a read back instead, with the same results."""
+    listener = _Names()
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        mongo_server.uri, event_listeners=[listener], serverSelectionTimeoutMS=10_000
+    )
+    try:
+        stores = Stores(client[mongo_db.name], DomainRules(starter_grant=500))
+        stores.ensure_indexes()
+        repo = stores.collections
+        repo.plan_piece(Piece(collection_id="c-1", number=1, seed=1, cook_id="k1"))
+        listener.names.clear()
+        recorded = repo.record_piece("c-1", 1, {"state": "pending_review", "blob_id": "b1"})
+        first = stores.webhook_secrets.secret("u-1")
+        again = stores.webhook_secrets.secret("u-1")
+        assert "findAndModify" not in listener.names
+        assert recorded.state == "pending_review" and recorded.blob_id == "b1"
+        assert recorded.seed == 1, "the rest of the piece is kept"
+        assert first == again and first.startswith("whsec_"), "made once, then the same"
+        with pytest.raises(CollectionError):
+            repo.record_piece("c-1", 9, {"state": "done"})
+    finally:
+        client.close()
