@@ -9,8 +9,9 @@ owner fields) scanned the same collection: a top-level `$or` rides no index ther
 1,000 images, measured). A real MongoDB plans both with an index; these tests hold the queries
 to a form both servers serve from one.
 
-The last tests hold the server's own growth: its registry of retryable writes, which it pruned
-by walking all of it on every write (workers/secantusd.py).
+Then the server's own growth: its registry of retryable writes, which it pruned by walking all
+of it on every write (workers/secantusd.py); and the `findAndModify` calls a job makes per cook
+piece or webhook delivery, which that server answers by scanning the whole collection.
 
 Each blob test records the filters a `BlobStore` call sends (a pymongo CommandListener on a client
 of its own) and asks the server to `explain` each: none may be a `COLLSCAN`.
