@@ -9,10 +9,10 @@ upload deletes its own chunks and returns the winner's id.
 Ownership: every blob a user can name (a source, an output, a dataset image, an export) carries
 its owner's user id in `metadata.user_id` (`OWNER_FIELD`; written before it was unified,
 sources say `metadata.user` and model files `metadata.owner`: both still read). A user-named id
-is read only through `get_owned` / `info_owned`, whose one query states the owner: another
-user's blob and a missing one take the same query, find nothing and raise the same
-`BlobNotFound`. `get` / `info` stay for ids the
-system itself holds (outputs it just stored, pieces of a collection the caller may see).
+is read only through `get_owned` / `info_owned` / `open_owned`, which check the owner in one
+place (`_owned`): another user's blob and a missing one take the same query (a read by `_id`)
+and raise the same `BlobNotFound`. `get` / `info` stay for ids the system itself holds
+(outputs it just stored, pieces of a collection the caller may see).
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ OWNER_FIELD = "user_id"
 # Older writes named the owner under another field (before the fields were unified): sources
 # said `user`, LoRA chunk files in bucket `models` said `owner`.
 LEGACY_OWNER_FIELDS = ("user", "owner")
+_OWNER_PROJECTION = {f"metadata.{f}": 1 for f in (OWNER_FIELD, *LEGACY_OWNER_FIELDS)}
+
+# The unique index on `metadata.key` (`ensure_indexes` says why it replaced the earlier one).
+KEY_INDEX = "key_string_unique"
+EARLIER_KEY_INDEX = "key_unique"
 
 
 class BlobNotFound(KeyError):
@@ -77,14 +82,26 @@ class BlobStore:
             raise ValueError(f"unknown bucket {bucket!r} (one of {BUCKETS})") from None
 
     def ensure_indexes(self) -> None:
+        """The key's unique index, GridFS's own, and the move off the earlier key index.
+
+        The key index is partial on `{$gte: ""}` (every string, exactly what the earlier
+        `key_unique`'s `{$type: "string"}` selected): a server proves that a lookup by a string
+        key implies `$gte ""`, while the embedded MongoDB-compatible server (secantusdb 0.7)
+        cannot reason about `$type` and answered every `find_by_key` by scanning the bucket
+        (22 ms per job after 500 jobs, issue 17). The new index is built before the old one
+        is dropped, so keys stay unique throughout (MongoDB ≥ 5.0 allows two indexes of one
+        key pattern that differ in their partial filter).
+        """
         for name in BUCKETS:
             files = self.db[f"{name}.files"]
             files.create_index(
                 [("metadata.key", ASCENDING)],
                 unique=True,
-                partialFilterExpression={"metadata.key": {"$type": "string"}},
-                name="key_unique",
+                partialFilterExpression={"metadata.key": {"$gte": ""}},
+                name=KEY_INDEX,
             )
+            if EARLIER_KEY_INDEX in files.index_information():
+                files.drop_index(EARLIER_KEY_INDEX)
             files.create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
             self.db[f"{name}.chunks"].create_index(
                 [("files_id", ASCENDING), ("n", ASCENDING)], unique=True
@@ -170,21 +187,29 @@ class BlobStore:
 
     # ---- reads on behalf of a user ---------------------------------------------------------
 
-    def _owned(self, blob_id: str, owner_id: str) -> dict[str, Any]:
-        """The filter of `owner_id`'s blob `blob_id`: one query whatever the answer."""
+    def _owned(
+        self, bucket: str, blob_id: str, owner_id: str, projection: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The file document of `owner_id`'s blob `blob_id`, or `BlobNotFound`: the one place
+        the owner is checked, after one read by `_id` whatever the answer.
+
+        The owner is compared here, not in the query: a filter with a top-level `$or` over the
+        owner fields rides no index on the embedded MongoDB-compatible server (secantusdb 0.7),
+        which scanned the whole bucket for every media job's source (issue 17). A read by
+        `_id` is a point lookup everywhere, and a blob's owner never changes once written.
+        """
         if not owner_id:  # never a blob written without an owner
             raise BlobNotFound(blob_id)
-        fields = (OWNER_FIELD, *LEGACY_OWNER_FIELDS)
-        return {"_id": _oid(blob_id), "$or": [{f"metadata.{f}": owner_id} for f in fields]}
+        doc = self.db[f"{bucket}.files"].find_one({"_id": _oid(blob_id)}, projection)
+        if doc is None or not _owned_by(doc, owner_id):
+            raise BlobNotFound(blob_id)
+        return doc
 
     def info_owned(self, blob_id: str, owner_id: str, bucket: str = "images") -> BlobInfo:
         """The blob's description if `owner_id` owns it; `BlobNotFound` otherwise — the same
         error, after the same one query, for another user's blob as for a missing one."""
         self._bucket(bucket)
-        doc = self.db[f"{bucket}.files"].find_one(self._owned(blob_id, owner_id))
-        if doc is None:
-            raise BlobNotFound(blob_id)
-        return _info(blob_id, bucket, doc)
+        return _info(blob_id, bucket, self._owned(bucket, blob_id, owner_id))
 
     def get_owned(
         self,
@@ -197,23 +222,19 @@ class BlobStore:
         """The bytes of `owner_id`'s blob; `BlobNotFound` for another user's blob exactly as for
         a missing one.
 
-        With `used_by` (a workflow id), the blob is also marked as used by that job in the
-        same query, so the storage sweeper (store/storage.py) keeps it: a source counts as
-        used only once a charged job really reads it, never by a refused one.
+        With `used_by` (a workflow id), the blob is also marked as used by that job, once the
+        owner is checked and by `_id`, so the storage sweeper (store/storage.py) keeps it: a
+        source counts as used only once a charged job really reads it, never by a refused one.
+        A blob the sweeper removed in between matches nothing and reads as missing.
         """
         b = self._bucket(bucket)
-        files = self.db[f"{bucket}.files"]
-        query = self._owned(blob_id, owner_id)
+        doc = self._owned(bucket, blob_id, owner_id, _OWNER_PROJECTION)
         if used_by:
-            doc = files.find_one_and_update(
-                query,
-                {"$addToSet": {"metadata.used_by": used_by}},
-                projection={"_id": 1},
+            marked = self.db[f"{bucket}.files"].update_one(
+                {"_id": doc["_id"]}, {"$addToSet": {"metadata.used_by": used_by}}
             )
-        else:
-            doc = files.find_one(query, {"_id": 1})
-        if doc is None:
-            raise BlobNotFound(blob_id)
+            if marked.matched_count == 0:
+                raise BlobNotFound(blob_id)
         try:
             with b.open_download_stream(doc["_id"]) as stream:
                 return stream.read()
@@ -226,9 +247,7 @@ class BlobStore:
         """`owner_id`'s blob as its description and an open stream, for a reader that sends
         it in chunks (the HTTP API) instead of holding it whole; `BlobNotFound` for another
         user's blob exactly as for a missing one. The caller closes the stream."""
-        doc = self.db[f"{bucket}.files"].find_one(self._owned(blob_id, owner_id))
-        if doc is None:
-            raise BlobNotFound(blob_id)
+        doc = self._owned(bucket, blob_id, owner_id)
         try:
             stream = self._bucket(bucket).open_download_stream(doc["_id"])
         except gridfs.errors.NoFile:
@@ -263,6 +282,12 @@ class BlobStore:
             return False
         self.db[f"{bucket}.chunks"].delete_many({"files_id": doc["_id"]})
         return True
+
+
+def _owned_by(doc: Mapping[str, Any], owner_id: str) -> bool:
+    """Whether a file document names `owner_id` under the owner field or a legacy one."""
+    meta = doc.get("metadata") or {}
+    return any(meta.get(f) == owner_id for f in (OWNER_FIELD, *LEGACY_OWNER_FIELDS))
 
 
 def _info(blob_id: str, bucket: str, doc: Mapping[str, Any]) -> BlobInfo:

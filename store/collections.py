@@ -272,13 +272,15 @@ class CollectionRepo:
         return piece
 
     def record_piece(self, cid: str, number: int, changes: dict[str, Any]) -> Piece:
+        """Set `changes` on a planned piece and return it: an update by `_id`, then a read, not
+        one `findAndModify`, which the embedded MongoDB-compatible server answers by scanning
+        every piece ever cooked (issue 17). Only the piece's own workflow writes it."""
         changes = {**changes, "updated_at": datetime.now(UTC)}
-        doc = self.pieces.find_one_and_update(
-            {"_id": piece_id(cid, number)},
-            {"$set": changes},
-            return_document=ReturnDocument.AFTER,
-        )
-        if doc is None:
+        pid = piece_id(cid, number)
+        if self.pieces.update_one({"_id": pid}, {"$set": changes}).matched_count == 0:
+            raise CollectionError(f"piece {number} of {cid} was never planned")
+        doc = self.pieces.find_one({"_id": pid})
+        if doc is None:  # pragma: no cover - deleted between the two
             raise CollectionError(f"piece {number} of {cid} was never planned")
         return _piece(doc)
 

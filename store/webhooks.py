@@ -20,7 +20,6 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.database import Database
 
 from domain.errors import NotConfigured
@@ -35,12 +34,17 @@ class WebhookSecrets:
 
     def secret(self, user_id: str) -> str:
         """The account's secret, made on first use (one per account, whatever the identity)."""
-        doc = self.coll.find_one_and_update(
-            {"_id": user_id},
-            {"$setOnInsert": {"nonce": _nonce(), "created_at": datetime.now(UTC)}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        doc = self.coll.find_one({"_id": user_id})
+        if doc is None:
+            # Made on first use by an upsert that changes nothing when another caller made it
+            # meanwhile, then read back. Not one `findAndModify`: the embedded MongoDB-compatible
+            # server answers those by scanning the whole collection (issue 17).
+            self.coll.update_one(
+                {"_id": user_id},
+                {"$setOnInsert": {"nonce": _nonce(), "created_at": datetime.now(UTC)}},
+                upsert=True,
+            )
+            doc = self.coll.find_one({"_id": user_id})
         assert doc is not None  # upserted
         if "nonce" not in doc:  # an older record: its stored secret until the owner rotates
             return str(doc["secret"])

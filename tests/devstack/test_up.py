@@ -145,7 +145,7 @@ async def test_up_serves_every_service_and_sigterm_leaves_no_process_behind(
         assert mongo.admin.command("ping")["ok"] == 1
         mongo.close()
 
-        expected = {"temporal", "secantusd-py"} | (
+        expected = {"temporal", "workers.secantusd"} | (
             {"standins.comfyui"} if STANDIN_AVAILABLE else set()
         )
         cmdlines = " ".join(" ".join(psutil.Process(p).cmdline()) for p in children)
