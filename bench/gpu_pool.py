@@ -163,6 +163,16 @@ class Run:
     end: float
 
 
+def stopped_of(server: Standin, prompt_ids: set[str]) -> int:
+    """Prompts of `prompt_ids` the server started but did not finish (interrupted: a render
+    moved to a faster idle server after it had started)."""
+    return sum(
+        1
+        for pid, entry in server.history().items()
+        if pid in prompt_ids and entry.get("status", {}).get("status_str") != "success"
+    )
+
+
 def runs_of(server: Standin, prompt_ids: set[str]) -> list[Run]:
     out: list[Run] = []
     for pid, entry in server.history().items():
@@ -403,6 +413,9 @@ class Pool:
         summarise(row, runs, firsts)
         if sampler is not None:
             row.fast_idle_held = sampler.idle_held
+        retried = {pid for key, pid in ids.items() if "#" in key and not key.endswith("#1")}
+        moved = sum(1 for r in runs if r.prompt_id in retried)
+        stopped = sum(stopped_of(s, set(ids.values())) for s in servers)
         if len({r.server for r in runs}) > 1:
             fast_end = max(r.end for r in runs if r.server == servers[0].url)
             tail = max(r.end for r in runs) - fast_end
@@ -419,6 +432,10 @@ class Pool:
                     f"another held a prompt in its queue {sampler.idle_held:.2f} s in "
                     f"{sampler.episodes} stretch(es)"
                 )
+            row.note += (
+                f"; renders handed back and run on another server: {moved} ({stopped} of them "
+                "interrupted just after they had started)"
+            )
         return row
 
     async def direct(self, server: Standin) -> Row:
