@@ -142,7 +142,10 @@ class ServerSlots(CustomSlotSupplier):
         self.used = 0
         # Since when a GPU slot is free (wall clock, UTC), None while every one renders: the
         # server's "idle on its queues" record (store/gpu_idle.py) says it to busy servers.
-        self.idle_since: datetime | None = datetime.now(UTC)
+        # None too until the first poll: a worker still starting (connecting, reading its
+        # server's inventory) takes nothing yet, so nothing may be handed to it.
+        self.idle_since: datetime | None = None
+        self._polled = False
         self._watchers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         # A server that leaves an idle spell (the end of a backlog: busy servers hand their
         # fed-ahead prompts back to it) polls no fed-ahead prompt for FEED_AHEAD_PAUSE, so a
@@ -173,7 +176,7 @@ class ServerSlots(CustomSlotSupplier):
 
     def _idle_changed(self) -> None:
         """Recompute `idle_since` from `used` (called holding the lock); tell the watchers."""
-        idle = self.used < self.running
+        idle = self.used < self.running and self._polled
         if idle == (self.idle_since is not None):
             return
         now = datetime.now(UTC)
@@ -221,6 +224,9 @@ class ServerSlots(CustomSlotSupplier):
             with self._lock:
                 if self._may_poll(ctx.task_queue):
                     self.reserved[ctx.task_queue] = self.reserved.get(ctx.task_queue, 0) + 1
+                    if not self._polled:  # the first poll: idle from now (see __init__)
+                        self._polled = True
+                        self._idle_changed()
                     return _QueuePermit(ctx.task_queue)
                 self._waiters.append((asyncio.get_running_loop(), event))
                 pause = max(self._feed_after, self._poll_after) - time.monotonic()

@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -158,6 +159,7 @@ async def test_a_server_that_gave_a_render_away_polls_nothing_and_is_not_claimab
     clock = [1000.0]
     monkeypatch.setattr(temporal_workers.time, "monotonic", lambda: clock[0])
     slots = ServerSlots(2, running=1)
+    await slots.reserve_slot(_reserve_ctx("comfy"))  # it polls, with nothing to render
     idle_since = slots.idle_since
     assert idle_since is not None and slots._may_poll("comfy")
     slots.pause_polls(MOVED_PAUSE)
@@ -186,3 +188,20 @@ def test_the_pace_is_unknown_until_a_render_and_counts_down_from_its_start(
     assert pace.seconds is not None and 1.0 < pace.seconds < 3.0
     pace.ended("p")
     assert pace.remaining("p") is None
+
+
+async def test_a_starting_server_is_idle_only_from_its_first_poll() -> None:
+    """Found in the bench's 4-server row at 05:39 UTC: a busy server handed its fed-ahead
+    prompt back to a server whose worker was still starting (its record said idle since the
+    worker object was built, before any poll), in the middle of a full backlog: the prompt
+    went back behind the backlog instead of running next."""
+    slots = ServerSlots(2, running=1)
+    await asyncio.sleep(IDLE_SETTLE.total_seconds() * 2)  # the worker starts slowly
+    assert slots.idle_since is None, "not polling yet: nothing could be handed to it"
+    before = datetime.now(UTC)
+    await asyncio.wait_for(slots.reserve_slot(_reserve_ctx("q")), 1)
+    assert slots.idle_since is not None and slots.idle_since >= before, "idle from its poll"
+
+
+def _reserve_ctx(queue: str) -> Any:
+    return SimpleNamespace(task_queue=queue, slot_type="activity", is_sticky=False)
