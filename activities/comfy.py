@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -146,6 +147,19 @@ def _handed_back_so_far() -> int:
         return 0
 
 
+def _handed_back_last() -> bool:
+    """Whether the last attempt handed its prompt back (its beat names no prompt): that prompt
+    was dequeued or interrupted, so a retry on the same server renders anew instead of
+    re-attaching to it (an interrupted prompt would fail the retry)."""
+    details = activity.info().heartbeat_details
+    if not details:
+        return False
+    try:
+        return Attempt.model_validate(details[0]).prompt_id == ""
+    except Exception:
+        return False
+
+
 def to_application_error(err: ComfyError) -> ApplicationError:
     """Keep the client's verdict on retrying; the type names the failure for the workflow."""
     return ApplicationError(err.message, type=type(err).__name__, non_retryable=not err.retryable)
@@ -160,12 +174,51 @@ MissingModels = Callable[[list[str], bool], Awaitable[list[str]]]
 # How soon a handed-back prompt is tried again (on another worker): at once, not after the
 # policy's backoff, since nothing is wrong with the job.
 HAND_BACK_DELAY = timedelta(milliseconds=100)
-# Whether a prompt waiting in this server's own queue (fed ahead) would start sooner on another
-# server: another live server has been idle on its task queue for a moment, so that queue has
-# no backlog left (the end of a backlog on a pool of unequal GPUs). Given the task queue;
-# workers/temporal_workers.py, store/gpu_idle.py.
-BetterElsewhere = Callable[[str], Awaitable[bool]]
-FED_AHEAD_CHECK = 0.25  # seconds between such checks while a fed-ahead prompt waits
+# Whether a prompt on this server would end sooner on another: another live server has been
+# idle on its task queue for a moment, so that queue has no backlog left (the end of a backlog
+# on a pool of unequal GPUs). Given the task queue and, for a render already running here, the
+# most seconds the other server's renders may take (None: a prompt still waiting in this
+# server's queue, which any idle server starts sooner); workers/temporal_workers.py,
+# store/gpu_idle.py.
+BetterElsewhere = Callable[[str, float | None], Awaitable[bool]]
+FED_AHEAD_CHECK = 0.25  # seconds between such checks while a prompt waits or has just started
+# What moving a running render costs, in seconds: the interrupt, the failed attempt, the retry
+# delay, the other server's poll and submit, and a margin for the estimates. A render that has
+# started here moves only when an idle server would end it at least this much sooner.
+MOVE_COST = 0.75
+
+
+class RenderPace:
+    """How long this server's renders take (a moving average of ComfyUI's own execution
+    times) and when each running prompt started: what lets a busy server tell whether an idle
+    one would end a render it has just started sooner (the end of a backlog, README "GPU
+    pool"). Unknown until the first render: no estimate, no such move."""
+
+    WEIGHT = 0.3  # of the newest render in the average
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+        self._started: dict[str, float] = {}  # prompt id -> monotonic time it began running
+
+    def observe(self, seconds: float | None) -> None:
+        if seconds is None or seconds <= 0:
+            return
+        last = self.seconds
+        self.seconds = seconds if last is None else last + self.WEIGHT * (seconds - last)
+
+    def started(self, prompt_id: str) -> None:
+        self._started.setdefault(prompt_id, time.monotonic())
+
+    def ended(self, prompt_id: str) -> None:
+        self._started.pop(prompt_id, None)
+
+    def remaining(self, prompt_id: str) -> float | None:
+        """Seconds the running prompt still needs by the average; None if it has not started
+        (or nothing is known)."""
+        began = self._started.get(prompt_id)
+        if began is None or self.seconds is None:
+            return None
+        return self.seconds - (time.monotonic() - began)
 
 
 class HandedBack(Exception):
@@ -193,6 +246,8 @@ class ComfyActivities:
         max_output_bytes: int | None = None,
         missing_models: MissingModels | None = None,
         better_elsewhere: BetterElsewhere | None = None,
+        pace: RenderPace | None = None,
+        polls_paused: Callable[[], bool] | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         # The largest output read from ComfyUI and so stored in GridFS (config
@@ -207,6 +262,10 @@ class ComfyActivities:
         self.missing_models = missing_models
         # None: a fed-ahead prompt stays on this server until it runs (or the worker stops).
         self.better_elsewhere = better_elsewhere
+        self.pace = pace or RenderPace()
+        # Whether this server's worker has paused its polls after moving a render that had
+        # started here to a faster server: a task that still arrives goes back at once.
+        self.polls_paused = polls_paused
         # One long-lived client per server: building an httpx client per call costs ~20 ms of
         # CPU (docs/performance.md). It keeps one WebSocket per prompt, so concurrent
         # activities do not share event streams.
@@ -241,6 +300,13 @@ class ComfyActivities:
         try:
             result = await self._reattach(comfy, inp, info.attempt, beat, reporter)
             if result is None:
+                if self.polls_paused is not None and self.polls_paused():
+                    # This server just gave a running render away and polls nothing; a poll
+                    # it had already made brought a task (most likely that very render) back.
+                    raise HandedBack(
+                        f"{self.server_url} has just handed a render to a faster server",
+                        "ComfyHandedBack",
+                    )
                 await self._hand_back_if_missing(inp.work.graph, fresh=False)
                 if inp.work.loras and self.ensure_loras is not None:
                     await self.ensure_loras(inp.work.loras)
@@ -254,6 +320,8 @@ class ComfyActivities:
                 activity.heartbeat(beat["attempt"])
 
                 async def on_progress(p: ComfyProgress) -> None:
+                    if p.stage == "running":
+                        self.pace.started(prompt_id)
                     await reporter.report(p, beat)
 
                 try:
@@ -290,6 +358,8 @@ class ComfyActivities:
             raise to_application_error(err) from err
         finally:
             ticker.cancel()
+            self.pace.ended(prompt_id)
+        self.pace.observe(result.execution_seconds)
         metrics.render_finished(self.server_url, result.execution_seconds)
         run = _run_result(self.server_url, result)
         if inp.store_for is not None and run.files:
@@ -329,7 +399,10 @@ class ComfyActivities:
         holding it through the shutdown grace. Likewise when, while it waits, the task queue
         it came from has run dry and another server polls it (`better_elsewhere`): a faster
         GPU that went idle at the end of a backlog takes it instead of waiting out this
-        server's render. A prompt already running is left to finish."""
+        server's render. A prompt already running is left to finish, but for one case: it
+        has only just started and an idle server is so much faster that it would end it
+        `MOVE_COST` sooner (a fast GPU that went idle just after this slow one started its
+        last prompt, bench/gpu_pool.py); then it is interrupted and handed back."""
         running = asyncio.ensure_future(run)
         stopping = asyncio.ensure_future(activity.wait_for_worker_shutdown())
         elsewhere = asyncio.ensure_future(self._until_better_elsewhere(comfy, prompt_id))
@@ -347,6 +420,20 @@ class ComfyActivities:
                 raise HandedBack(
                     f"{self.server_url} {why}; the prompt had not started", "ComfyHandedBack"
                 )
+            if (
+                not running.done()
+                and not stopping.done()
+                and elsewhere.done()
+                and elsewhere.result() == "running"
+                and await _interrupt(comfy, prompt_id)
+            ):
+                running.cancel()
+                with contextlib.suppress(BaseException):
+                    await running
+                raise HandedBack(
+                    f"{self.server_url} had just started the render; an idle server ends it sooner",
+                    "ComfyHandedBack",
+                )
             return await running
         finally:
             stopping.cancel()
@@ -354,9 +441,11 @@ class ComfyActivities:
             if not running.done():
                 running.cancel()
 
-    async def _until_better_elsewhere(self, comfy: ComfyClient, prompt_id: str) -> None:
-        """Return once the prompt waits behind another on this server while another server
-        could take it now; never while it runs, and never without `better_elsewhere`."""
+    async def _until_better_elsewhere(self, comfy: ComfyClient, prompt_id: str) -> str:
+        """Return ("pending" or "running") once the prompt would end sooner on another server:
+        while it waits behind another here, any server idle on its queue; once it runs, an
+        idle server whose renders take `MOVE_COST` less than what is left of this one. Never
+        for a render that has run long enough, and never without `better_elsewhere`."""
         if self.better_elsewhere is None or activity.info().attempt > 1:
             # At most one such hand-back per render: "another server is idle" can be wrong (its
             # record is up to IDLE_FRESH old, or it took other work meanwhile), and a retry
@@ -366,16 +455,30 @@ class ComfyActivities:
         queue = activity.info().task_queue
         while True:
             await asyncio.sleep(FED_AHEAD_CHECK)
+            left = self.pace.remaining(prompt_id)
+            if left is not None:  # running: only a much faster idle server is worth the move
+                budget = left - MOVE_COST
+                if budget <= 0:
+                    await asyncio.Event().wait()  # too late to gain anything by moving it
+                assert self.better_elsewhere is not None
+                with contextlib.suppress(Exception):
+                    if await self.better_elsewhere(queue, budget):
+                        return "running"
+                continue
             try:
                 position = await comfy.queue_position(prompt_id)
             except ComfyError:
                 continue
-            if position is None or position == 0:
-                await asyncio.Event().wait()  # running or done: nothing to give back
+            if position is None:
+                await asyncio.Event().wait()  # done or unknown: nothing to give back
+            if position == 0:
+                if self.pace.seconds is None:
+                    await asyncio.Event().wait()  # no estimate: a running render stays here
+                continue  # running (its start not seen yet) or next: decided once it runs
             assert self.better_elsewhere is not None
             with contextlib.suppress(Exception):
-                if await self.better_elsewhere(queue):
-                    return
+                if await self.better_elsewhere(queue, None):
+                    return "pending"
 
     async def _reattach(
         self,
@@ -393,7 +496,7 @@ class ComfyActivities:
                     inp.workflow_id, inp.index, attempt - 1, activity.info().workflow_run_id
                 ),
             )
-            if attempt > 1
+            if attempt > 1 and not _handed_back_last()
             else None
         )
 
@@ -486,6 +589,14 @@ class ComfyActivities:
             )
             activity.heartbeat(*([beat] if beat is not None else []))
         return stored
+
+
+async def _interrupt(comfy: ComfyClient, prompt_id: str) -> bool:
+    """Stop a running prompt (only that one); True if it was stopped before it finished."""
+    try:
+        return await comfy.cancel(prompt_id)
+    except ComfyError:
+        return False
 
 
 async def _dequeue_if_pending(comfy: ComfyClient, prompt_id: str) -> bool:

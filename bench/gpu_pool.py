@@ -23,8 +23,11 @@ the pool starts on a full backlog:
   prompt polled only once the last one completed).
 - **add a server mid-run**: one fast server, a second one started after `--add-after` seconds;
   jobs/s in the window before and after it took its first prompt.
-- **SIGTERM**: two fast servers, one signalled mid-run: its fed-ahead prompt is handed back
-  (ran elsewhere), its running one finishes; every job done, charged once.
+- **SIGTERM**: a slow and a fast server, the slow one's worker signalled mid-run while its
+  server runs one prompt and holds one fed ahead (read from its /queue at the signal): where
+  each of the two then ran is read from the /history of both (the fed-ahead one should be
+  handed back and run on the other server, the running one finish); every job done, charged
+  once.
 
 Per server, from the server's own `execution_start` / `execution_success` timestamps in its
 /history (ms): busy fraction (rendering time / the span from its first start to its last end),
@@ -102,8 +105,14 @@ class Standin:
         ).raise_for_status()
 
     def queue(self) -> tuple[int, int]:
+        running, pending = self.queue_ids()
+        return len(running), len(pending)
+
+    def queue_ids(self) -> tuple[list[str], list[str]]:
+        """The prompt ids running and pending on the server now (ComfyUI's /queue rows are
+        [number, prompt_id, ...])."""
         q = httpx.get(f"{self.url}/queue", timeout=10).json()
-        return len(q["queue_running"]), len(q["queue_pending"])
+        return [e[1] for e in q["queue_running"]], [e[1] for e in q["queue_pending"]]
 
     def history(self) -> dict[str, Any]:
         data: dict[str, Any] = httpx.get(f"{self.url}/history", timeout=30).json()
@@ -161,6 +170,16 @@ class Run:
     prompt_id: str
     start: float  # seconds (server clock, same host)
     end: float
+
+
+def stopped_of(server: Standin, prompt_ids: set[str]) -> int:
+    """Prompts of `prompt_ids` the server started but did not finish (interrupted: a render
+    moved to a faster idle server after it had started)."""
+    return sum(
+        1
+        for pid, entry in server.history().items()
+        if pid in prompt_ids and entry.get("status", {}).get("status_str") != "success"
+    )
 
 
 def runs_of(server: Standin, prompt_ids: set[str]) -> list[Run]:
@@ -403,6 +422,9 @@ class Pool:
         summarise(row, runs, firsts)
         if sampler is not None:
             row.fast_idle_held = sampler.idle_held
+        retried = {pid for key, pid in ids.items() if "#" in key and not key.endswith("#1")}
+        moved = sum(1 for r in runs if r.prompt_id in retried)
+        stopped = sum(stopped_of(s, set(ids.values())) for s in servers)
         if len({r.server for r in runs}) > 1:
             fast_end = max(r.end for r in runs if r.server == servers[0].url)
             tail = max(r.end for r in runs) - fast_end
@@ -419,6 +441,10 @@ class Pool:
                     f"another held a prompt in its queue {sampler.idle_held:.2f} s in "
                     f"{sampler.episodes} stretch(es)"
                 )
+            row.note += (
+                f"; renders handed back and run on another server: {moved} ({stopped} of them "
+                "interrupted just after they had started)"
+            )
         return row
 
     async def direct(self, server: Standin) -> Row:
@@ -474,14 +500,21 @@ class Pool:
         return row
 
     async def sigterm(self, a: Standin, b: Standin) -> Row:
+        """SIGTERM on `a`'s worker while its server runs one prompt and holds one fed ahead,
+        both read from the server's /queue at the moment of the signal; what happened to each
+        is read afterwards from both servers' /history (which attempt ran where)."""
         progress("SIGTERM one of two servers mid-run")
         wids, _first = await self.backlog(self.args.jobs // 4)
         self.serve(a)
         self.serve(b)
         # Signal once the worker holds a running and a fed-ahead prompt on its server.
         deadline = time.monotonic() + 60
-        while a.queue() != (1, 1) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        held: tuple[list[str], list[str]] = ([], [])
+        while time.monotonic() < deadline:
+            held = a.queue_ids()
+            if len(held[0]) == 1 and len(held[1]) == 1:
+                break
+            await asyncio.sleep(0.02)
         worker = self.workers.pop(a.url)
         signalled = time.time()
 
@@ -496,11 +529,29 @@ class Pool:
         runs = await self.all_runs(wids, [a, b])
         ids = await self.prompt_ids(wids)
         handed = sum(1 for w in wids if ids[f"{w}#2"] in {r.prompt_id for r in runs})
+        where = {r.prompt_id: r.server for r in runs}
+        first_attempt = {ids[f"{w}#1"]: w for w in wids}
+
+        def fate(prompt_id: str) -> str:
+            wid = first_attempt.get(prompt_id)
+            if wid is None:
+                return "not one of the row's prompts"
+            if where.get(prompt_id) == a.url:
+                return "finished on the signalled server"
+            for attempt in range(2, 6):
+                if where.get(ids[f"{wid}#{attempt}"]) == b.url:
+                    return f"handed back, ran on the other server (attempt {attempt})"
+            return "lost"  # finish() would have failed first
+
+        running = ", ".join(fate(p) for p in held[0]) or "none"
+        pending = ", ".join(fate(p) for p in held[1]) or "none"
         row = summarise(Row("SIGTERM one of two", [f"{a.render:g} s", f"{b.render:g} s"]), runs)
         row.note = (
-            f"signalled while its server ran one prompt and held one fed ahead: {handed} "
-            f"prompt(s) handed back and run on the other server, the signalled worker exited "
-            f"{stopped:.1f} s after SIGTERM; {len(wids)} jobs done, each charged once"
+            f"at the signal its server ran {len(held[0])} prompt(s) and held {len(held[1])} "
+            f"fed ahead (read from its /queue); the running one: {running}; the fed-ahead "
+            f"one: {pending}; {handed} prompt(s) ran as a second attempt in all; the signalled "
+            f"worker exited {stopped:.1f} s after SIGTERM; {len(wids)} jobs done, each charged "
+            "once"
         )
         return row
 
@@ -602,7 +653,9 @@ async def measure(stack: DevStack, args: argparse.Namespace) -> list[Row]:
         if "add" in wanted:
             rows.append(await pool.add_server(fast[0], fast[1]))
         if "sigterm" in wanted:
-            rows.append(await pool.sigterm(fast[0], fast[1]))
+            # The signalled server renders slowly enough (3x) that its fed-ahead prompt is still
+            # waiting when the worker handles the signal; at 0.25 s it had often started.
+            rows.append(await pool.sigterm(slow[0], fast[0]))
         pool.stop_all()
         return rows
     finally:

@@ -15,7 +15,9 @@ it itself, here:
   server idle on Q for a moment means Q has no backlog: its poll would have been matched.
 - A busy server `claim`s a record: idle for at least `IDLE_SETTLE`, refreshed within
   `IDLE_FRESH` (a dead worker's record is not), on the prompt's queue, not its own, and not
-  claimed during this idle spell. The claim is atomic, so an idle server attracts one
+  claimed during this idle spell; for a render that has already started, also one whose
+  server renders in at most the seconds given (`render_s`, the worker's own average: a render
+  moves only to a server that ends it sooner). The claim is atomic, so an idle server attracts one
   hand-back per idle spell, not one from every busy server at once.
 - A worker that stops deletes its record first; one that dies stops refreshing it, and the
   TTL index deletes it after `IDLE_TTL` (the freshness check ignores it long before).
@@ -69,17 +71,19 @@ class GpuIdle:
         queues: Sequence[str],
         idle_since: datetime | None,
         *,
+        render_seconds: float | None = None,
         now: datetime | None = None,
     ) -> None:
         """Record that `worker` polls `queues` and has been idle since `idle_since` (None:
-        every GPU slot of its server is taken). A new idle spell (another `idle_since`) may be
-        claimed again; refreshing the same spell keeps its claim."""
+        every GPU slot of its server is taken), its renders taking `render_seconds` (None: not
+        measured yet). A new idle spell (another `idle_since`) may be claimed again;
+        refreshing the same spell keeps its claim."""
         now = now or datetime.now(UTC)
         if idle_since is not None:  # as stored (milliseconds), so the same spell compares equal
             idle_since = idle_since.replace(microsecond=idle_since.microsecond // 1000 * 1000)
         self.coll.update_one(
             {"_id": worker},
-            {"$set": {"queues": sorted(queues), "seen_at": now}},
+            {"$set": {"queues": sorted(queues), "seen_at": now, "render_s": render_seconds}},
             upsert=True,
         )
         # A changed spell (or none) drops the claim of the last one; the same spell keeps it.
@@ -92,20 +96,32 @@ class GpuIdle:
         """The worker stops: it attracts no hand-back from now on."""
         self.coll.delete_one({"_id": worker})
 
-    def claim(self, queue: str, claimant: str, *, now: datetime | None = None) -> str | None:
+    def claim(
+        self,
+        queue: str,
+        claimant: str,
+        *,
+        faster_than: float | None = None,
+        now: datetime | None = None,
+    ) -> str | None:
         """Claim another worker idle on `queue` (settled, fresh, not claimed this idle spell)
-        for a prompt `claimant` hands back; its id, or None if there is none."""
+        for a prompt `claimant` hands back; with `faster_than`, only one whose renders take at
+        most that many seconds (measured). Its id, or None if there is none."""
         now = now or datetime.now(UTC)
+        wanted: dict[str, Any] = {
+            "_id": {"$ne": claimant},
+            "queues": queue,
+            "idle_since": {"$ne": None, "$lte": now - IDLE_SETTLE},
+            "seen_at": {"$gte": now - IDLE_FRESH},
+            "claimed_by": None,
+        }
+        if faster_than is not None:
+            wanted["render_s"] = {"$gt": 0, "$lte": faster_than}
         found = self.coll.find_one_and_update(
-            {
-                "_id": {"$ne": claimant},
-                "queues": queue,
-                "idle_since": {"$ne": None, "$lte": now - IDLE_SETTLE},
-                "seen_at": {"$gte": now - IDLE_FRESH},
-                "claimed_by": None,
-            },
+            wanted,
             {"$set": {"claimed_by": claimant, "claimed_at": now}},
-            sort=[("idle_since", 1)],
+            # The fastest server for a moved render, else the one idle longest.
+            sort=[("render_s", 1), ("idle_since", 1)] if faster_than else [("idle_since", 1)],
             projection={"_id": 1},
             return_document=ReturnDocument.AFTER,
         )

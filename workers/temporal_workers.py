@@ -45,7 +45,7 @@ from temporalio.worker import (
 )
 
 from activities.collections import CollectionActivities
-from activities.comfy import ComfyActivities
+from activities.comfy import ComfyActivities, RenderPace
 from activities.jobs import JobActivities
 from activities.media import MediaActivities
 from activities.media_jobs import MediaJobActivities
@@ -99,6 +99,10 @@ def workflow_worker(
 
 
 FEED_AHEAD_PAUSE = 0.5  # seconds; see ServerSlots._feed_after
+# Seconds a server that interrupted a render it had just started (an idle server ends it
+# sooner) polls nothing, so that it does not take the retry straight back: the hand-back's
+# retry delay, the other server's poll, and a margin (see ServerSlots.pause_polls).
+MOVED_PAUSE = 1.0
 
 
 class _QueuePermit(SlotPermit):
@@ -138,7 +142,10 @@ class ServerSlots(CustomSlotSupplier):
         self.used = 0
         # Since when a GPU slot is free (wall clock, UTC), None while every one renders: the
         # server's "idle on its queues" record (store/gpu_idle.py) says it to busy servers.
-        self.idle_since: datetime | None = datetime.now(UTC)
+        # None too until the first poll: a worker still starting (connecting, reading its
+        # server's inventory) takes nothing yet, so nothing may be handed to it.
+        self.idle_since: datetime | None = None
+        self._polled = False
         self._watchers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         # A server that leaves an idle spell (the end of a backlog: busy servers hand their
         # fed-ahead prompts back to it) polls no fed-ahead prompt for FEED_AHEAD_PAUSE, so a
@@ -146,11 +153,15 @@ class ServerSlots(CustomSlotSupplier):
         # poll instead of queueing behind this one's render. Costs nothing while renders are
         # longer than the pause (the fed-ahead prompt still arrives before the render ends).
         self._feed_after = 0.0  # monotonic time before which no fed-ahead poll is made
+        self._poll_after = 0.0  # monotonic time before which no poll at all is made
+        self._polls_resume = datetime.now(UTC)  # the same instant, wall clock (for the record)
         self.reserved: dict[str, int] = {}
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     def _may_poll(self, queue: str) -> bool:
+        if time.monotonic() < self._poll_after:
+            return False  # it just gave a running render away (see pause_polls)
         capacity = self.running if self.held else self.capacity
         if self.used >= self.running and time.monotonic() < self._feed_after:
             return False  # just left an idle spell: no fed-ahead prompt yet (see __init__)
@@ -165,7 +176,7 @@ class ServerSlots(CustomSlotSupplier):
 
     def _idle_changed(self) -> None:
         """Recompute `idle_since` from `used` (called holding the lock); tell the watchers."""
-        idle = self.used < self.running
+        idle = self.used < self.running and self._polled
         if idle == (self.idle_since is not None):
             return
         now = datetime.now(UTC)
@@ -183,15 +194,42 @@ class ServerSlots(CustomSlotSupplier):
         with self._lock:
             self.held = True
 
+    def pause_polls(self, seconds: float) -> None:
+        """Poll nothing for `seconds`: this server interrupts a render it has just started so
+        that an idle, faster server takes it; its own GPU slot frees at once, and a poll now
+        would most likely bring that very render back."""
+        with self._lock:
+            if time.monotonic() + seconds > self._poll_after:
+                self._poll_after = time.monotonic() + seconds
+                self._polls_resume = datetime.now(UTC) + timedelta(seconds=seconds)
+
+    def polls_paused(self) -> bool:
+        """Whether polls are paused (`pause_polls`): a task that arrives now came from a poll
+        made before the pause, and is handed back (activities/comfy.py)."""
+        return time.monotonic() < self._poll_after
+
+    def claimable_idle_since(self) -> datetime | None:
+        """`idle_since` as other servers may rely on it: while polls are paused this server
+        takes nothing, so its idle spell counts from the end of the pause (a fixed instant, so
+        refreshing the record keeps the same spell)."""
+        with self._lock:
+            since = self.idle_since
+            if since is None or time.monotonic() >= self._poll_after:
+                return since
+            return max(since, self._polls_resume)
+
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
         while True:
             event = asyncio.Event()
             with self._lock:
                 if self._may_poll(ctx.task_queue):
                     self.reserved[ctx.task_queue] = self.reserved.get(ctx.task_queue, 0) + 1
+                    if not self._polled:  # the first poll: idle from now (see __init__)
+                        self._polled = True
+                        self._idle_changed()
                     return _QueuePermit(ctx.task_queue)
                 self._waiters.append((asyncio.get_running_loop(), event))
-                pause = self._feed_after - time.monotonic()
+                pause = max(self._feed_after, self._poll_after) - time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), pause if pause > 0 else None)
 
@@ -278,6 +316,8 @@ class ComfyServerWorkers:
         self.queues = config.task_queues
         ahead = config.comfy_feed_ahead if feed_ahead is None else feed_ahead
         self.slots = ServerSlots(slots + max(0, ahead), running=slots)
+        # How long this server's renders take (activities/comfy.py), shared with its record.
+        self.pace = RenderPace()
         # This server's pollers, told apart from other servers' on the same task queues.
         self.identity = f"{client.identity}|{self.url}"
         self.refresh_every = refresh_every
@@ -300,6 +340,8 @@ class ComfyServerWorkers:
             max_output_bytes=config.comfy_max_output_bytes,
             missing_models=self.missing,
             better_elsewhere=self.better_elsewhere if ahead > 0 else None,
+            pace=self.pace,
+            polls_paused=self.slots.polls_paused,
         )
         self.checkpoints: set[str] | None = None  # None: the server's list was never read
         self.inventory: ServerInventory | None = None  # the server as last read
@@ -323,19 +365,35 @@ class ComfyServerWorkers:
             graceful_shutdown_timeout=GRACE,
         )
 
-    async def better_elsewhere(self, queue: str) -> bool:
-        """Whether a prompt fed ahead on this server should go back to `queue`: another live
-        server has been idle on that queue for a moment (so its backlog is empty, and that
-        GPU, idle at the end of a backlog, takes the prompt instead of waiting for this one).
+    async def better_elsewhere(self, queue: str, faster_than: float | None = None) -> bool:
+        """Whether a prompt of this server should go back to `queue`: another live server has
+        been idle on that queue for a moment (so its backlog is empty, and that GPU, idle at
+        the end of a backlog, takes the prompt instead of waiting for this one); for a render
+        already running here (`faster_than` given), one whose renders take at most that long.
         Read from the workers' own idle records (store/gpu_idle.py), not from Temporal's
         backlog count and poller list, which lag by seconds and minutes. The idle server is
         claimed, so it attracts no other hand-back this idle spell; and this server stops
-        feeding ahead until its running prompt ends, so it does not take the prompt back."""
-        claimed = await asyncio.to_thread(self.stores.gpu_idle.claim, queue, self.identity)
+        feeding ahead until its running prompt ends (or, giving its running render away,
+        polls nothing for MOVED_PAUSE), so it does not take the prompt back."""
+        claimed = await asyncio.to_thread(
+            self.stores.gpu_idle.claim, queue, self.identity, faster_than=faster_than
+        )
         if claimed is None:
             return False
-        log.info("%s: %s is idle on %s: handing a fed-ahead prompt back", self.url, claimed, queue)
-        self.slots.hold_feed_ahead()
+        if faster_than is None:
+            log.info(
+                "%s: %s is idle on %s: handing a fed-ahead prompt back", self.url, claimed, queue
+            )
+            self.slots.hold_feed_ahead()
+        else:
+            log.info(
+                "%s: %s is idle on %s and renders in <= %.2f s: handing a render just started back",
+                self.url,
+                claimed,
+                queue,
+                faster_than,
+            )
+            self.slots.pause_polls(MOVED_PAUSE)
         return True
 
     async def report_idle(self, stop: asyncio.Event) -> None:
@@ -352,7 +410,8 @@ class ComfyServerWorkers:
                     self.stores.gpu_idle.record,
                     self.identity,
                     sorted(self.polled),
-                    self.slots.idle_since,
+                    self.slots.claimable_idle_since(),
+                    render_seconds=self.pace.seconds,
                 )
             except PyMongoError as err:
                 log.warning("%s: idle record not written: %s", self.url, err)

@@ -201,12 +201,12 @@ async def test_a_server_leaving_an_idle_spell_feeds_ahead_only_after_a_pause(
     holding the other fed ahead while the second idle server waits)."""
     monkeypatch.setattr(temporal_workers, "FEED_AHEAD_PAUSE", 60.0)
     slots = ServerSlots(2, running=1)  # one slot, feed-ahead 1
-    assert slots.idle_since is not None, "a new server is idle"
     changed = asyncio.Event()
     slots.watch(changed)
-    await asyncio.sleep(IDLE_SETTLE.total_seconds() * 2)  # idle long enough to be claimed
-
     first = await asyncio.wait_for(slots.reserve_slot(_reserve_ctx("q")), 1)
+    assert slots.idle_since is not None, "a polling server with nothing to render is idle"
+    await asyncio.sleep(IDLE_SETTLE.total_seconds() * 2)  # idle long enough to be claimed
+    changed.clear()
     slots.mark_slot_used(cast(Any, SimpleNamespace(permit=first, slot_info=object())))
     await asyncio.wait_for(changed.wait(), 1)
     assert slots.idle_since is None, "its GPU slot is taken"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.comfy import FED_AHEAD_CHECK, ComfyActivities
+from activities.comfy import FED_AHEAD_CHECK, ComfyActivities, RenderPace
 
 
 class _Queued:
@@ -25,12 +25,13 @@ class _Queued:
 
 
 def _activities(asked: list[str]) -> ComfyActivities:
-    async def better_elsewhere(queue: str) -> bool:
+    async def better_elsewhere(queue: str, faster_than: float | None) -> bool:
         asked.append(queue)
         return True  # a (stale) other poller and no backlog: the false positive
 
     acts = ComfyActivities.__new__(ComfyActivities)
     acts.better_elsewhere = better_elsewhere
+    acts.pace = RenderPace()
     return acts
 
 
