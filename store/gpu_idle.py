@@ -56,6 +56,9 @@ class GpuIdle:
 
     def __init__(self, db: Database[Any]) -> None:
         self.coll = db["comfy_idle"]
+        # The idle spell this process last wrote per worker: a record whose spell did not
+        # change is refreshed by one command, not two (each render records twice).
+        self._spells: dict[str, datetime | None] = {}
 
     def ensure_indexes(self) -> None:
         try:
@@ -81,19 +84,24 @@ class GpuIdle:
         now = now or datetime.now(UTC)
         if idle_since is not None:  # as stored (milliseconds), so the same spell compares equal
             idle_since = idle_since.replace(microsecond=idle_since.microsecond // 1000 * 1000)
-        self.coll.update_one(
-            {"_id": worker},
-            {"$set": {"queues": sorted(queues), "seen_at": now, "render_s": render_seconds}},
-            upsert=True,
-        )
-        # A changed spell (or none) drops the claim of the last one; the same spell keeps it.
-        self.coll.update_one(
-            {"_id": worker, "idle_since": {"$ne": idle_since}},
-            {"$set": {"idle_since": idle_since, "claimed_by": None}},
-        )
+        fields: dict[str, Any] = {
+            "queues": sorted(queues),
+            "seen_at": now,
+            "render_s": render_seconds,
+        }
+        changed = worker not in self._spells or self._spells[worker] != idle_since
+        if changed:  # a new spell (or none) drops the claim of the last one
+            fields.update(idle_since=idle_since, claimed_by=None)
+        done = self.coll.update_one({"_id": worker}, {"$set": fields}, upsert=True)
+        if not changed and done.upserted_id is not None:  # the record was gone (a TTL)
+            self.coll.update_one(
+                {"_id": worker}, {"$set": {"idle_since": idle_since, "claimed_by": None}}
+            )
+        self._spells[worker] = idle_since
 
     def forget(self, worker: str) -> None:
         """The worker stops: it attracts no hand-back from now on."""
+        self._spells.pop(worker, None)
         self.coll.delete_one({"_id": worker})
 
     def claim(

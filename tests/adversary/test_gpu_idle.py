@@ -231,3 +231,43 @@ async def test_a_short_gap_within_a_backlog_does_not_pause_the_feed_ahead(
     first = await asyncio.wait_for(slots.reserve_slot(_reserve_ctx("q")), 1)
     slots.mark_slot_used(cast(Any, SimpleNamespace(permit=first, slot_info=object())))
     await asyncio.wait_for(slots.reserve_slot(_reserve_ctx("q")), 1)  # fed ahead at once
+
+
+def test_a_record_is_one_command_and_a_worker_gone_by_ttl_comes_back_claimable(
+    mongo_server: Any, mongo_db: Database[Any]
+) -> None:
+    """Each render records its worker busy, then idle: one MongoDB command each (issue 17:
+    they were two, 4 of a make job's 32). A record the TTL removed under a live worker comes
+    back whole on its next refresh, claimable again."""
+    from pymongo import MongoClient, monitoring
+
+    class Count(monitoring.CommandListener):
+        n = 0
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            Count.n += event.command_name in {"update", "insert", "findAndModify"}
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_server.uri, event_listeners=[Count()])
+    try:
+        idle = GpuIdle(client[mongo_db.name])
+        t0 = datetime.now(UTC)
+        idle.record("w", ["comfy"], None, now=t0)  # busy
+        idle.record("w", ["comfy"], t0, now=t0)  # idle: a new spell
+        idle.record("w", ["comfy"], t0, now=t0 + timedelta(seconds=1))  # refreshed
+        assert Count.n == 3
+        t1 = t0 + IDLE_SETTLE * 3
+        assert idle.claim("comfy", "other", now=t1) == "w"
+        idle.record("w", ["comfy"], t0, now=t1)  # the same spell keeps its claim
+        assert idle.claim("comfy", "other-2", now=t1) is None
+
+        idle.coll.delete_one({"_id": "w"})  # as the TTL index would
+        idle.record("w", ["comfy"], t0, now=t1)
+        assert idle.claim("comfy", "other-2", now=t1) == "w"
+    finally:
+        client.close()
