@@ -396,15 +396,22 @@ class Ledger:
         """
         if seconds < 0:
             raise ValueError("GPU seconds cannot be negative")
-        query: dict[str, Any] = {"job_id": job_id, "kind": "charge"}
-        if key is not None:
-            query["key"] = key
-        # A find on the `job` index, then an update by `_id`: not one find_one_and_update,
-        # which the embedded server (secantusdb 0.7) answers by scanning the whole ledger
-        # (JobRepo.save says why). Not a money step: a reporting field, set, never added.
-        first = self.entries_coll.find_one(
-            query, projection={"_id": 1}, sort=[("created_at", ASCENDING)]
+        # The job's few entries found on the `job` index and picked here, then an update by
+        # `_id`: the embedded server (secantusdb 0.7) rides an index only when the filter is
+        # that index's field alone (`job_id` and `kind` together scanned the whole ledger,
+        # every job), and answers find_one_and_update by a scan too (JobRepo.save says why).
+        # Not a money step: a reporting field, set, never added.
+        charges = sorted(
+            (
+                d
+                for d in self.entries_coll.find(
+                    {"job_id": job_id}, projection={"kind": 1, "key": 1, "created_at": 1}
+                )
+                if d.get("kind") == "charge" and (key is None or d.get("key") == key)
+            ),
+            key=lambda d: (d.get("created_at") or datetime.min.replace(tzinfo=UTC), d["_id"]),
         )
+        first = charges[0] if charges else None
         if first is None:
             log.warning("no charge for job %s to record %.1f GPU seconds on", job_id, seconds)
             return False

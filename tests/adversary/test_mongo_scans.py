@@ -300,3 +300,27 @@ def test_a_cook_piece_and_a_webhook_secret_are_written_without_find_and_modify(
             repo.record_piece("c-1", 9, {"state": "done"})
     finally:
         client.close()
+
+
+def test_recording_a_jobs_gpu_seconds_is_served_by_an_index(
+    mongo_server: MongoServer, mongo_db: Database[Any]
+) -> None:
+    """Every finished render records its GPU time on the job's charge. The embedded server
+    rides an index only for a filter on that index's field alone: `job_id` and `kind`
+    together scanned the whole ledger (every entry of every job) once per job."""
+    listener = Filters()
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        mongo_server.uri, event_listeners=[listener], serverSelectionTimeoutMS=10_000
+    )
+    try:
+        stores = Stores(client[mongo_db.name], DomainRules(starter_grant=500))
+        stores.ensure_indexes()
+        user = stores.users.get_or_create("telegram:4242")[0]
+        for n in range(5):  # other jobs' entries: a scan and an index lookup differ
+            stores.ledger.charge(user.id, 1, f"job-{n}:charge", job_id=f"job-{n}", reason="make")
+        listener.seen.clear()
+        assert stores.ledger.record_gpu_seconds("job-3", 1.5)
+        assert scans(client[mongo_db.name], listener.seen) == []
+        assert stores.ledger.entries_for_job("job-3")[0].gpu_seconds == 1.5
+    finally:
+        client.close()
