@@ -46,7 +46,7 @@ from adapters.discord.commands import (
     stopped_modal,
     submitted_value,
 )
-from adapters.discord.progress import MIN_EDIT_GAP, StatusMessage, retry_after
+from adapters.discord.progress import MIN_EDIT_GAP, KeyedTasks, StatusMessage, retry_after
 from adapters.telegram import render
 from adapters.telegram.request_keys import Claims
 from domain.collections import MAX_SUPPLY, CookProgress
@@ -219,7 +219,7 @@ class DiscordCollections:
     def __init__(self, jobs: Any) -> None:
         self.jobs = jobs
         self.claims = Claims()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks = KeyedTasks("cook watcher")
 
     async def _who(self, interaction: discord.Interaction) -> str:
         who = identity_of(interaction.user)
@@ -468,12 +468,7 @@ class DiscordCollections:
         self._watch(cid, who, name, StatusMessage(interaction.client, interaction))
 
     def _watch(self, cid: str, who: str, name: str, target: StatusMessage) -> None:
-        old = self._tasks.get(cid)
-        if old is not None and not old.done():
-            return
-        task = asyncio.create_task(self._run(cid, who, name, target), name=f"cook watch {cid}")
-        self._tasks[cid] = task
-        task.add_done_callback(lambda t: self._done(cid, t))
+        self._tasks.start(cid, lambda: self._run(cid, who, name, target))
 
     async def reattach(self, client: discord.Client) -> int:
         """After a restart: show every running Discord cook's status again, in a new message
@@ -498,17 +493,8 @@ class DiscordCollections:
         log.info("re-attached %d cook status watcher(s)", count)
         return count
 
-    def _done(self, cid: str, task: asyncio.Task[None]) -> None:
-        if self._tasks.get(cid) is task:
-            del self._tasks[cid]
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("cook watcher of %s ended with %r", cid, task.exception())
-
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
 
     async def _run(self, cid: str, who: str, name: str, target: StatusMessage) -> None:
         shown: str | None = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import discord
@@ -85,31 +86,53 @@ class StatusMessage:
         await self.channel_message.edit(content=text, view=view)
 
 
+class KeyedTasks:
+    """At most one running task per key (a job's or a cook's status watcher), kept until it
+    ends and cancelled on close: no fire-and-forget tasks."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, key: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start `run()` for `key` unless a task for it still runs."""
+        old = self._tasks.get(key)
+        if old is not None and not old.done():
+            return
+        task = asyncio.create_task(run(), name=f"{self.what} {key}")
+        self._tasks[key] = task
+        task.add_done_callback(lambda t: self._done(key, t))
+
+    def _done(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s of %s ended with %r", self.what, key, task.exception())
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class ProgressWatchers:
-    """The running watcher tasks, kept by workflow id (no fire-and-forget tasks)."""
+    """The running watcher tasks, kept by workflow id."""
 
     def __init__(self, client: discord.Client, jobs: Any) -> None:
         self.client = client
         self.jobs = jobs
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks = KeyedTasks("status watcher")
 
     def watch(self, wid: str, interaction: discord.Interaction) -> None:
-        if wid in self._tasks and not self._tasks[wid].done():
-            return
         target = StatusMessage(self.client, interaction)
-        task = asyncio.create_task(self._run(wid, target), name=f"watch {wid}")
-        self._tasks[wid] = task
-        task.add_done_callback(lambda t: self._done(wid, t))
+        self._tasks.start(wid, lambda: self._run(wid, target))
 
     def watch_in_channel(self, wid: str, channel_id: int) -> None:
         """Watch a job whose interaction this process never saw (started before a restart):
         its status goes on in a new channel message."""
-        if wid in self._tasks and not self._tasks[wid].done():
-            return
         target = StatusMessage(self.client, None, channel_id)
-        task = asyncio.create_task(self._run(wid, target), name=f"watch {wid}")
-        self._tasks[wid] = task
-        task.add_done_callback(lambda t: self._done(wid, t))
+        self._tasks.start(wid, lambda: self._run(wid, target))
 
     async def reattach(self) -> int:
         """After a restart: watch every running Discord job again, in its channel (the
@@ -130,17 +153,8 @@ class ProgressWatchers:
         log.info("re-attached %d status watcher(s)", count)
         return count
 
-    def _done(self, wid: str, task: asyncio.Task[None]) -> None:
-        if self._tasks.get(wid) is task:
-            del self._tasks[wid]
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("status watcher of %s ended with %r", wid, task.exception())
-
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
 
     async def _run(self, wid: str, target: StatusMessage) -> None:
         shown: str | None = None
